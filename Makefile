@@ -1,0 +1,47 @@
+# The two commands of the README: `make run` and `make test`. Both are idempotent.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: run test lint typecheck test-embedded test-scaleout bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Reinstall only when the project definition changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/vpsapi serve --host $(HOST) --port $(PORT)
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/mypy
+
+test-embedded: $(VENV)/.installed-dev
+	$(BIN)/pytest -q
+
+# Same suite on PostgreSQL + Redis (skipped with a message when they are absent,
+# failed when CI=true).
+test-scaleout: $(VENV)/.installed-dev
+	VPSAPI_TEST_BACKEND=scaleout $(BIN)/pytest -q
+
+test: lint typecheck test-embedded test-scaleout
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/http.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from vpsapi.cli import app
+
+app()

@@ -1,0 +1,140 @@
+"""Application factory: settings in, a ready ASGI app out."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+from starlette.middleware.gzip import GZipMiddleware
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+from vpsapi import __version__
+from vpsapi.auth import service as auth_service
+from vpsapi.auth.module import MODULE as AUTH
+from vpsapi.citypulse.module import MODULE as CITYPULSE
+from vpsapi.config import Settings, get_settings
+from vpsapi.core.db import Database
+from vpsapi.core.errors import install_error_handlers
+from vpsapi.core.events import EventBus, RedisEventBus
+from vpsapi.core.logging import configure_logging, init_sentry
+from vpsapi.core.middleware import OriginGuard, RequestMiddleware
+from vpsapi.core.modules import Module
+from vpsapi.core.ratelimit import RateLimitMiddleware, create_storage
+from vpsapi.core.redis import create_redis
+from vpsapi.core.security import TokenCodec
+from vpsapi.devices.module import MODULE as DEVICES
+from vpsapi.health.module import MODULE as HEALTH
+from vpsapi.info.module import MODULE as INFO
+from vpsapi.jobs.module import MODULE as JOBS
+from vpsapi.ops.module import MODULE as OPS
+
+log = structlog.get_logger("vpsapi.app")
+
+MODULES: list[Module] = [HEALTH, AUTH, INFO, JOBS, OPS, DEVICES, CITYPULSE]
+
+
+def announce_admin_password(password: str, settings: Settings) -> None:
+    """Shown once on the console (not in the log stream) on the very first start."""
+    path = (settings.data_dir / "admin-password").resolve()
+    print(
+        "\n  First start: created admin user "
+        f"{settings.admin_email!r} with password:\n\n      {password}\n\n"
+        f"  (also saved to {path}, mode 0600; change it with "
+        "`vpsapi users set-password`)\n",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+async def prepare_database(db: Database, settings: Settings) -> None:
+    """Migrate (unless AUTO_MIGRATE=false) and create the first admin."""
+    if settings.auto_migrate:
+        await db.migrate()
+    async with db.session() as session:
+        password = await auth_service.bootstrap_admin(session, settings)
+    if password:
+        announce_admin_password(password, settings)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    db = Database(settings)
+    app.state.db = db
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(db.dispose)
+        await prepare_database(db, settings)
+        if settings.redis_url:
+            redis = create_redis(settings.redis_url)
+            stack.push_async_callback(redis.aclose)
+            app.state.redis = redis
+            app.state.events = RedisEventBus(redis, settings.redis_prefix)
+        else:
+            app.state.redis = None
+            app.state.events = EventBus()
+        await app.state.events.start()
+        stack.push_async_callback(app.state.events.close)
+        for module in app.state.modules:
+            if module.lifespan is not None:
+                await stack.enter_async_context(module.lifespan(app))
+        log.info(
+            "started",
+            version=__version__,
+            environment=settings.environment,
+            database="sqlite" if settings.is_sqlite else "postgresql",
+            redis=bool(settings.redis_url),
+        )
+        yield
+        log.info("stopping")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings)
+    init_sentry(settings)
+    codec = TokenCodec(
+        settings.jwt_signing_key(),
+        settings.jwt_issuer,
+        settings.jwt_expires_in,
+        settings.jwt_refresh_expires_in,
+    )
+    app = FastAPI(
+        title="vpsapi",
+        version=__version__,
+        description=(
+            "Job processing with live progress, VPS management, camera devices and "
+            "smart-building APIs in one service. `/api/v1` answers use the "
+            "`{success, data}` envelope; seed-000/003 paths keep their documented bodies."
+        ),
+        lifespan=lifespan,
+        swagger_ui_parameters={"persistAuthorization": True},
+    )
+    app.state.settings = settings
+    app.state.codec = codec
+    app.state.started_at = time.monotonic()
+    app.state.modules = MODULES
+    install_error_handlers(app)
+    for module in MODULES:
+        for router in module.routers:
+            app.include_router(router)
+    for module in MODULES:
+        for path, factory in module.mounts:
+            app.mount(path, factory(app))
+
+    if settings.rate_limit_enabled:
+        app.add_middleware(
+            RateLimitMiddleware,
+            settings=settings,
+            codec=codec,
+            storage=create_storage(settings),
+            rules=[rule for module in MODULES for rule in module.rate_limit_rules],
+        )
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    app.add_middleware(OriginGuard, allowed_origins=settings.allowed_origins)
+    app.add_middleware(RequestMiddleware, max_body_size=settings.max_body_size)
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
+    return app

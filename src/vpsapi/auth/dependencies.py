@@ -1,0 +1,122 @@
+"""The one auth dependency family every module uses.
+
+Accepted credentials: `Authorization: Bearer <jwt>`, `Authorization: ApiKey sk_live_…`,
+`Authorization: Bearer sk_live_…`; streaming endpoints (SSE, WebSocket) also take
+`?access_token=<jwt>` because browsers cannot set headers there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from vpsapi.auth import service
+from vpsapi.core.db import SessionDep
+from vpsapi.core.errors import Forbidden, Unauthorized
+from vpsapi.core.security import API_KEY_PREFIX, Principal, Role, TokenCodec
+
+# Declared for OpenAPI (Swagger's Authorize dialog); parsing is ours.
+_bearer = HTTPBearer(auto_error=False, description="JWT access token or sk_live_ API key")
+_api_key_header = APIKeyHeader(
+    name="Authorization",
+    scheme_name="ApiKeyAuth",
+    auto_error=False,
+    description="`ApiKey sk_live_…`",
+)
+
+
+def get_codec(request: Request) -> TokenCodec:
+    codec: TokenCodec = request.app.state.codec
+    return codec
+
+
+CodecDep = Annotated[TokenCodec, Depends(get_codec)]
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+async def _resolve(
+    request: Request, session: SessionDep, codec: TokenCodec, credential: str
+) -> Principal:
+    if credential.startswith(API_KEY_PREFIX):
+        principal = await service.principal_from_api_key(session, credential, client_ip(request))
+    else:
+        principal = await service.principal_from_token(session, codec, credential)
+    request.state.user_id = principal.user_id or principal.subject
+    request.scope.setdefault("state", {})["user_id"] = principal.user_id or principal.subject
+    return principal
+
+
+def _header_credential(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer" and value:
+        return value
+    if scheme.lower() == "apikey" and value.startswith(API_KEY_PREFIX):
+        return value
+    raise Unauthorized("Invalid authorization header")
+
+
+async def get_principal(
+    request: Request,
+    session: SessionDep,
+    codec: CodecDep,
+    _b: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
+    _k: Annotated[str | None, Depends(_api_key_header)] = None,
+) -> Principal:
+    credential = _header_credential(request)
+    if credential is None:
+        raise Unauthorized("No token provided")
+    return await _resolve(request, session, codec, credential)
+
+
+async def get_stream_principal(
+    request: Request,
+    session: SessionDep,
+    codec: CodecDep,
+    _b: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
+) -> Principal:
+    credential = _header_credential(request) or request.query_params.get("access_token")
+    if not credential:
+        raise Unauthorized("No token provided")
+    if credential.startswith(API_KEY_PREFIX) and "access_token" in request.query_params:
+        # Keys in URLs end up in proxy logs: only short-lived JWTs are accepted there.
+        raise Unauthorized("Use a JWT access token in access_token, not an API key")
+    return await _resolve(request, session, codec, credential)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+StreamPrincipal = Annotated[Principal, Depends(get_stream_principal)]
+
+
+async def get_current_user(principal: CurrentPrincipal) -> Principal:
+    if principal.user_id is None:
+        raise Forbidden("This endpoint needs a user account (log in, or use a personal API key)")
+    return principal
+
+
+CurrentUser = Annotated[Principal, Depends(get_current_user)]
+
+
+def require_role(minimum: Role) -> Callable[..., Awaitable[Principal]]:
+    """Dependency: the caller must have `minimum` role or higher (admin > manager > user)."""
+
+    async def dependency(principal: CurrentPrincipal) -> Principal:
+        if not principal.has_role(minimum):
+            raise Forbidden(f"This action requires the {minimum} role")
+        return principal
+
+    dependency.__name__ = f"require_{minimum}"
+    return dependency
+
+
+AdminUser = Annotated[Principal, Depends(require_role("admin"))]
+ManagerUser = Annotated[Principal, Depends(require_role("manager"))]

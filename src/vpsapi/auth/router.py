@@ -1,0 +1,311 @@
+"""Auth HTTP layer: seed-001 `/api/v1` endpoints and seed-000/002 `/api/auth` ones."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, status
+from pydantic import ValidationError
+
+from vpsapi.auth import service
+from vpsapi.auth.dependencies import (
+    AdminUser,
+    CodecDep,
+    CurrentPrincipal,
+    CurrentUser,
+    client_ip,
+)
+from vpsapi.auth.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyOut,
+    ApiTokenResponse,
+    LoginData,
+    LoginRequest,
+    LogoutRequest,
+    MeData,
+    OAuthLoginRequest,
+    OAuthTokenResponse,
+    RefreshRequest,
+    TokenPair,
+    UserCreate,
+    UserOut,
+    UserUpdate,
+)
+from vpsapi.core.db import SessionDep
+from vpsapi.core.errors import BadRequest, Conflict, ValidationFailed, validation_details
+from vpsapi.core.schemas import V1_ERROR_RESPONSES, Envelope, MessageData, Page, envelope
+
+legacy_router = APIRouter(prefix="/api/auth", tags=["auth"])
+v1_router = APIRouter(prefix="/api/v1", tags=["auth (v1)"], responses=V1_ERROR_RESPONSES)
+
+
+# ---- seed 000 / 002: /api/auth ---------------------------------------------------------
+
+
+@legacy_router.post(
+    "/token",
+    response_model=ApiTokenResponse,
+    summary="Exchange an API key for a JWT (seed 000)",
+    responses={401: {"description": '`{"error": "Invalid API key"}`'}},
+)
+async def issue_token(
+    request: Request,
+    session: SessionDep,
+    codec: CodecDep,
+    x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None,
+) -> ApiTokenResponse:
+    token = await service.exchange_api_key(
+        session, codec, request.app.state.settings, x_api_key, client_ip(request)
+    )
+    return ApiTokenResponse(token=token, expires_in=codec.access_ttl)
+
+
+_LOGIN_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": OAuthLoginRequest.model_json_schema()},
+            "application/x-www-form-urlencoded": {
+                "schema": {
+                    "type": "object",
+                    "required": ["username", "password"],
+                    "properties": {
+                        "username": {"type": "string", "description": "username or email"},
+                        "password": {"type": "string", "format": "password"},
+                        "grant_type": {"type": "string"},
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+async def _read_login(request: Request) -> OAuthLoginRequest:
+    content_type = request.headers.get("content-type", "")
+    try:
+        if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+            form = await request.form()
+            raw: Any = {k: v for k, v in form.items() if isinstance(v, str)}
+        else:
+            raw = json.loads(await request.body() or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("Malformed JSON in request body") from exc
+    if not isinstance(raw, dict):
+        raise ValidationFailed([{"field": "body", "message": "Expected a JSON object"}])
+    try:
+        return OAuthLoginRequest.model_validate(raw)
+    except ValidationError as exc:
+        raise ValidationFailed(validation_details(exc.errors())) from exc
+
+
+@legacy_router.post(
+    "/login",
+    response_model=OAuthTokenResponse,
+    response_model_by_alias=True,
+    summary="Log in with username or email (JSON or OAuth2 password form; seed 002)",
+    openapi_extra=_LOGIN_BODY,
+)
+async def oauth_login(request: Request, session: SessionDep, codec: CodecDep) -> dict[str, Any]:
+    body = await _read_login(request)
+    tokens = await service.login(
+        session,
+        codec,
+        login_name=body.username or body.email or "",
+        password=body.password,
+        ip=client_ip(request),
+        user_agent=request.headers.get("user-agent"),
+    )
+    return {
+        "access_token": tokens.access_token,
+        "token_type": "bearer",
+        "expires_in": tokens.expires_in,
+        "refresh_token": tokens.refresh_token,
+        "user": UserOut.model_validate(tokens.user).model_dump(by_alias=True, mode="json"),
+    }
+
+
+@legacy_router.post("/refresh", response_model=OAuthTokenResponse, summary="Rotate a refresh token")
+async def oauth_refresh(
+    request: Request, body: RefreshRequest, session: SessionDep, codec: CodecDep
+) -> dict[str, Any]:
+    tokens = await service.refresh(session, codec, body.refresh_token, ip=client_ip(request))
+    return {
+        "access_token": tokens.access_token,
+        "token_type": "bearer",
+        "expires_in": tokens.expires_in,
+        "refresh_token": tokens.refresh_token,
+        "user": UserOut.model_validate(tokens.user).model_dump(by_alias=True, mode="json"),
+    }
+
+
+@legacy_router.post("/logout", response_model=MessageData, summary="Revoke this login")
+async def oauth_logout(
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    codec: CodecDep,
+    body: LogoutRequest | None = None,
+) -> MessageData:
+    await service.logout(session, codec, principal, body.refresh_token if body else None)
+    return MessageData(message="Logged out")
+
+
+@legacy_router.get("/me", response_model=UserOut, summary="The logged-in user")
+async def oauth_me(principal: CurrentUser, session: SessionDep) -> UserOut:
+    return UserOut.model_validate(await service.get_user(session, principal.user_id or ""))
+
+
+# ---- seed 001: /api/v1 -----------------------------------------------------------------
+
+
+@v1_router.post("/auth/login", response_model=Envelope[LoginData], tags=["auth (v1)"])
+async def login(
+    request: Request, body: LoginRequest, session: SessionDep, codec: CodecDep
+) -> Envelope[LoginData]:
+    tokens = await service.login(
+        session,
+        codec,
+        login_name=body.email,
+        password=body.password,
+        ip=client_ip(request),
+        user_agent=request.headers.get("user-agent"),
+    )
+    return envelope(
+        LoginData(
+            access_token=tokens.access_token,
+            refresh_token=tokens.refresh_token,
+            expires_in=tokens.expires_in,
+            user=UserOut.model_validate(tokens.user),
+        )
+    )
+
+
+@v1_router.post("/auth/refresh", response_model=Envelope[TokenPair])
+async def refresh(
+    request: Request, body: RefreshRequest, session: SessionDep, codec: CodecDep
+) -> Envelope[TokenPair]:
+    tokens = await service.refresh(session, codec, body.refresh_token, ip=client_ip(request))
+    return envelope(
+        TokenPair(
+            access_token=tokens.access_token,
+            refresh_token=tokens.refresh_token,
+            expires_in=tokens.expires_in,
+        )
+    )
+
+
+@v1_router.post("/auth/logout", response_model=Envelope[MessageData])
+async def logout(
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    codec: CodecDep,
+    body: LogoutRequest | None = None,
+) -> Envelope[MessageData]:
+    await service.logout(session, codec, principal, body.refresh_token if body else None)
+    return envelope(MessageData(message="Logged out"))
+
+
+@v1_router.get("/me", response_model=Envelope[MeData])
+async def me(principal: CurrentUser, session: SessionDep) -> Envelope[MeData]:
+    user = await service.get_user(session, principal.user_id or "")
+    return envelope(MeData(user=UserOut.model_validate(user)))
+
+
+@v1_router.post(
+    "/api-keys", response_model=Envelope[ApiKeyCreated], status_code=status.HTTP_201_CREATED
+)
+async def create_api_key(
+    body: ApiKeyCreate, principal: CurrentUser, session: SessionDep
+) -> Envelope[ApiKeyCreated]:
+    api_key, key = await service.create_api_key(
+        session, principal.user_id or "", body.name, body.expires_in_days
+    )
+    out = ApiKeyOut.model_validate(api_key).model_dump()
+    return envelope(ApiKeyCreated(**out, key=key))
+
+
+@v1_router.get("/api-keys", response_model=Envelope[list[ApiKeyOut]])
+async def list_api_keys(
+    principal: CurrentUser,
+    session: SessionDep,
+    all_users: Annotated[bool, Query(alias="all", description="admins: every user's keys")] = False,
+) -> Envelope[list[ApiKeyOut]]:
+    owner = None if (all_users and principal.is_admin) else principal.user_id
+    keys = await service.list_api_keys(session, owner)
+    return envelope([ApiKeyOut.model_validate(k) for k in keys])
+
+
+@v1_router.delete("/api-keys/{key_id}", response_model=Envelope[ApiKeyOut])
+async def revoke_api_key(
+    key_id: str, principal: CurrentUser, session: SessionDep
+) -> Envelope[ApiKeyOut]:
+    owner = None if principal.is_admin else principal.user_id
+    return envelope(ApiKeyOut.model_validate(await service.revoke_api_key(session, key_id, owner)))
+
+
+@v1_router.post("/users", response_model=Envelope[UserOut], status_code=status.HTTP_201_CREATED)
+async def create_user(
+    body: UserCreate, _admin: AdminUser, session: SessionDep
+) -> Envelope[UserOut]:
+    user = await service.create_user(
+        session,
+        email=body.email,
+        password=body.password,
+        role=body.role,
+        username=body.username,
+        organization_id=body.organization_id,
+    )
+    return envelope(UserOut.model_validate(user))
+
+
+@v1_router.get("/users", response_model=Envelope[Page[UserOut]])
+async def list_users(
+    _admin: AdminUser,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Envelope[Page[UserOut]]:
+    users, total = await service.list_users(session, limit=limit, offset=offset)
+    next_cursor = str(offset + limit) if offset + limit < total else None
+    return envelope(
+        Page[UserOut](items=[UserOut.model_validate(u) for u in users], next_cursor=next_cursor)
+    )
+
+
+@v1_router.get("/users/{user_id}", response_model=Envelope[UserOut])
+async def get_user(user_id: str, _admin: AdminUser, session: SessionDep) -> Envelope[UserOut]:
+    return envelope(UserOut.model_validate(await service.get_user(session, user_id)))
+
+
+@v1_router.patch("/users/{user_id}", response_model=Envelope[UserOut])
+async def update_user(
+    user_id: str, body: UserUpdate, admin: AdminUser, session: SessionDep
+) -> Envelope[UserOut]:
+    user = await service.get_user(session, user_id)
+    demotes_self = user.id == admin.user_id and (
+        (body.role is not None and body.role != "admin") or body.is_active is False
+    )
+    if demotes_self and await service.count_admins(session) <= 1:
+        raise Conflict("Cannot demote or disable the last admin")
+    user = await service.update_user(
+        session,
+        user,
+        email=body.email,
+        username=body.username,
+        password=body.password,
+        role=body.role,
+        is_active=body.is_active,
+        organization_id=body.organization_id,
+    )
+    return envelope(UserOut.model_validate(user))
+
+
+@v1_router.delete("/users/{user_id}", response_model=Envelope[MessageData])
+async def delete_user(user_id: str, admin: AdminUser, session: SessionDep) -> Envelope[MessageData]:
+    user = await service.get_user(session, user_id)
+    if user.id == admin.user_id:
+        raise Conflict("You cannot delete your own account")
+    await service.delete_user(session, user)
+    return envelope(MessageData(message="User deleted"))

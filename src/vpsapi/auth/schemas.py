@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, EmailStr, Field, model_validator
+
+from vpsapi.core.schemas import CamelModel
+
+RoleName = Literal["admin", "manager", "user"]
+_USERNAME = re.compile(r"^[A-Za-z0-9_.\-]{3,64}$")
+
+
+class UserOut(CamelModel):
+    id: str
+    email: str
+    username: str
+    role: RoleName
+    organization_id: str | None = None
+    is_active: bool = True
+    created_at: datetime | None = None
+    last_login_at: datetime | None = None
+
+
+class LoginRequest(CamelModel):
+    email: str = Field(min_length=1, max_length=320)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class TokenPair(CamelModel):
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    token_type: Literal["Bearer"] = "Bearer"
+
+
+class LoginData(TokenPair):
+    user: UserOut
+
+
+class RefreshRequest(CamelModel):
+    refresh_token: str = Field(min_length=1, max_length=4096)
+
+
+class LogoutRequest(CamelModel):
+    refresh_token: str | None = Field(default=None, max_length=4096)
+
+
+class MeData(CamelModel):
+    user: UserOut
+
+
+class ApiTokenResponse(CamelModel):
+    """Seed 000: `{token, expiresIn}`."""
+
+    token: str
+    expires_in: int
+
+
+class OAuthLoginRequest(CamelModel):
+    """Seed 002 login: username or email, and password."""
+
+    username: str | None = Field(default=None, max_length=320)
+    email: str | None = Field(default=None, max_length=320)
+    password: str = Field(min_length=1, max_length=1024)
+
+    @model_validator(mode="after")
+    def _one_identifier(self) -> OAuthLoginRequest:
+        if not (self.username or self.email):
+            raise ValueError("username or email is required")
+        return self
+
+
+class OAuthTokenResponse(CamelModel):
+    """Seed 002 / OAuth2 password flow answer (snake_case, as OAuth2 clients expect)."""
+
+    access_token: str = Field(serialization_alias="access_token")
+    token_type: Literal["bearer"] = Field(default="bearer", serialization_alias="token_type")
+    expires_in: int = Field(serialization_alias="expires_in")
+    refresh_token: str = Field(serialization_alias="refresh_token")
+    user: UserOut
+
+
+class ApiKeyCreate(CamelModel):
+    name: str = Field(min_length=1, max_length=100)
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+
+
+class ApiKeyOut(CamelModel):
+    id: str
+    name: str
+    prefix: str
+    user_id: str
+    created_at: datetime
+    last_used_at: datetime | None = None
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class ApiKeyCreated(ApiKeyOut):
+    key: str = Field(description="The full key; shown only in this response")
+
+
+def _check_username(value: str) -> str:
+    if not _USERNAME.match(value):
+        raise ValueError("username must be 3-64 letters, digits, '_', '.' or '-'")
+    return value
+
+
+Username = Annotated[str, AfterValidator(_check_username)]
+
+
+class UserCreate(CamelModel):
+    email: EmailStr
+    username: Username | None = None
+    password: str = Field(min_length=8, max_length=1024)
+    role: RoleName = "user"
+    organization_id: str | None = Field(default=None, max_length=64)
+
+
+class UserUpdate(CamelModel):
+    email: EmailStr | None = None
+    username: Username | None = None
+    password: str | None = Field(default=None, min_length=8, max_length=1024)
+    role: RoleName | None = None
+    is_active: bool | None = None
+    organization_id: str | None = Field(default=None, max_length=64)

@@ -1,0 +1,431 @@
+"""Users, logins, refresh-token rotation, API keys: no HTTP here."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import structlog
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from vpsapi.auth.models import ApiKey, AuthSession, User
+from vpsapi.config import Settings
+from vpsapi.core.db import new_id, utcnow
+from vpsapi.core.errors import BadRequest, Conflict, NotFound, Unauthorized
+from vpsapi.core.security import (
+    API_KEY_PREFIX,
+    ROLES,
+    Principal,
+    Role,
+    TokenCodec,
+    constant_time_equals,
+    generate_api_key,
+    hash_api_key,
+    hash_password,
+    password_needs_rehash,
+    verify_password,
+)
+
+security_log = structlog.get_logger("vpsapi.security")
+
+SHARED_CLIENT = "client:shared"
+
+
+@dataclass(frozen=True)
+class IssuedTokens:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    user: User
+
+
+# ---- users ---------------------------------------------------------------------------
+
+
+def _normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+async def find_user_by_login(session: AsyncSession, login: str) -> User | None:
+    """A user by email or username (case-insensitive)."""
+    login = login.strip().lower()
+    column = User.email if "@" in login else func.lower(User.username)
+    return (await session.execute(select(User).where(column == login))).scalar_one_or_none()
+
+
+async def create_user(
+    session: AsyncSession,
+    *,
+    email: str,
+    password: str,
+    role: Role = "user",
+    username: str | None = None,
+    organization_id: str | None = None,
+) -> User:
+    if role not in ROLES:
+        raise BadRequest(f"role must be one of {', '.join(ROLES)}")
+    email = _normalize_email(email)
+    username = username or email.split("@", 1)[0]
+    taken = await session.execute(
+        select(User.id).where(
+            (User.email == email) | (func.lower(User.username) == username.lower())
+        )
+    )
+    if taken.first():
+        raise Conflict("A user with this email or username already exists")
+    user = User(
+        email=email,
+        username=username,
+        password_hash=hash_password(password),
+        role=role,
+        organization_id=organization_id,
+    )
+    session.add(user)
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # a concurrent create won the race
+        raise Conflict("A user with this email or username already exists") from exc
+    return user
+
+
+async def get_user(session: AsyncSession, user_id: str) -> User:
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFound("User not found")
+    return user
+
+
+async def list_users(session: AsyncSession, *, limit: int, offset: int) -> tuple[list[User], int]:
+    total = (await session.execute(select(func.count()).select_from(User))).scalar_one()
+    rows = await session.execute(
+        select(User).order_by(User.created_at, User.id).limit(limit).offset(offset)
+    )
+    return list(rows.scalars()), total
+
+
+async def update_user(
+    session: AsyncSession,
+    user: User,
+    *,
+    email: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    role: Role | None = None,
+    is_active: bool | None = None,
+    organization_id: str | None = None,
+) -> User:
+    if email is not None:
+        user.email = _normalize_email(email)
+    if username is not None:
+        user.username = username
+    if role is not None:
+        if role not in ROLES:
+            raise BadRequest(f"role must be one of {', '.join(ROLES)}")
+        user.role = role
+    if organization_id is not None:
+        user.organization_id = organization_id
+    if password is not None:
+        user.password_hash = hash_password(password)
+        await revoke_user_sessions(session, user.id, reason="password_changed")
+    if is_active is not None:
+        user.is_active = is_active
+        if not is_active:
+            await revoke_user_sessions(session, user.id, reason="deactivated")
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise Conflict("A user with this email or username already exists") from exc
+    return user
+
+
+async def delete_user(session: AsyncSession, user: User) -> None:
+    await session.delete(user)
+    await session.flush()
+
+
+async def count_admins(session: AsyncSession) -> int:
+    query = select(func.count()).select_from(User).where(User.role == "admin", User.is_active)
+    return (await session.execute(query)).scalar_one()
+
+
+async def bootstrap_admin(session: AsyncSession, settings: Settings) -> str | None:
+    """Create the first admin when there are no users. Returns a generated password
+    (also written to DATA_DIR/admin-password, mode 0600), or None."""
+    if (await session.execute(select(User.id).limit(1))).first():
+        return None
+    generated = settings.admin_password is None
+    password = (
+        secrets.token_urlsafe(18)
+        if settings.admin_password is None
+        else settings.admin_password.get_secret_value()
+    )
+    await create_user(
+        session,
+        email=settings.admin_email,
+        username=settings.admin_username,
+        password=password,
+        role="admin",
+    )
+    if not generated:
+        return None
+    _write_private(settings.ensure_data_dir() / "admin-password", password)
+    return password
+
+
+def _write_private(path: Path, content: str) -> None:
+    """Write a file only its owner can read (0600 from creation, never wider)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(content + "\n")
+
+
+# ---- logins and tokens ---------------------------------------------------------------
+
+
+def user_claims(user: User, session_id: str) -> dict[str, str]:
+    return {"sub": f"user:{user.id}", "sid": session_id, "role": user.role}
+
+
+async def login(
+    session: AsyncSession,
+    codec: TokenCodec,
+    *,
+    login_name: str,
+    password: str,
+    ip: str | None,
+    user_agent: str | None,
+) -> IssuedTokens:
+    user = await find_user_by_login(session, login_name)
+    if not verify_password(password, user.password_hash if user else None) or user is None:
+        security_log.warning("login_failed", ip=ip, reason="bad_credentials")
+        raise Unauthorized("Invalid email or password")
+    if not user.is_active:
+        security_log.warning("login_failed", ip=ip, reason="inactive", user_id=user.id)
+        raise Unauthorized("Account is disabled")
+    if password_needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    user.last_login_at = utcnow()
+    auth_session = AuthSession(
+        id=new_id(),
+        user_id=user.id,
+        refresh_jti=new_id(),
+        expires_at=utcnow() + timedelta(seconds=codec.refresh_ttl),
+        ip=ip,
+        user_agent=(user_agent or "")[:255] or None,
+    )
+    session.add(auth_session)
+    await session.flush()
+    security_log.info("login_succeeded", ip=ip, user_id=user.id)
+    return _issue(codec, user, auth_session)
+
+
+def _issue(codec: TokenCodec, user: User, auth_session: AuthSession) -> IssuedTokens:
+    access = codec.access_token(user_claims(user, auth_session.id))
+    refresh = codec.encode(
+        {"sub": f"user:{user.id}", "sid": auth_session.id, "jti": auth_session.refresh_jti},
+        codec.refresh_ttl,
+        "refresh",
+    )
+    return IssuedTokens(access, refresh, codec.access_ttl, user)
+
+
+async def refresh(
+    session: AsyncSession, codec: TokenCodec, refresh_token: str, *, ip: str | None
+) -> IssuedTokens:
+    claims = codec.decode(refresh_token, token_type="refresh")
+    auth_session = await session.get(AuthSession, str(claims.get("sid", "")))
+    if auth_session is None or auth_session.revoked_at is not None:
+        raise Unauthorized("Refresh token revoked")
+    new_jti = new_id()
+    # Conditional update: of two concurrent uses of one token, only one can win.
+    result = await session.execute(
+        update(AuthSession)
+        .where(AuthSession.id == auth_session.id, AuthSession.refresh_jti == claims["jti"])
+        .where(AuthSession.revoked_at.is_(None))
+        .values(refresh_jti=new_jti, refreshed_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        await _revoke_session(session, auth_session.id, "refresh_reuse")
+        security_log.warning(
+            "refresh_token_reuse", ip=ip, user_id=auth_session.user_id, session_id=auth_session.id
+        )
+        # Commit the revocation even though the request fails.
+        await session.commit()
+        raise Unauthorized("Refresh token already used; all sessions of this login revoked")
+    user = await session.get(User, auth_session.user_id)
+    if user is None or not user.is_active:
+        raise Unauthorized("Account is disabled")
+    auth_session.refresh_jti = new_jti
+    return _issue(codec, user, auth_session)
+
+
+async def _revoke_session(session: AsyncSession, session_id: str, reason: str) -> None:
+    await session.execute(
+        update(AuthSession)
+        .where(AuthSession.id == session_id, AuthSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow(), revoked_reason=reason)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def revoke_user_sessions(session: AsyncSession, user_id: str, reason: str) -> None:
+    await session.execute(
+        update(AuthSession)
+        .where(AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow(), revoked_reason=reason)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def logout(
+    session: AsyncSession, codec: TokenCodec, principal: Principal, refresh_token: str | None
+) -> None:
+    session_id = principal.claims.get("sid")
+    if session_id:
+        await _revoke_session(session, str(session_id), "logout")
+    if refresh_token:
+        try:
+            claims = codec.decode(refresh_token, token_type="refresh")
+        except Unauthorized:
+            return
+        if claims.get("sub") == principal.claims.get("sub"):
+            await _revoke_session(session, str(claims.get("sid", "")), "logout")
+
+
+async def exchange_api_key(
+    session: AsyncSession, codec: TokenCodec, settings: Settings, key: str | None, ip: str | None
+) -> str:
+    """Seed 000's `POST /api/auth/token`: the shared API_KEY or an active personal key."""
+    if key:
+        if settings.api_key is not None and constant_time_equals(
+            key, settings.api_key.get_secret_value()
+        ):
+            return codec.access_token({"sub": SHARED_CLIENT, "client": "vercel-app"})
+        if key.startswith(API_KEY_PREFIX):
+            api_key, user = await _active_api_key(session, key)
+            if api_key is not None and user is not None:
+                return codec.access_token(
+                    {"sub": f"apikey:{api_key.id}", "client": api_key.name, "role": user.role}
+                )
+    security_log.warning("Invalid API key attempt", ip=ip)
+    raise Unauthorized("Invalid API key")
+
+
+async def _active_api_key(session: AsyncSession, key: str) -> tuple[ApiKey | None, User | None]:
+    row = (
+        await session.execute(
+            select(ApiKey, User)
+            .join(User, User.id == ApiKey.user_id)
+            .where(ApiKey.key_hash == hash_api_key(key))
+        )
+    ).first()
+    if row is None:
+        return None, None
+    api_key, user = row
+    now = utcnow()
+    if api_key.revoked_at is not None or not user.is_active:
+        return None, None
+    if api_key.expires_at is not None and api_key.expires_at <= now:
+        return None, None
+    # Touch at most once a minute: a write per request would serialise hot keys.
+    if api_key.last_used_at is None or now - api_key.last_used_at > timedelta(minutes=1):
+        api_key.last_used_at = now
+    return api_key, user
+
+
+def _user_principal(
+    user: User, kind: str, claims: dict[str, object], key_id: str | None
+) -> Principal:
+    return Principal(
+        kind="user" if kind == "user" else "api_key",
+        subject=f"user:{user.id}",
+        role=user.role,  # type: ignore[arg-type]
+        user_id=user.id,
+        email=user.email,
+        username=user.username,
+        api_key_id=key_id,
+        claims=dict(claims),
+    )
+
+
+async def principal_from_api_key(session: AsyncSession, key: str, ip: str | None) -> Principal:
+    api_key, user = await _active_api_key(session, key)
+    if api_key is None or user is None:
+        security_log.warning("Invalid API key attempt", ip=ip)
+        raise Unauthorized("Invalid API key")
+    return _user_principal(user, "api_key", {}, api_key.id)
+
+
+async def principal_from_token(session: AsyncSession, codec: TokenCodec, token: str) -> Principal:
+    claims = codec.decode(token)
+    subject = str(claims["sub"])
+    kind, _, ident = subject.partition(":")
+    if subject == SHARED_CLIENT:
+        return Principal(kind="client", subject=SHARED_CLIENT, role="user", claims=claims)
+    if kind == "user":
+        row = (
+            await session.execute(
+                select(User, AuthSession.revoked_at)
+                .join(AuthSession, AuthSession.user_id == User.id)
+                .where(User.id == ident, AuthSession.id == str(claims.get("sid", "")))
+            )
+        ).first()
+        if row is None or row[1] is not None:
+            raise Unauthorized("Token revoked")
+        user = row[0]
+        if not user.is_active:
+            raise Unauthorized("Account is disabled")
+        return _user_principal(user, "user", claims, None)
+    if kind == "apikey":
+        key_row = (
+            await session.execute(
+                select(ApiKey, User).join(User, User.id == ApiKey.user_id).where(ApiKey.id == ident)
+            )
+        ).first()
+        if key_row is None or key_row[0].revoked_at is not None or not key_row[1].is_active:
+            raise Unauthorized("Token revoked")
+        return _user_principal(key_row[1], "api_key", claims, key_row[0].id)
+    raise Unauthorized("Invalid token")
+
+
+# ---- API keys ------------------------------------------------------------------------
+
+
+async def create_api_key(
+    session: AsyncSession, user_id: str, name: str, expires_in_days: int | None
+) -> tuple[ApiKey, str]:
+    key = generate_api_key()
+    api_key = ApiKey(
+        user_id=user_id,
+        name=name,
+        prefix=key[: len(API_KEY_PREFIX) + 6],
+        key_hash=hash_api_key(key),
+        expires_at=(utcnow() + timedelta(days=expires_in_days)) if expires_in_days else None,
+    )
+    session.add(api_key)
+    await session.flush()
+    return api_key, key
+
+
+async def list_api_keys(session: AsyncSession, user_id: str | None) -> list[ApiKey]:
+    query = select(ApiKey).order_by(ApiKey.created_at.desc(), ApiKey.id)
+    if user_id is not None:
+        query = query.where(ApiKey.user_id == user_id)
+    return list((await session.execute(query)).scalars())
+
+
+async def revoke_api_key(session: AsyncSession, key_id: str, owner_id: str | None) -> ApiKey:
+    api_key = await session.get(ApiKey, key_id)
+    if api_key is None or (owner_id is not None and api_key.user_id != owner_id):
+        raise NotFound("API key not found")
+    if api_key.revoked_at is None:
+        api_key.revoked_at = utcnow()
+    await session.flush()
+    return api_key

@@ -1,0 +1,312 @@
+"""`vpsapi` command line: serve, migrate, users, keys, token, config."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar, cast
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from vpsapi.config import Settings, SettingsError, get_settings
+from vpsapi.core.errors import AppError
+from vpsapi.core.security import Role
+
+app = typer.Typer(help="vpsapi: one backend for jobs, VPS ops, devices and smart buildings.")
+users_app = typer.Typer(help="Manage users.")
+keys_app = typer.Typer(help="Manage API keys.")
+app.add_typer(users_app, name="users")
+app.add_typer(keys_app, name="keys")
+
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+
+def load_settings() -> Settings:
+    try:
+        settings = get_settings()
+        settings.jwt_signing_key()
+    except (SettingsError, ValueError) as exc:
+        err_console.print(f"[red]Configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    return settings
+
+
+def run_with_session(fn: Callable[[AsyncSession, Settings], Awaitable[T]]) -> T:
+    """Run `fn` in one committed transaction, after bringing the schema up to date."""
+    from vpsapi.app import prepare_database
+    from vpsapi.core.db import Database
+
+    settings = load_settings()
+
+    async def main() -> T:
+        db = Database(settings)
+        try:
+            await prepare_database(db, settings)
+            async with db.session() as session:
+                return await fn(session, settings)
+        finally:
+            await db.dispose()
+
+    try:
+        return asyncio.run(main())
+    except AppError as exc:
+        err_console.print(f"[red]Error:[/red] {exc.message}")
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (PORT)")] = None,
+    workers: Annotated[int | None, typer.Option(help="Server processes (WORKERS)")] = None,
+) -> None:
+    """Start the API server (migrates first unless AUTO_MIGRATE=false)."""
+    import uvicorn
+
+    settings = load_settings()
+    host = host or settings.host
+    port = port or settings.port
+    workers = workers or settings.workers
+    settings.ensure_data_dir()
+    if workers > 1:
+        # Several processes share metrics through prometheus-client's multiprocess files.
+        metrics_dir = (settings.data_dir / "metrics").resolve()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        _migrate_once(settings)
+        os.environ["AUTO_MIGRATE"] = "false"
+    err_console.print(
+        f"[bold green]vpsapi[/] listening on http://{host}:{port}  "
+        f"(docs: http://{host}:{port}/docs, {workers} process{'es' if workers > 1 else ''}, "
+        f"{'SQLite' if settings.is_sqlite else 'PostgreSQL'}"
+        f"{', Redis' if settings.redis_url else ''})"
+    )
+    uvicorn.run(
+        "vpsapi.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,  # handled by our middleware with TRUSTED_PROXIES
+        timeout_graceful_shutdown=settings.shutdown_timeout,
+        timeout_keep_alive=75,
+    )
+
+
+def _migrate_once(settings: Settings) -> None:
+    from vpsapi.app import prepare_database
+    from vpsapi.core.db import Database
+
+    async def main() -> None:
+        db = Database(settings)
+        try:
+            await prepare_database(db, settings)
+        finally:
+            await db.dispose()
+
+    asyncio.run(main())
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations and create the first admin if there is none."""
+    from vpsapi.core.logging import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings)
+    _migrate_once(settings.model_copy(update={"auto_migrate": True}))
+    console.print("[green]Database is up to date.[/green]")
+
+
+@app.command("config")
+def show_config() -> None:
+    """Print the effective settings, secrets masked."""
+    settings = load_settings()
+    table = Table("setting", "value")
+    for name, value in settings.masked().items():
+        table.add_row(name.upper(), "" if value is None else str(value))
+    console.print(table)
+
+
+@app.command()
+def token(
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", help="API key (default: API_KEY setting)")
+    ] = None,
+) -> None:
+    """Print a JWT for an API key, as POST /api/auth/token does."""
+    from vpsapi.auth import service
+    from vpsapi.core.security import TokenCodec
+
+    async def issue(session: AsyncSession, settings: Settings) -> str:
+        codec = TokenCodec(
+            settings.jwt_signing_key(),
+            settings.jwt_issuer,
+            settings.jwt_expires_in,
+            settings.jwt_refresh_expires_in,
+        )
+        key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
+        return await service.exchange_api_key(session, codec, settings, key, "cli")
+
+    print(run_with_session(issue))
+
+
+# ---- users ---------------------------------------------------------------------------
+
+
+def _role(value: str) -> str:
+    if value not in ("admin", "manager", "user"):
+        raise typer.BadParameter("role must be admin, manager or user")
+    return value
+
+
+@users_app.command("create")
+def users_create(
+    email: str,
+    role: Annotated[str, typer.Option(callback=_role)] = "user",
+    username: Annotated[str | None, typer.Option()] = None,
+    password: Annotated[
+        str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)
+    ] = "",
+) -> None:
+    """Create a user."""
+    from vpsapi.auth import service
+
+    if len(password) < 8:
+        raise typer.BadParameter("password must be at least 8 characters")
+
+    async def create(session: AsyncSession, _s: Settings) -> Any:
+        return await service.create_user(
+            session,
+            email=email,
+            password=password,
+            role=cast(Role, role),
+            username=username,
+        )
+
+    user = run_with_session(create)
+    console.print(f"[green]Created[/green] {user.email} ({user.role}) id={user.id}")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List users."""
+    from vpsapi.auth import service
+
+    async def fetch(session: AsyncSession, _s: Settings) -> Any:
+        users, _total = await service.list_users(session, limit=10_000, offset=0)
+        return users
+
+    table = Table("id", "email", "username", "role", "active", "last login")
+    for user in run_with_session(fetch):
+        table.add_row(
+            user.id,
+            user.email,
+            user.username,
+            user.role,
+            str(user.is_active),
+            str(user.last_login_at or ""),
+        )
+    console.print(table)
+
+
+def _update_user(login: str, **changes: Any) -> Any:
+    from vpsapi.auth import service
+    from vpsapi.core.errors import NotFound
+
+    async def update(session: AsyncSession, _s: Settings) -> Any:
+        user = await service.find_user_by_login(session, login)
+        if user is None:
+            raise NotFound(f"No user {login!r}")
+        return await service.update_user(session, user, **changes)
+
+    return run_with_session(update)
+
+
+@users_app.command("set-role")
+def users_set_role(login: str, role: Annotated[str, typer.Argument(callback=_role)]) -> None:
+    """Change a user's role (by email or username)."""
+    user = _update_user(login, role=role)
+    console.print(f"[green]{user.email}[/green] is now {user.role}")
+
+
+@users_app.command("set-password")
+def users_set_password(
+    login: str,
+    password: Annotated[
+        str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)
+    ] = "",
+) -> None:
+    """Set a user's password (signs out their sessions)."""
+    if len(password) < 8:
+        raise typer.BadParameter("password must be at least 8 characters")
+    user = _update_user(login, password=password)
+    console.print(f"[green]Password changed[/green] for {user.email}")
+
+
+# ---- keys ----------------------------------------------------------------------------
+
+
+@keys_app.command("create")
+def keys_create(
+    name: str,
+    user: Annotated[str | None, typer.Option(help="owner (email/username; default: admin)")] = None,
+    expires_in_days: Annotated[int | None, typer.Option(min=1)] = None,
+) -> None:
+    """Create an API key; the key is printed once."""
+    from vpsapi.auth import service
+    from vpsapi.core.errors import NotFound
+
+    async def create(session: AsyncSession, settings: Settings) -> tuple[Any, str]:
+        owner = await service.find_user_by_login(session, user or settings.admin_username)
+        if owner is None:
+            raise NotFound(f"No user {user or settings.admin_username!r}")
+        return await service.create_api_key(session, owner.id, name, expires_in_days)
+
+    api_key, key = run_with_session(create)
+    err_console.print(f"[green]Created[/green] key {api_key.id} ({api_key.name}); store it now:")
+    print(key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List API keys (prefixes only)."""
+    from vpsapi.auth import service
+
+    async def fetch(session: AsyncSession, _s: Settings) -> Any:
+        return await service.list_api_keys(session, None)
+
+    table = Table("id", "name", "prefix", "owner", "created", "last used", "revoked")
+    for key in run_with_session(fetch):
+        table.add_row(
+            key.id,
+            key.name,
+            key.prefix + "…",
+            key.user_id,
+            str(key.created_at),
+            str(key.last_used_at or ""),
+            str(key.revoked_at or ""),
+        )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str) -> None:
+    """Revoke an API key."""
+    from vpsapi.auth import service
+
+    async def revoke(session: AsyncSession, _s: Settings) -> Any:
+        return await service.revoke_api_key(session, key_id, None)
+
+    run_with_session(revoke)
+    console.print(f"[green]Revoked[/green] {key_id}")

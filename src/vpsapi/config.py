@@ -1,0 +1,195 @@
+"""Settings: the only place that reads the environment (and `.env`)."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+SECRET_FIELDS = frozenset(
+    {
+        "api_key",
+        "jwt_secret",
+        "admin_password",
+        "sentry_dsn",
+        "database_url",
+        "redis_url",
+        "device_param_keys",
+    }
+)
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: str | int) -> int:
+    """Parse `30m`, `1h`, `900` (seconds) into seconds, as seed 000's JWT_EXPIRES_IN."""
+    if isinstance(value, int):
+        return value
+    match = _DURATION.match(value)
+    if not match:
+        raise ValueError(f"invalid duration {value!r}: use e.g. 30m, 1h, 900")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+class SettingsError(RuntimeError):
+    """Raised when the configuration cannot be used; the message says what to change."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    environment: Literal["development", "production", "test"] = Field(
+        default="production", validation_alias=AliasChoices("ENVIRONMENT", "NODE_ENV")
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("./data")
+    database_url: str = ""
+    redis_url: str = ""
+    redis_prefix: str = "vpsapi"
+    auto_migrate: bool = True
+
+    api_key: SecretStr | None = None
+    jwt_secret: SecretStr | None = None
+    jwt_issuer: str = "vps-api"
+    jwt_expires_in: int = 1800
+    jwt_refresh_expires_in: int = 7 * 86400
+
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"]
+    )
+    max_body_size: int = 10 * 1024 * 1024
+
+    rate_limit_enabled: bool = True
+    rate_limit_default: str = "100/minute"
+    rate_limit_auth: str = "5/15minutes"
+    rate_limit_search: str = "60/minute"
+    rate_limit_ai: str = "50/hour"
+    rate_limit_swarm: str = "10/minute"
+    rate_limit_citypulse: str = "300/minute"
+    rate_limit_window_ms: int | None = None
+    rate_limit_max_requests: int | None = None
+
+    admin_email: str = "admin@example.com"
+    admin_username: str = "admin"
+    admin_password: SecretStr | None = None
+
+    log_level: str = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    sentry_dsn: SecretStr | None = None
+    shutdown_timeout: int = 30
+    workers: int = 1
+
+    @field_validator("allowed_origins", "trusted_proxies", mode="before")
+    @classmethod
+    def _split_csv(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip().rstrip("/") for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("jwt_expires_in", "jwt_refresh_expires_in", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_duration(value)
+        return value
+
+    @model_validator(mode="after")
+    def _legacy_rate_limit(self) -> Settings:
+        # Seed 000 configures the default tier as a window in ms and a count.
+        if self.rate_limit_max_requests is not None:
+            window_s = max(1, (self.rate_limit_window_ms or 60_000) // 1000)
+            self.rate_limit_default = f"{self.rate_limit_max_requests}/{window_s}seconds"
+        return self
+
+    @property
+    def is_development(self) -> bool:
+        return self.environment in ("development", "test")
+
+    @cached_property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            if url.startswith("postgres://"):
+                url = "postgresql+asyncpg://" + url.removeprefix("postgres://")
+            elif url.startswith("postgresql://"):
+                url = "postgresql+asyncpg://" + url.removeprefix("postgresql://")
+            elif url.startswith("sqlite:///"):
+                url = "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
+            return url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'vpsapi.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    def ensure_data_dir(self) -> Path:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return self.data_dir
+
+    def jwt_signing_key(self) -> str:
+        """The JWT secret; generated once into DATA_DIR/jwt-secret (0600) when unset."""
+        if self.jwt_secret is not None:
+            value = self.jwt_secret.get_secret_value()
+            if len(value) < 32 and not self.is_development:
+                raise SettingsError(
+                    "JWT_SECRET is shorter than 32 characters. Use a long random value, "
+                    "e.g. `openssl rand -hex 32`, or unset it to have one generated."
+                )
+            return value
+        return read_or_create_secret(self.ensure_data_dir() / "jwt-secret")
+
+    def masked(self) -> dict[str, Any]:
+        """Effective settings for display, secrets masked."""
+        shown: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if name in SECRET_FIELDS and value:
+                value = _mask(str(value))
+            elif isinstance(value, Path):
+                value = str(value)
+            shown[name] = value
+        return shown
+
+
+def _mask(value: str) -> str:
+    if "://" in value and "@" in value:
+        scheme, rest = value.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:****@{host}"
+    if "://" in value:
+        return value
+    return "****"
+
+
+def read_or_create_secret(path: Path, nbytes: int = 48) -> str:
+    """Read a secret kept in a file, creating it (mode 0600) on first use."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    value = secrets.token_urlsafe(nbytes)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process created it first: use theirs
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+    return value
+
+
+def get_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)

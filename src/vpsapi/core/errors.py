@@ -1,0 +1,277 @@
+"""One error hierarchy and the handlers that turn it into the documented bodies.
+
+Two body families exist on the wire:
+- `/api/v1/...` uses the seed-001 envelope (`success: false, error, message, statusCode, ...`);
+- every other path keeps the seed-000/003 body `{"error": "..."}` (400 for validation).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from vpsapi.core.context import request_id_var
+
+log = structlog.get_logger("vpsapi.errors")
+
+V1_PREFIX = "/api/v1"
+
+
+class AppError(Exception):
+    """Base of every error the API answers deliberately."""
+
+    status_code = 500
+    code = "InternalServerError"
+    message = "Internal server error"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.message = message or self.message
+        self.code = code or self.code
+        self.headers = headers or {}
+        # `body` replaces the legacy `{"error": ...}` body (for seed-specific shapes);
+        # `extra` adds fields to either family.
+        self.body = body
+        self.extra = extra or {}
+        super().__init__(self.message)
+
+
+class BadRequest(AppError):
+    status_code = 400
+    code = "BadRequest"
+    message = "Bad request"
+
+
+class Unauthorized(AppError):
+    status_code = 401
+    code = "Unauthorized"
+    message = "Authentication required"
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"WWW-Authenticate": "Bearer"})
+        super().__init__(message, **kwargs)
+
+
+class Forbidden(AppError):
+    status_code = 403
+    code = "Forbidden"
+    message = "Insufficient permissions"
+
+
+class NotFound(AppError):
+    status_code = 404
+    code = "NotFound"
+    message = "Resource not found"
+
+
+class Conflict(AppError):
+    status_code = 409
+    code = "Conflict"
+    message = "Resource already exists"
+
+
+class PayloadTooLarge(AppError):
+    status_code = 413
+    code = "PayloadTooLarge"
+    message = "Request body too large"
+
+
+class Unprocessable(AppError):
+    """A well-formed request the server cannot carry out (e.g. nginx rejected a config)."""
+
+    status_code = 422
+    code = "UnprocessableEntity"
+    message = "Request could not be processed"
+
+
+class TooManyRequests(AppError):
+    status_code = 429
+    code = "TooManyRequests"
+    message = "Too many requests, please try again later"
+
+
+class ServiceUnavailable(AppError):
+    status_code = 503
+    code = "ServiceUnavailable"
+    message = "Service temporarily unavailable"
+
+
+class ValidationFailed(AppError):
+    """Input failed validation: 422 with `errors` on /api/v1, 400 with `details` elsewhere."""
+
+    status_code = 422
+    code = "ValidationError"
+    message = "Validation failed"
+
+    def __init__(self, details: list[dict[str, str]], message: str | None = None) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+def is_v1(path: str) -> bool:
+    return path == V1_PREFIX or path.startswith(V1_PREFIX + "/")
+
+
+def error_body(
+    path: str,
+    method: str,
+    status_code: int,
+    code: str,
+    message: str,
+    *,
+    extra: dict[str, Any] | None = None,
+    legacy_body: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    request_id = request_id_var.get()
+    if is_v1(path):
+        body: dict[str, Any] = {
+            "success": False,
+            "error": code,
+            "message": message,
+            "statusCode": status_code,
+            "timestamp": datetime.now(UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "path": path,
+            "method": method,
+            "requestId": request_id,
+        }
+    else:
+        body = dict(legacy_body) if legacy_body is not None else {"error": message}
+        body.setdefault("requestId", request_id)
+    if extra:
+        body.update(extra)
+    return body
+
+
+def error_response(
+    request: Request,
+    status_code: int,
+    code: str,
+    message: str,
+    *,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+    legacy_body: dict[str, Any] | None = None,
+) -> JSONResponse:
+    body = error_body(
+        request.url.path,
+        request.method,
+        status_code,
+        code,
+        message,
+        extra=extra,
+        legacy_body=legacy_body,
+    )
+    return JSONResponse(body, status_code=status_code, headers=headers)
+
+
+def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "cookie")]
+    return ".".join(parts) or "body"
+
+
+def _clean_message(err: dict[str, Any]) -> str:
+    if err.get("type") == "json_invalid":
+        return "Malformed JSON in request body"
+    message = str(err.get("msg", "Invalid value"))
+    return message.removeprefix("Value error, ")
+
+
+def validation_details(errors: list[dict[str, Any]] | Any) -> list[dict[str, str]]:
+    return [{"field": _field_name(e.get("loc", ())), "message": _clean_message(e)} for e in errors]
+
+
+def validation_response(
+    request: Request, details: list[dict[str, str]], message: str
+) -> JSONResponse:
+    if is_v1(request.url.path):
+        grouped: dict[str, list[str]] = {}
+        for item in details:
+            grouped.setdefault(item["field"], []).append(item["message"])
+        return error_response(request, 422, "ValidationError", message, extra={"errors": grouped})
+    return error_response(
+        request,
+        400,
+        "ValidationError",
+        message,
+        legacy_body={"error": message, "details": details},
+    )
+
+
+async def _app_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    if isinstance(exc, ValidationFailed):
+        return validation_response(request, exc.details, exc.message)
+    return error_response(
+        request,
+        exc.status_code,
+        exc.code,
+        exc.message,
+        headers=exc.headers,
+        extra=exc.extra,
+        legacy_body=exc.body,
+    )
+
+
+async def _request_validation_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return error_response(request, 400, "BadRequest", "Malformed JSON in request body")
+    return validation_response(request, validation_details(errors), "Validation failed")
+
+
+_HTTP_CODES = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    413: "PayloadTooLarge",
+    415: "UnsupportedMediaType",
+    429: "TooManyRequests",
+    503: "ServiceUnavailable",
+}
+
+
+async def _http_exception_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    status_code = exc.status_code
+    if status_code == 404 and exc.detail == "Not Found":
+        message = "Endpoint not found"
+    else:
+        message = str(exc.detail)
+    return error_response(
+        request,
+        status_code,
+        _HTTP_CODES.get(status_code, "Error"),
+        message,
+        headers=dict(exc.headers or {}),
+    )
+
+
+async def _unhandled_handler(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled_error", path=request.url.path, method=request.method)
+    return error_response(request, 500, "InternalServerError", "Internal server error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error_handler)
+    app.add_exception_handler(RequestValidationError, _request_validation_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
+    app.add_exception_handler(Exception, _unhandled_handler)

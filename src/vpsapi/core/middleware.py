@@ -1,0 +1,246 @@
+"""HTTP middleware: request id, access log, metrics, security headers, body limit, CORS.
+
+Written as plain ASGI middleware so streaming responses (SSE) pass through untouched.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from vpsapi.core.context import client_ip_var, request_id_var
+from vpsapi.core.errors import error_body
+from vpsapi.core.metrics import IN_FLIGHT, LATENCY, REQUESTS
+
+access_log = structlog.get_logger("vpsapi.access")
+error_log = structlog.get_logger("vpsapi.errors")
+
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_DOCS_PATHS = ("/docs", "/redoc")
+_DOCS_CSP = (
+    "default-src 'self'; img-src 'self' data: https://fastapi.tiangolo.com; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; worker-src 'self' blob:"
+)
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"strict-transport-security", b"max-age=31536000; includeSubDomains"),
+    (b"referrer-policy", b"strict-origin-when-cross-origin"),
+    (b"x-xss-protection", b"0"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+]
+
+
+def route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path_format", None) or getattr(route, "path", None)
+    return str(path) if path else "unmatched"
+
+
+class RequestMiddleware:
+    """Outermost layer: everything every response must carry, and the 500 safety net."""
+
+    def __init__(self, app: ASGIApp, *, max_body_size: int) -> None:
+        self.app = app
+        self.max_body_size = max_body_size
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        incoming = headers.get("x-request-id", "")
+        request_id = incoming if _SANE_REQUEST_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
+        client_ip = (scope.get("client") or ("unknown", 0))[0]
+        rid_token = request_id_var.set(request_id)
+        ip_token = client_ip_var.set(client_ip)
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        scope.setdefault("state", {})["request_id"] = request_id
+        try:
+            if scope["type"] == "websocket":
+                await self.app(scope, receive, send)
+                return
+            await self._http(scope, receive, send, headers, request_id, client_ip)
+        finally:
+            structlog.contextvars.unbind_contextvars("request_id")
+            request_id_var.reset(rid_token)
+            client_ip_var.reset(ip_token)
+
+    async def _http(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: Headers,
+        request_id: str,
+        client_ip: str,
+    ) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+        extra_headers = [(b"x-request-id", request_id.encode()), *SECURITY_HEADERS]
+        if not path.startswith(_DOCS_PATHS):
+            extra_headers.append((b"content-security-policy", b"default-src 'self'"))
+        else:
+            extra_headers.append((b"content-security-policy", _DOCS_CSP.encode()))
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                message["headers"] = [*message.get("headers", []), *extra_headers]
+            await send(message)
+
+        declared = headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_size):
+            status = 413 if declared.isdigit() else 400
+            await self._send_error(scope, receive, send_wrapper, status)
+            self._record(scope, method, path, status, started, client_ip)
+            return
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_size:
+                    raise _BodyTooLarge()
+            return message
+
+        IN_FLIGHT.inc()
+        try:
+            await self.app(scope, limited_receive, send_wrapper)
+        except _BodyTooLarge:
+            if not response_started:
+                await self._send_error(scope, receive, send_wrapper, 413)
+        except Exception:
+            error_log.exception("unhandled_error", path=path, method=method)
+            if not response_started:
+                await self._send_error(scope, receive, send_wrapper, 500)
+        finally:
+            IN_FLIGHT.dec()
+            self._record(scope, method, path, status, started, client_ip)
+
+    async def _send_error(self, scope: Scope, receive: Receive, send: Send, status: int) -> None:
+        messages = {
+            400: ("BadRequest", "Invalid Content-Length header"),
+            413: ("PayloadTooLarge", "Request body too large"),
+            500: ("InternalServerError", "Internal server error"),
+        }
+        code, message = messages[status]
+        body = error_body(scope["path"], scope["method"], status, code, message)
+        await JSONResponse(body, status_code=status)(scope, receive, send)
+
+    def _record(
+        self, scope: Scope, method: str, path: str, status: int, started: float, client_ip: str
+    ) -> None:
+        duration = time.perf_counter() - started
+        route = route_template(scope)
+        REQUESTS.labels(method, route, str(status)).inc()
+        LATENCY.labels(method, route).observe(duration)
+        state: dict[str, Any] = scope.get("state", {})
+        access_log.info(
+            "request",
+            method=method,
+            path=path,
+            status=status,
+            duration_ms=round(duration * 1000, 2),
+            ip=client_ip,
+            user_id=state.get("user_id"),
+        )
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _origin_of_request(headers: Headers, scope: Scope) -> str:
+    scheme = headers.get("x-forwarded-proto") or scope.get("scheme", "http")
+    host = headers.get("x-forwarded-host") or headers.get("host", "")
+    return f"{scheme}://{host}".lower()
+
+
+def _normalize_origin(origin: str) -> str:
+    parts = urlsplit(origin)
+    if not parts.scheme or not parts.netloc:
+        return origin.lower()
+    default_port = {"http": ":80", "https": ":443"}.get(parts.scheme, "")
+    return f"{parts.scheme}://{parts.netloc.lower().removesuffix(default_port)}"
+
+
+class OriginGuard:
+    """Refuses /api requests from browser origins not in ALLOWED_ORIGINS (403, as seed 000),
+    then lets Starlette's CORS middleware answer for the allowed ones."""
+
+    def __init__(self, app: ASGIApp, *, allowed_origins: list[str]) -> None:
+        self.allow_all = "*" in allowed_origins
+        self.allowed = {_normalize_origin(o) for o in allowed_origins if o != "*"}
+        self.cors = CORSMiddleware(
+            app,
+            allow_origins=["*"] if self.allow_all else sorted(self.allowed),
+            allow_credentials=not self.allow_all,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "X-API-Key",
+                "X-Request-ID",
+                "Idempotency-Key",
+                "Last-Event-ID",
+            ],
+            expose_headers=[
+                "X-Request-ID",
+                "X-RateLimit-Limit",
+                "X-RateLimit-Remaining",
+                "X-RateLimit-Reset",
+                "Retry-After",
+                "ETag",
+            ],
+            max_age=600,
+        )
+
+    def origin_allowed(self, origin: str, headers: Headers, scope: Scope) -> bool:
+        normalized = _normalize_origin(origin)
+        return (
+            self.allow_all
+            or normalized in self.allowed
+            or normalized == _normalize_origin(_origin_of_request(headers, scope))
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.cors(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        origin = headers.get("origin")
+        if (
+            origin
+            and scope["path"].startswith("/api")
+            and not self.origin_allowed(origin, headers, scope)
+        ):
+            body = error_body(
+                scope["path"],
+                scope["method"],
+                403,
+                "Forbidden",
+                "Origin not allowed by CORS policy",
+                legacy_body={"error": "CORS policy violation", "origin": origin},
+            )
+            await JSONResponse(body, status_code=403)(scope, receive, send)
+            return
+        await self.cors(scope, receive, send)

@@ -1,0 +1,73 @@
+"""Response shapes shared by every module."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+T = TypeVar("T")
+
+
+class CamelModel(BaseModel):
+    """Accepts and emits camelCase on the wire (seed 000/001 style)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True)
+
+
+class Envelope(BaseModel, Generic[T]):
+    """The seed-001 success envelope."""
+
+    success: Literal[True] = True
+    data: T
+
+
+class MessageData(BaseModel):
+    message: str
+
+
+class ErrorEnvelope(BaseModel):
+    """The seed-001 error envelope (documentation of /api/v1 error answers)."""
+
+    success: Literal[False] = False
+    error: str
+    message: str
+    status_code: int = Field(alias="statusCode")
+    timestamp: datetime
+    path: str
+    method: str
+    request_id: str = Field(alias="requestId")
+    errors: dict[str, list[str]] | None = None
+
+
+class LegacyError(BaseModel):
+    """The seed-000/003 error body."""
+
+    error: str
+    request_id: str | None = Field(default=None, alias="requestId")
+
+
+class Page(BaseModel, Generic[T]):
+    """A page of a cursor-paginated list."""
+
+    items: list[T]
+    next_cursor: str | None = Field(default=None, alias="nextCursor")
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+def envelope(data: T) -> Envelope[T]:
+    return Envelope[T](data=data)
+
+
+V1_ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorEnvelope, "description": text}
+    for code, text in (
+        (401, "Missing or invalid credentials"),
+        (403, "Insufficient permissions"),
+        (422, "Validation error"),
+        (429, "Rate limit exceeded"),
+    )
+}

@@ -1,0 +1,135 @@
+"""Credentials: password hashing, JWTs, API keys and the authenticated principal."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from vpsapi.core.errors import Unauthorized
+
+API_KEY_PREFIX = "sk_live_"
+JWT_ALGORITHM = "HS256"
+
+_hasher = PasswordHasher()
+# A real hash to verify against when the user does not exist, so timing does not
+# reveal which emails are registered.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+Role = Literal["admin", "manager", "user"]
+ROLES: tuple[Role, ...] = ("admin", "manager", "user")
+ROLE_RANK = {"user": 0, "manager": 1, "admin": 2}
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password: str, password_hash: str | None) -> bool:
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def password_needs_rehash(password_hash: str) -> bool:
+    return _hasher.check_needs_rehash(password_hash)
+
+
+def generate_api_key() -> str:
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_api_key(key: str) -> str:
+    # API keys are high-entropy random strings, so a fast hash is enough and keeps
+    # per-request verification cheap; only this digest is stored.
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def constant_time_equals(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a user (by password login or their API key) or an API client."""
+
+    kind: Literal["user", "api_key", "client"]
+    subject: str  # stable owner identity, e.g. "user:<id>", "client:shared"
+    role: Role
+    user_id: str | None = None
+    email: str | None = None
+    username: str | None = None
+    api_key_id: str | None = None
+    claims: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def has_role(self, minimum: Role) -> bool:
+        return ROLE_RANK[self.role] >= ROLE_RANK[minimum]
+
+
+class TokenCodec:
+    """Issues and verifies HS256 JWTs with iss, iat, exp and jti."""
+
+    def __init__(self, secret: str, issuer: str, access_ttl: int, refresh_ttl: int) -> None:
+        self._secret = secret
+        self.issuer = issuer
+        self.access_ttl = access_ttl
+        self.refresh_ttl = refresh_ttl
+
+    def encode(self, claims: dict[str, Any], ttl: int, token_type: str) -> str:
+        now = int(time.time())
+        payload = {
+            "iss": self.issuer,
+            "iat": now,
+            "nbf": now,
+            "exp": now + ttl,
+            "jti": uuid.uuid4().hex,
+            "typ": token_type,
+            **claims,
+        }
+        return jwt.encode(payload, self._secret, algorithm=JWT_ALGORITHM)
+
+    def access_token(self, claims: dict[str, Any]) -> str:
+        return self.encode(claims, self.access_ttl, "access")
+
+    def refresh_token(self, claims: dict[str, Any]) -> str:
+        return self.encode(claims, self.refresh_ttl, "refresh")
+
+    def decode(self, token: str, token_type: str = "access") -> dict[str, Any]:
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[JWT_ALGORITHM],  # pinned: `alg: none` and RS/HS confusion refused
+                issuer=self.issuer,
+                options={"require": ["exp", "iat", "iss", "jti", "sub"]},
+                leeway=5,
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("Token expired") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthorized("Invalid token") from exc
+        if claims.get("typ", "access") != token_type:
+            raise Unauthorized("Invalid token")
+        return claims
+
+    def peek_subject(self, token: str) -> str | None:
+        """Subject of a valid access token, or None; used by the rate limiter."""
+        try:
+            claims = jwt.decode(token, self._secret, algorithms=[JWT_ALGORITHM], issuer=self.issuer)
+        except jwt.PyJWTError:
+            return None
+        sub = claims.get("sub")
+        return sub if isinstance(sub, str) and claims.get("typ", "access") == "access" else None

@@ -1,0 +1,111 @@
+"""Liveness, readiness and Prometheus metrics (never rate limited)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import psutil
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from vpsapi.core.metrics import render_metrics
+
+router = APIRouter(tags=["health"])
+
+_process = psutil.Process()
+
+
+class MemoryInfo(BaseModel):
+    rss: int
+    heapTotal: int
+    heapUsed: int
+
+
+class HealthOut(BaseModel):
+    success: bool = True
+    status: Literal["healthy"] = "healthy"
+    timestamp: str
+    uptime: float
+    memory: MemoryInfo
+    version: str
+
+
+class ReadyOut(BaseModel):
+    success: bool
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, str]
+    errors: dict[str, str] | None = None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@router.get(
+    "/health", response_model=HealthOut, summary="Liveness with process figures (seed 000/001)"
+)
+async def health(request: Request) -> HealthOut:
+    from vpsapi import __version__
+
+    mem = _process.memory_info()
+    # Node's heapTotal/heapUsed have no exact Python twin: report the data segment
+    # (allocated heap) and resident private memory.
+    return HealthOut(
+        timestamp=_now(),
+        uptime=round(time.monotonic() - request.app.state.started_at, 3),
+        memory=MemoryInfo(
+            rss=mem.rss,
+            heapTotal=getattr(mem, "data", mem.vms),
+            heapUsed=mem.rss - getattr(mem, "shared", 0),
+        ),
+        version=__version__,
+    )
+
+
+@router.get("/health/live", summary="Liveness probe: the process answers")
+async def live() -> dict[str, Any]:
+    return {"success": True, "status": "alive", "timestamp": _now()}
+
+
+async def _check(name: str, probe: Any) -> tuple[str, str, str | None]:
+    try:
+        await asyncio.wait_for(probe(), timeout=3)
+    except Exception as exc:
+        return name, "unhealthy", f"{type(exc).__name__}: {exc}"[:200]
+    return name, "healthy", None
+
+
+@router.get(
+    "/health/ready",
+    response_model=ReadyOut,
+    summary="Readiness probe: database and Redis reachable",
+    responses={503: {"model": ReadyOut, "description": "A dependency is down"}},
+)
+async def ready(request: Request) -> JSONResponse:
+    state = request.app.state
+    probes = [_check("database", state.db.ping)]
+    checks: dict[str, str] = {}
+    if state.redis is not None:
+        probes.append(_check("redis", state.redis.ping))
+    else:
+        checks["redis"] = "not_configured"
+    errors: dict[str, str] = {}
+    for name, status, error in await asyncio.gather(*probes):
+        checks[name] = status
+        if error:
+            errors[name] = error
+    ok = not errors
+    body = ReadyOut(
+        success=ok, status="ready" if ok else "not_ready", checks=checks, errors=errors or None
+    )
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=200 if ok else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics() -> Response:
+    payload, content_type = render_metrics()
+    return Response(payload, media_type=content_type)

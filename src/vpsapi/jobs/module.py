@@ -1,0 +1,3 @@
+from vpsapi.core.modules import Module
+
+MODULE = Module(name="jobs", description="(not built yet)")

@@ -1,0 +1,8 @@
+"""Every table, so Alembic and tests see the whole schema."""
+
+from vpsapi.auth import models as auth_models
+from vpsapi.core.db import Base
+
+metadata = Base.metadata
+
+__all__ = ["auth_models", "metadata"]

@@ -1,0 +1,332 @@
+"""Shared fixtures: an app on the embedded default or on PostgreSQL + Redis.
+
+`VPSAPI_TEST_BACKEND=scaleout` runs the suite on the machine's PostgreSQL and Redis
+(`TEST_DATABASE_ADMIN_URL`, `TEST_REDIS_URL`), each test run in its own database and
+key prefix. Without those servers the run is skipped, except in CI where it fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from vpsapi.app import create_app
+from vpsapi.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+BACKEND = os.environ.get("VPSAPI_TEST_BACKEND", "embedded")
+PG_ADMIN_URL = os.environ.get(
+    "TEST_DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+SHARED_API_KEY = "test-shared-api-key-0123456789"
+ADMIN_PASSWORD = "admin-password-for-tests"
+JWT_SECRET = "test-jwt-secret-0123456789-abcdefghijklmnop"
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or default_port), 1
+        ):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Backend:
+    name: str
+    database_url: str = ""
+    redis_url: str = ""
+
+    @property
+    def scaleout(self) -> bool:
+        return self.name == "scaleout"
+
+
+def _pg_admin(sql: str) -> None:
+    import asyncpg
+
+    async def run() -> None:
+        url = PG_ADMIN_URL.replace("postgresql+asyncpg://", "postgresql://")
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+@pytest.fixture(scope="session")
+def backend() -> Iterator[Backend]:
+    if BACKEND != "scaleout":
+        yield Backend("embedded")
+        return
+    missing = [
+        name
+        for name, url, port in (("PostgreSQL", PG_ADMIN_URL, 5432), ("Redis", REDIS_URL, 6379))
+        if not _reachable(url, port)
+    ]
+    if missing:
+        message = (
+            f"scale-out run needs {', '.join(missing)} (TEST_DATABASE_ADMIN_URL / TEST_REDIS_URL)"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    dbname = f"vpsapi_test_{uuid.uuid4().hex[:10]}"
+    _pg_admin(f'CREATE DATABASE "{dbname}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield Backend("scaleout", database_url=f"{base}/{dbname}", redis_url=REDIS_URL)
+    finally:
+        _pg_admin(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    return f"vpsapi-test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def settings_factory(tmp_path: Path, backend: Backend, redis_prefix: str) -> Any:
+    """Settings for a test app; keyword arguments override."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "environment": "test",
+            "data_dir": tmp_path / "data",
+            "api_key": SHARED_API_KEY,
+            "jwt_secret": JWT_SECRET,
+            "admin_password": ADMIN_PASSWORD,
+            "rate_limit_enabled": False,
+            "log_level": "WARNING",
+            "redis_prefix": redis_prefix,
+        }
+        if backend.scaleout:
+            values["database_url"] = backend.database_url
+            values["redis_url"] = backend.redis_url
+        values.update(overrides)
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    return make
+
+
+@pytest.fixture
+async def cleanup_scaleout(backend: Backend, redis_prefix: str) -> AsyncIterator[None]:
+    yield
+    if backend.scaleout:
+        from redis.asyncio import Redis
+
+        redis = Redis.from_url(backend.redis_url)
+        keys = [k async for k in redis.scan_iter(match=f"*{redis_prefix}*")]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()
+
+
+async def _truncate_all(app: FastAPI) -> None:
+    from vpsapi.models import metadata
+
+    async with app.state.db.session() as session:
+        for table in reversed(metadata.sorted_tables):
+            await session.execute(table.delete())
+
+
+@pytest.fixture
+async def make_client(
+    settings_factory: Any, backend: Backend, cleanup_scaleout: None
+) -> AsyncIterator[Any]:
+    """Start an app (lifespan included) and return an httpx client for it."""
+    stack: list[tuple[FastAPI, Any, httpx.AsyncClient]] = []
+
+    async def make(**overrides: Any) -> httpx.AsyncClient:
+        app = create_app(settings_factory(**overrides))
+        lifespan = app.router.lifespan_context(app)
+        await lifespan.__aenter__()
+        if backend.scaleout and not stack:
+            await _truncate_all(app)  # the database is shared by the whole session
+            from vpsapi.app import prepare_database
+
+            await prepare_database(app.state.db, app.state.settings)
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app, client=("127.0.0.1", 50000)),
+            base_url="http://testserver",
+        )
+        client.app = app  # type: ignore[attr-defined]
+        stack.append((app, lifespan, client))
+        return client
+
+    yield make
+    for _app, lifespan, client in reversed(stack):
+        await client.aclose()
+        await lifespan.__aexit__(None, None, None)
+
+
+@pytest.fixture
+async def client(make_client: Any) -> httpx.AsyncClient:
+    return await make_client()
+
+
+async def login(client: httpx.AsyncClient, email: str, password: str) -> dict[str, Any]:
+    response = await client.post("/api/v1/auth/login", json={"email": email, "password": password})
+    assert response.status_code == 200, response.text
+    data: dict[str, Any] = response.json()["data"]
+    return data
+
+
+@pytest.fixture
+async def admin_headers(client: httpx.AsyncClient) -> dict[str, str]:
+    data = await login(client, "admin@example.com", ADMIN_PASSWORD)
+    return {"Authorization": f"Bearer {data['accessToken']}"}
+
+
+@pytest.fixture
+async def api_token_headers(client: httpx.AsyncClient) -> dict[str, str]:
+    """A seed-000 client token from the shared API key."""
+    response = await client.post("/api/auth/token", headers={"X-API-Key": SHARED_API_KEY})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+@pytest.fixture
+def create_user(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> Any:
+    """Create a user through the API and return (user, auth headers)."""
+
+    async def make(
+        role: str = "user", password: str = "user-password-123"
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        email = f"{role}-{uuid.uuid4().hex[:8]}@example.com"
+        response = await client.post(
+            "/api/v1/users",
+            json={"email": email, "password": password, "role": role},
+            headers=admin_headers,
+        )
+        assert response.status_code == 201, response.text
+        tokens = await login(client, email, password)
+        return response.json()["data"], {"Authorization": f"Bearer {tokens['accessToken']}"}
+
+    return make
+
+
+# ---- real server processes ---------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[bytes]
+    base_url: str
+    log_path: Path
+
+    def stop(self, sig: int | None = None) -> None:
+        if self.process.poll() is None:
+            if sig is None:
+                self.process.terminate()
+            else:
+                self.process.send_signal(sig)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def server_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """Environment for a `vpsapi` subprocess equivalent to `settings`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VPSAPI_", "RATE_LIMIT"))}
+    env.update(
+        {
+            "PYTHONPATH": str(ROOT / "src"),
+            "ENVIRONMENT": "test",
+            "DATA_DIR": str(settings.data_dir),
+            "API_KEY": SHARED_API_KEY,
+            "JWT_SECRET": JWT_SECRET,
+            "ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "DATABASE_URL": settings.database_url,
+            "REDIS_URL": settings.redis_url,
+            "REDIS_PREFIX": settings.redis_prefix,
+            "RATE_LIMIT_ENABLED": str(settings.rate_limit_enabled).lower(),
+            "LOG_FORMAT": "json",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def start_process(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    log_file = open(log_path, "ab")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(
+        [sys.executable, "-m", "vpsapi", *args],
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        cwd=str(settings_cwd(env)),
+    )
+
+
+def settings_cwd(env: dict[str, str]) -> Path:
+    return Path(env["DATA_DIR"]).parent
+
+
+def start_server(
+    settings: Settings, tmp_path: Path, name: str = "serve", **extra: str
+) -> ServerProcess:
+    port = free_port()
+    log_path = tmp_path / f"{name}-{port}.log"
+    process = start_process(
+        ["serve", "--host", "127.0.0.1", "--port", str(port)],
+        server_env(settings, **extra),
+        log_path,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited: {log_path.read_text()[-3000:]}")
+        try:
+            if httpx.get(base_url + "/health/live", timeout=1).status_code == 200:
+                return ServerProcess(process, base_url, log_path)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"server did not start: {log_path.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Any]:
+    """Start real `vpsapi serve` processes; all are stopped at teardown."""
+    started: list[ServerProcess] = []
+
+    def start(settings: Settings, **extra: str) -> ServerProcess:
+        server = start_server(settings, tmp_path, f"serve{len(started)}", **extra)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
