@@ -10,9 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -23,6 +20,15 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from support import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    JWT_SECRET,
+    SHARED_API_KEY,
+    ServerProcess,
+    login,
+    start_server,
+)
 from vpsapi.app import create_app
 from vpsapi.config import Settings
 
@@ -32,9 +38,6 @@ PG_ADMIN_URL = os.environ.get(
     "TEST_DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-SHARED_API_KEY = "test-shared-api-key-0123456789"
-ADMIN_PASSWORD = "admin-password-for-tests"
-JWT_SECRET = "test-jwt-secret-0123456789-abcdefghijklmnop"
 
 
 def _reachable(url: str, default_port: int) -> bool:
@@ -186,16 +189,9 @@ async def client(make_client: Any) -> httpx.AsyncClient:
     return await make_client()
 
 
-async def login(client: httpx.AsyncClient, email: str, password: str) -> dict[str, Any]:
-    response = await client.post("/api/v1/auth/login", json={"email": email, "password": password})
-    assert response.status_code == 200, response.text
-    data: dict[str, Any] = response.json()["data"]
-    return data
-
-
 @pytest.fixture
 async def admin_headers(client: httpx.AsyncClient) -> dict[str, str]:
-    data = await login(client, "admin@example.com", ADMIN_PASSWORD)
+    data = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
     return {"Authorization": f"Bearer {data['accessToken']}"}
 
 
@@ -225,96 +221,6 @@ def create_user(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> Any
         return response.json()["data"], {"Authorization": f"Bearer {tokens['accessToken']}"}
 
     return make
-
-
-# ---- real server processes ---------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class ServerProcess:
-    process: subprocess.Popen[bytes]
-    base_url: str
-    log_path: Path
-
-    def stop(self, sig: int | None = None) -> None:
-        if self.process.poll() is None:
-            if sig is None:
-                self.process.terminate()
-            else:
-                self.process.send_signal(sig)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-
-
-def server_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """Environment for a `vpsapi` subprocess equivalent to `settings`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VPSAPI_", "RATE_LIMIT"))}
-    env.update(
-        {
-            "PYTHONPATH": str(ROOT / "src"),
-            "ENVIRONMENT": "test",
-            "DATA_DIR": str(settings.data_dir),
-            "API_KEY": SHARED_API_KEY,
-            "JWT_SECRET": JWT_SECRET,
-            "ADMIN_PASSWORD": ADMIN_PASSWORD,
-            "DATABASE_URL": settings.database_url,
-            "REDIS_URL": settings.redis_url,
-            "REDIS_PREFIX": settings.redis_prefix,
-            "RATE_LIMIT_ENABLED": str(settings.rate_limit_enabled).lower(),
-            "LOG_FORMAT": "json",
-        }
-    )
-    env.update(extra)
-    return env
-
-
-def start_process(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    log_file = open(log_path, "ab")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(
-        [sys.executable, "-m", "vpsapi", *args],
-        env=env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        cwd=str(settings_cwd(env)),
-    )
-
-
-def settings_cwd(env: dict[str, str]) -> Path:
-    return Path(env["DATA_DIR"]).parent
-
-
-def start_server(
-    settings: Settings, tmp_path: Path, name: str = "serve", **extra: str
-) -> ServerProcess:
-    port = free_port()
-    log_path = tmp_path / f"{name}-{port}.log"
-    process = start_process(
-        ["serve", "--host", "127.0.0.1", "--port", str(port)],
-        server_env(settings, **extra),
-        log_path,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited: {log_path.read_text()[-3000:]}")
-        try:
-            if httpx.get(base_url + "/health/live", timeout=1).status_code == 200:
-                return ServerProcess(process, base_url, log_path)
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"server did not start: {log_path.read_text()[-3000:]}")
 
 
 @pytest.fixture

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import httpx
+
+
+async def test_health_has_seed_fields(client: httpx.AsyncClient) -> None:
+    response = await client.get("/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["success"] is True
+    assert body["status"] == "healthy"
+    assert body["timestamp"].endswith("Z")
+    assert isinstance(body["uptime"], int | float)
+    assert set(body["memory"]) >= {"rss", "heapTotal", "heapUsed"}
+    assert response.headers["x-request-id"]
+    assert "x-ratelimit-limit" not in response.headers
+
+
+async def test_live(client: httpx.AsyncClient) -> None:
+    response = await client.get("/health/live")
+    assert response.status_code == 200
+    assert response.json()["status"] == "alive"
+
+
+async def test_ready_reports_checks(client: httpx.AsyncClient, backend) -> None:
+    response = await client.get("/health/ready")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body == {
+        "success": True,
+        "status": "ready",
+        "checks": {
+            "database": "healthy",
+            "redis": "healthy" if backend.scaleout else "not_configured",
+        },
+    }
+
+
+async def test_ready_503_names_failing_database(client: httpx.AsyncClient) -> None:
+    async def broken() -> None:
+        raise ConnectionRefusedError("database down")
+
+    client.app.state.db.ping = broken  # type: ignore[attr-defined]
+    response = await client.get("/health/ready")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "not_ready"
+    assert body["checks"]["database"] == "unhealthy"
+    assert "database" in body["errors"]
+
+
+async def test_metrics_prometheus_text(client: httpx.AsyncClient) -> None:
+    await client.get("/health")
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert 'vpsapi_http_requests_total{method="GET",route="/health",status="200"}' in response.text
+    assert "vpsapi_http_request_duration_seconds_bucket" in response.text
+    assert "vpsapi_http_requests_in_flight" in response.text
