@@ -75,8 +75,8 @@ class Settings(BaseSettings):
     rate_limit_auth: str = "5/15minutes"
     rate_limit_search: str = "60/minute"
     rate_limit_ai: str = "50/hour"
-    rate_limit_swarm: str = "10/minute"
-    rate_limit_citypulse: str = "300/minute"
+    rate_limit_swarm: str = "50/15minutes"
+    rate_limit_citypulse: str = "200/15minutes"
     rate_limit_window_ms: int | None = None
     rate_limit_max_requests: int | None = None
 
