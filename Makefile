@@ -21,7 +21,7 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 	touch $@
 
 run: $(VENV)/.installed
-	$(BIN)/vpsapi serve --host $(HOST) --port $(PORT)
+	LOG_FORMAT=$${LOG_FORMAT:-console} $(BIN)/vpsapi serve --host $(HOST) --port $(PORT)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench
