@@ -1,0 +1,197 @@
+"""Seed 001 login/refresh/logout/me and the seed-002 `/api/auth/*` login."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from support import ADMIN_EMAIL, ADMIN_PASSWORD, login
+
+
+async def test_v1_login_envelope(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/api/v1/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["success"] is True
+    data = body["data"]
+    assert data["accessToken"] and data["refreshToken"]
+    assert data["user"]["email"] == ADMIN_EMAIL
+    assert data["user"]["role"] == "admin"
+    assert "passwordHash" not in data["user"] and "password_hash" not in str(body)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"email": ADMIN_EMAIL, "password": "wrong-password"},
+        {"email": "nobody@example.com", "password": ADMIN_PASSWORD},
+    ],
+)
+async def test_wrong_credentials_401_envelope(client: httpx.AsyncClient, payload: dict) -> None:
+    response = await client.post("/api/v1/auth/login", json=payload)
+    assert response.status_code == 401
+    body = response.json()
+    assert body["success"] is False
+    assert body["error"] == "Unauthorized"
+    assert body["statusCode"] == 401
+    assert body["path"] == "/api/v1/auth/login"
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [({"email": ADMIN_EMAIL}, "password"), ({"password": "x"}, "email"), ({}, "email")],
+)
+async def test_login_validation_422(client: httpx.AsyncClient, payload: dict, field: str) -> None:
+    response = await client.post("/api/v1/auth/login", json=payload)
+    assert response.status_code == 422
+    body = response.json()
+    assert body["error"] == "ValidationError"
+    assert field in body["errors"]
+    assert isinstance(body["errors"][field], list)
+
+
+async def test_me_returns_user(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> None:
+    response = await client.get("/api/v1/me", headers=admin_headers)
+    assert response.status_code == 200
+    user = response.json()["data"]["user"]
+    assert user["email"] == ADMIN_EMAIL
+    assert {"id", "email", "role", "organizationId"} <= set(user)
+
+
+async def test_me_without_token_401(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/v1/me")
+    assert response.status_code == 401
+    assert response.json()["success"] is False
+
+
+async def test_me_with_client_token_403(
+    client: httpx.AsyncClient, api_token_headers: dict[str, str]
+) -> None:
+    response = await client.get("/api/v1/me", headers=api_token_headers)
+    assert response.status_code == 403
+
+
+async def test_refresh_rotates_and_reuse_revokes_family(client: httpx.AsyncClient) -> None:
+    first = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    rotated = await client.post(
+        "/api/v1/auth/refresh", json={"refreshToken": first["refreshToken"]}
+    )
+    assert rotated.status_code == 200
+    second = rotated.json()["data"]
+    assert second["refreshToken"] != first["refreshToken"]
+    new_headers = {"Authorization": f"Bearer {second['accessToken']}"}
+    assert (await client.get("/api/v1/me", headers=new_headers)).status_code == 200
+
+    reuse = await client.post("/api/v1/auth/refresh", json={"refreshToken": first["refreshToken"]})
+    assert reuse.status_code == 401
+    # The whole family is revoked: the newer refresh token and its access token too.
+    again = await client.post("/api/v1/auth/refresh", json={"refreshToken": second["refreshToken"]})
+    assert again.status_code == 401
+    assert (await client.get("/api/v1/me", headers=new_headers)).status_code == 401
+
+
+async def test_other_logins_survive_a_revoked_family(client: httpx.AsyncClient) -> None:
+    stolen = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    other = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    await client.post("/api/v1/auth/refresh", json={"refreshToken": stolen["refreshToken"]})
+    await client.post("/api/v1/auth/refresh", json={"refreshToken": stolen["refreshToken"]})
+    headers = {"Authorization": f"Bearer {other['accessToken']}"}
+    assert (await client.get("/api/v1/me", headers=headers)).status_code == 200
+
+
+@pytest.mark.parametrize("token", ["", "garbage", "a.b.c"])
+async def test_refresh_with_bad_token(client: httpx.AsyncClient, token: str) -> None:
+    response = await client.post("/api/v1/auth/refresh", json={"refreshToken": token})
+    assert response.status_code in (401, 422)
+    assert response.json()["success"] is False
+
+
+async def test_access_token_is_not_a_refresh_token(client: httpx.AsyncClient) -> None:
+    tokens = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    response = await client.post(
+        "/api/v1/auth/refresh", json={"refreshToken": tokens["accessToken"]}
+    )
+    assert response.status_code == 401
+
+
+async def test_refresh_token_is_not_an_access_token(client: httpx.AsyncClient) -> None:
+    tokens = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    headers = {"Authorization": f"Bearer {tokens['refreshToken']}"}
+    assert (await client.get("/api/v1/me", headers=headers)).status_code == 401
+
+
+async def test_logout_revokes_access_and_refresh(client: httpx.AsyncClient) -> None:
+    tokens = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    headers = {"Authorization": f"Bearer {tokens['accessToken']}"}
+    response = await client.post("/api/v1/auth/logout", headers=headers)
+    assert response.status_code == 200
+    assert response.json()["success"] is True
+    assert (await client.get("/api/v1/me", headers=headers)).status_code == 401
+    refresh = await client.post(
+        "/api/v1/auth/refresh", json={"refreshToken": tokens["refreshToken"]}
+    )
+    assert refresh.status_code == 401
+
+
+async def test_seed002_login_json_with_username(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/api/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["token_type"] == "bearer"
+    assert body["expires_in"] == 1800
+    assert body["access_token"] and body["refresh_token"]
+    assert body["user"]["email"] == ADMIN_EMAIL
+
+
+async def test_seed002_login_oauth2_form(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/api/auth/login",
+        data={"grant_type": "password", "username": ADMIN_EMAIL, "password": ADMIN_PASSWORD},
+    )
+    assert response.status_code == 200
+    token = response.json()["access_token"]
+    me = await client.get("/api/auth/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code == 200
+    assert me.json()["email"] == ADMIN_EMAIL
+    out = await client.post("/api/auth/logout", headers={"Authorization": f"Bearer {token}"})
+    assert out.status_code == 200
+    me = await client.get("/api/auth/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code == 401
+    assert me.json()["error"] == "Token revoked"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status"),
+    [
+        ({"json": {"username": "admin", "password": "nope"}}, 401),
+        ({"json": {"password": "x"}}, 400),
+        ({"json": ["not", "an", "object"]}, 400),
+        ({"content": b"{bad json", "headers": {"Content-Type": "application/json"}}, 400),
+        ({"data": {"username": "admin"}}, 400),
+    ],
+)
+async def test_seed002_login_bad_input(
+    client: httpx.AsyncClient, kwargs: dict, status: int
+) -> None:
+    response = await client.post("/api/auth/login", **kwargs)
+    assert response.status_code == status
+    assert "error" in response.json()
+
+
+async def test_disabled_user_cannot_log_in(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], create_user
+) -> None:
+    user, headers = await create_user()
+    patch = await client.patch(
+        f"/api/v1/users/{user['id']}", json={"isActive": False}, headers=admin_headers
+    )
+    assert patch.status_code == 200
+    assert (await client.get("/api/v1/me", headers=headers)).status_code == 401
+    response = await client.post(
+        "/api/v1/auth/login", json={"email": user["email"], "password": "user-password-123"}
+    )
+    assert response.status_code == 401

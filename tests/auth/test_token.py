@@ -1,0 +1,135 @@
+"""Seed 000: `POST /api/auth/token` exchanges an API key for a JWT."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import httpx
+import jwt
+import pytest
+
+from support import JWT_SECRET, SHARED_API_KEY
+
+
+async def test_shared_key_returns_token_and_expiry(client: httpx.AsyncClient) -> None:
+    response = await client.post("/api/auth/token", headers={"X-API-Key": SHARED_API_KEY})
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"token", "expiresIn"}
+    assert body["expiresIn"] == 1800
+    claims = jwt.decode(body["token"], JWT_SECRET, algorithms=["HS256"], issuer="vps-api")
+    assert {"iss", "exp", "iat", "jti", "sub"} <= set(claims)
+    assert claims["exp"] - claims["iat"] == 1800
+
+
+async def test_token_authenticates_requests(
+    client: httpx.AsyncClient, api_token_headers: dict[str, str]
+) -> None:
+    response = await client.get("/api/v1/search", params={"q": "x"}, headers=api_token_headers)
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong"}, {"X-API-Key": ""}])
+async def test_wrong_or_missing_key_is_401(
+    client: httpx.AsyncClient, headers: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        response = await client.post("/api/auth/token", headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"] == "Invalid API key"
+    records = [r for r in caplog.records if "Invalid API key attempt" in r.getMessage()]
+    assert records, "failed key attempts are logged for fail2ban"
+    assert all("wrong" not in r.getMessage() for r in caplog.records)
+
+
+async def test_personal_api_key_exchanges_for_token(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    created = await client.post("/api/v1/api-keys", json={"name": "ci"}, headers=admin_headers)
+    key = created.json()["data"]["key"]
+    response = await client.post("/api/auth/token", headers={"X-API-Key": key})
+    assert response.status_code == 200
+    token = response.json()["token"]
+    me = await client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code == 200
+    assert me.json()["data"]["user"]["email"] == "admin@example.com"
+
+
+async def test_expired_token_is_401_token_expired(client: httpx.AsyncClient) -> None:
+    now = int(time.time())
+    token = jwt.encode(
+        {"sub": "client:shared", "iss": "vps-api", "iat": now - 100, "exp": now - 60, "jti": "x"},
+        JWT_SECRET,
+        algorithm="HS256",
+    )
+    response = await client.get("/api/v1/search?q=a", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+    assert response.json()["message"] == "Token expired"
+
+
+def _unsigned(claims: dict[str, object]) -> str:
+    import base64
+    import json
+
+    def b64(data: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    return f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims)}."
+
+
+@pytest.mark.parametrize(
+    "make_token",
+    [
+        pytest.param(
+            lambda now: _unsigned(
+                {"sub": "client:shared", "iss": "vps-api", "iat": now, "exp": now + 60, "jti": "a"}
+            ),
+            id="alg-none",
+        ),
+        pytest.param(
+            lambda now: jwt.encode(
+                {"sub": "client:shared", "iss": "other", "iat": now, "exp": now + 60, "jti": "a"},
+                JWT_SECRET,
+                algorithm="HS256",
+            ),
+            id="wrong-issuer",
+        ),
+        pytest.param(
+            lambda now: jwt.encode(
+                {"sub": "client:shared", "iss": "vps-api", "iat": now, "exp": now + 60, "jti": "a"},
+                "another-secret-of-sufficient-length-0123456789",
+                algorithm="HS256",
+            ),
+            id="forged-signature",
+        ),
+        pytest.param(lambda now: "not.a.jwt", id="garbage"),
+    ],
+)
+async def test_bad_tokens_are_401(client: httpx.AsyncClient, make_token) -> None:
+    token = make_token(int(time.time()))
+    response = await client.get("/api/v1/search?q=a", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+    assert response.json()["error"] == "Unauthorized"
+
+
+async def test_tampered_payload_is_401(
+    client: httpx.AsyncClient, api_token_headers: dict[str, str]
+) -> None:
+    import base64
+    import json
+
+    header, payload, signature = api_token_headers["Authorization"].split()[1].split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["sub"] = "user:someone-else"
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    response = await client.get(
+        "/api/v1/search?q=a", headers={"Authorization": f"Bearer {header}.{forged}.{signature}"}
+    )
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize("value", ["Basic abc", "Bearer", "Token xyz", "ApiKey not-a-key"])
+async def test_malformed_authorization_header_is_401(client: httpx.AsyncClient, value: str) -> None:
+    response = await client.get("/api/v1/me", headers={"Authorization": value})
+    assert response.status_code == 401

@@ -1,0 +1,139 @@
+"""Admin user management and role checks."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from support import ADMIN_EMAIL, login
+
+
+async def test_create_list_get_patch_delete(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    created = await client.post(
+        "/api/v1/users",
+        json={"email": "Ops@Example.com", "password": "long-enough-1", "role": "manager"},
+        headers=admin_headers,
+    )
+    assert created.status_code == 201
+    user = created.json()["data"]
+    assert user["email"] == "ops@example.com"
+    assert user["role"] == "manager"
+
+    listed = await client.get("/api/v1/users", headers=admin_headers)
+    assert {u["email"] for u in listed.json()["data"]["items"]} == {ADMIN_EMAIL, "ops@example.com"}
+    got = await client.get(f"/api/v1/users/{user['id']}", headers=admin_headers)
+    assert got.json()["data"]["id"] == user["id"]
+
+    patched = await client.patch(
+        f"/api/v1/users/{user['id']}", json={"role": "user"}, headers=admin_headers
+    )
+    assert patched.json()["data"]["role"] == "user"
+
+    deleted = await client.delete(f"/api/v1/users/{user['id']}", headers=admin_headers)
+    assert deleted.status_code == 200
+    missing = await client.get(f"/api/v1/users/{user['id']}", headers=admin_headers)
+    assert missing.status_code == 404
+
+
+async def test_pagination(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> None:
+    for index in range(3):
+        await client.post(
+            "/api/v1/users",
+            json={"email": f"p{index}@example.com", "password": "long-enough-1"},
+            headers=admin_headers,
+        )
+    first = (await client.get("/api/v1/users?limit=2", headers=admin_headers)).json()["data"]
+    assert len(first["items"]) == 2 and first["nextCursor"] == "2"
+    rest = await client.get("/api/v1/users?limit=2&offset=2", headers=admin_headers)
+    assert len(rest.json()["data"]["items"]) == 2
+    assert rest.json()["data"]["nextCursor"] is None
+
+
+@pytest.mark.parametrize("role", ["user", "manager"])
+async def test_non_admin_gets_403(client: httpx.AsyncClient, create_user, role: str) -> None:
+    user, headers = await create_user(role)
+    for method, path, body in (
+        ("GET", "/api/v1/users", None),
+        ("POST", "/api/v1/users", {"email": "x@example.com", "password": "long-enough-1"}),
+        ("PATCH", f"/api/v1/users/{user['id']}", {"role": "admin"}),
+        ("DELETE", f"/api/v1/users/{user['id']}", None),
+    ):
+        response = await client.request(method, path, json=body, headers=headers)
+        assert response.status_code == 403, (method, path)
+        assert response.json()["error"] == "Forbidden"
+
+
+async def test_role_change_takes_effect_immediately(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], create_user
+) -> None:
+    user, headers = await create_user()
+    await client.patch(f"/api/v1/users/{user['id']}", json={"role": "admin"}, headers=admin_headers)
+    assert (await client.get("/api/v1/users", headers=headers)).status_code == 200
+
+
+async def test_duplicate_email_409(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    response = await client.post(
+        "/api/v1/users",
+        json={"email": ADMIN_EMAIL.upper(), "password": "long-enough-1"},
+        headers=admin_headers,
+    )
+    assert response.status_code == 409
+    assert response.json()["error"] == "Conflict"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"email": "not-an-email", "password": "long-enough-1"}, "email"),
+        ({"email": "a@example.com", "password": "short"}, "password"),
+        ({"email": "a@example.com", "password": "long-enough-1", "role": "root"}, "role"),
+        ({"email": "a@example.com", "password": "long-enough-1", "username": "a b"}, "username"),
+    ],
+)
+async def test_create_validation_422(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], body: dict, field: str
+) -> None:
+    response = await client.post("/api/v1/users", json=body, headers=admin_headers)
+    assert response.status_code == 422
+    assert field in response.json()["errors"]
+    listed = await client.get("/api/v1/users", headers=admin_headers)
+    assert len(listed.json()["data"]["items"]) == 1
+
+
+async def test_admin_cannot_delete_self_or_demote_last_admin(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    me = (await client.get("/api/v1/me", headers=admin_headers)).json()["data"]["user"]
+    assert (
+        await client.delete(f"/api/v1/users/{me['id']}", headers=admin_headers)
+    ).status_code == 409
+    demote = await client.patch(
+        f"/api/v1/users/{me['id']}", json={"role": "user"}, headers=admin_headers
+    )
+    assert demote.status_code == 409
+
+
+async def test_password_change_signs_out_and_new_password_works(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], create_user
+) -> None:
+    user, headers = await create_user()
+    await client.patch(
+        f"/api/v1/users/{user['id']}", json={"password": "brand-new-pass-1"}, headers=admin_headers
+    )
+    assert (await client.get("/api/v1/me", headers=headers)).status_code == 401
+    await login(client, user["email"], "brand-new-pass-1")
+
+
+async def test_unknown_user_404(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> None:
+    for method in ("GET", "PATCH", "DELETE"):
+        response = await client.request(
+            method,
+            "/api/v1/users/does-not-exist",
+            json={} if method == "PATCH" else None,
+            headers=admin_headers,
+        )
+        assert response.status_code == 404
