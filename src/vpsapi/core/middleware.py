@@ -96,7 +96,24 @@ class RequestMiddleware:
         else:
             extra_headers.append((b"content-security-policy", _DOCS_CSP.encode()))
 
+        too_large = False
+        replaced = False
+
         async def send_wrapper(message: Message) -> None:
+            nonlocal status, response_started, replaced
+            if replaced:
+                return  # the app's answer to a cut-off body is replaced by our 413
+            if message["type"] == "http.response.start":
+                if too_large:
+                    replaced = True
+                    await self._send_error(scope, receive, send_wrapper_raw, 413)
+                    return
+                status = message["status"]
+                response_started = True
+                message["headers"] = [*message.get("headers", []), *extra_headers]
+            await send(message)
+
+        async def send_wrapper_raw(message: Message) -> None:
             nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -106,19 +123,21 @@ class RequestMiddleware:
 
         declared = headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_size):
-            status = 413 if declared.isdigit() else 400
-            await self._send_error(scope, receive, send_wrapper, status)
+            await self._send_error(scope, receive, send_wrapper, 413 if declared.isdigit() else 400)
             self._record(scope, method, path, status, started, client_ip)
             return
 
         received = 0
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_size:
+                    # Parsers turn exceptions here into their own 400, so also flag it:
+                    # whatever the app then answers is replaced by 413.
+                    too_large = True
                     raise _BodyTooLarge()
             return message
 
@@ -127,7 +146,7 @@ class RequestMiddleware:
             await self.app(scope, limited_receive, send_wrapper)
         except _BodyTooLarge:
             if not response_started:
-                await self._send_error(scope, receive, send_wrapper, 413)
+                await self._send_error(scope, receive, send_wrapper_raw, 413)
         except Exception:
             error_log.exception("unhandled_error", path=path, method=method)
             if not response_started:

@@ -129,7 +129,7 @@ class RateLimitMiddleware:
             (b"x-ratelimit-reset", str(reset).encode()),
         ]
         if not allowed:
-            retry_after = max(1, reset - int(time.time()))
+            retry_after = max(1, math.ceil(stats.reset_time - time.time()))
             log.warning("rate_limit_exceeded", ip=key.removeprefix("ip:"), path=path, tier=tier)
             body = error_body(
                 path,

@@ -1,0 +1,84 @@
+"""CORS, security headers and compression."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+
+async def test_security_headers(client: httpx.AsyncClient) -> None:
+    response = await client.get("/health")
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["strict-transport-security"].startswith("max-age=31536000")
+    assert response.headers["content-security-policy"] == "default-src 'self'"
+    assert response.headers["referrer-policy"]
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc"])
+async def test_docs_pages_load_with_relaxed_csp(client: httpx.AsyncClient, path: str) -> None:
+    response = await client.get(path)
+    assert response.status_code == 200
+    assert response.headers["content-security-policy"] != "default-src 'self'"
+
+
+async def test_openapi_lists_core_paths(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    for path in ("/api/auth/token", "/api/v1/auth/login", "/api/v1/me", "/health/ready"):
+        assert path in spec["paths"]
+
+
+async def test_allowed_origin_gets_cors_headers(make_client) -> None:
+    client = await make_client(allowed_origins=["https://app.example.com"])
+    response = await client.get("/api/v1/info", headers={"Origin": "https://app.example.com"})
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert "x-request-id" in response.headers["access-control-expose-headers"].lower()
+
+
+async def test_preflight_for_allowed_origin(make_client) -> None:
+    client = await make_client(allowed_origins=["https://app.example.com"])
+    response = await client.options(
+        "/api/jobs",
+        headers={
+            "Origin": "https://app.example.com",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    )
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == "https://app.example.com"
+
+
+@pytest.mark.parametrize(("path", "envelope"), [("/api/v1/info", True), ("/api/auth/token", False)])
+async def test_foreign_origin_is_refused(make_client, path: str, envelope: bool) -> None:
+    client = await make_client(allowed_origins=["https://app.example.com"])
+    response = await client.post(path, headers={"Origin": "https://evil.example.net"})
+    assert response.status_code == 403
+    assert "access-control-allow-origin" not in response.headers
+    body = response.json()
+    assert (
+        (body["error"] == "Forbidden") if envelope else (body["error"] == "CORS policy violation")
+    )
+
+
+async def test_foreign_preflight_is_refused(make_client) -> None:
+    client = await make_client(allowed_origins=["https://app.example.com"])
+    response = await client.options(
+        "/api/jobs",
+        headers={"Origin": "https://evil.example.net", "Access-Control-Request-Method": "POST"},
+    )
+    assert response.status_code == 403
+    assert "access-control-allow-origin" not in response.headers
+
+
+async def test_same_origin_passes_without_allow_list(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/v1/info", headers={"Origin": "http://testserver"})
+    assert response.status_code == 200
+
+
+async def test_gzip_for_large_responses(client: httpx.AsyncClient) -> None:
+    response = await client.get("/openapi.json", headers={"Accept-Encoding": "gzip"})
+    assert response.headers.get("content-encoding") == "gzip"
+    small = await client.get("/health/live", headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in small.headers

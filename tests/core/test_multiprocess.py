@@ -1,0 +1,57 @@
+"""Real `vpsapi serve` processes: a shared rate limit on Redis, graceful SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.multiprocess
+
+
+def test_two_processes_share_one_rate_limit(settings_factory, server_factory, backend) -> None:
+    if not backend.scaleout:
+        pytest.skip("a limit shared across processes needs Redis (scale-out run)")
+    settings = settings_factory(rate_limit_enabled=True)
+    first = server_factory(settings, RATE_LIMIT_DEFAULT="4/minute")
+    second = server_factory(settings, RATE_LIMIT_DEFAULT="4/minute")
+    statuses = []
+    remaining = []
+    for index in range(6):
+        server = (first, second)[index % 2]
+        response = httpx.get(server.base_url + "/api/v1/info", timeout=10)
+        statuses.append(response.status_code)
+        remaining.append(response.headers["x-ratelimit-remaining"])
+    assert statuses == [200, 200, 200, 200, 429, 429]
+    assert remaining[:4] == ["3", "2", "1", "0"]
+
+
+def test_sigterm_lets_in_flight_requests_finish(settings_factory, server_factory) -> None:
+    settings = settings_factory()
+    server = server_factory(settings)
+    host, port = server.base_url.removeprefix("http://").split(":")
+    body = b'{"email": "admin@example.com", "password": "wrong-password"}'
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        # Half a request is in flight when SIGTERM arrives; the rest follows after.
+        conn.sendall(
+            b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[:10]
+        )
+        time.sleep(0.5)
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert server.process.poll() is None, "the server waits for the in-flight request"
+        conn.sendall(body[10:])
+        response = b""
+        while b"\r\n\r\n" not in response or not response.rstrip().endswith(b"}"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            response += chunk
+    assert response.startswith(b"HTTP/1.1 401"), response[:200]
+    # uvicorn re-raises the signal after a clean shutdown, so -SIGTERM is a clean exit.
+    assert server.process.wait(30) in (0, -signal.SIGTERM)

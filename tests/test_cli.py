@@ -1,0 +1,114 @@
+"""The `vpsapi` command, run as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from support import ROOT
+
+
+def run(args: list[str], data_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("JWT_SECRET", "API_KEY", "ADMIN_PASSWORD", "DATABASE_URL", "REDIS_URL")
+    }
+    base.update(
+        {"PYTHONPATH": str(ROOT / "src"), "DATA_DIR": str(data_dir), "LOG_LEVEL": "WARNING"}
+    )
+    base.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "vpsapi", *args],
+        env=base,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=data_dir.parent,
+    )
+
+
+def test_first_migrate_generates_admin_password_and_secret(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    result = run(["migrate"], data)
+    assert result.returncode == 0, result.stderr
+    password = (data / "admin-password").read_text().strip()
+    assert len(password) >= 16
+    assert password in result.stderr
+    assert stat.S_IMODE((data / "admin-password").stat().st_mode) == 0o600
+    assert stat.S_IMODE((data / "jwt-secret").stat().st_mode) == 0o600
+    secret = (data / "jwt-secret").read_text()
+    again = run(["migrate"], data)
+    assert again.returncode == 0
+    assert password not in again.stderr  # printed once only
+    assert (data / "jwt-secret").read_text() == secret
+
+
+def test_short_jwt_secret_refused(tmp_path: Path) -> None:
+    result = run(["serve", "--port", "1"], tmp_path / "data", JWT_SECRET="too-short")
+    assert result.returncode == 2
+    assert "JWT_SECRET is shorter than 32 characters" in result.stderr
+
+
+def test_users_and_keys_commands(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    created = run(
+        ["users", "create", "ops@example.com", "--role", "manager", "--password", "long-enough-1"],
+        data,
+    )
+    assert created.returncode == 0, created.stderr
+    assert run(["users", "set-role", "ops@example.com", "admin"], data).returncode == 0
+    assert (
+        run(["users", "set-password", "ops", "--password", "another-pass-1"], data).returncode == 0
+    )
+    listed = run(["users", "list"], data)
+    assert "ops@example.com" in listed.stdout and "admin" in listed.stdout
+
+    key = run(["keys", "create", "ci", "--user", "ops@example.com"], data)
+    assert key.returncode == 0, key.stderr
+    secret = key.stdout.strip()
+    assert secret.startswith("sk_live_")
+    keys = run(["keys", "list"], data)
+    assert "ci" in keys.stdout and secret not in keys.stdout
+
+    token = run(["token", "--api-key", secret], data)
+    assert token.returncode == 0, token.stderr
+    assert token.stdout.count(".") == 2
+
+    key_id = key.stderr.split("key ", 1)[1].split(" ", 1)[0]
+    assert run(["keys", "revoke", key_id], data).returncode == 0
+    assert run(["token", "--api-key", secret], data).returncode == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["users", "create", "bad@example.com", "--role", "root", "--password", "long-enough-1"],
+        ["users", "create", "bad@example.com", "--password", "short"],
+        ["users", "set-role", "nobody@example.com", "admin"],
+        ["keys", "revoke", "does-not-exist"],
+    ],
+)
+def test_bad_cli_input_exits_non_zero(tmp_path: Path, args: list[str]) -> None:
+    result = run(args, tmp_path / "data")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+
+
+def test_config_masks_secrets(tmp_path: Path) -> None:
+    result = run(
+        ["config"],
+        tmp_path / "data",
+        API_KEY="very-secret-api-key",
+        DATABASE_URL="postgresql://app:db-password@db/app",
+        JWT_SECRET="a-jwt-secret-that-is-long-enough-0123456789",
+    )
+    assert result.returncode == 0, result.stderr
+    for secret in ("very-secret-api-key", "db-password", "a-jwt-secret-that-is-long"):
+        assert secret not in result.stdout
+    assert "postgresql://app:****@db/app" in result.stdout
