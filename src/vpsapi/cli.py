@@ -16,12 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from vpsapi.config import Settings, SettingsError, get_settings
 from vpsapi.core.errors import AppError
 from vpsapi.core.security import Role
+from vpsapi.jobs.cli import jobs_app, run_worker
 
 app = typer.Typer(help="vpsapi: one backend for jobs, VPS ops, devices and smart buildings.")
 users_app = typer.Typer(help="Manage users.")
 keys_app = typer.Typer(help="Manage API keys.")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
+app.add_typer(jobs_app, name="jobs")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -115,6 +117,21 @@ def _migrate_once(settings: Settings) -> None:
             await db.dispose()
 
     asyncio.run(main())
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int | None, typer.Option(help="jobs run at once (JOBS_WORKERS)")] = None,
+) -> None:
+    """Run job workers (saq on Redis when REDIS_URL is set, else the SQLite queue)."""
+    from vpsapi.core.logging import configure_logging
+
+    settings = load_settings()
+    if concurrency is not None:
+        settings = settings.model_copy(update={"jobs_workers": concurrency})
+    configure_logging(settings)
+    _migrate_once(settings)
+    run_worker(settings)
 
 
 @app.command()

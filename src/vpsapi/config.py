@@ -84,6 +84,17 @@ class Settings(BaseSettings):
     admin_username: str = "admin"
     admin_password: SecretStr | None = None
 
+    # ---- jobs
+    jobs_workers: int = Field(default=4, ge=1, le=256)
+    # None: in-process workers on the embedded default, `vpsapi worker` when REDIS_URL is set.
+    jobs_inprocess_workers: bool | None = None
+    job_lease_seconds: int = Field(default=30, ge=1)
+    job_max_attempts: int = Field(default=3, ge=1, le=20)
+    job_backoff_base_seconds: float = Field(default=2.0, ge=0)
+    job_timeout_seconds: int = Field(default=300, ge=1)
+    job_retention_days: int = Field(default=7, ge=1)
+    job_result_compress_over: int = Field(default=64 * 1024, ge=0)
+
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
     sentry_dsn: SecretStr | None = None
@@ -128,6 +139,12 @@ class Settings(BaseSettings):
                 url = "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
             return url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'vpsapi.db').resolve()}"
+
+    @property
+    def run_jobs_in_process(self) -> bool:
+        if self.jobs_inprocess_workers is None:
+            return not self.redis_url
+        return self.jobs_inprocess_workers
 
     @property
     def is_sqlite(self) -> bool:

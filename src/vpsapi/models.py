@@ -2,7 +2,8 @@
 
 from vpsapi.auth import models as auth_models
 from vpsapi.core.db import Base
+from vpsapi.jobs import models as jobs_models
 
 metadata = Base.metadata
 
-__all__ = ["auth_models", "metadata"]
+__all__ = ["auth_models", "jobs_models", "metadata"]

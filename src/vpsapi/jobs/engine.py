@@ -1,0 +1,434 @@
+"""The job engine: claims, runs, retries and finishes jobs.
+
+The `jobs` row is the truth. A worker owns a job only while it holds its lease
+(`lease_owner`, `lease_until`), taken with one conditional UPDATE and renewed while
+it runs; every later write is conditioned on still holding it, so a job that was
+re-claimed after a lost lease, or cancelled, can never be overwritten by a stale
+worker. Dispatch is a hint ("look at job X"): in-process wake-ups on the embedded
+default, a saq queue on Redis when scaled out. Either way a sweeper re-dispatches
+due rows, so a lost hint or a killed worker costs a delay, never a job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import socket
+import time
+import uuid
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import structlog
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.sql.elements import ColumnElement
+
+from vpsapi.config import Settings
+from vpsapi.core.db import Database, utcnow
+from vpsapi.core.events import EventBus
+from vpsapi.jobs.models import JobRecord
+from vpsapi.jobs.processors import get_processor
+
+log = structlog.get_logger("vpsapi.jobs")
+
+PENDING, PROCESSING, COMPLETED, FAILED, CANCELLED = (
+    "PENDING",
+    "PROCESSING",
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+)
+TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
+CONTROL_CHANNEL = "jobs:control"
+_COMPRESSED = b"z:"
+PROGRESS_MIN_INTERVAL = 0.1  # seconds between progress writes of one job
+
+
+def job_channel(job_id: str) -> str:
+    return f"job:{job_id}"
+
+
+def encode_blob(value: Any, compress_over: int) -> bytes:
+    raw = json.dumps(value, separators=(",", ":"), default=str).encode()
+    if len(raw) > compress_over:
+        return _COMPRESSED + zlib.compress(raw, 6)
+    return raw
+
+
+def decode_blob(blob: bytes | None) -> Any:
+    if blob is None:
+        return None
+    if blob.startswith(_COMPRESSED):
+        blob = zlib.decompress(blob[len(_COMPRESSED) :])
+    return json.loads(blob)
+
+
+def job_event(job: JobRecord) -> dict[str, Any]:
+    return {
+        "jobId": job.id,
+        "status": job.status,
+        "progress": job.progress,
+        "seq": job.seq,
+        "attempts": job.attempts,
+    }
+
+
+class Dispatcher(Protocol):
+    async def dispatch(self, job_id: str, attempt: int, at: datetime | None = None) -> None: ...
+
+
+class JobCancelled(Exception):
+    pass
+
+
+class LeaseLost(Exception):
+    pass
+
+
+@dataclass
+class ClaimedJob:
+    id: str
+    processing_type: str
+    payload: bytes
+    attempts: int
+    max_attempts: int
+    timeout_seconds: int
+
+
+def _due(now: datetime) -> ColumnElement[bool]:
+    """Rows a worker may take: pending and due, or running with an expired lease /
+    waiting for a retry whose time has come."""
+    return and_(
+        JobRecord.run_at <= now,
+        or_(
+            JobRecord.status == PENDING,
+            and_(
+                JobRecord.status == PROCESSING,
+                or_(JobRecord.lease_until.is_(None), JobRecord.lease_until < now),
+            ),
+        ),
+    )
+
+
+class JobEngine:
+    def __init__(self, db: Database, events: EventBus, settings: Settings) -> None:
+        self.db = db
+        self.events = events
+        self.settings = settings
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.lease = timedelta(seconds=settings.job_lease_seconds)
+        self.dispatcher: Dispatcher | None = None
+        self._running: dict[str, asyncio.Task[Any]] = {}
+
+    # ---- events -------------------------------------------------------------------
+
+    async def publish(self, job: JobRecord) -> None:
+        try:
+            await self.events.publish(job_channel(job.id), job_event(job))
+        except Exception as exc:  # subscribers re-read the table; never fail a job for this
+            log.warning("job_event_publish_failed", job_id=job.id, error=str(exc))
+
+    async def request_cancel(self, job_id: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.events.publish(CONTROL_CHANNEL, {"cancel": job_id})
+
+    async def watch_control(self) -> None:
+        """Cancel local tasks of jobs cancelled through any process."""
+        while True:
+            try:
+                async with self.events.subscribe(CONTROL_CHANNEL) as sub:
+                    while True:
+                        message = await sub.get(timeout=30)
+                        job_id = (message or {}).get("cancel")
+                        task = self._running.get(str(job_id)) if job_id else None
+                        if task is not None:
+                            task.cancel()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("job_control_lost", error=str(exc))
+                await asyncio.sleep(1)
+
+    # ---- claiming -------------------------------------------------------------------
+
+    async def claim(self, job_id: str) -> ClaimedJob | None:
+        now = utcnow()
+        async with self.db.session() as session:
+            result = await session.execute(
+                update(JobRecord)
+                .where(JobRecord.id == job_id, _due(now))
+                .values(
+                    status=PROCESSING,
+                    attempts=JobRecord.attempts + 1,
+                    progress=0,
+                    lease_owner=self.worker_id,
+                    lease_until=now + self.lease,
+                    started_at=func.coalesce(JobRecord.started_at, now),
+                    updated_at=now,
+                    seq=JobRecord.seq + 1,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            job = (
+                await session.execute(select(JobRecord).where(JobRecord.id == job_id))
+            ).scalar_one()
+            claimed = ClaimedJob(
+                job.id,
+                job.processing_type,
+                job.payload,
+                job.attempts,
+                job.max_attempts,
+                job.timeout_seconds,
+            )
+        await self.publish(job)
+        return claimed
+
+    async def claim_next(self) -> ClaimedJob | None:
+        """Take the oldest due job (embedded default)."""
+        for _ in range(5):  # another worker may win the race for a candidate
+            async with self.db.session() as session:
+                candidate = (
+                    await session.execute(
+                        select(JobRecord.id)
+                        .where(_due(utcnow()))
+                        .order_by(JobRecord.run_at, JobRecord.created_at)
+                        .limit(1)
+                    )
+                ).scalar_one_or_none()
+            if candidate is None:
+                return None
+            claimed = await self.claim(candidate)
+            if claimed is not None:
+                return claimed
+        return None
+
+    async def seconds_until_due(self, cap: float) -> float:
+        """How long a worker may sleep before something becomes due."""
+        async with self.db.session() as session:
+            next_run = (
+                await session.execute(
+                    select(func.min(JobRecord.run_at)).where(JobRecord.status == PENDING)
+                )
+            ).scalar_one_or_none()
+            next_lease = (
+                await session.execute(
+                    select(func.min(func.coalesce(JobRecord.lease_until, JobRecord.run_at))).where(
+                        JobRecord.status == PROCESSING
+                    )
+                )
+            ).scalar_one_or_none()
+        moments = [m for m in (next_run, next_lease) if m is not None]
+        if not moments:
+            return cap
+        wait = (min(moments) - utcnow()).total_seconds()
+        return max(0.01, min(cap, wait))
+
+    async def due_jobs(self, limit: int = 500) -> list[tuple[str, int]]:
+        """Due rows that nobody is running: for the sweeper to re-dispatch."""
+        async with self.db.session() as session:
+            rows = await session.execute(
+                select(JobRecord.id, JobRecord.attempts)
+                .where(_due(utcnow()))
+                .order_by(JobRecord.run_at)
+                .limit(limit)
+            )
+            return [(row[0], row[1]) for row in rows]
+
+    # ---- running --------------------------------------------------------------------
+
+    async def execute(self, job_id: str) -> None:
+        claimed = await self.claim(job_id)
+        if claimed is not None:
+            await self.run(claimed)
+
+    async def run(self, job: ClaimedJob) -> None:
+        if job.attempts > job.max_attempts:
+            await self._finish(job.id, FAILED, error="Worker lost the job on its last attempt")
+            return
+        processor = get_processor(job.processing_type)
+        if processor is None:
+            await self._finish(
+                job.id, FAILED, error=f"Unknown processing type: {job.processing_type}"
+            )
+            return
+        payload = decode_blob(job.payload)
+        reporter = ProgressReporter(self, job.id)
+        timeout = processor.timeout or job.timeout_seconds
+        task = asyncio.current_task()
+        assert task is not None
+        self._running[job.id] = task
+        keeper = asyncio.create_task(self._keep_lease(job.id))
+        try:
+            result = await asyncio.wait_for(
+                processor.process(payload["data"], payload.get("options", {}), reporter), timeout
+            )
+        except asyncio.CancelledError:
+            # Either a cancel request for this job or the worker shutting down: in both
+            # cases the row decides (cancelled stays cancelled; otherwise the lease
+            # expires and another worker retries it).
+            if not await self._is_cancelled(job.id):
+                await self._release(job.id)
+                raise
+            task.uncancel()  # handled: the worker loop that ran this job goes on
+            return
+        except (JobCancelled, LeaseLost):
+            return
+        except TimeoutError:
+            await self._fail_attempt(job, f"Job timed out after {timeout}s")
+        except Exception as exc:
+            log.warning("job_attempt_failed", job_id=job.id, attempt=job.attempts, error=str(exc))
+            await self._fail_attempt(job, str(exc) or type(exc).__name__)
+        else:
+            await self._finish(job.id, COMPLETED, result=result)
+        finally:
+            keeper.cancel()
+            self._running.pop(job.id, None)
+
+    async def _keep_lease(self, job_id: str) -> None:
+        interval = max(0.5, self.lease.total_seconds() / 3)
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(Exception):
+                await self.renew(job_id, progress=None)
+
+    async def renew(self, job_id: str, progress: int | None) -> JobRecord | None:
+        """Extend the lease (and record progress); None if the job is no longer ours."""
+        now = utcnow()
+        values: dict[str, Any] = {"lease_until": now + self.lease}
+        if progress is not None:
+            values.update(progress=progress, seq=JobRecord.seq + 1, updated_at=now)
+        async with self.db.session() as session:
+            result = await session.execute(
+                update(JobRecord)
+                .where(
+                    JobRecord.id == job_id,
+                    JobRecord.lease_owner == self.worker_id,
+                    JobRecord.status == PROCESSING,
+                )
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            if progress is None:
+                return None
+            return (
+                await session.execute(select(JobRecord).where(JobRecord.id == job_id))
+            ).scalar_one()
+
+    async def _is_cancelled(self, job_id: str) -> bool:
+        async with self.db.session() as session:
+            status = await session.scalar(select(JobRecord.status).where(JobRecord.id == job_id))
+        return status == CANCELLED
+
+    async def _release(self, job_id: str) -> None:
+        """Give a job back on shutdown so another worker can take it at once."""
+        with contextlib.suppress(Exception):
+            async with self.db.session() as session:
+                await session.execute(
+                    update(JobRecord)
+                    .where(JobRecord.id == job_id, JobRecord.lease_owner == self.worker_id)
+                    .values(lease_until=None, lease_owner=None, attempts=JobRecord.attempts - 1)
+                    .execution_options(synchronize_session=False)
+                )
+
+    def backoff_seconds(self, attempt: int, base: float) -> float:
+        delay = base * (2 ** max(0, attempt - 1))
+        return delay / 2 + random.uniform(0, delay / 2)  # equal jitter
+
+    async def _fail_attempt(self, job: ClaimedJob, error: str) -> None:
+        if job.attempts >= job.max_attempts:
+            await self._finish(job.id, FAILED, error=error)
+            return
+        options = decode_blob(job.payload).get("options", {})
+        base = options.get("retryDelayMs")
+        base_seconds = (
+            base / 1000
+            if isinstance(base, int | float) and base >= 0
+            else self.settings.job_backoff_base_seconds
+        )
+        run_at = utcnow() + timedelta(seconds=self.backoff_seconds(job.attempts, base_seconds))
+        row = await self._write_owned(
+            job.id,
+            {
+                "run_at": run_at,
+                "lease_until": None,
+                "lease_owner": None,
+                "error": error[:2000],
+            },
+        )
+        if row is not None and self.dispatcher is not None:
+            with contextlib.suppress(Exception):
+                await self.dispatcher.dispatch(job.id, job.attempts + 1, run_at)
+
+    async def _finish(
+        self, job_id: str, status: str, *, result: Any = None, error: str | None = None
+    ) -> None:
+        values: dict[str, Any] = {
+            "status": status,
+            "finished_at": utcnow(),
+            "lease_until": None,
+        }
+        if status == COMPLETED:
+            values.update(
+                progress=100,
+                error=None,
+                result=encode_blob(result, self.settings.job_result_compress_over),
+            )
+        if error is not None:
+            values["error"] = error[:2000]
+        await self._write_owned(job_id, values)
+
+    async def _write_owned(self, job_id: str, values: dict[str, Any]) -> JobRecord | None:
+        """Write while holding the lease; idempotent when a job runs twice."""
+        async with self.db.session() as session:
+            result = await session.execute(
+                update(JobRecord)
+                .where(
+                    JobRecord.id == job_id,
+                    JobRecord.lease_owner == self.worker_id,
+                    JobRecord.status == PROCESSING,
+                )
+                .values(**values, seq=JobRecord.seq + 1, updated_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            job = (
+                await session.execute(select(JobRecord).where(JobRecord.id == job_id))
+            ).scalar_one()
+        await self.publish(job)
+        return job
+
+
+class ProgressReporter:
+    """`await report(percent)`: coalesced writes, lease renewal, cancellation check."""
+
+    def __init__(self, engine: JobEngine, job_id: str) -> None:
+        self.engine = engine
+        self.job_id = job_id
+        self.last_sent = 0
+        self.last_write = 0.0
+
+    async def __call__(self, percent: int) -> None:
+        value = max(0, min(100, int(percent)))
+        now = time.monotonic()
+        if value <= self.last_sent or (
+            now - self.last_write < PROGRESS_MIN_INTERVAL and value < 100
+        ):
+            await asyncio.sleep(0)
+            return
+        job = await self.engine.renew(self.job_id, progress=value)
+        if job is None:
+            if await self.engine._is_cancelled(self.job_id):
+                raise JobCancelled(self.job_id)
+            raise LeaseLost(self.job_id)
+        self.last_sent, self.last_write = value, now
+        await self.engine.publish(job)

@@ -1,0 +1,268 @@
+"""Seed 000 job API (`/api/jobs`, `/api/sse/job-progress/{id}`) and `/api/v1/jobs`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, BackgroundTasks, Header, Query, Request, status
+from pydantic import ValidationError
+from sse_starlette.sse import EventSourceResponse
+
+from vpsapi.auth.dependencies import CurrentPrincipal, StreamPrincipal
+from vpsapi.core.db import SessionDep
+from vpsapi.core.errors import BadRequest, NotFound, ValidationFailed, validation_details
+from vpsapi.core.schemas import V1_ERROR_RESPONSES, Envelope, envelope
+from vpsapi.core.security import Principal
+from vpsapi.jobs import service
+from vpsapi.jobs.engine import FAILED, TERMINAL, JobEngine, job_channel
+from vpsapi.jobs.schemas import JobAccepted, JobList, JobOut, JobPage, JobStatus, JobSubmit
+
+router = APIRouter(tags=["jobs"])
+v1_router = APIRouter(prefix="/api/v1", tags=["jobs"], responses=V1_ERROR_RESPONSES)
+
+HEARTBEAT_SECONDS = 15
+_LEGACY_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": '`{"error": "Validation failed", "details": [{field, message}]}`'},
+    401: {"description": '`{"error": "No token provided" | "Invalid token" | "Token expired"}`'},
+    404: {"description": '`{"error": "Job not found"}`'},
+}
+_REQUIRED_MESSAGES = {
+    "processingType": "Processing type is required",
+    "data": "Data array is required",
+}
+
+
+def _engine(request: Request) -> JobEngine:
+    engine: JobEngine = request.app.state.jobs_engine
+    return engine
+
+
+async def _parse_submission(request: Request) -> JobSubmit:
+    try:
+        raw = json.loads(await request.body() or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("Malformed JSON in request body") from exc
+    if not isinstance(raw, dict):
+        raise ValidationFailed([{"field": "body", "message": "Request body must be an object"}])
+    try:
+        return JobSubmit.model_validate(raw)
+    except ValidationError as exc:
+        details = validation_details(exc.errors())
+        for item, error in zip(details, exc.errors(), strict=True):
+            if error["type"] == "missing" and item["field"] in _REQUIRED_MESSAGES:
+                item["message"] = _REQUIRED_MESSAGES[item["field"]]
+        raise ValidationFailed(details) from exc
+
+
+@router.post(
+    "/api/jobs",
+    response_model=JobAccepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Submit a processing job (seed 000)",
+    responses=_LEGACY_ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": JobSubmit.model_json_schema()}},
+        }
+    },
+)
+async def submit_job(
+    request: Request,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    background: BackgroundTasks,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JobAccepted:
+    body = await _parse_submission(request)
+    job, created = await service.submit_job(
+        session, request.app.state.settings, principal, body, idempotency_key
+    )
+    if created:
+        # Background tasks run after the response, i.e. after the commit: a worker
+        # never looks for a row that is not there yet.
+        background.add_task(_dispatch_new, _engine(request), job.id)
+    return JobAccepted(jobId=job.id, status=job.status)
+
+
+async def _dispatch_new(engine: JobEngine, job_id: str) -> None:
+    if engine.dispatcher is not None:
+        try:
+            await engine.dispatcher.dispatch(job_id, 1)
+        except Exception:  # the sweeper dispatches it a few seconds later
+            return
+
+
+@router.get(
+    "/api/jobs/{job_id}",
+    response_model=JobOut,
+    response_model_exclude_none=True,
+    summary="Job status (seed 000)",
+    responses=_LEGACY_ERRORS,
+)
+async def get_job(job_id: str, principal: CurrentPrincipal, session: SessionDep) -> JobOut:
+    return service.job_out(await service.get_job(session, principal, job_id))
+
+
+async def _list(
+    session: SessionDep,
+    principal: Principal,
+    status_filter: JobStatus | None,
+    processing_type: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[JobOut], str | None]:
+    jobs, next_cursor = await service.list_jobs(
+        session,
+        principal,
+        status=status_filter,
+        processing_type=processing_type,
+        limit=limit,
+        cursor=cursor,
+    )
+    return [service.job_out(job) for job in jobs], next_cursor
+
+
+StatusQuery = Annotated[JobStatus | None, Query(alias="status")]
+TypeQuery = Annotated[str | None, Query(alias="type", max_length=64)]
+LimitQuery = Annotated[int, Query(ge=1, le=200)]
+CursorQuery = Annotated[str | None, Query(max_length=512)]
+
+
+@router.get("/api/jobs", response_model=JobList, summary="List your jobs, newest first")
+async def list_jobs(
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    status_filter: StatusQuery = None,
+    processing_type: TypeQuery = None,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
+) -> JobList:
+    jobs, next_cursor = await _list(
+        session, principal, status_filter, processing_type, limit, cursor
+    )
+    return JobList(jobs=jobs, nextCursor=next_cursor)
+
+
+@v1_router.get("/jobs", response_model=Envelope[JobPage], summary="List your jobs (envelope)")
+async def list_jobs_v1(
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    status_filter: StatusQuery = None,
+    processing_type: TypeQuery = None,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
+) -> Envelope[JobPage]:
+    jobs, next_cursor = await _list(
+        session, principal, status_filter, processing_type, limit, cursor
+    )
+    return envelope(JobPage(items=jobs, nextCursor=next_cursor))
+
+
+async def _cancel(
+    request: Request, job_id: str, principal: Principal, session: SessionDep
+) -> JobOut:
+    job = await service.cancel_job(session, principal, job_id)
+    await session.commit()
+    engine = _engine(request)
+    await engine.publish(job)
+    await engine.request_cancel(job_id)
+    return service.job_out(job)
+
+
+@router.delete(
+    "/api/jobs/{job_id}",
+    response_model=JobOut,
+    response_model_exclude_none=True,
+    summary="Cancel a pending or running job (status CANCELLED)",
+    responses={**_LEGACY_ERRORS, 409: {"description": "job already finished"}},
+)
+async def cancel_job(
+    request: Request, job_id: str, principal: CurrentPrincipal, session: SessionDep
+) -> JobOut:
+    return await _cancel(request, job_id, principal, session)
+
+
+@router.post(
+    "/api/jobs/{job_id}/cancel",
+    response_model=JobOut,
+    response_model_exclude_none=True,
+    summary="Cancel a pending or running job (status CANCELLED)",
+    responses={**_LEGACY_ERRORS, 409: {"description": "job already finished"}},
+)
+async def cancel_job_post(
+    request: Request, job_id: str, principal: CurrentPrincipal, session: SessionDep
+) -> JobOut:
+    return await _cancel(request, job_id, principal, session)
+
+
+# ---- SSE ----------------------------------------------------------------------------
+
+
+def _last_event_id(request: Request) -> int:
+    raw = request.headers.get("last-event-id") or request.query_params.get("lastEventId") or ""
+    return int(raw) if raw.isdigit() else -1
+
+
+@router.get(
+    "/api/sse/job-progress/{job_id}",
+    summary="Live job progress as Server-Sent Events (seed 000)",
+    response_class=EventSourceResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "`event: connected`, then `data:` job JSON on every change "
+            "(`id:` = sequence), `event: error` when unknown or failed; ends after the "
+            "terminal state. Auth by header or `?access_token=`; resume with `Last-Event-ID`.",
+        }
+    },
+)
+async def job_progress(
+    request: Request, job_id: str, principal: StreamPrincipal, session: SessionDep
+) -> EventSourceResponse:
+    last_seen = _last_event_id(request)
+    database = request.app.state.db
+    events = request.app.state.events
+    await session.close()  # a stream may last hours: do not hold a connection
+
+    async def stream() -> AsyncIterator[dict[str, Any]]:
+        yield {
+            "event": "connected",
+            "data": json.dumps({"message": "Connected to job progress stream", "jobId": job_id}),
+        }
+        # Subscribe before reading the snapshot so no change can fall between them.
+        async with events.subscribe(job_channel(job_id)) as subscription:
+            sent = last_seen
+            while True:
+                async with database.session() as read:
+                    try:
+                        record = await service.get_job(read, principal, job_id)
+                    except NotFound:
+                        yield {"event": "error", "data": json.dumps({"error": "Job not found"})}
+                        return
+                    job, seq = service.job_out(record), record.seq
+                if seq > sent:
+                    sent = seq
+                    yield {"id": str(seq), "data": job.model_dump_json(exclude_none=True)}
+                if job.status in TERMINAL:
+                    if job.status == FAILED:
+                        yield {
+                            "event": "error",
+                            "id": str(seq),
+                            "data": json.dumps({"error": job.error or "Job failed"}),
+                        }
+                    return
+                # Any message, a lost one, or a quiet heartbeat period: re-read the row.
+                # A burst of progress events thus collapses into one snapshot.
+                await subscription.get(timeout=HEARTBEAT_SECONDS)
+                while not subscription.queue.empty():
+                    subscription.queue.get_nowait()
+                subscription.lost = False
+
+    return EventSourceResponse(
+        stream(),
+        ping=HEARTBEAT_SECONDS,
+        headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,133 @@
+"""Where jobs run: in-process workers (embedded default) or saq on Redis (scale-out)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from saq import Queue, Worker
+
+from vpsapi.config import Settings
+from vpsapi.core.db import utcnow
+from vpsapi.jobs.engine import JobEngine
+
+log = structlog.get_logger("vpsapi.jobs")
+
+SWEEP_INTERVAL = 5.0
+
+
+class LocalRunner:
+    """Worker tasks inside this process, woken by submissions and by due times."""
+
+    def __init__(self, engine: JobEngine, concurrency: int) -> None:
+        self.engine = engine
+        self.concurrency = concurrency
+        self.wake = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def dispatch(self, job_id: str, attempt: int, at: datetime | None = None) -> None:
+        self.wake.set()
+
+    async def start(self) -> None:
+        self.tasks = [
+            asyncio.create_task(self._loop(index), name=f"job-worker-{index}")
+            for index in range(self.concurrency)
+        ]
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _loop(self, index: int) -> None:
+        while True:
+            try:
+                self.wake.clear()
+                claimed = await self.engine.claim_next()
+                if claimed is not None:
+                    self.wake.set()  # there may be more: let an idle sibling look
+                    await self.engine.run(claimed)
+                    continue
+                wait = await self.engine.seconds_until_due(SWEEP_INTERVAL)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), wait)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # database away: back off, never die
+                log.warning("job_worker_error", worker=index, error=str(exc))
+                await asyncio.sleep(1)
+
+
+def saq_queue(settings: Settings) -> Queue:
+    return Queue.from_url(settings.redis_url, name=f"{settings.redis_prefix}:jobs")
+
+
+class SaqDispatcher:
+    """Enqueues "run job X" on the saq queue; the job row stays the truth."""
+
+    def __init__(self, queue: Queue, settings: Settings) -> None:
+        self.queue = queue
+        self.settings = settings
+
+    async def dispatch(self, job_id: str, attempt: int, at: datetime | None = None) -> None:
+        scheduled = int(at.timestamp()) if at is not None and at > utcnow() else 0
+        await self.queue.enqueue(
+            "run_job",
+            key=f"{job_id}:{attempt}:{scheduled}",
+            job_id=job_id,
+            scheduled=scheduled,
+            # Our engine enforces the job's own timeout and retries; saq only delivers.
+            timeout=self.settings.job_timeout_seconds + 60,
+            retries=1,
+            ttl=600,
+        )
+
+
+async def run_job(ctx: dict[str, Any], *, job_id: str) -> None:
+    engine: JobEngine = ctx["engine"]
+    await engine.execute(job_id)
+
+
+async def sweep(engine: JobEngine) -> None:
+    """Re-dispatch due rows nobody runs (lost enqueue, killed worker, restart)."""
+    while True:
+        await asyncio.sleep(SWEEP_INTERVAL)
+        try:
+            if engine.dispatcher is None:
+                continue
+            for job_id, attempts in await engine.due_jobs():
+                await engine.dispatcher.dispatch(job_id, attempts + 1)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("job_sweep_failed", error=str(exc))
+
+
+def saq_worker(queue: Queue, engine: JobEngine, concurrency: int, *, own_signals: bool) -> Worker:
+    worker = Worker(
+        queue,
+        functions=[run_job],
+        concurrency=concurrency,
+        startup=_startup(engine),
+        shutdown_grace_period_s=int(engine.settings.shutdown_timeout),
+    )
+    if not own_signals:
+        # Inside `serve`, uvicorn owns SIGINT/SIGTERM; saq must not take them over.
+        worker.SIGNALS = []
+    return worker
+
+
+def _startup(engine: JobEngine) -> Any:
+    async def startup(ctx: dict[str, Any]) -> None:
+        ctx["engine"] = engine
+
+    return startup
+
+
+def retention_cutoff(settings: Settings) -> datetime:
+    return utcnow() - timedelta(days=settings.job_retention_days)

@@ -1,0 +1,223 @@
+"""Job submission, reads, listing, cancellation and retention: no HTTP here."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from vpsapi.config import Settings
+from vpsapi.core.db import utcnow
+from vpsapi.core.errors import BadRequest, Conflict, NotFound
+from vpsapi.core.search import SearchHit
+from vpsapi.core.security import Principal
+from vpsapi.jobs.engine import (
+    CANCELLED,
+    PENDING,
+    PROCESSING,
+    TERMINAL,
+    decode_blob,
+    encode_blob,
+)
+from vpsapi.jobs.models import JobRecord
+from vpsapi.jobs.schemas import JobOut, JobSubmit
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
+
+def new_job_id() -> str:
+    return f"job_{uuid.uuid4().hex}"
+
+
+def _int_option(options: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = options.get(name, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise BadRequest(f"options.{name} must be an integer from {low} to {high}")
+    return value
+
+
+def job_out(job: JobRecord) -> JobOut:
+    waiting = job.status == PROCESSING and job.lease_owner is None and job.error is not None
+    return JobOut(
+        jobId=job.id,
+        status=job.status,
+        progress=job.progress,
+        processingType=job.processing_type,
+        createdAt=job.created_at,
+        updatedAt=job.updated_at,
+        startedAt=job.started_at,
+        completedAt=job.finished_at,
+        attempts=job.attempts,
+        maxAttempts=job.max_attempts,
+        nextAttemptAt=job.run_at if waiting else None,
+        lastError=job.error if job.status not in TERMINAL else None,
+        result=decode_blob(job.result) if job.result is not None else None,
+        error=job.error if job.status in ("FAILED", CANCELLED) else None,
+    )
+
+
+async def submit_job(
+    session: AsyncSession,
+    settings: Settings,
+    principal: Principal,
+    body: JobSubmit,
+    idempotency_key: str | None,
+) -> tuple[JobRecord, bool]:
+    """Store a new PENDING job; returns (job, created). An Idempotency-Key seen in the
+    last 24 h returns the job it created instead."""
+    options = body.options
+    max_attempts = _int_option(options, "attempts", settings.job_max_attempts, 1, 20)
+    timeout = _int_option(options, "timeout", settings.job_timeout_seconds, 1, 86_400)
+    if idempotency_key is not None:
+        if not 1 <= len(idempotency_key) <= 255:
+            raise BadRequest("Idempotency-Key must be 1 to 255 characters")
+        existing = await _by_idempotency_key(session, principal.subject, idempotency_key)
+        if existing is not None:
+            if existing.created_at > utcnow() - IDEMPOTENCY_WINDOW:
+                return existing, False
+            existing.idempotency_key = None  # expired: the key may be used again
+            await session.flush()
+    job = JobRecord(
+        id=new_job_id(),
+        owner=principal.subject,
+        processing_type=body.processingType,
+        status=PENDING,
+        progress=0,
+        seq=0,
+        payload=encode_blob({"data": body.data, "options": options}, 0),
+        attempts=0,
+        max_attempts=max_attempts,
+        timeout_seconds=timeout,
+        run_at=utcnow(),
+        idempotency_key=idempotency_key,
+    )
+    session.add(job)
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # the same key raced in from another request
+        await session.rollback()
+        existing = await _by_idempotency_key(session, principal.subject, idempotency_key or "")
+        if existing is None:
+            raise Conflict("Job could not be created, try again") from exc
+        return existing, False
+    return job, True
+
+
+async def _by_idempotency_key(session: AsyncSession, owner: str, key: str) -> JobRecord | None:
+    query = select(JobRecord).where(JobRecord.owner == owner, JobRecord.idempotency_key == key)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def get_job(session: AsyncSession, principal: Principal, job_id: str) -> JobRecord:
+    """The caller's job (admins: any job); 404 for unknown and foreign ids alike."""
+    job = await session.get(JobRecord, job_id, populate_existing=True)
+    if job is None or not (principal.is_admin or job.owner == principal.subject):
+        raise NotFound("Job not found")
+    return job
+
+
+def _encode_cursor(job: JobRecord) -> str:
+    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return datetime.fromisoformat(created), str(job_id)
+    except (ValueError, TypeError) as exc:
+        raise BadRequest("Invalid cursor") from exc
+
+
+async def list_jobs(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    status: str | None,
+    processing_type: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[JobRecord], str | None]:
+    query = select(JobRecord)
+    if not principal.is_admin:
+        query = query.where(JobRecord.owner == principal.subject)
+    if status is not None:
+        query = query.where(JobRecord.status == status)
+    if processing_type is not None:
+        query = query.where(JobRecord.processing_type == processing_type)
+    if cursor is not None:
+        created, job_id = _decode_cursor(cursor)
+        query = query.where(
+            or_(
+                JobRecord.created_at < created,
+                and_(JobRecord.created_at == created, JobRecord.id < job_id),
+            )
+        )
+    query = query.order_by(JobRecord.created_at.desc(), JobRecord.id.desc()).limit(limit + 1)
+    jobs = list((await session.execute(query)).scalars())
+    next_cursor = _encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None
+    return jobs[:limit], next_cursor
+
+
+async def cancel_job(session: AsyncSession, principal: Principal, job_id: str) -> JobRecord:
+    job = await get_job(session, principal, job_id)
+    if job.status in TERMINAL:
+        if job.status == CANCELLED:
+            return job
+        raise Conflict(f"Job already {job.status.lower()}")
+    now = utcnow()
+    result = await session.execute(
+        update(JobRecord)
+        .where(JobRecord.id == job_id, JobRecord.status.in_((PENDING, PROCESSING)))
+        .values(
+            status=CANCELLED,
+            error="Cancelled by request",
+            finished_at=now,
+            updated_at=now,
+            lease_until=None,
+            seq=JobRecord.seq + 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    job = await get_job(session, principal, job_id)
+    if result.rowcount != 1 and job.status != CANCELLED:  # type: ignore[attr-defined]
+        raise Conflict(f"Job already {job.status.lower()}")
+    return job
+
+
+async def purge_finished(session: AsyncSession, before: datetime) -> int:
+    result = await session.execute(
+        delete(JobRecord).where(JobRecord.status.in_(TERMINAL), JobRecord.finished_at < before)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+class JobSearch:
+    kind = "jobs"
+
+    async def search(
+        self, session: AsyncSession, principal: Principal, query: str, limit: int
+    ) -> list[SearchHit]:
+        pattern = f"%{query.lower()}%"
+        statement = select(JobRecord).where(
+            or_(JobRecord.id.ilike(pattern), JobRecord.processing_type.ilike(pattern))
+        )
+        if not principal.is_admin:
+            statement = statement.where(JobRecord.owner == principal.subject)
+        statement = statement.order_by(JobRecord.created_at.desc()).limit(limit)
+        return [
+            SearchHit(
+                kind=self.kind,
+                id=job.id,
+                title=f"{job.processing_type} job {job.id}",
+                url=f"/api/jobs/{job.id}",
+                snippet=f"{job.status} {job.progress}%",
+            )
+            for job in (await session.execute(statement)).scalars()
+        ]
