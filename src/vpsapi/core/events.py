@@ -50,7 +50,9 @@ class Subscription:
             return self.queue.get_nowait()
         self.signal.clear()
         try:
-            await asyncio.wait_for(self.signal.wait(), timeout)
+            # asyncio.timeout, not wait_for: 3.11's wait_for can lose a cancellation.
+            async with asyncio.timeout(timeout):
+                await self.signal.wait()
         except TimeoutError:
             return None
         if not self.queue.empty():

@@ -55,7 +55,8 @@ class LocalRunner:
                     continue
                 wait = await self.engine.seconds_until_due(SWEEP_INTERVAL)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), wait)
+                    async with asyncio.timeout(wait):
+                        await self.wake.wait()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # database away: back off, never die
@@ -114,7 +115,9 @@ def saq_worker(queue: Queue, engine: JobEngine, concurrency: int, *, own_signals
         functions=[run_job],
         concurrency=concurrency,
         startup=_startup(engine),
-        shutdown_grace_period_s=int(engine.settings.shutdown_timeout),
+        # On stop, running jobs are cancelled and handed back (see JobEngine.run), so
+        # another worker picks them up at once instead of shutdown waiting for them.
+        shutdown_grace_period_s=None,
     )
     if not own_signals:
         # Inside `serve`, uvicorn owns SIGINT/SIGTERM; saq must not take them over.

@@ -1,0 +1,272 @@
+"""Seed 000 job contract: submit, status, list, cancel, idempotency, ownership."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import httpx
+import pytest
+
+from job_support import submit, wait_for_status
+
+
+async def test_submit_returns_202_pending(
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str]
+) -> None:
+    response = await jobs_client.post(
+        "/api/jobs",
+        json={"processingType": "type1", "data": [{"id": 1}, {"id": 2}]},
+        headers=token_headers,
+    )
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "PENDING"
+    assert body["jobId"].startswith("job_")
+    assert set(body) == {"jobId", "status"}
+
+
+@pytest.mark.parametrize(
+    ("processing_type", "options", "check"),
+    [
+        (
+            "type1",
+            {},
+            lambda r, n: r == {"processed": n, "summary": f"Processed {n} items successfully"},
+        ),
+        (
+            "type2",
+            {},
+            lambda r, n: (
+                r["count"] == n
+                and r["results"][0]["original"] == {"id": 0}
+                and r["results"][0]["processed"]["id"] == 0
+                and "timestamp" in r["results"][0]["processed"]
+            ),
+        ),
+        (
+            "type3",
+            {"batchSize": 4},
+            lambda r, n: (
+                r["batches"] == 3
+                and r["totalProcessed"] == n
+                and r["results"][-1] == {"id": n - 1, "batchId": 2}
+            ),
+        ),
+        ("type3", {}, lambda r, n: r["batches"] == 1 and r["results"][0]["batchId"] == 0),
+    ],
+)
+async def test_result_shapes(
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str], processing_type, options, check
+) -> None:
+    job_id = await submit(jobs_client, token_headers, processing_type, items=10, **options)
+    await wait_for_status(jobs_client, token_headers, job_id, {"COMPLETED"})
+    response = await jobs_client.get(f"/api/jobs/{job_id}", headers=token_headers)
+    assert response.status_code == 200
+    job = response.json()
+    assert job["status"] == "COMPLETED"
+    assert job["progress"] == 100 and isinstance(job["progress"], int)
+    datetime.fromisoformat(job["createdAt"].replace("Z", "+00:00"))
+    assert "error" not in job
+    assert check(job["result"], 10)
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({"data": [{"a": 1}]}, "processingType", "Processing type is required"),
+        (
+            {"processingType": "nope", "data": [{"a": 1}]},
+            "processingType",
+            "Invalid processing type",
+        ),
+        ({"processingType": "type1"}, "data", "Data array is required"),
+        (
+            {"processingType": "type1", "data": []},
+            "data",
+            "Data array must contain at least one item",
+        ),
+        (
+            {"processingType": "type1", "data": [{"i": i} for i in range(1001)]},
+            "data",
+            "Data array cannot exceed 1000 items",
+        ),
+        ({"processingType": "type1", "data": [1, 2]}, "data.0", None),
+        ({"processingType": "type1", "data": "x"}, "data", None),
+        ({"processingType": "type1", "data": [{}], "options": []}, "options", None),
+        ({"processingType": 5, "data": [{}]}, "processingType", None),
+    ],
+)
+async def test_validation_400(
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str], body, field, message
+) -> None:
+    response = await jobs_client.post("/api/jobs", json=body, headers=token_headers)
+    assert response.status_code == 400
+    payload = response.json()
+    assert payload["error"] == "Validation failed"
+    fields = {d["field"]: d["message"] for d in payload["details"]}
+    assert field in fields
+    if message:
+        assert fields[field] == message
+    listed = await jobs_client.get("/api/jobs", headers=token_headers)
+    assert listed.json()["jobs"] == []
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b"null", b'"text"'])
+async def test_malformed_body_400(
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str], content: bytes
+) -> None:
+    response = await jobs_client.post(
+        "/api/jobs", content=content, headers={**token_headers, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert "error" in response.json()
+
+
+async def test_options_validated(
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str]
+) -> None:
+    for options in ({"attempts": 0}, {"attempts": "3"}, {"timeout": -1}):
+        response = await jobs_client.post(
+            "/api/jobs",
+            json={"processingType": "type1", "data": [{}], "options": options},
+            headers=token_headers,
+        )
+        assert response.status_code == 400, options
+
+
+async def test_unknown_fields_are_stripped(
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str]
+) -> None:
+    response = await jobs_client.post(
+        "/api/jobs",
+        json={"processingType": "type1", "data": [{"id": 1}], "extra": "ignored"},
+        headers=token_headers,
+    )
+    assert response.status_code == 202
+
+
+async def test_auth_required(jobs_client: httpx.AsyncClient) -> None:
+    response = await jobs_client.post("/api/jobs", json={"processingType": "type1", "data": [{}]})
+    assert response.status_code == 401
+    assert response.json()["error"] == "No token provided"
+    response = await jobs_client.get("/api/jobs/job_x", headers={"Authorization": "Bearer bad"})
+    assert response.status_code == 401
+    assert response.json()["error"] == "Invalid token"
+
+
+async def test_unknown_job_404(
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str]
+) -> None:
+    response = await jobs_client.get("/api/jobs/job_unknown", headers=token_headers)
+    assert response.status_code == 404
+    assert response.json()["error"] == "Job not found"
+
+
+async def test_foreign_job_is_404_and_admin_sees_all(
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str], create_user, admin_headers
+) -> None:
+    job_id = await submit(jobs_client, token_headers)
+    _user, user_headers = await create_user()
+    for method, path in (
+        ("GET", f"/api/jobs/{job_id}"),
+        ("DELETE", f"/api/jobs/{job_id}"),
+        ("POST", f"/api/jobs/{job_id}/cancel"),
+    ):
+        response = await jobs_client.request(method, path, headers=user_headers)
+        assert response.status_code == 404
+        assert response.json()["error"] == "Job not found"
+    assert (await jobs_client.get("/api/jobs", headers=user_headers)).json()["jobs"] == []
+    assert (await jobs_client.get(f"/api/jobs/{job_id}", headers=admin_headers)).status_code == 200
+
+
+async def test_list_filters_and_cursor(
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str]
+) -> None:
+    ids = [await submit(jobs_client, token_headers, "type1") for _ in range(3)]
+    ids.append(await submit(jobs_client, token_headers, "type2"))
+    for job_id in ids:
+        await wait_for_status(jobs_client, token_headers, job_id, {"COMPLETED"})
+    page = (await jobs_client.get("/api/jobs?limit=2", headers=token_headers)).json()
+    assert [j["jobId"] for j in page["jobs"]] == ids[::-1][:2]
+    rest = await jobs_client.get(
+        "/api/jobs", params={"limit": 2, "cursor": page["nextCursor"]}, headers=token_headers
+    )
+    assert [j["jobId"] for j in rest.json()["jobs"]] == ids[::-1][2:]
+    assert rest.json()["nextCursor"] is None
+    typed = await jobs_client.get("/api/jobs?type=type2", headers=token_headers)
+    assert [j["jobId"] for j in typed.json()["jobs"]] == [ids[3]]
+    done = await jobs_client.get("/api/jobs?status=COMPLETED", headers=token_headers)
+    assert len(done.json()["jobs"]) == 4
+    v1 = await jobs_client.get("/api/v1/jobs?limit=1", headers=token_headers)
+    assert v1.json()["success"] is True
+    assert len(v1.json()["data"]["items"]) == 1 and v1.json()["data"]["nextCursor"]
+
+
+@pytest.mark.parametrize(
+    "params", [{"status": "DONE"}, {"limit": 0}, {"limit": 500}, {"cursor": "%%%"}]
+)
+async def test_list_bad_params(
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str], params
+) -> None:
+    response = await jobs_client.get("/api/jobs", params=params, headers=token_headers)
+    assert response.status_code == 400
+    v1 = await jobs_client.get("/api/v1/jobs", params=params, headers=token_headers)
+    assert v1.status_code in (400, 422)
+    assert v1.json()["success"] is False
+
+
+async def test_idempotency_key_returns_same_job(
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str]
+) -> None:
+    headers = {**token_headers, "Idempotency-Key": "order-42"}
+    body = {"processingType": "type1", "data": [{"id": 1}]}
+    first = await jobs_client.post("/api/jobs", json=body, headers=headers)
+    second = await jobs_client.post("/api/jobs", json=body, headers=headers)
+    assert first.status_code == second.status_code == 202
+    assert first.json()["jobId"] == second.json()["jobId"]
+    other = await jobs_client.post(
+        "/api/jobs", json=body, headers={**token_headers, "Idempotency-Key": "order-43"}
+    )
+    assert other.json()["jobId"] != first.json()["jobId"]
+    listed = await jobs_client.get("/api/jobs", headers=token_headers)
+    assert len(listed.json()["jobs"]) == 2
+    too_long = await jobs_client.post(
+        "/api/jobs", json=body, headers={**token_headers, "Idempotency-Key": "k" * 300}
+    )
+    assert too_long.status_code == 400
+
+
+async def test_cancel_running_job(
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str], test_processors
+) -> None:
+    job_id = await submit(jobs_client, token_headers, "test-gate")
+    await wait_for_status(jobs_client, token_headers, job_id, {"PROCESSING"})
+    response = await jobs_client.delete(f"/api/jobs/{job_id}", headers=token_headers)
+    assert response.status_code == 200
+    assert response.json()["status"] == "CANCELLED"
+    final = await wait_for_status(jobs_client, token_headers, job_id, {"CANCELLED"})
+    assert final["status"] == "CANCELLED"
+    again = await jobs_client.post(f"/api/jobs/{job_id}/cancel", headers=token_headers)
+    assert again.status_code == 200 and again.json()["status"] == "CANCELLED"
+    test_processors["gate"].release.set()
+
+
+async def test_cancel_finished_job_is_409(
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str]
+) -> None:
+    job_id = await submit(jobs_client, token_headers)
+    await wait_for_status(jobs_client, token_headers, job_id, {"COMPLETED"})
+    response = await jobs_client.post(f"/api/jobs/{job_id}/cancel", headers=token_headers)
+    assert response.status_code == 409
+    status = (await jobs_client.get(f"/api/jobs/{job_id}", headers=token_headers)).json()
+    assert status["status"] == "COMPLETED"
+
+
+async def test_search_finds_own_jobs(
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str]
+) -> None:
+    job_id = await submit(jobs_client, token_headers, "type2")
+    response = await jobs_client.get(
+        "/api/v1/search", params={"q": job_id[-8:], "kind": "jobs"}, headers=token_headers
+    )
+    assert [hit["id"] for hit in response.json()["data"]["results"]] == [job_id]

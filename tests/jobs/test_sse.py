@@ -1,0 +1,122 @@
+"""SSE contract: connected first, job JSON on change with ids, error events, resume."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+
+from job_support import sse_events, submit, wait_for_status
+
+
+async def test_stream_of_a_job_ends_with_its_final_state(
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str]
+) -> None:
+    job_id = await submit(jobs_client, token_headers, "type1", items=5)
+    async with jobs_client.stream(
+        "GET", f"/api/sse/job-progress/{job_id}", headers=token_headers
+    ) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-cache, no-transform"
+        assert response.headers["x-accel-buffering"] == "no"
+        assert "content-encoding" not in response.headers
+    events = [
+        e async for e in sse_events(jobs_client, f"/api/sse/job-progress/{job_id}", token_headers)
+    ]
+    assert events[0][0] == "connected"
+    data = [json.loads(d) for kind, _, d in events if kind == "message"]
+    assert data[-1]["status"] == "COMPLETED"
+    assert data[-1]["result"]["processed"] == 5
+    ids = [int(i) for kind, i, _ in events if kind == "message"]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+
+async def test_unknown_job_gets_error_event(
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str]
+) -> None:
+    events = [
+        e async for e in sse_events(jobs_client, "/api/sse/job-progress/job_nope", token_headers)
+    ]
+    assert [kind for kind, _, _ in events] == ["connected", "error"]
+    assert json.loads(events[1][2]) == {"error": "Job not found"}
+
+
+async def test_foreign_job_gets_error_event(
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str], create_user
+) -> None:
+    job_id = await submit(jobs_client, token_headers)
+    _user, other = await create_user()
+    events = [e async for e in sse_events(jobs_client, f"/api/sse/job-progress/{job_id}", other)]
+    assert events[-1][0] == "error"
+
+
+async def test_failed_job_ends_with_error_event(
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str], test_processors
+) -> None:
+    test_processors["flaky"].failures = 99
+    job_id = await submit(jobs_client, token_headers, "test-flaky", attempts=1)
+    await wait_for_status(jobs_client, token_headers, job_id, {"FAILED"})
+    events = [
+        e async for e in sse_events(jobs_client, f"/api/sse/job-progress/{job_id}", token_headers)
+    ]
+    assert json.loads(events[-2][2])["status"] == "FAILED"
+    assert events[-1][0] == "error"
+    assert json.loads(events[-1][2]) == {"error": "boom 1"}
+
+
+async def test_access_token_query_parameter(
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str]
+) -> None:
+    job_id = await submit(jobs_client, token_headers)
+    await wait_for_status(jobs_client, token_headers, job_id, {"COMPLETED"})
+    token = token_headers["Authorization"].split()[1]
+    events = [
+        e
+        async for e in sse_events(
+            jobs_client, f"/api/sse/job-progress/{job_id}?access_token={token}"
+        )
+    ]
+    assert json.loads(events[-1][2])["status"] == "COMPLETED"
+
+
+async def test_stream_auth_errors(
+    jobs_client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    no_token = await jobs_client.get("/api/sse/job-progress/job_x")
+    assert no_token.status_code == 401
+    bad = await jobs_client.get("/api/sse/job-progress/job_x?access_token=garbage")
+    assert bad.status_code == 401
+    key = (
+        await jobs_client.post("/api/v1/api-keys", json={"name": "k"}, headers=admin_headers)
+    ).json()
+    in_url = await jobs_client.get(f"/api/sse/job-progress/job_x?access_token={key['data']['key']}")
+    assert in_url.status_code == 401
+
+
+async def test_last_event_id_resume(
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str]
+) -> None:
+    job_id = await submit(jobs_client, token_headers)
+    final = await wait_for_status(jobs_client, token_headers, job_id, {"COMPLETED"})
+    events = [
+        e async for e in sse_events(jobs_client, f"/api/sse/job-progress/{job_id}", token_headers)
+    ]
+    last_id = events[-1][1]
+    # Already has the latest event: only `connected`, then the stream ends.
+    resumed = [
+        e
+        async for e in sse_events(
+            jobs_client,
+            f"/api/sse/job-progress/{job_id}",
+            {**token_headers, "Last-Event-ID": last_id},
+        )
+    ]
+    assert [kind for kind, _, _ in resumed] == ["connected"]
+    # Missed the end: gets the final state.
+    behind = [
+        e
+        async for e in sse_events(
+            jobs_client, f"/api/sse/job-progress/{job_id}", {**token_headers, "Last-Event-ID": "1"}
+        )
+    ]
+    assert json.loads(behind[-1][2])["status"] == final["status"]
