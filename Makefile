@@ -41,7 +41,7 @@ test-scaleout: $(VENV)/.installed-dev
 test: lint typecheck test-embedded test-scaleout
 
 bench: $(VENV)/.installed-dev
-	$(BIN)/python bench/http.py
+	$(BIN)/python bench/http_load.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,91 @@
+"""Start real `vpsapi` processes for benchmarks (loopback only, stopped at exit)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "bench-shared-api-key-0123456789"
+ADMIN_PASSWORD = "bench-admin-password"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def bench_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "PYTHONPATH": str(ROOT / "src"),
+            "DATA_DIR": str(data_dir),
+            "API_KEY": API_KEY,
+            "ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "JWT_SECRET": "bench-jwt-secret-0123456789-abcdefghijklmn",
+            "RATE_LIMIT_ENABLED": "false",
+            "LOG_LEVEL": "WARNING",
+            "LOG_FORMAT": "json",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def processes(commands: list[list[str]], env: dict[str, str]) -> Iterator[list[subprocess.Popen[bytes]]]:
+    started = [
+        subprocess.Popen([sys.executable, "-m", "vpsapi", *cmd], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for cmd in commands
+    ]
+    try:
+        yield started
+    finally:
+        for proc in started:
+            proc.terminate()
+        for proc in started:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@contextmanager
+def server(workers: int = 1, **extra: str) -> Iterator[str]:
+    """A `vpsapi serve` on a free port; yields its base URL."""
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        env = bench_env(Path(tmp) / "data", **extra)
+        with processes([["serve", "--port", str(port), "--workers", str(workers)]], env):
+            base = f"http://127.0.0.1:{port}"
+            for _ in range(300):
+                try:
+                    if httpx.get(base + "/health/live", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+            yield base
+
+
+def token(base: str) -> str:
+    return str(httpx.post(base + "/api/auth/token", headers={"X-API-Key": API_KEY}).json()["token"])
+
+
+def login(base: str) -> str:
+    response = httpx.post(
+        base + "/api/v1/auth/login",
+        json={"email": "admin@example.com", "password": ADMIN_PASSWORD},
+        timeout=30,
+    )
+    return str(response.json()["data"]["accessToken"])
