@@ -44,9 +44,16 @@ def bench_env(data_dir: Path, **extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def processes(commands: list[list[str]], env: dict[str, str]) -> Iterator[list[subprocess.Popen[bytes]]]:
+def processes(
+    commands: list[list[str]], env: dict[str, str]
+) -> Iterator[list[subprocess.Popen[bytes]]]:
     started = [
-        subprocess.Popen([sys.executable, "-m", "vpsapi", *cmd], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.Popen(
+            [sys.executable, "-m", "vpsapi", *cmd],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for cmd in commands
     ]
     try:

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import login, server  # noqa: E402
+from common import login, server
 
 REPORT = """
 done = function(summary, latency, requests)
@@ -24,7 +24,9 @@ end
 """
 
 
-def run_wrk(url: str, duration: int, connections: int, token: str | None) -> tuple[float, float, float]:
+def run_wrk(
+    url: str, duration: int, connections: int, token: str | None
+) -> tuple[float, float, float]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         if token:
             script.write(f'wrk.headers["Authorization"] = "Bearer {token}"\n')
@@ -52,7 +54,10 @@ def main() -> None:
     for workers in (1, 2):
         with server(workers=workers) as base:
             access = login(base)
-            for name, path, token in (("/health", "/health", None), ("/api/v1/me", "/api/v1/me", access)):
+            for name, path, token in (
+                ("/health", "/health", None),
+                ("/api/v1/me", "/api/v1/me", access),
+            ):
                 run_wrk(base + path, 2, args.connections, token)  # warm-up
                 rps, p50, p99 = run_wrk(base + path, args.duration, args.connections, token)
                 print(f"{workers:>9} {name:<14} {rps:>9.0f} {p50:>8.2f} {p99:>8.2f}", flush=True)
