@@ -4,6 +4,7 @@ real server: no 5xx, and every response matches the documented schema."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -49,6 +50,7 @@ def _stop_server():
     yield
     if schema is not None:
         SERVER.stop()  # type: ignore[attr-defined]
+    shutil.rmtree(_tmp, ignore_errors=True)
 
 
 def _token() -> str:
