@@ -85,7 +85,7 @@ async def throughput(client: httpx.AsyncClient, count: int) -> float:
         busy = 0
         for status in ("PENDING", "PROCESSING"):
             page = await client.get("/api/jobs", params={"status": status, "limit": 1})
-            busy += len(page.json()["items"])
+            busy += len(page.json()["jobs"])
         if not busy:
             break
         await asyncio.sleep(0.05)
