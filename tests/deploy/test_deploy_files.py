@@ -1,0 +1,144 @@
+"""The deployment files users copy: nginx accepts the site, the fail2ban filter
+matches the app's real security log lines, the YAML manifests are complete."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from support import ROOT
+
+DEPLOY = ROOT / "deploy"
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed (CI installs it)")
+def test_nginx_site_passes_nginx_t(tmp_path: Path) -> None:
+    site = (DEPLOY / "nginx" / "vpsapi.conf").read_text()
+    cert = tmp_path / "cert.pem"
+    key = tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=test",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    site = site.replace("/etc/letsencrypt/live/api.example.com/fullchain.pem", str(cert))
+    site = site.replace("/etc/letsencrypt/live/api.example.com/privkey.pem", str(key))
+    site = re.sub(r"listen 443 ssl", "listen 127.0.0.1:18443 ssl", site)
+    site = re.sub(r"listen 80;", "listen 127.0.0.1:18080;", site)
+    (tmp_path / "logs").mkdir()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/logs/error.log;\n"
+        f"events {{}}\nhttp {{\naccess_log off;\nclient_body_temp_path {tmp_path};\n{site}\n}}\n"
+    )
+    result = subprocess.run(
+        ["nginx", "-t", "-p", str(tmp_path), "-c", str(conf)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def _filter_patterns() -> list[re.Pattern[str]]:
+    text = (DEPLOY / "fail2ban" / "filter.d" / "vpsapi.conf").read_text()
+    block = text.split("failregex =", 1)[1].split("ignoreregex", 1)[0]
+    return [
+        re.compile(line.strip().replace("<HOST>", r"(?P<host>[0-9a-fA-F:.]+)"))
+        for line in block.splitlines()
+        if line.strip()
+    ]
+
+
+def test_fail2ban_filter_matches_real_log_lines(settings_factory, server_factory) -> None:
+    server = server_factory(settings_factory(), LOG_LEVEL="INFO")
+    httpx.post(server.base_url + "/api/auth/token", headers={"X-API-Key": "wrong"})
+    httpx.post(
+        server.base_url + "/api/v1/auth/login",
+        json={"email": "admin@example.com", "password": "wrong"},
+    )
+    server.stop()
+    lines = server.log_path.read_text().splitlines()
+    security = [s for s in lines if "Invalid API key attempt" in s or "login_failed" in s]
+    assert len(security) >= 2
+    patterns = _filter_patterns()
+    for line in security:
+        hosts = {m.group("host") for p in patterns if (m := p.match(line))}
+        assert hosts == {"127.0.0.1"}, line
+    assert not any(p.match(s) for p in patterns for s in lines if "login_succeeded" in s)
+
+
+def _documents(path: Path) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def test_kubernetes_manifests() -> None:
+    docs = [d for f in sorted((DEPLOY / "kubernetes").glob("*.yaml")) for d in _documents(f)]
+    kinds = {d["kind"]: d for d in docs}
+    assert {
+        "Deployment",
+        "Service",
+        "Ingress",
+        "HorizontalPodAutoscaler",
+        "ConfigMap",
+        "Secret",
+    } <= set(kinds)
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    serve = deployments["vpsapi"]["spec"]["template"]["spec"]["containers"][0]
+    assert serve["livenessProbe"]["httpGet"]["path"] == "/health/live"
+    assert serve["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+    worker = deployments["vpsapi-worker"]["spec"]["template"]["spec"]["containers"][0]
+    assert worker["args"] == ["worker"]
+    hpa = kinds["HorizontalPodAutoscaler"]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 10)
+    assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
+    annotations = kinds["Ingress"]["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
+    for deployment in deployments.values():
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_compose_and_dockerfile() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"postgres", "redis", "api", "worker", "nginx"} <= set(services)
+    for name in ("postgres", "redis"):
+        assert "healthcheck" in services[name]
+    assert services["api"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["worker"]["command"] == ["worker"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "USER vpsapi" in dockerfile
+    assert "/health/live" in dockerfile
+    assert 'ENTRYPOINT ["vpsapi"]' in dockerfile
+
+
+def test_systemd_units() -> None:
+    for unit in ("vpsapi.service", "vpsapi-worker.service"):
+        text = (DEPLOY / "systemd" / unit).read_text()
+        for directive in (
+            "NoNewPrivileges=true",
+            "ProtectSystem=strict",
+            "KillSignal=SIGTERM",
+            "Restart=always",
+        ):
+            assert directive in text, (unit, directive)
+    assert "vpsapi worker" in (DEPLOY / "systemd" / "vpsapi-worker.service").read_text()
