@@ -55,3 +55,24 @@ def test_sigterm_lets_in_flight_requests_finish(settings_factory, server_factory
     assert response.startswith(b"HTTP/1.1 401"), response[:200]
     # uvicorn re-raises the signal after a clean shutdown, so -SIGTERM is a clean exit.
     assert server.process.wait(30) in (0, -signal.SIGTERM)
+
+
+def test_login_refresh_logout_across_processes(settings_factory, server_factory, backend) -> None:
+    if not backend.scaleout:
+        pytest.skip("two server processes share one database in the scale-out run")
+    settings = settings_factory()
+    first = server_factory(settings)
+    second = server_factory(settings)
+    login = httpx.post(
+        first.base_url + "/api/v1/auth/login",
+        json={"email": "admin@example.com", "password": "admin-password-for-tests"},
+    ).json()["data"]
+    refreshed = httpx.post(
+        second.base_url + "/api/v1/auth/refresh", json={"refreshToken": login["refreshToken"]}
+    )
+    assert refreshed.status_code == 200
+    headers = {"Authorization": f"Bearer {refreshed.json()['data']['accessToken']}"}
+    assert httpx.get(first.base_url + "/api/v1/me", headers=headers).status_code == 200
+    assert httpx.post(second.base_url + "/api/v1/auth/logout", headers=headers).status_code == 200
+    for server in (first, second):
+        assert httpx.get(server.base_url + "/api/v1/me", headers=headers).status_code == 401
