@@ -1,8 +1,9 @@
 """Every table, so Alembic and tests see the whole schema."""
 
 from vpsapi.auth import models as auth_models
+from vpsapi.citypulse import models as citypulse_models
 from vpsapi.core.db import Base
 
 metadata = Base.metadata
 
-__all__ = ["auth_models", "metadata"]
+__all__ = ["auth_models", "citypulse_models", "metadata"]

@@ -1,3 +1,14 @@
+from vpsapi.citypulse.router import router
 from vpsapi.core.modules import Module
+from vpsapi.core.ratelimit import TierRule
 
-MODULE = Module(name="citypulse", description="(not built yet)")
+MODULE = Module(
+    name="citypulse",
+    description="Buildings, sensors and time-series readings (seed 004)",
+    routers=[router],
+    rate_limit_rules=[
+        TierRule("/api/v1/citypulse", "citypulse"),
+        TierRule("/api/v1/ai", "ai"),
+        TierRule("/api/v1/swarm", "swarm"),
+    ],
+)

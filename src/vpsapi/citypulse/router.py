@@ -1,0 +1,155 @@
+"""HTTP routes of /api/v1/citypulse (thin: validation and envelopes)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from vpsapi.auth.dependencies import CurrentPrincipal, ManagerUser
+from vpsapi.citypulse import service
+from vpsapi.citypulse.schemas import (
+    Aggregate,
+    BuildingIn,
+    BuildingOut,
+    BuildingPatch,
+    IngestResult,
+    ReadingBatchIn,
+    ReadingIn,
+    ReadingSeries,
+    SensorIn,
+    SensorKind,
+    SensorOut,
+    SensorPatch,
+    Step,
+)
+from vpsapi.core.db import SessionDep
+from vpsapi.core.schemas import V1_ERROR_RESPONSES, Envelope, Page, envelope
+
+router = APIRouter(prefix="/api/v1/citypulse", tags=["citypulse"], responses=V1_ERROR_RESPONSES)
+
+
+@router.get("/buildings", response_model=Envelope[Page[BuildingOut]])
+async def list_buildings(
+    session: SessionDep,
+    _: CurrentPrincipal,
+    city: str | None = None,
+    building_type: Annotated[str | None, Query(alias="type")] = None,
+    q: Annotated[str | None, Query(max_length=200)] = None,
+    sort: str = "name",
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> Envelope[Page[BuildingOut]]:
+    rows, next_cursor = await service.list_buildings(
+        session, city=city, building_type=building_type, q=q, sort=sort, limit=limit, cursor=cursor
+    )
+    items = [BuildingOut.model_validate(row) for row in rows]
+    return envelope(Page[BuildingOut](items=items, next_cursor=next_cursor))
+
+
+@router.post("/buildings", status_code=201, response_model=Envelope[BuildingOut])
+async def create_building(
+    body: BuildingIn, session: SessionDep, principal: ManagerUser
+) -> Envelope[BuildingOut]:
+    building = await service.create_building(session, body, principal.subject)
+    return envelope(BuildingOut.model_validate(building))
+
+
+@router.get("/buildings/{building_id}", response_model=Envelope[BuildingOut])
+async def get_building(
+    building_id: str, session: SessionDep, _: CurrentPrincipal
+) -> Envelope[BuildingOut]:
+    return envelope(BuildingOut.model_validate(await service.get_building(session, building_id)))
+
+
+@router.patch("/buildings/{building_id}", response_model=Envelope[BuildingOut])
+async def update_building(
+    building_id: str, body: BuildingPatch, session: SessionDep, _: ManagerUser
+) -> Envelope[BuildingOut]:
+    building = await service.update_building(session, building_id, body)
+    return envelope(BuildingOut.model_validate(building))
+
+
+@router.delete("/buildings/{building_id}", status_code=204)
+async def delete_building(building_id: str, session: SessionDep, _: ManagerUser) -> Response:
+    await service.delete_building(session, building_id)
+    return Response(status_code=204)
+
+
+@router.get("/buildings/{building_id}/sensors", response_model=Envelope[list[SensorOut]])
+async def list_building_sensors(
+    building_id: str, session: SessionDep, _: CurrentPrincipal
+) -> Envelope[list[SensorOut]]:
+    await service.get_building(session, building_id)
+    rows = await service.list_sensors(session, building_id=building_id, kind=None)
+    return envelope([SensorOut.model_validate(row) for row in rows])
+
+
+@router.post(
+    "/buildings/{building_id}/sensors", status_code=201, response_model=Envelope[SensorOut]
+)
+async def create_sensor(
+    building_id: str, body: SensorIn, session: SessionDep, _: ManagerUser
+) -> Envelope[SensorOut]:
+    sensor = await service.create_sensor(session, building_id, body)
+    return envelope(SensorOut.model_validate(sensor))
+
+
+@router.get("/sensors", response_model=Envelope[list[SensorOut]])
+async def list_sensors(
+    session: SessionDep,
+    _: CurrentPrincipal,
+    building: str | None = None,
+    kind: SensorKind | None = None,
+) -> Envelope[list[SensorOut]]:
+    rows = await service.list_sensors(session, building_id=building, kind=kind)
+    return envelope([SensorOut.model_validate(row) for row in rows])
+
+
+@router.get("/sensors/{sensor_id}", response_model=Envelope[SensorOut])
+async def get_sensor(
+    sensor_id: str, session: SessionDep, _: CurrentPrincipal
+) -> Envelope[SensorOut]:
+    return envelope(SensorOut.model_validate(await service.get_sensor(session, sensor_id)))
+
+
+@router.patch("/sensors/{sensor_id}", response_model=Envelope[SensorOut])
+async def update_sensor(
+    sensor_id: str, body: SensorPatch, session: SessionDep, _: ManagerUser
+) -> Envelope[SensorOut]:
+    return envelope(SensorOut.model_validate(await service.update_sensor(session, sensor_id, body)))
+
+
+@router.delete("/sensors/{sensor_id}", status_code=204)
+async def delete_sensor(sensor_id: str, session: SessionDep, _: ManagerUser) -> Response:
+    await service.delete_sensor(session, sensor_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/sensors/{sensor_id}/readings", status_code=201, response_model=Envelope[IngestResult]
+)
+async def ingest_readings(
+    sensor_id: str, body: ReadingIn | ReadingBatchIn, session: SessionDep, _: ManagerUser
+) -> Envelope[IngestResult]:
+    readings = body.readings if isinstance(body, ReadingBatchIn) else [body]
+    accepted = await service.ingest_readings(session, sensor_id, readings)
+    return envelope(IngestResult(accepted=accepted))
+
+
+@router.get("/sensors/{sensor_id}/readings", response_model=Envelope[ReadingSeries])
+async def query_readings(
+    sensor_id: str,
+    session: SessionDep,
+    _: CurrentPrincipal,
+    start: Annotated[datetime, Query(alias="from")],
+    end: Annotated[datetime, Query(alias="to")],
+    step: Step | None = None,
+    agg: Aggregate = "avg",
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+) -> Envelope[ReadingSeries]:
+    points = await service.query_readings(
+        session, sensor_id, start=start, end=end, step=step, aggregate=agg, limit=limit
+    )
+    return envelope(ReadingSeries(sensor_id=sensor_id, step=step, aggregate=agg, points=points))

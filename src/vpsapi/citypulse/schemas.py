@@ -1,0 +1,90 @@
+"""Wire shapes of the CityPulse API (camelCase)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from vpsapi.core.schemas import CamelModel
+
+SensorKind = Literal[
+    "electricity", "gas", "water", "heat", "temperature", "humidity", "co2", "occupancy"
+]
+Step = Literal["5m", "1h", "1d"]
+Aggregate = Literal["avg", "min", "max", "last"]
+
+
+class BuildingIn(CamelModel):
+    name: str = Field(min_length=1, max_length=200)
+    address: str | None = Field(default=None, max_length=500)
+    city: str | None = Field(default=None, max_length=120)
+    building_type: str | None = Field(default=None, max_length=60)
+    floor_area_m2: float | None = Field(default=None, gt=0)
+
+
+class BuildingPatch(CamelModel):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    address: str | None = Field(default=None, max_length=500)
+    city: str | None = Field(default=None, max_length=120)
+    building_type: str | None = Field(default=None, max_length=60)
+    floor_area_m2: float | None = Field(default=None, gt=0)
+
+
+class BuildingOut(CamelModel):
+    id: str
+    name: str
+    address: str | None
+    city: str | None
+    building_type: str | None
+    floor_area_m2: float | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class SensorIn(CamelModel):
+    name: str = Field(min_length=1, max_length=200)
+    kind: SensorKind
+    unit: str = Field(min_length=1, max_length=20)
+
+
+class SensorPatch(CamelModel):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    unit: str | None = Field(default=None, min_length=1, max_length=20)
+
+
+class SensorOut(CamelModel):
+    id: str
+    building_id: str
+    name: str
+    kind: str
+    unit: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class ReadingIn(CamelModel):
+    timestamp: datetime
+    value: float = Field(allow_inf_nan=False)
+
+
+class ReadingBatchIn(CamelModel):
+    readings: list[ReadingIn] = Field(min_length=1, max_length=10_000)
+
+
+class IngestResult(CamelModel):
+    accepted: int
+
+
+class ReadingPoint(CamelModel):
+    timestamp: datetime
+    value: float
+    count: int = 1
+
+
+class ReadingSeries(CamelModel):
+    sensor_id: str
+    step: str | None
+    aggregate: str
+    points: list[ReadingPoint]
