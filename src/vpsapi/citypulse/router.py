@@ -5,15 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from vpsapi.auth.dependencies import CurrentPrincipal, ManagerUser
-from vpsapi.citypulse import service
+from vpsapi.citypulse import energy, service
+from vpsapi.citypulse.etag import ETagRoute
 from vpsapi.citypulse.schemas import (
     Aggregate,
     BuildingIn,
     BuildingOut,
     BuildingPatch,
+    EnergyReport,
     IngestResult,
     ReadingBatchIn,
     ReadingIn,
@@ -27,7 +29,12 @@ from vpsapi.citypulse.schemas import (
 from vpsapi.core.db import SessionDep
 from vpsapi.core.schemas import V1_ERROR_RESPONSES, Envelope, Page, envelope
 
-router = APIRouter(prefix="/api/v1/citypulse", tags=["citypulse"], responses=V1_ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/api/v1/citypulse",
+    tags=["citypulse"],
+    responses=V1_ERROR_RESPONSES,
+    route_class=ETagRoute,
+)
 
 
 @router.get("/buildings", response_model=Envelope[Page[BuildingOut]])
@@ -153,3 +160,26 @@ async def query_readings(
         session, sensor_id, start=start, end=end, step=step, aggregate=agg, limit=limit
     )
     return envelope(ReadingSeries(sensor_id=sensor_id, step=step, aggregate=agg, points=points))
+
+
+@router.get("/energy", response_model=Envelope[EnergyReport])
+async def energy_usage(
+    request: Request,
+    session: SessionDep,
+    _: CurrentPrincipal,
+    building: str,
+    start: Annotated[datetime, Query(alias="from")],
+    end: Annotated[datetime, Query(alias="to")],
+    step: Step = "1h",
+) -> Envelope[EnergyReport]:
+    settings = request.app.state.settings
+    report = await energy.energy_report(
+        session,
+        building,
+        start=start,
+        end=end,
+        step=step,
+        tariff=settings.citypulse_tariff_per_kwh,
+        currency=settings.citypulse_currency,
+    )
+    return envelope(report)

@@ -88,3 +88,36 @@ class ReadingSeries(CamelModel):
     step: str | None
     aggregate: str
     points: list[ReadingPoint]
+
+
+class EnergyBucket(CamelModel):
+    timestamp: datetime
+    kwh: float
+    peak_kw: float
+    cost: float
+
+
+class EnergyTotals(CamelModel):
+    kwh: float
+    peak_kw: float
+    cost: float
+
+
+class EnergyComparison(CamelModel):
+    previous_from: datetime
+    previous_to: datetime
+    previous_kwh: float
+    change_kwh: float
+    change_percent: float | None
+
+
+class EnergyReport(CamelModel):
+    building_id: str
+    from_: datetime = Field(alias="from")
+    to: datetime
+    step: str
+    currency: str
+    tariff_per_kwh: float
+    buckets: list[EnergyBucket]
+    totals: EnergyTotals
+    comparison: EnergyComparison
