@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import BigInteger, Float, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from vpsapi.core.db import Base, IdMixin, TimestampMixin
+from vpsapi.core.db import Base, IdMixin, TimestampMixin, UTCDateTime
 
 
 class Building(IdMixin, TimestampMixin, Base):
@@ -43,3 +45,37 @@ class Reading(Base):
     value: Mapped[float] = mapped_column(Float, nullable=False)
 
     __table_args__ = (Index("ix_citypulse_readings_ts", "ts_ms"),)
+
+
+class AlertRule(IdMixin, TimestampMixin, Base):
+    """Opens an alert when a sensor's readings stay beyond `threshold` for `duration_seconds`."""
+
+    __tablename__ = "citypulse_alert_rules"
+
+    sensor_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("citypulse_sensors.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    condition: Mapped[str] = mapped_column(String(10), nullable=False)  # "above" | "below"
+    threshold: Mapped[float] = mapped_column(Float, nullable=False)
+    duration_seconds: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    severity: Mapped[str] = mapped_column(String(10), nullable=False)
+
+
+class Alert(IdMixin, Base):
+    __tablename__ = "citypulse_alerts"
+
+    rule_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("citypulse_alert_rules.id", ondelete="CASCADE"), index=True
+    )
+    sensor_id: Mapped[str] = mapped_column(String(32), nullable=False)
+    building_id: Mapped[str] = mapped_column(String(32), nullable=False, index=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
+    severity: Mapped[str] = mapped_column(String(10), nullable=False)
+    message: Mapped[str] = mapped_column(String(500), nullable=False)
+    trigger_value: Mapped[float] = mapped_column(Float, nullable=False)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    acknowledged_by: Mapped[str | None] = mapped_column(String(80))
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    resolved_by: Mapped[str | None] = mapped_column(String(80))

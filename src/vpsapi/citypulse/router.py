@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
 from vpsapi.auth.dependencies import CurrentPrincipal, ManagerUser
-from vpsapi.citypulse import energy, service
+from vpsapi.citypulse import alerts, energy, service
 from vpsapi.citypulse.etag import ETagRoute
 from vpsapi.citypulse.schemas import (
     Aggregate,
+    AlertOut,
+    AlertRuleIn,
+    AlertRuleOut,
     BuildingIn,
     BuildingOut,
     BuildingPatch,
@@ -142,6 +145,7 @@ async def ingest_readings(
 ) -> Envelope[IngestResult]:
     readings = body.readings if isinstance(body, ReadingBatchIn) else [body]
     accepted = await service.ingest_readings(session, sensor_id, readings)
+    await alerts.evaluate_sensor(session, sensor_id)
     return envelope(IngestResult(accepted=accepted))
 
 
@@ -183,3 +187,59 @@ async def energy_usage(
         currency=settings.citypulse_currency,
     )
     return envelope(report)
+
+
+@router.get("/alerts/rules", response_model=Envelope[list[AlertRuleOut]])
+async def list_alert_rules(
+    session: SessionDep, _: CurrentPrincipal, sensor: str | None = None
+) -> Envelope[list[AlertRuleOut]]:
+    rules = await alerts.list_rules(session, sensor)
+    return envelope([AlertRuleOut.model_validate(rule) for rule in rules])
+
+
+@router.post("/alerts/rules", status_code=201, response_model=Envelope[AlertRuleOut])
+async def create_alert_rule(
+    body: AlertRuleIn, session: SessionDep, _: ManagerUser
+) -> Envelope[AlertRuleOut]:
+    rule = await alerts.create_rule(session, body)
+    await alerts.evaluate_sensor(session, body.sensor_id)
+    return envelope(AlertRuleOut.model_validate(rule))
+
+
+@router.delete("/alerts/rules/{rule_id}", status_code=204)
+async def delete_alert_rule(rule_id: str, session: SessionDep, _: ManagerUser) -> Response:
+    await alerts.delete_rule(session, rule_id)
+    return Response(status_code=204)
+
+
+@router.get("/alerts", response_model=Envelope[list[AlertOut]])
+async def list_alerts(
+    session: SessionDep,
+    _: CurrentPrincipal,
+    status: Literal["open", "acknowledged", "resolved"] | None = None,
+    building: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> Envelope[list[AlertOut]]:
+    rows = await alerts.list_alerts(session, status=status, building_id=building, limit=limit)
+    return envelope([AlertOut.model_validate(row) for row in rows])
+
+
+@router.get("/alerts/{alert_id}", response_model=Envelope[AlertOut])
+async def get_alert(alert_id: str, session: SessionDep, _: CurrentPrincipal) -> Envelope[AlertOut]:
+    return envelope(AlertOut.model_validate(await alerts.get_alert(session, alert_id)))
+
+
+@router.post("/alerts/{alert_id}/acknowledge", response_model=Envelope[AlertOut])
+async def acknowledge_alert(
+    alert_id: str, session: SessionDep, principal: ManagerUser
+) -> Envelope[AlertOut]:
+    alert = await alerts.acknowledge(session, alert_id, principal.subject)
+    return envelope(AlertOut.model_validate(alert))
+
+
+@router.post("/alerts/{alert_id}/resolve", response_model=Envelope[AlertOut])
+async def resolve_alert(
+    alert_id: str, session: SessionDep, principal: ManagerUser
+) -> Envelope[AlertOut]:
+    alert = await alerts.resolve(session, alert_id, principal.subject)
+    return envelope(AlertOut.model_validate(alert))

@@ -121,3 +121,39 @@ class EnergyReport(CamelModel):
     buckets: list[EnergyBucket]
     totals: EnergyTotals
     comparison: EnergyComparison
+
+
+class AlertRuleIn(CamelModel):
+    sensor_id: str = Field(min_length=1, max_length=32)
+    name: str = Field(min_length=1, max_length=200)
+    condition: Literal["above", "below"]
+    threshold: float = Field(allow_inf_nan=False)
+    duration_seconds: int = Field(default=0, ge=0, le=30 * 86_400)
+    severity: Literal["info", "warning", "critical"] = "warning"
+
+
+class AlertRuleOut(CamelModel):
+    id: str
+    sensor_id: str
+    name: str
+    condition: str
+    threshold: float
+    duration_seconds: int
+    severity: str
+    created_at: datetime
+
+
+class AlertOut(CamelModel):
+    id: str
+    rule_id: str
+    sensor_id: str
+    building_id: str
+    status: Literal["open", "acknowledged", "resolved"]
+    severity: str
+    message: str
+    trigger_value: float
+    opened_at: datetime
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    resolved_at: datetime | None
+    resolved_by: str | None

@@ -75,9 +75,61 @@ def upgrade() -> None:
         )
     else:
         op.create_index("ix_citypulse_readings_ts", "citypulse_readings", ["ts_ms"])
+    op.create_table(
+        "citypulse_alert_rules",
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column(
+            "sensor_id",
+            sa.String(32),
+            sa.ForeignKey(
+                "citypulse_sensors.id",
+                ondelete="CASCADE",
+                name="fk_citypulse_alert_rules_sensor_id_citypulse_sensors",
+            ),
+            nullable=False,
+        ),
+        sa.Column("name", sa.String(200), nullable=False),
+        sa.Column("condition", sa.String(10), nullable=False),
+        sa.Column("threshold", sa.Float(), nullable=False),
+        sa.Column("duration_seconds", sa.BigInteger(), nullable=False),
+        sa.Column("severity", sa.String(10), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+    )
+    op.create_index("ix_citypulse_alert_rules_sensor_id", "citypulse_alert_rules", ["sensor_id"])
+    op.create_table(
+        "citypulse_alerts",
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column(
+            "rule_id",
+            sa.String(32),
+            sa.ForeignKey(
+                "citypulse_alert_rules.id",
+                ondelete="CASCADE",
+                name="fk_citypulse_alerts_rule_id_citypulse_alert_rules",
+            ),
+            nullable=False,
+        ),
+        sa.Column("sensor_id", sa.String(32), nullable=False),
+        sa.Column("building_id", sa.String(32), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("severity", sa.String(10), nullable=False),
+        sa.Column("message", sa.String(500), nullable=False),
+        sa.Column("trigger_value", sa.Float(), nullable=False),
+        sa.Column("opened_at", UTCDateTime(), nullable=False),
+        sa.Column("acknowledged_at", UTCDateTime(), nullable=True),
+        sa.Column("acknowledged_by", sa.String(80), nullable=True),
+        sa.Column("resolved_at", UTCDateTime(), nullable=True),
+        sa.Column("resolved_by", sa.String(80), nullable=True),
+    )
+    op.create_index("ix_citypulse_alerts_rule_id", "citypulse_alerts", ["rule_id"])
+    op.create_index("ix_citypulse_alerts_building_id", "citypulse_alerts", ["building_id"])
+    op.create_index("ix_citypulse_alerts_status", "citypulse_alerts", ["status"])
 
 
 def downgrade() -> None:
+    op.drop_table("citypulse_alerts")
+    op.drop_table("citypulse_alert_rules")
     op.drop_table("citypulse_readings")
     op.drop_table("citypulse_sensors")
     op.drop_table("citypulse_buildings")
