@@ -155,3 +155,17 @@ async def test_citypulse_uses_its_rate_limit_tier(make_client: Any) -> None:
     response = await client.get(f"{BASE}/buildings")
     assert response.status_code == 401
     assert response.headers["x-ratelimit-limit"] == "200"
+
+
+async def test_buildings_in_search(client: httpx.AsyncClient, manager: dict[str, str]) -> None:
+    building = await _building(client, manager, name="Stadtbibliothek", city="Leipzig")
+    await _building(client, manager, name="Schwimmhalle", city="Dresden")
+    response = await client.get(
+        "/api/v1/search", params={"q": "leipzig", "kind": "buildings"}, headers=manager
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["data"]["results"]
+    assert [(r["kind"], r["id"], r["title"]) for r in results] == [
+        ("buildings", building["id"], "Stadtbibliothek")
+    ]
+    assert results[0]["url"] == f"{BASE}/buildings/{building['id']}"
