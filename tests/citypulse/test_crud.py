@@ -169,3 +169,20 @@ async def test_buildings_in_search(client: httpx.AsyncClient, manager: dict[str,
         ("buildings", building["id"], "Stadtbibliothek")
     ]
     assert results[0]["url"] == f"{BASE}/buildings/{building['id']}"
+
+
+async def test_frontend_source_is_counted_in_metrics(
+    client: httpx.AsyncClient, manager: dict[str, str]
+) -> None:
+    def count(text: str, source: str) -> float:
+        line = f'vpsapi_citypulse_frontend_requests_total{{source="{source}"}}'
+        values = [float(row.split()[-1]) for row in text.splitlines() if row.startswith(line)]
+        return values[0] if values else 0.0
+
+    before = (await client.get("/metrics")).text
+    await client.get(f"{BASE}/buildings", headers=manager | {"X-Frontend-Source": "FlowMind"})
+    await client.get(f"{BASE}/buildings", headers=manager | {"X-Frontend-Source": "x" * 300})
+    after = (await client.get("/metrics")).text
+    assert count(after, "flowmind") == count(before, "flowmind") + 1
+    assert count(after, "other") == count(before, "other") + 1
+    assert "x" * 300 not in after

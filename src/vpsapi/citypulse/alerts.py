@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from vpsapi.citypulse.metrics import ALERTS_OPENED
 from vpsapi.citypulse.models import Alert, AlertRule, Reading
 from vpsapi.citypulse.schemas import AlertRuleIn
 from vpsapi.citypulse.service import get_sensor
@@ -112,6 +113,7 @@ async def evaluate_sensor(session: AsyncSession, sensor_id: str) -> list[Alert]:
             opened_at=utcnow(),
         )
         session.add(alert)
+        ALERTS_OPENED.labels(severity=rule.severity).inc()
         changed.append(alert)
     await session.flush()
     return changed

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from vpsapi.auth.dependencies import CurrentPrincipal, ManagerUser
 from vpsapi.citypulse import alerts, energy, service
 from vpsapi.citypulse.etag import ETagRoute
+from vpsapi.citypulse.metrics import READINGS_INGESTED, record_frontend_source
 from vpsapi.citypulse.schemas import (
     Aggregate,
     AlertOut,
@@ -37,6 +38,7 @@ router = APIRouter(
     tags=["citypulse"],
     responses=V1_ERROR_RESPONSES,
     route_class=ETagRoute,
+    dependencies=[Depends(record_frontend_source)],
 )
 
 
@@ -146,6 +148,7 @@ async def ingest_readings(
     readings = body.readings if isinstance(body, ReadingBatchIn) else [body]
     accepted = await service.ingest_readings(session, sensor_id, readings)
     await alerts.evaluate_sensor(session, sensor_id)
+    READINGS_INGESTED.inc(accepted)
     return envelope(IngestResult(accepted=accepted))
 
 
