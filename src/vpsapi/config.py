@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     sentry_dsn: SecretStr | None = None
     shutdown_timeout: int = 30
+
+    # ---- citypulse
+    citypulse_tariff_per_kwh: float = Field(default=0.30, ge=0)
+    citypulse_currency: str = "EUR"
     workers: int = 1
 
     @field_validator("allowed_origins", "trusted_proxies", mode="before")

@@ -1,9 +1,10 @@
 """Every table, so Alembic and tests see the whole schema."""
 
 from vpsapi.auth import models as auth_models
+from vpsapi.citypulse import models as citypulse_models
 from vpsapi.core.db import Base
 from vpsapi.jobs import models as jobs_models
 
 metadata = Base.metadata
 
-__all__ = ["auth_models", "jobs_models", "metadata"]
+__all__ = ["auth_models", "citypulse_models", "jobs_models", "metadata"]

@@ -1,3 +1,16 @@
+from vpsapi.citypulse.router import router
+from vpsapi.citypulse.search import BuildingSearch
 from vpsapi.core.modules import Module
+from vpsapi.core.ratelimit import TierRule
 
-MODULE = Module(name="citypulse", description="(not built yet)")
+MODULE = Module(
+    name="citypulse",
+    description="Buildings, sensors and time-series readings (seed 004)",
+    routers=[router],
+    search_providers=[BuildingSearch()],
+    rate_limit_rules=[
+        TierRule("/api/v1/citypulse", "citypulse"),
+        TierRule("/api/v1/ai", "ai"),
+        TierRule("/api/v1/swarm", "swarm"),
+    ],
+)

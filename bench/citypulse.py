@@ -1,0 +1,127 @@
+"""CityPulse benchmark: batch ingestion rate and aggregate latency on PostgreSQL.
+
+Creates a throwaway database, ingests 15-minute readings for a few electricity meters in
+batches of 10,000 through the service layer (the code path of POST .../readings), then times
+downsampled range queries and energy reports. Prints figures; asserts nothing.
+
+    PYTHONPATH=src /work/main/.venv/bin/python bench/citypulse.py [--sensors 4] [--days 365]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from vpsapi.citypulse import energy, service
+from vpsapi.citypulse.schemas import BuildingIn, ReadingIn, SensorIn
+from vpsapi.config import Settings
+from vpsapi.core.db import Database
+
+ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+START = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+async def run(sensors: int, days: int, batch: int) -> None:
+    dbname = f"vpsapi_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(ADMIN_DSN)
+    await admin.execute(f'CREATE DATABASE "{dbname}"')
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        environment="test",
+        database_url=f"postgresql+asyncpg://postgres@127.0.0.1:5432/{dbname}",
+    )
+    database = Database(settings)
+    try:
+        await database.migrate()
+        async with database.session() as session:
+            building = await service.create_building(
+                session, BuildingIn(name="Bench", floor_area_m2=5000), "bench"
+            )
+            sensor_ids = [
+                (
+                    await service.create_sensor(
+                        session, building.id, SensorIn(name=f"m{i}", kind="electricity", unit="kW")
+                    )
+                ).id
+                for i in range(sensors)
+            ]
+            await session.commit()
+        per_sensor = days * 96
+        total = 0
+        began = time.perf_counter()
+        for sensor_id in sensor_ids:
+            for offset in range(0, per_sensor, batch):
+                readings = [
+                    ReadingIn(timestamp=START + timedelta(minutes=15 * i), value=10 + (i % 96) / 4)
+                    for i in range(offset, min(offset + batch, per_sensor))
+                ]
+                async with database.session() as session:
+                    total += await service.ingest_readings(session, sensor_id, readings)
+                    await session.commit()
+        elapsed = time.perf_counter() - began
+        print(
+            f"ingested {total} readings in {elapsed:.2f} s: {total / elapsed:,.0f} readings/s "
+            f"(batches of {batch}, {sensors} sensors x {days} days of 15-min data)"
+        )
+
+        end = START + timedelta(days=days)
+        cases = {
+            "readings step=1h one sensor, 30 days": lambda s: service.query_readings(
+                s,
+                sensor_ids[0],
+                start=end - timedelta(days=30),
+                end=end,
+                step="1h",
+                aggregate="avg",
+                limit=100_000,
+            ),
+            "readings step=1d one sensor, whole range": lambda s: service.query_readings(
+                s, sensor_ids[0], start=START, end=end, step="1d", aggregate="max", limit=100_000
+            ),
+            "energy step=1d building, whole range": lambda s: energy.energy_report(
+                s, building.id, start=START, end=end, step="1d", tariff=0.3, currency="EUR"
+            ),
+            "energy step=1h building, 30 days": lambda s: energy.energy_report(
+                s,
+                building.id,
+                start=end - timedelta(days=30),
+                end=end,
+                step="1h",
+                tariff=0.3,
+                currency="EUR",
+            ),
+        }
+        for name, query in cases.items():
+            timings = []
+            for _ in range(7):
+                async with database.session() as session:
+                    t0 = time.perf_counter()
+                    await query(session)
+                    timings.append((time.perf_counter() - t0) * 1000)
+            print(
+                f"{name}: median {statistics.median(timings):.1f} ms, "
+                f"max {max(timings):.1f} ms (7 runs)"
+            )
+    finally:
+        await database.dispose()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        await admin.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sensors", type=int, default=4)
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--batch", type=int, default=10_000)
+    args = parser.parse_args()
+    asyncio.run(run(args.sensors, args.days, args.batch))
+
+
+if __name__ == "__main__":
+    main()

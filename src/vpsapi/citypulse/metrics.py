@@ -1,0 +1,37 @@
+"""CityPulse Prometheus metrics (served by the core /metrics endpoint)."""
+
+from __future__ import annotations
+
+import structlog
+from fastapi import Request
+from prometheus_client import Counter
+
+# Seed 004 names the frontends it serves; anything else is counted as "other" so a client
+# cannot grow the label set.
+KNOWN_FRONTENDS = {"flowmind", "citypulse", "quantum", "velocity"}
+
+READINGS_INGESTED = Counter(
+    "vpsapi_citypulse_readings_ingested_total", "Sensor readings stored by CityPulse"
+)
+ALERTS_OPENED = Counter(
+    "vpsapi_citypulse_alerts_opened_total", "CityPulse alerts opened", ["severity"]
+)
+FRONTEND_REQUESTS = Counter(
+    "vpsapi_citypulse_frontend_requests_total",
+    "CityPulse requests by X-Frontend-Source header",
+    ["source"],
+)
+
+
+def frontend_label(header: str | None) -> str:
+    if not header:
+        return "none"
+    value = header.strip().lower()
+    return value if value in KNOWN_FRONTENDS else "other"
+
+
+async def record_frontend_source(request: Request) -> None:
+    """Router dependency: count the calling frontend and put it in the request's logs."""
+    source = frontend_label(request.headers.get("x-frontend-source"))
+    FRONTEND_REQUESTS.labels(source=source).inc()
+    structlog.contextvars.bind_contextvars(frontend_source=source)

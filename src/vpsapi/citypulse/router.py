@@ -1,0 +1,248 @@
+"""HTTP routes of /api/v1/citypulse (thin: validation and envelopes)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from vpsapi.auth.dependencies import CurrentPrincipal, ManagerUser
+from vpsapi.citypulse import alerts, energy, service
+from vpsapi.citypulse.etag import ETagRoute
+from vpsapi.citypulse.metrics import READINGS_INGESTED, record_frontend_source
+from vpsapi.citypulse.schemas import (
+    Aggregate,
+    AlertOut,
+    AlertRuleIn,
+    AlertRuleOut,
+    BuildingIn,
+    BuildingOut,
+    BuildingPatch,
+    EnergyReport,
+    IngestResult,
+    ReadingBatchIn,
+    ReadingIn,
+    ReadingSeries,
+    SensorIn,
+    SensorKind,
+    SensorOut,
+    SensorPatch,
+    Step,
+)
+from vpsapi.core.db import SessionDep
+from vpsapi.core.schemas import V1_ERROR_RESPONSES, Envelope, Page, envelope
+
+router = APIRouter(
+    prefix="/api/v1/citypulse",
+    tags=["citypulse"],
+    responses=V1_ERROR_RESPONSES,
+    route_class=ETagRoute,
+    dependencies=[Depends(record_frontend_source)],
+)
+
+
+@router.get("/buildings", response_model=Envelope[Page[BuildingOut]])
+async def list_buildings(
+    session: SessionDep,
+    _: CurrentPrincipal,
+    city: str | None = None,
+    building_type: Annotated[str | None, Query(alias="type")] = None,
+    q: Annotated[str | None, Query(max_length=200)] = None,
+    sort: str = "name",
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> Envelope[Page[BuildingOut]]:
+    rows, next_cursor = await service.list_buildings(
+        session, city=city, building_type=building_type, q=q, sort=sort, limit=limit, cursor=cursor
+    )
+    items = [BuildingOut.model_validate(row) for row in rows]
+    return envelope(Page[BuildingOut](items=items, next_cursor=next_cursor))
+
+
+@router.post("/buildings", status_code=201, response_model=Envelope[BuildingOut])
+async def create_building(
+    body: BuildingIn, session: SessionDep, principal: ManagerUser
+) -> Envelope[BuildingOut]:
+    building = await service.create_building(session, body, principal.subject)
+    return envelope(BuildingOut.model_validate(building))
+
+
+@router.get("/buildings/{building_id}", response_model=Envelope[BuildingOut])
+async def get_building(
+    building_id: str, session: SessionDep, _: CurrentPrincipal
+) -> Envelope[BuildingOut]:
+    return envelope(BuildingOut.model_validate(await service.get_building(session, building_id)))
+
+
+@router.patch("/buildings/{building_id}", response_model=Envelope[BuildingOut])
+async def update_building(
+    building_id: str, body: BuildingPatch, session: SessionDep, _: ManagerUser
+) -> Envelope[BuildingOut]:
+    building = await service.update_building(session, building_id, body)
+    return envelope(BuildingOut.model_validate(building))
+
+
+@router.delete("/buildings/{building_id}", status_code=204)
+async def delete_building(building_id: str, session: SessionDep, _: ManagerUser) -> Response:
+    await service.delete_building(session, building_id)
+    return Response(status_code=204)
+
+
+@router.get("/buildings/{building_id}/sensors", response_model=Envelope[list[SensorOut]])
+async def list_building_sensors(
+    building_id: str, session: SessionDep, _: CurrentPrincipal
+) -> Envelope[list[SensorOut]]:
+    await service.get_building(session, building_id)
+    rows = await service.list_sensors(session, building_id=building_id, kind=None)
+    return envelope([SensorOut.model_validate(row) for row in rows])
+
+
+@router.post(
+    "/buildings/{building_id}/sensors", status_code=201, response_model=Envelope[SensorOut]
+)
+async def create_sensor(
+    building_id: str, body: SensorIn, session: SessionDep, _: ManagerUser
+) -> Envelope[SensorOut]:
+    sensor = await service.create_sensor(session, building_id, body)
+    return envelope(SensorOut.model_validate(sensor))
+
+
+@router.get("/sensors", response_model=Envelope[list[SensorOut]])
+async def list_sensors(
+    session: SessionDep,
+    _: CurrentPrincipal,
+    building: str | None = None,
+    kind: SensorKind | None = None,
+) -> Envelope[list[SensorOut]]:
+    rows = await service.list_sensors(session, building_id=building, kind=kind)
+    return envelope([SensorOut.model_validate(row) for row in rows])
+
+
+@router.get("/sensors/{sensor_id}", response_model=Envelope[SensorOut])
+async def get_sensor(
+    sensor_id: str, session: SessionDep, _: CurrentPrincipal
+) -> Envelope[SensorOut]:
+    return envelope(SensorOut.model_validate(await service.get_sensor(session, sensor_id)))
+
+
+@router.patch("/sensors/{sensor_id}", response_model=Envelope[SensorOut])
+async def update_sensor(
+    sensor_id: str, body: SensorPatch, session: SessionDep, _: ManagerUser
+) -> Envelope[SensorOut]:
+    return envelope(SensorOut.model_validate(await service.update_sensor(session, sensor_id, body)))
+
+
+@router.delete("/sensors/{sensor_id}", status_code=204)
+async def delete_sensor(sensor_id: str, session: SessionDep, _: ManagerUser) -> Response:
+    await service.delete_sensor(session, sensor_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/sensors/{sensor_id}/readings", status_code=201, response_model=Envelope[IngestResult]
+)
+async def ingest_readings(
+    sensor_id: str, body: ReadingIn | ReadingBatchIn, session: SessionDep, _: ManagerUser
+) -> Envelope[IngestResult]:
+    readings = body.readings if isinstance(body, ReadingBatchIn) else [body]
+    accepted = await service.ingest_readings(session, sensor_id, readings)
+    await alerts.evaluate_sensor(session, sensor_id)
+    READINGS_INGESTED.inc(accepted)
+    return envelope(IngestResult(accepted=accepted))
+
+
+@router.get("/sensors/{sensor_id}/readings", response_model=Envelope[ReadingSeries])
+async def query_readings(
+    sensor_id: str,
+    session: SessionDep,
+    _: CurrentPrincipal,
+    start: Annotated[datetime, Query(alias="from")],
+    end: Annotated[datetime, Query(alias="to")],
+    step: Step | None = None,
+    agg: Aggregate = "avg",
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+) -> Envelope[ReadingSeries]:
+    points = await service.query_readings(
+        session, sensor_id, start=start, end=end, step=step, aggregate=agg, limit=limit
+    )
+    return envelope(ReadingSeries(sensor_id=sensor_id, step=step, aggregate=agg, points=points))
+
+
+@router.get("/energy", response_model=Envelope[EnergyReport])
+async def energy_usage(
+    request: Request,
+    session: SessionDep,
+    _: CurrentPrincipal,
+    building: str,
+    start: Annotated[datetime, Query(alias="from")],
+    end: Annotated[datetime, Query(alias="to")],
+    step: Step = "1h",
+) -> Envelope[EnergyReport]:
+    settings = request.app.state.settings
+    report = await energy.energy_report(
+        session,
+        building,
+        start=start,
+        end=end,
+        step=step,
+        tariff=settings.citypulse_tariff_per_kwh,
+        currency=settings.citypulse_currency,
+    )
+    return envelope(report)
+
+
+@router.get("/alerts/rules", response_model=Envelope[list[AlertRuleOut]])
+async def list_alert_rules(
+    session: SessionDep, _: CurrentPrincipal, sensor: str | None = None
+) -> Envelope[list[AlertRuleOut]]:
+    rules = await alerts.list_rules(session, sensor)
+    return envelope([AlertRuleOut.model_validate(rule) for rule in rules])
+
+
+@router.post("/alerts/rules", status_code=201, response_model=Envelope[AlertRuleOut])
+async def create_alert_rule(
+    body: AlertRuleIn, session: SessionDep, _: ManagerUser
+) -> Envelope[AlertRuleOut]:
+    rule = await alerts.create_rule(session, body)
+    await alerts.evaluate_sensor(session, body.sensor_id)
+    return envelope(AlertRuleOut.model_validate(rule))
+
+
+@router.delete("/alerts/rules/{rule_id}", status_code=204)
+async def delete_alert_rule(rule_id: str, session: SessionDep, _: ManagerUser) -> Response:
+    await alerts.delete_rule(session, rule_id)
+    return Response(status_code=204)
+
+
+@router.get("/alerts", response_model=Envelope[list[AlertOut]])
+async def list_alerts(
+    session: SessionDep,
+    _: CurrentPrincipal,
+    status: Literal["open", "acknowledged", "resolved"] | None = None,
+    building: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> Envelope[list[AlertOut]]:
+    rows = await alerts.list_alerts(session, status=status, building_id=building, limit=limit)
+    return envelope([AlertOut.model_validate(row) for row in rows])
+
+
+@router.get("/alerts/{alert_id}", response_model=Envelope[AlertOut])
+async def get_alert(alert_id: str, session: SessionDep, _: CurrentPrincipal) -> Envelope[AlertOut]:
+    return envelope(AlertOut.model_validate(await alerts.get_alert(session, alert_id)))
+
+
+@router.post("/alerts/{alert_id}/acknowledge", response_model=Envelope[AlertOut])
+async def acknowledge_alert(
+    alert_id: str, session: SessionDep, principal: ManagerUser
+) -> Envelope[AlertOut]:
+    alert = await alerts.acknowledge(session, alert_id, principal.subject)
+    return envelope(AlertOut.model_validate(alert))
+
+
+@router.post("/alerts/{alert_id}/resolve", response_model=Envelope[AlertOut])
+async def resolve_alert(
+    alert_id: str, session: SessionDep, principal: ManagerUser
+) -> Envelope[AlertOut]:
+    alert = await alerts.resolve(session, alert_id, principal.subject)
+    return envelope(AlertOut.model_validate(alert))

@@ -1,0 +1,249 @@
+"""CityPulse domain logic: buildings, sensors, readings. Knows nothing of HTTP."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from vpsapi.citypulse.models import Building, Reading, Sensor
+from vpsapi.citypulse.schemas import (
+    BuildingIn,
+    BuildingPatch,
+    ReadingIn,
+    ReadingPoint,
+    SensorIn,
+    SensorPatch,
+)
+from vpsapi.core.db import utcnow
+from vpsapi.core.errors import BadRequest, NotFound
+
+STEP_MS = {"5m": 300_000, "1h": 3_600_000, "1d": 86_400_000}
+BUILDING_SORTS = {"name", "createdAt", "city", "floorAreaM2"}
+_SORT_COLUMNS = {
+    "name": Building.name,
+    "createdAt": Building.created_at,
+    "city": Building.city,
+    "floorAreaM2": Building.floor_area_m2,
+}
+# PostgreSQL caps bind parameters at 65535 per statement; 3 per reading row.
+INSERT_CHUNK = 5_000
+
+
+def to_ms(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _encode_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(str(offset).encode()).decode()
+
+
+def _decode_cursor(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    try:
+        offset = int(base64.urlsafe_b64decode(cursor.encode()).decode())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("Invalid cursor") from exc
+    if offset < 0:
+        raise BadRequest("Invalid cursor")
+    return offset
+
+
+# ---- buildings ----------------------------------------------------------------------
+
+
+async def create_building(session: AsyncSession, data: BuildingIn, owner: str) -> Building:
+    building = Building(**data.model_dump(), created_by=owner)
+    session.add(building)
+    await session.flush()
+    return building
+
+
+async def get_building(session: AsyncSession, building_id: str) -> Building:
+    building = await session.get(Building, building_id)
+    if building is None:
+        raise NotFound("Building not found")
+    return building
+
+
+async def list_buildings(
+    session: AsyncSession,
+    *,
+    city: str | None,
+    building_type: str | None,
+    q: str | None,
+    sort: str,
+    limit: int,
+    cursor: str | None,
+) -> tuple[Sequence[Building], str | None]:
+    descending = sort.startswith("-")
+    key = sort.lstrip("-")
+    if key not in _SORT_COLUMNS:
+        raise BadRequest(f"sort must be one of {sorted(BUILDING_SORTS)} (prefix - for descending)")
+    column = _SORT_COLUMNS[key]
+    offset = _decode_cursor(cursor)
+    query = select(Building)
+    if city:
+        query = query.where(Building.city == city)
+    if building_type:
+        query = query.where(Building.building_type == building_type)
+    if q:
+        query = query.where(Building.name.ilike(f"%{q}%"))
+    order = column.desc() if descending else column.asc()
+    query = query.order_by(order, Building.id).offset(offset).limit(limit + 1)
+    rows = (await session.scalars(query)).all()
+    next_cursor = _encode_cursor(offset + limit) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+async def update_building(session: AsyncSession, building_id: str, data: BuildingPatch) -> Building:
+    building = await get_building(session, building_id)
+    changes = data.model_dump(exclude_unset=True)
+    if changes.get("name", "") is None:
+        raise BadRequest("name cannot be null")
+    for field, value in changes.items():
+        setattr(building, field, value)
+    building.updated_at = utcnow()
+    await session.flush()
+    return building
+
+
+async def delete_building(session: AsyncSession, building_id: str) -> None:
+    await session.delete(await get_building(session, building_id))
+
+
+# ---- sensors ------------------------------------------------------------------------
+
+
+async def create_sensor(session: AsyncSession, building_id: str, data: SensorIn) -> Sensor:
+    await get_building(session, building_id)
+    sensor = Sensor(building_id=building_id, **data.model_dump())
+    session.add(sensor)
+    await session.flush()
+    return sensor
+
+
+async def get_sensor(session: AsyncSession, sensor_id: str) -> Sensor:
+    sensor = await session.get(Sensor, sensor_id)
+    if sensor is None:
+        raise NotFound("Sensor not found")
+    return sensor
+
+
+async def list_sensors(
+    session: AsyncSession, *, building_id: str | None, kind: str | None
+) -> Sequence[Sensor]:
+    query = select(Sensor).order_by(Sensor.created_at, Sensor.id)
+    if building_id:
+        query = query.where(Sensor.building_id == building_id)
+    if kind:
+        query = query.where(Sensor.kind == kind)
+    return (await session.scalars(query)).all()
+
+
+async def update_sensor(session: AsyncSession, sensor_id: str, data: SensorPatch) -> Sensor:
+    sensor = await get_sensor(session, sensor_id)
+    changes = data.model_dump(exclude_unset=True)
+    if any(value is None for value in changes.values()):
+        raise BadRequest("Fields cannot be null")
+    for field, value in changes.items():
+        setattr(sensor, field, value)
+    sensor.updated_at = utcnow()
+    await session.flush()
+    return sensor
+
+
+async def delete_sensor(session: AsyncSession, sensor_id: str) -> None:
+    await session.delete(await get_sensor(session, sensor_id))
+
+
+# ---- readings -----------------------------------------------------------------------
+
+
+async def ingest_readings(session: AsyncSession, sensor_id: str, readings: list[ReadingIn]) -> int:
+    """Store readings; a repeated timestamp for the same sensor keeps the last value sent."""
+    await get_sensor(session, sensor_id)
+    latest: dict[int, float] = {to_ms(r.timestamp): r.value for r in readings}
+    stamps = list(latest)
+    for start in range(0, len(stamps), INSERT_CHUNK):
+        await session.execute(
+            delete(Reading).where(
+                Reading.sensor_id == sensor_id,
+                Reading.ts_ms.in_(stamps[start : start + INSERT_CHUNK]),
+            )
+        )
+    rows = [{"sensor_id": sensor_id, "ts_ms": ts, "value": value} for ts, value in latest.items()]
+    for start in range(0, len(rows), INSERT_CHUNK):
+        await session.execute(insert(Reading), rows[start : start + INSERT_CHUNK])
+    await session.flush()
+    return len(readings)
+
+
+async def query_readings(
+    session: AsyncSession,
+    sensor_id: str,
+    *,
+    start: datetime,
+    end: datetime,
+    step: str | None,
+    aggregate: str,
+    limit: int,
+) -> list[ReadingPoint]:
+    """Raw readings, or one point per time bucket with the aggregate computed in SQL."""
+    await get_sensor(session, sensor_id)
+    start_ms, end_ms = to_ms(start), to_ms(end)
+    if end_ms <= start_ms:
+        raise BadRequest("'to' must be after 'from'")
+    in_range = (
+        Reading.sensor_id == sensor_id,
+        Reading.ts_ms >= start_ms,
+        Reading.ts_ms < end_ms,
+    )
+    if step is None:
+        raw = await session.execute(
+            select(Reading.ts_ms, Reading.value)
+            .where(*in_range)
+            .order_by(Reading.ts_ms)
+            .limit(limit)
+        )
+        return [ReadingPoint(timestamp=from_ms(ts), value=value) for ts, value in raw]
+    width = STEP_MS[step]
+    bucket = ((Reading.ts_ms // width) * width).label("bucket")
+    if aggregate == "last":
+        latest = (
+            select(bucket, func.max(Reading.ts_ms).label("ts"), func.count().label("n"))
+            .where(*in_range)
+            .group_by(bucket)
+            .subquery()
+        )
+        query = (
+            select(latest.c.bucket, Reading.value, latest.c.n)
+            .join(latest, (Reading.ts_ms == latest.c.ts) & (Reading.sensor_id == sensor_id))
+            .order_by(latest.c.bucket)
+        )
+    else:
+        aggregated = {
+            "avg": func.avg(Reading.value),
+            "min": func.min(Reading.value),
+            "max": func.max(Reading.value),
+        }[aggregate]
+        query = (
+            select(bucket, aggregated, func.count())
+            .where(*in_range)
+            .group_by(bucket)
+            .order_by(bucket)
+        )
+    rows = await session.execute(query.limit(limit))
+    return [
+        ReadingPoint(timestamp=from_ms(int(b)), value=float(v), count=int(n)) for b, v, n in rows
+    ]

@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+BASE = "/api/v1/citypulse"
+
+
+@pytest.fixture
+async def manager(create_user: Any) -> dict[str, str]:
+    _, headers = await create_user("manager")
+    return headers
+
+
+@pytest.fixture
+async def sensor(client: httpx.AsyncClient, manager: dict[str, str]) -> dict:
+    building = await client.post(f"{BASE}/buildings", json={"name": "Kita"}, headers=manager)
+    created = await client.post(
+        f"{BASE}/buildings/{building.json()['data']['id']}/sensors",
+        json={"name": "Raum 1", "kind": "temperature", "unit": "°C"},
+        headers=manager,
+    )
+    return created.json()["data"]
+
+
+async def _send(
+    client: httpx.AsyncClient, headers: dict, sensor_id: str, minute: int, value: float
+) -> None:
+    response = await client.post(
+        f"{BASE}/sensors/{sensor_id}/readings",
+        json={"timestamp": f"2026-03-01T10:{minute:02d}:00Z", "value": value},
+        headers=headers,
+    )
+    assert response.status_code == 201, response.text
+
+
+async def test_rule_opens_after_duration_then_ack_and_auto_resolve(
+    client: httpx.AsyncClient, manager: dict[str, str], create_user: Any, sensor: dict
+) -> None:
+    rule = await client.post(
+        f"{BASE}/alerts/rules",
+        json={
+            "sensorId": sensor["id"],
+            "name": "Überhitzung",
+            "condition": "above",
+            "threshold": 26,
+            "durationSeconds": 600,
+            "severity": "critical",
+        },
+        headers=manager,
+    )
+    assert rule.status_code == 201, rule.text
+    assert rule.json()["data"]["durationSeconds"] == 600
+
+    await _send(client, manager, sensor["id"], 0, 27)
+    await _send(client, manager, sensor["id"], 5, 28)
+    open_alerts = await client.get(f"{BASE}/alerts", params={"status": "open"}, headers=manager)
+    assert open_alerts.json()["data"] == []  # only 5 minutes above the threshold
+
+    await _send(client, manager, sensor["id"], 10, 29)
+    open_alerts = (
+        await client.get(f"{BASE}/alerts", params={"status": "open"}, headers=manager)
+    ).json()["data"]
+    assert len(open_alerts) == 1
+    alert = open_alerts[0]
+    assert alert["severity"] == "critical" and alert["triggerValue"] == 29
+    assert alert["buildingId"] == sensor["buildingId"]
+
+    # Still breaching: no second alert for the same rule.
+    await _send(client, manager, sensor["id"], 15, 30)
+    assert len((await client.get(f"{BASE}/alerts", headers=manager)).json()["data"]) == 1
+
+    _, reader = await create_user("user")
+    assert (
+        await client.post(f"{BASE}/alerts/{alert['id']}/acknowledge", headers=reader)
+    ).status_code == 403
+    acked = await client.post(f"{BASE}/alerts/{alert['id']}/acknowledge", headers=manager)
+    assert acked.status_code == 200 and acked.json()["data"]["status"] == "acknowledged"
+    again = await client.post(f"{BASE}/alerts/{alert['id']}/acknowledge", headers=manager)
+    assert again.status_code == 409
+
+    await _send(client, manager, sensor["id"], 20, 22)
+    resolved = (await client.get(f"{BASE}/alerts/{alert['id']}", headers=reader)).json()["data"]
+    assert resolved["status"] == "resolved" and resolved["resolvedBy"] == "system"
+    history = await client.get(f"{BASE}/alerts", params={"status": "resolved"}, headers=reader)
+    assert [a["id"] for a in history.json()["data"]] == [alert["id"]]
+    assert (
+        await client.post(f"{BASE}/alerts/{alert['id']}/resolve", headers=manager)
+    ).status_code == 409
+
+
+async def test_manual_resolve_and_rule_delete(
+    client: httpx.AsyncClient, manager: dict[str, str], sensor: dict
+) -> None:
+    rule = await client.post(
+        f"{BASE}/alerts/rules",
+        json={"sensorId": sensor["id"], "name": "Kalt", "condition": "below", "threshold": 15},
+        headers=manager,
+    )
+    await _send(client, manager, sensor["id"], 0, 10)
+    alert = (await client.get(f"{BASE}/alerts", headers=manager)).json()["data"][0]
+    resolved = await client.post(f"{BASE}/alerts/{alert['id']}/resolve", headers=manager)
+    assert resolved.json()["data"]["status"] == "resolved"
+    assert resolved.json()["data"]["resolvedBy"].startswith("user:")
+
+    rules = await client.get(
+        f"{BASE}/alerts/rules", params={"sensor": sensor["id"]}, headers=manager
+    )
+    assert [r["id"] for r in rules.json()["data"]] == [rule.json()["data"]["id"]]
+    deleted = await client.delete(
+        f"{BASE}/alerts/rules/{rule.json()['data']['id']}", headers=manager
+    )
+    assert deleted.status_code == 204
+    assert (
+        await client.delete(f"{BASE}/alerts/rules/{rule.json()['data']['id']}", headers=manager)
+    ).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "x", "condition": "above", "threshold": 1},
+        {"sensorId": "S", "name": "x", "condition": "sideways", "threshold": 1},
+        {"sensorId": "S", "name": "x", "condition": "above", "threshold": 1, "durationSeconds": -1},
+        {"sensorId": "S", "name": "", "condition": "above", "threshold": 1},
+    ],
+)
+async def test_bad_rules(
+    client: httpx.AsyncClient, manager: dict[str, str], sensor: dict, body: dict
+) -> None:
+    if body.get("sensorId") == "S":
+        body = body | {"sensorId": sensor["id"]}
+    response = await client.post(f"{BASE}/alerts/rules", json=body, headers=manager)
+    assert response.status_code == 422
+    assert (await client.get(f"{BASE}/alerts/rules", headers=manager)).json()["data"] == []
+
+
+async def test_unknown_alerts_and_sensors(
+    client: httpx.AsyncClient, manager: dict[str, str]
+) -> None:
+    assert (await client.get(f"{BASE}/alerts/nope", headers=manager)).status_code == 404
+    assert (await client.post(f"{BASE}/alerts/nope/resolve", headers=manager)).status_code == 404
+    rule = await client.post(
+        f"{BASE}/alerts/rules",
+        json={"sensorId": "nope", "name": "x", "condition": "above", "threshold": 1},
+        headers=manager,
+    )
+    assert rule.status_code == 404
+    bad_status = await client.get(f"{BASE}/alerts", params={"status": "maybe"}, headers=manager)
+    assert bad_status.status_code == 422

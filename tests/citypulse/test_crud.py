@@ -1,0 +1,188 @@
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+BASE = "/api/v1/citypulse"
+
+
+@pytest.fixture
+async def manager(create_user: Any) -> dict[str, str]:
+    _, headers = await create_user("manager")
+    return headers
+
+
+@pytest.fixture
+async def reader(create_user: Any) -> dict[str, str]:
+    _, headers = await create_user("user")
+    return headers
+
+
+async def _building(client: httpx.AsyncClient, headers: dict[str, str], **fields: Any) -> dict:
+    body = {"name": "Rathaus", "city": "Berlin", "floorAreaM2": 1200.0, **fields}
+    response = await client.post(f"{BASE}/buildings", json=body, headers=headers)
+    assert response.status_code == 201, response.text
+    return response.json()["data"]
+
+
+async def test_building_crud_and_roles(
+    client: httpx.AsyncClient, manager: dict[str, str], reader: dict[str, str]
+) -> None:
+    building = await _building(client, manager, buildingType="office")
+    assert building["floorAreaM2"] == 1200.0 and building["createdAt"].endswith("Z")
+    listed = await client.get(f"{BASE}/buildings", headers=reader)
+    assert [b["id"] for b in listed.json()["data"]["items"]] == [building["id"]]
+
+    forbidden = await client.post(f"{BASE}/buildings", json={"name": "x"}, headers=reader)
+    assert forbidden.status_code == 403
+    assert forbidden.json()["success"] is False
+
+    patched = await client.patch(
+        f"{BASE}/buildings/{building['id']}", json={"city": "Hamburg"}, headers=manager
+    )
+    assert patched.status_code == 200 and patched.json()["data"]["city"] == "Hamburg"
+    got = await client.get(f"{BASE}/buildings/{building['id']}", headers=reader)
+    assert got.json()["data"]["city"] == "Hamburg"
+
+    assert (
+        await client.delete(f"{BASE}/buildings/{building['id']}", headers=manager)
+    ).status_code == 204
+    missing = await client.get(f"{BASE}/buildings/{building['id']}", headers=reader)
+    assert missing.status_code == 404 and missing.json()["statusCode"] == 404
+
+
+async def test_building_list_filters_sort_and_cursor(
+    client: httpx.AsyncClient, manager: dict[str, str]
+) -> None:
+    for name, city in [("C-Haus", "Berlin"), ("A-Haus", "Berlin"), ("B-Haus", "Köln")]:
+        await _building(client, manager, name=name, city=city)
+    listed = await client.get(f"{BASE}/buildings", params={"city": "Berlin"}, headers=manager)
+    assert [b["name"] for b in listed.json()["data"]["items"]] == ["A-Haus", "C-Haus"]
+
+    names: list[str] = []
+    cursor = None
+    while True:
+        params = {"sort": "-name", "limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = (await client.get(f"{BASE}/buildings", params=params, headers=manager)).json()[
+            "data"
+        ]
+        names += [b["name"] for b in page["items"]]
+        cursor = page["nextCursor"]
+        if cursor is None:
+            break
+    assert names == ["C-Haus", "B-Haus", "A-Haus"]
+
+    search = await client.get(f"{BASE}/buildings", params={"q": "b-h"}, headers=manager)
+    assert [b["name"] for b in search.json()["data"]["items"]] == ["B-Haus"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"name": ""}, {"name": "x", "floorAreaM2": -5}, {"name": "x" * 201}, {"name": 5}],
+)
+async def test_building_bad_input(
+    client: httpx.AsyncClient, manager: dict[str, str], body: dict
+) -> None:
+    response = await client.post(f"{BASE}/buildings", json=body, headers=manager)
+    assert response.status_code == 422
+    assert response.json()["errors"]
+    listed = await client.get(f"{BASE}/buildings", headers=manager)
+    assert listed.json()["data"]["items"] == []
+
+
+@pytest.mark.parametrize(
+    "params", [{"sort": "secret"}, {"limit": 0}, {"limit": 1000}, {"cursor": "!!notbase64"}]
+)
+async def test_building_list_bad_params(
+    client: httpx.AsyncClient, manager: dict[str, str], params: dict
+) -> None:
+    response = await client.get(f"{BASE}/buildings", params=params, headers=manager)
+    assert response.status_code in (400, 422)
+    assert response.json()["success"] is False
+
+
+async def test_requires_auth(client: httpx.AsyncClient) -> None:
+    assert (await client.get(f"{BASE}/buildings")).status_code == 401
+
+
+async def test_sensor_crud(
+    client: httpx.AsyncClient, manager: dict[str, str], reader: dict[str, str]
+) -> None:
+    building = await _building(client, manager)
+    url = f"{BASE}/buildings/{building['id']}/sensors"
+    created = await client.post(
+        url, json={"name": "Hauptzähler", "kind": "electricity", "unit": "kW"}, headers=manager
+    )
+    assert created.status_code == 201, created.text
+    sensor = created.json()["data"]
+    assert sensor["buildingId"] == building["id"]
+
+    assert [s["id"] for s in (await client.get(url, headers=reader)).json()["data"]] == [
+        sensor["id"]
+    ]
+    by_kind = await client.get(f"{BASE}/sensors", params={"kind": "gas"}, headers=reader)
+    assert by_kind.json()["data"] == []
+    patched = await client.patch(
+        f"{BASE}/sensors/{sensor['id']}", json={"unit": "W"}, headers=manager
+    )
+    assert patched.json()["data"]["unit"] == "W"
+    assert (await client.get(f"{BASE}/sensors/{sensor['id']}", headers=reader)).status_code == 200
+
+    bad_kind = await client.post(
+        url, json={"name": "x", "kind": "plasma", "unit": "u"}, headers=manager
+    )
+    assert bad_kind.status_code == 422
+    orphan = await client.post(
+        f"{BASE}/buildings/nope/sensors",
+        json={"name": "x", "kind": "gas", "unit": "m3"},
+        headers=manager,
+    )
+    assert orphan.status_code == 404
+    null_unit = await client.patch(
+        f"{BASE}/sensors/{sensor['id']}", json={"unit": None}, headers=manager
+    )
+    assert null_unit.status_code == 400
+
+    # Deleting the building removes its sensors.
+    await client.delete(f"{BASE}/buildings/{building['id']}", headers=manager)
+    assert (await client.get(f"{BASE}/sensors/{sensor['id']}", headers=reader)).status_code == 404
+
+
+async def test_citypulse_uses_its_rate_limit_tier(make_client: Any) -> None:
+    client = await make_client(rate_limit_enabled=True)
+    response = await client.get(f"{BASE}/buildings")
+    assert response.status_code == 401
+    assert response.headers["x-ratelimit-limit"] == "200"
+
+
+async def test_buildings_in_search(client: httpx.AsyncClient, manager: dict[str, str]) -> None:
+    building = await _building(client, manager, name="Stadtbibliothek", city="Leipzig")
+    await _building(client, manager, name="Schwimmhalle", city="Dresden")
+    response = await client.get(
+        "/api/v1/search", params={"q": "leipzig", "kind": "buildings"}, headers=manager
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["data"]["results"]
+    assert [(r["kind"], r["id"], r["title"]) for r in results] == [
+        ("buildings", building["id"], "Stadtbibliothek")
+    ]
+    assert results[0]["url"] == f"{BASE}/buildings/{building['id']}"
+
+
+async def test_frontend_source_is_counted_in_metrics(
+    client: httpx.AsyncClient, manager: dict[str, str]
+) -> None:
+    def count(text: str, source: str) -> float:
+        line = f'vpsapi_citypulse_frontend_requests_total{{source="{source}"}}'
+        values = [float(row.split()[-1]) for row in text.splitlines() if row.startswith(line)]
+        return values[0] if values else 0.0
+
+    before = (await client.get("/metrics")).text
+    await client.get(f"{BASE}/buildings", headers=manager | {"X-Frontend-Source": "FlowMind"})
+    await client.get(f"{BASE}/buildings", headers=manager | {"X-Frontend-Source": "x" * 300})
+    after = (await client.get("/metrics")).text
+    assert count(after, "flowmind") == count(before, "flowmind") + 1
+    assert count(after, "other") == count(before, "other") + 1
+    assert "x" * 300 not in after

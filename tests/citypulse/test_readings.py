@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+BASE = "/api/v1/citypulse"
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+async def manager(create_user: Any) -> dict[str, str]:
+    _, headers = await create_user("manager")
+    return headers
+
+
+@pytest.fixture
+async def sensor(client: httpx.AsyncClient, manager: dict[str, str]) -> dict:
+    building = await client.post(f"{BASE}/buildings", json={"name": "Schule"}, headers=manager)
+    created = await client.post(
+        f"{BASE}/buildings/{building.json()['data']['id']}/sensors",
+        json={"name": "Zähler", "kind": "electricity", "unit": "kW"},
+        headers=manager,
+    )
+    return created.json()["data"]
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+async def test_batch_ingest_and_downsampling_match_python(
+    client: httpx.AsyncClient, manager: dict[str, str], sensor: dict
+) -> None:
+    # Two days of 15-minute readings with a varying value.
+    samples = [(START + timedelta(minutes=15 * i), float((i * 7) % 23)) for i in range(192)]
+    url = f"{BASE}/sensors/{sensor['id']}/readings"
+    body = {"readings": [{"timestamp": _iso(t), "value": v} for t, v in samples]}
+    response = await client.post(url, json=body, headers=manager)
+    assert response.status_code == 201, response.text
+    assert response.json()["data"]["accepted"] == 192
+
+    buckets: dict[datetime, list[float]] = defaultdict(list)
+    for t, v in samples:
+        buckets[t.replace(minute=0)].append(v)
+    expected = {
+        "avg": [sum(vs) / len(vs) for vs in buckets.values()],
+        "min": [min(vs) for vs in buckets.values()],
+        "max": [max(vs) for vs in buckets.values()],
+        "last": [vs[-1] for vs in buckets.values()],
+    }
+    window = {"from": _iso(START), "to": _iso(START + timedelta(days=2))}
+    for agg, values in expected.items():
+        got = await client.get(url, params=window | {"step": "1h", "agg": agg}, headers=manager)
+        assert got.status_code == 200, got.text
+        points = got.json()["data"]["points"]
+        assert [p["timestamp"] for p in points] == [_iso(t) for t in buckets]
+        assert [p["value"] for p in points] == pytest.approx(values)
+        assert {p["count"] for p in points} == {4}
+
+    daily = await client.get(url, params=window | {"step": "1d", "agg": "max"}, headers=manager)
+    assert len(daily.json()["data"]["points"]) == 2
+
+    raw = await client.get(url, params=window | {"limit": 5}, headers=manager)
+    assert [p["value"] for p in raw.json()["data"]["points"]] == [v for _, v in samples[:5]]
+
+
+async def test_single_reading_overwrites_same_timestamp(
+    client: httpx.AsyncClient, manager: dict[str, str], sensor: dict
+) -> None:
+    url = f"{BASE}/sensors/{sensor['id']}/readings"
+    for value in (1.5, 2.5):
+        response = await client.post(
+            url, json={"timestamp": _iso(START), "value": value}, headers=manager
+        )
+        assert response.status_code == 201, response.text
+    window = {"from": _iso(START), "to": _iso(START + timedelta(hours=1))}
+    points = (await client.get(url, params=window, headers=manager)).json()["data"]["points"]
+    assert [(p["timestamp"], p["value"]) for p in points] == [(_iso(START), 2.5)]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"value": 1},
+        {"timestamp": "yesterday", "value": 1},
+        {"timestamp": "2026-01-01T00:00:00Z", "value": "NaN"},
+        {"readings": []},
+        {"readings": [{"timestamp": "2026-01-01T00:00:00Z", "value": 1}] * 10_001},
+    ],
+)
+async def test_bad_readings_are_rejected(
+    client: httpx.AsyncClient, manager: dict[str, str], sensor: dict, body: dict
+) -> None:
+    url = f"{BASE}/sensors/{sensor['id']}/readings"
+    response = await client.post(url, json=body, headers=manager)
+    assert response.status_code == 422
+    window = {"from": "2020-01-01T00:00:00Z", "to": "2030-01-01T00:00:00Z"}
+    assert (await client.get(url, params=window, headers=manager)).json()["data"]["points"] == []
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"from": "2026-01-02T00:00:00Z", "to": "2026-01-01T00:00:00Z"},
+        {"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z", "step": "7m"},
+        {"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z", "agg": "median"},
+        {"to": "2026-01-02T00:00:00Z"},
+    ],
+)
+async def test_bad_range_queries(
+    client: httpx.AsyncClient, manager: dict[str, str], sensor: dict, params: dict
+) -> None:
+    response = await client.get(
+        f"{BASE}/sensors/{sensor['id']}/readings", params=params, headers=manager
+    )
+    assert response.status_code in (400, 422)
+    assert response.json()["success"] is False
+
+
+async def test_readings_for_unknown_sensor(
+    client: httpx.AsyncClient, manager: dict[str, str]
+) -> None:
+    response = await client.post(
+        f"{BASE}/sensors/nope/readings",
+        json={"timestamp": "2026-01-01T00:00:00Z", "value": 1},
+        headers=manager,
+    )
+    assert response.status_code == 404
