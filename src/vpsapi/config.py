@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     rate_limit_ai: str = "50/hour"
     rate_limit_swarm: str = "50/15minutes"
     rate_limit_citypulse: str = "200/15minutes"
+    # ---- devices: the seed-003 app polls /api/hello/query every 2 s during setup
+    rate_limit_devices: str = "600/minute"
     rate_limit_window_ms: int | None = None
     rate_limit_max_requests: int | None = None
 

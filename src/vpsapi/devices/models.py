@@ -1,0 +1,44 @@
+"""Camera devices and the short-lived bindings of the seed-003 setup flow."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from vpsapi.core.db import Base, IdMixin, TimestampMixin, UTCDateTime
+
+
+class Device(IdMixin, TimestampMixin, Base):
+    __tablename__ = "devices"
+
+    virtual_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    real_device_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    user_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    model: Mapped[str | None] = mapped_column(String(64))
+    firmware_version: Mapped[str | None] = mapped_column(String(64))
+    supplier: Mapped[str | None] = mapped_column(String(64))
+    cluster: Mapped[str | None] = mapped_column(String(64))
+    is_online: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    last_seen: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index("ix_devices_virtual_id", "virtual_id", unique=True),
+        Index("ix_devices_real_device_id", "real_device_id", unique=True),
+    )
+
+
+class DeviceBinding(IdMixin, TimestampMixin, Base):
+    __tablename__ = "device_bindings"
+
+    binding_key: Mapped[str] = mapped_column(String(300), nullable=False)
+    virtual_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    real_device_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    user_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    model: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    binding_data: Mapped[str] = mapped_column(Text, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+    __table_args__ = (Index("ix_device_bindings_binding_key", "binding_key", unique=True),)
