@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     rate_limit_citypulse: str = "200/15minutes"
     # ---- devices: the seed-003 app polls /api/hello/query every 2 s during setup
     rate_limit_devices: str = "600/minute"
+    # "kid:secret,kid:secret": the first encrypts service params, all decrypt (rotation).
+    # Unset: one key is generated into DATA_DIR/device-param-key.
+    device_param_keys: SecretStr | None = None
     rate_limit_window_ms: int | None = None
     rate_limit_max_requests: int | None = None
 

@@ -22,6 +22,7 @@ class Device(IdMixin, TimestampMixin, Base):
     cluster: Mapped[str | None] = mapped_column(String(64))
     is_online: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     last_seen: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    service_param: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         Index("ix_devices_virtual_id", "virtual_id", unique=True),

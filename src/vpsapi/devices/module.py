@@ -46,5 +46,6 @@ MODULE = Module(
     rate_limit_rules=[
         TierRule("/api/hello", "devices"),
         TierRule("/api/vuid", "devices"),
+        TierRule("/api/auth/service-param", "devices"),
     ],
 )

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from vpsapi.core.db import SessionDep
 from vpsapi.core.errors import BadRequest, NotFound
 from vpsapi.devices import service
+from vpsapi.devices.params import ParamKeys
 
 router = APIRouter(prefix="/api", tags=["devices"])
 
@@ -28,6 +29,10 @@ class RegisterOut(BaseModel):
     success: bool = True
     virtualId: str
     message: str = "Device registered successfully"
+
+
+class ServiceParamOut(BaseModel):
+    serviceParam: str
 
 
 class VuidOut(BaseModel):
@@ -132,3 +137,30 @@ async def resolve(vid: str, session: SessionDep) -> VuidOut | JSONResponse:
         cluster=device.cluster,
         online=device.is_online,
     )
+
+
+def _param_keys(request: Request) -> ParamKeys:
+    keys = getattr(request.app.state, "device_param_keys", None)
+    if keys is None:
+        keys = request.app.state.device_param_keys = ParamKeys.from_settings(
+            request.app.state.settings
+        )
+    return keys
+
+
+@router.post(
+    "/auth/service-param",
+    response_model=ServiceParamOut,
+    responses={404: {"description": "Device not found"}},
+)
+async def service_param(request: Request, session: SessionDep) -> ServiceParamOut:
+    device_id = (await _json_body(request)).get("deviceId")
+    # The app sends a string; the Veepai API shape is a one-element list.
+    if isinstance(device_id, list) and len(device_id) == 1:
+        device_id = device_id[0]
+    if not isinstance(device_id, str) or not device_id or len(device_id) > 64:
+        raise BadRequest(body={"error": "Missing deviceId"})
+    param = await service.service_param(session, _param_keys(request), device_id)
+    if param is None:
+        raise NotFound(body={"error": "Device not found"})
+    return ServiceParamOut(serviceParam=param)

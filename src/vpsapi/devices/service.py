@@ -11,12 +11,13 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vpsapi.core.db import utcnow
 from vpsapi.devices.models import Device, DeviceBinding
+from vpsapi.devices.params import ParamKeys, service_param_payload
 
 VID_ALPHABET = string.ascii_uppercase + string.digits
 VID_ATTEMPTS = 5
@@ -161,3 +162,21 @@ async def delete_expired_bindings(session: AsyncSession) -> int:
         delete(DeviceBinding).where(DeviceBinding.expires_at <= utcnow())
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def service_param(session: AsyncSession, keys: ParamKeys, device_id: str) -> str | None:
+    """The device's sealed service parameter, cached until the current key changes."""
+    device = (
+        await session.execute(
+            select(Device)
+            .where(or_(Device.virtual_id == device_id, Device.real_device_id == device_id))
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    if device is None:
+        return None
+    if device.service_param is None or keys.key_id(device.service_param) != keys.current:
+        device.service_param = keys.seal(
+            service_param_payload(device.real_device_id, device.supplier, device.cluster)
+        )
+    return device.service_param

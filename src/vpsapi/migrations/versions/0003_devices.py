@@ -38,6 +38,7 @@ def upgrade() -> None:
         sa.Column("cluster", sa.String(64), nullable=True),
         sa.Column("is_online", sa.Boolean(), nullable=False),
         sa.Column("last_seen", UTCDateTime(), nullable=True),
+        sa.Column("service_param", sa.Text(), nullable=True),
         *_stamps(),
     )
     op.create_index("ix_devices_virtual_id", "devices", ["virtual_id"], unique=True)
