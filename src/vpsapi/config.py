@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     # "kid:secret,kid:secret": the first encrypts service params, all decrypt (rotation).
     # Unset: one key is generated into DATA_DIR/device-param-key.
     device_param_keys: SecretStr | None = None
+    # A device is shown offline when no heartbeat/registration arrived for this long.
+    device_offline_after: int = 300
+    # When set, cameras must send `X-Device-Token` on register and heartbeat.
+    device_api_token: SecretStr | None = None
     rate_limit_window_ms: int | None = None
     rate_limit_max_requests: int | None = None
 

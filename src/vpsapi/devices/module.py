@@ -47,5 +47,6 @@ MODULE = Module(
         TierRule("/api/hello", "devices"),
         TierRule("/api/vuid", "devices"),
         TierRule("/api/auth/service-param", "devices"),
+        TierRule("/api/devices", "devices"),
     ],
 )

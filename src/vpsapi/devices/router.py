@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -9,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from vpsapi.core.db import SessionDep
-from vpsapi.core.errors import BadRequest, NotFound
+from vpsapi.core.errors import BadRequest, NotFound, Unauthorized
 from vpsapi.devices import service
 from vpsapi.devices.params import ParamKeys
 
@@ -40,6 +41,21 @@ class VuidOut(BaseModel):
     supplier: str | None = None
     cluster: str | None = None
     online: bool | None = None
+
+
+class HeartbeatOut(BaseModel):
+    success: bool = True
+    online: bool = True
+    lastSeen: str
+
+
+def _require_device_token(request: Request) -> None:
+    expected = request.app.state.settings.device_api_token
+    if expected is None:
+        return
+    given = request.headers.get("x-device-token", "")
+    if not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
+        raise Unauthorized(body={"error": "Invalid device token"})
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
@@ -109,6 +125,7 @@ async def query(request: Request, session: SessionDep) -> ValueOut:
 
 @router.post("/hello/register", response_model=RegisterOut)
 async def register(request: Request, session: SessionDep) -> RegisterOut:
+    _require_device_token(request)
     body = await _json_body(request)
     _validate_registration(body)
     vid = await service.register(
@@ -126,7 +143,7 @@ async def register(request: Request, session: SessionDep) -> RegisterOut:
 
 
 @router.get("/vuid/{vid}", response_model=VuidOut, response_model_exclude_unset=True)
-async def resolve(vid: str, session: SessionDep) -> VuidOut | JSONResponse:
+async def resolve(vid: str, request: Request, session: SessionDep) -> VuidOut | JSONResponse:
     device = await service.resolve_vid(session, vid)
     if device is None:
         # Not a known VID: the seed assumes it is already a real device id.
@@ -135,8 +152,21 @@ async def resolve(vid: str, session: SessionDep) -> VuidOut | JSONResponse:
         uid=device.real_device_id,
         supplier=device.supplier,
         cluster=device.cluster,
-        online=device.is_online,
+        online=service.is_online(device, request.app.state.settings.device_offline_after),
     )
+
+
+@router.post(
+    "/devices/{vid}/heartbeat",
+    response_model=HeartbeatOut,
+    responses={401: {"description": "Invalid device token"}, 404: {"description": "Unknown"}},
+)
+async def heartbeat(vid: str, request: Request, session: SessionDep) -> HeartbeatOut:
+    _require_device_token(request)
+    device = await service.heartbeat(session, vid)
+    if device is None or device.last_seen is None:
+        raise NotFound(body={"error": "Device not found"})
+    return HeartbeatOut(lastSeen=device.last_seen.isoformat().replace("+00:00", "Z"))
 
 
 def _param_keys(request: Request) -> ParamKeys:

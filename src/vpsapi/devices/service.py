@@ -148,12 +148,25 @@ async def register(session: AsyncSession, reg: Registration) -> str:
     return device.virtual_id
 
 
-async def resolve_vid(session: AsyncSession, vid: str) -> Device | None:
+def is_online(device: Device, offline_after_s: int) -> bool:
+    seen = device.last_seen
+    return bool(device.is_online and seen and seen > utcnow() - timedelta(seconds=offline_after_s))
+
+
+async def heartbeat(session: AsyncSession, vid: str) -> Device | None:
     device = (
         await session.execute(select(Device).where(Device.virtual_id == vid))
     ).scalar_one_or_none()
     if device is not None:
+        device.is_online = True
         device.last_seen = utcnow()
+    return device
+
+
+async def resolve_vid(session: AsyncSession, vid: str) -> Device | None:
+    device = (
+        await session.execute(select(Device).where(Device.virtual_id == vid))
+    ).scalar_one_or_none()
     return device
 
 
