@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, Index, String, Text
+from sqlalchemy import Boolean, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from vpsapi.core.db import Base, IdMixin, TimestampMixin, UTCDateTime
@@ -43,3 +43,24 @@ class DeviceBinding(IdMixin, TimestampMixin, Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
     __table_args__ = (Index("ix_device_bindings_binding_key", "binding_key", unique=True),)
+
+
+class UserDevice(IdMixin, TimestampMixin, Base):
+    """A user's ownership of a device, made by completing the `<userId>_binding` flow."""
+
+    __tablename__ = "user_devices"
+
+    user_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )
+    device_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("devices.id", ondelete="CASCADE"), nullable=False
+    )
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    # Camera password sealed with the device parameter keys; never sent back.
+    password_sealed: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_user_devices_user_device", "user_id", "device_id", unique=True),
+        Index("ix_user_devices_device_id", "device_id"),
+    )

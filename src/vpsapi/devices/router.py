@@ -169,7 +169,7 @@ async def heartbeat(vid: str, request: Request, session: SessionDep) -> Heartbea
     return HeartbeatOut(lastSeen=device.last_seen.isoformat().replace("+00:00", "Z"))
 
 
-def _param_keys(request: Request) -> ParamKeys:
+def param_keys(request: Request) -> ParamKeys:
     keys = getattr(request.app.state, "device_param_keys", None)
     if keys is None:
         keys = request.app.state.device_param_keys = ParamKeys.from_settings(
@@ -190,7 +190,7 @@ async def service_param(request: Request, session: SessionDep) -> ServiceParamOu
         device_id = device_id[0]
     if not isinstance(device_id, str) or not device_id or len(device_id) > 64:
         raise BadRequest(body={"error": "Missing deviceId"})
-    param = await service.service_param(session, _param_keys(request), device_id)
+    param = await service.service_param(session, param_keys(request), device_id)
     if param is None:
         raise NotFound(body={"error": "Device not found"})
     return ServiceParamOut(serviceParam=param)

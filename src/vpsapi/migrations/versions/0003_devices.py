@@ -59,8 +59,29 @@ def upgrade() -> None:
     op.create_index(
         "ix_device_bindings_binding_key", "device_bindings", ["binding_key"], unique=True
     )
+    op.create_table(
+        "user_devices",
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column(
+            "user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+        ),
+        sa.Column(
+            "device_id",
+            sa.String(32),
+            sa.ForeignKey("devices.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column("name", sa.String(100), nullable=False),
+        sa.Column("password_sealed", sa.Text(), nullable=True),
+        *_stamps(),
+    )
+    op.create_index(
+        "ix_user_devices_user_device", "user_devices", ["user_id", "device_id"], unique=True
+    )
+    op.create_index("ix_user_devices_device_id", "user_devices", ["device_id"])
 
 
 def downgrade() -> None:
+    op.drop_table("user_devices")
     op.drop_table("device_bindings")
     op.drop_table("devices")
