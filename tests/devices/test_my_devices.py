@@ -64,3 +64,27 @@ async def test_bind_validation(client: httpx.AsyncClient, create_user: Any) -> N
         response = await client.post("/api/devices", json=body, headers=auth)
         assert response.status_code == 400, body
     assert (await client.get("/api/devices", headers=auth)).json() == []
+
+
+async def test_search_is_owner_scoped(client: httpx.AsyncClient, create_user: Any) -> None:
+    alice, alice_auth = await create_user()
+    _, bob_auth = await create_user()
+    vid = await _register(client, alice["id"])
+    bound = await client.post(
+        "/api/devices", json={"vid": vid, "name": "Front_door 100%"}, headers=alice_auth
+    )
+    assert bound.status_code == 201
+    params = {"q": "door 100%", "kind": "devices"}
+    mine = await client.get("/api/v1/search", params=params, headers=alice_auth)
+    assert mine.status_code == 200, mine.text
+    assert [r["id"] for r in mine.json()["data"]["results"]] == [vid]
+    theirs = await client.get("/api/v1/search", params=params, headers=bob_auth)
+    assert theirs.json()["data"]["results"] == []
+    wildcard = await client.get(
+        "/api/v1/search", params={"q": "_", "kind": "devices"}, headers=alice_auth
+    )
+    assert [r["id"] for r in wildcard.json()["data"]["results"]] == [vid]
+    nothing = await client.get(
+        "/api/v1/search", params={"q": "%x", "kind": "devices"}, headers=alice_auth
+    )
+    assert nothing.json()["data"]["results"] == []

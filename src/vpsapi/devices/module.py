@@ -12,6 +12,7 @@ from vpsapi.core.ratelimit import TierRule
 from vpsapi.devices import service
 from vpsapi.devices.app_router import router as app_router
 from vpsapi.devices.router import router
+from vpsapi.devices.search import DeviceSearch
 
 log = structlog.get_logger(__name__)
 CLEANUP_INTERVAL_S = 3600
@@ -44,6 +45,7 @@ MODULE = Module(
     description="Camera devices: seed-003 registration, binding and VID resolution",
     routers=[router, app_router],
     lifespan=devices_lifespan,
+    search_providers=[DeviceSearch()],
     rate_limit_rules=[
         TierRule("/api/hello", "devices"),
         TierRule("/api/vuid", "devices"),
