@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from vpsapi.auth.dependencies import CurrentUser
 from vpsapi.core.db import SessionDep
-from vpsapi.devices import ownership, service
+from vpsapi.core.errors import NotFound
+from vpsapi.devices import ownership, push, service
 from vpsapi.devices.router import param_keys
 
 router = APIRouter(prefix="/api/devices", tags=["devices"])
@@ -74,4 +77,33 @@ async def rename_device(
 async def unbind_device(vid: str, user: CurrentUser, session: SessionDep) -> Response:
     assert user.user_id is not None
     await ownership.unbind(session, user.user_id, vid)
+    return Response(status_code=204)
+
+
+push_router = APIRouter(prefix="/api/push", tags=["devices"])
+
+
+class PushTokenIn(BaseModel):
+    token: str = Field(min_length=1, max_length=4096)
+    platform: Literal["fcm", "apns", "webhook"] = "fcm"
+
+
+class PushTokenDeleteIn(BaseModel):
+    token: str = Field(min_length=1, max_length=4096)
+
+
+@push_router.post("/tokens", status_code=204, response_class=Response)
+async def save_push_token(body: PushTokenIn, user: CurrentUser, session: SessionDep) -> Response:
+    assert user.user_id is not None
+    await push.save_token(session, user.user_id, body.platform, body.token)
+    return Response(status_code=204)
+
+
+@push_router.delete("/tokens", status_code=204, response_class=Response)
+async def delete_push_token(
+    body: PushTokenDeleteIn, user: CurrentUser, session: SessionDep
+) -> Response:
+    assert user.user_id is not None
+    if not await push.delete_token(session, user.user_id, body.token):
+        raise NotFound(body={"error": "Push token not found"})
     return Response(status_code=204)

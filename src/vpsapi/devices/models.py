@@ -64,3 +64,21 @@ class UserDevice(IdMixin, TimestampMixin, Base):
         Index("ix_user_devices_user_device", "user_id", "device_id", unique=True),
         Index("ix_user_devices_device_id", "device_id"),
     )
+
+
+class PushToken(IdMixin, TimestampMixin, Base):
+    """A phone's push token (FCM, APNs or a webhook URL) owned by one user."""
+
+    __tablename__ = "push_tokens"
+
+    user_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )
+    platform: Mapped[str] = mapped_column(String(16), nullable=False)
+    token: Mapped[str] = mapped_column(String(4096), nullable=False)
+    token_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+
+    __table_args__ = (
+        Index("ix_push_tokens_token_hash", "token_hash", unique=True),
+        Index("ix_push_tokens_user_id", "user_id"),
+    )

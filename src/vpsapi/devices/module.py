@@ -10,6 +10,7 @@ import structlog
 from vpsapi.core.modules import Module
 from vpsapi.core.ratelimit import TierRule
 from vpsapi.devices import service
+from vpsapi.devices.app_router import push_router
 from vpsapi.devices.app_router import router as app_router
 from vpsapi.devices.router import router
 from vpsapi.devices.search import DeviceSearch
@@ -43,7 +44,7 @@ async def devices_lifespan(app: Any) -> AsyncIterator[None]:
 MODULE = Module(
     name="devices",
     description="Camera devices: seed-003 registration, binding and VID resolution",
-    routers=[router, app_router],
+    routers=[router, app_router, push_router],
     lifespan=devices_lifespan,
     search_providers=[DeviceSearch()],
     rate_limit_rules=[

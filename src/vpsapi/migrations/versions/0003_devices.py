@@ -79,9 +79,23 @@ def upgrade() -> None:
         "ix_user_devices_user_device", "user_devices", ["user_id", "device_id"], unique=True
     )
     op.create_index("ix_user_devices_device_id", "user_devices", ["device_id"])
+    op.create_table(
+        "push_tokens",
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column(
+            "user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+        ),
+        sa.Column("platform", sa.String(16), nullable=False),
+        sa.Column("token", sa.String(4096), nullable=False),
+        sa.Column("token_hash", sa.String(64), nullable=False),
+        *_stamps(),
+    )
+    op.create_index("ix_push_tokens_token_hash", "push_tokens", ["token_hash"], unique=True)
+    op.create_index("ix_push_tokens_user_id", "push_tokens", ["user_id"])
 
 
 def downgrade() -> None:
+    op.drop_table("push_tokens")
     op.drop_table("user_devices")
     op.drop_table("device_bindings")
     op.drop_table("devices")
