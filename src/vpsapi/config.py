@@ -77,6 +77,15 @@ class Settings(BaseSettings):
     rate_limit_ai: str = "50/hour"
     rate_limit_swarm: str = "50/15minutes"
     rate_limit_citypulse: str = "200/15minutes"
+    # ---- devices: the seed-003 app polls /api/hello/query every 2 s during setup
+    rate_limit_devices: str = "600/minute"
+    # "kid:secret,kid:secret": the first encrypts service params, all decrypt (rotation).
+    # Unset: one key is generated into DATA_DIR/device-param-key.
+    device_param_keys: SecretStr | None = None
+    # A device is shown offline when no heartbeat/registration arrived for this long.
+    device_offline_after: int = 300
+    # When set, cameras must send `X-Device-Token` on register and heartbeat.
+    device_api_token: SecretStr | None = None
     rate_limit_window_ms: int | None = None
     rate_limit_max_requests: int | None = None
 

@@ -3,8 +3,9 @@
 from vpsapi.auth import models as auth_models
 from vpsapi.citypulse import models as citypulse_models
 from vpsapi.core.db import Base
+from vpsapi.devices import models as devices_models
 from vpsapi.jobs import models as jobs_models
 
 metadata = Base.metadata
 
-__all__ = ["auth_models", "citypulse_models", "jobs_models", "metadata"]
+__all__ = ["auth_models", "citypulse_models", "devices_models", "jobs_models", "metadata"]

@@ -49,6 +49,7 @@ def tier_limits(settings: Settings) -> dict[str, RateLimitItem]:
         "ai": parse(settings.rate_limit_ai),
         "swarm": parse(settings.rate_limit_swarm),
         "citypulse": parse(settings.rate_limit_citypulse),
+        "devices": parse(settings.rate_limit_devices),
     }
 
 

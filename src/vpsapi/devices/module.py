@@ -1,3 +1,56 @@
-from vpsapi.core.modules import Module
+from __future__ import annotations
 
-MODULE = Module(name="devices", description="(not built yet)")
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+
+from vpsapi.core.modules import Module
+from vpsapi.core.ratelimit import TierRule
+from vpsapi.devices import service
+from vpsapi.devices.app_router import push_router
+from vpsapi.devices.app_router import router as app_router
+from vpsapi.devices.router import router
+from vpsapi.devices.search import DeviceSearch
+
+log = structlog.get_logger(__name__)
+CLEANUP_INTERVAL_S = 3600
+
+
+async def _cleanup_loop(app: Any) -> None:
+    while True:
+        try:
+            async with app.state.db.session() as session:
+                removed = await service.delete_expired_bindings(session)
+            log.info("devices.bindings_cleaned", removed=removed)
+        except Exception:  # keep the loop alive; the next hour retries
+            log.exception("devices.cleanup_failed")
+        await asyncio.sleep(CLEANUP_INTERVAL_S)
+
+
+@contextlib.asynccontextmanager
+async def devices_lifespan(app: Any) -> AsyncIterator[None]:
+    task = asyncio.create_task(_cleanup_loop(app))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+MODULE = Module(
+    name="devices",
+    description="Camera devices: seed-003 registration, binding and VID resolution",
+    routers=[router, app_router, push_router],
+    lifespan=devices_lifespan,
+    search_providers=[DeviceSearch()],
+    rate_limit_rules=[
+        TierRule("/api/hello", "devices"),
+        TierRule("/api/vuid", "devices"),
+        TierRule("/api/auth/service-param", "devices"),
+        TierRule("/api/devices", "devices"),
+    ],
+)

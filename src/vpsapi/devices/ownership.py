@@ -1,0 +1,90 @@
+"""Which user owns which device (app side, no HTTP)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from vpsapi.core.db import utcnow
+from vpsapi.core.errors import Conflict, NotFound
+from vpsapi.devices.models import Device, DeviceBinding, UserDevice
+from vpsapi.devices.params import ParamKeys
+
+OwnedDevice = tuple[UserDevice, Device]
+
+
+async def bind(
+    session: AsyncSession,
+    keys: ParamKeys,
+    user_id: str,
+    vid: str,
+    name: str | None,
+    password: str | None,
+) -> OwnedDevice:
+    """Link a device to the user whose live `<user_id>_binding` names it."""
+    binding = (
+        await session.execute(
+            select(DeviceBinding).where(
+                DeviceBinding.binding_key == f"{user_id}_binding",
+                DeviceBinding.virtual_id == vid,
+                DeviceBinding.expires_at > utcnow(),
+            )
+        )
+    ).scalar_one_or_none()
+    if binding is None:
+        raise NotFound(
+            "No pending binding of this device for you", body={"error": "Binding not found"}
+        )
+    device = (await session.execute(select(Device).where(Device.virtual_id == vid))).scalar_one()
+    owned = UserDevice(
+        user_id=user_id,
+        device_id=device.id,
+        name=name or device.model or vid,
+        password_sealed=keys.seal({"password": password}) if password else None,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(owned)
+    except IntegrityError:
+        raise Conflict(body={"error": "Device already bound"}) from None
+    await session.delete(binding)
+    return owned, device
+
+
+async def list_owned(session: AsyncSession, user_id: str) -> list[OwnedDevice]:
+    rows = await session.execute(
+        select(UserDevice, Device)
+        .join(Device, Device.id == UserDevice.device_id)
+        .where(UserDevice.user_id == user_id)
+        .order_by(UserDevice.created_at)
+    )
+    return [(owned, device) for owned, device in rows.tuples()]
+
+
+async def get_owned(session: AsyncSession, user_id: str, vid: str) -> OwnedDevice:
+    row = (
+        (
+            await session.execute(
+                select(UserDevice, Device)
+                .join(Device, Device.id == UserDevice.device_id)
+                .where(UserDevice.user_id == user_id, Device.virtual_id == vid)
+            )
+        )
+        .tuples()
+        .one_or_none()
+    )
+    if row is None:
+        raise NotFound(body={"error": "Device not found"})
+    return row[0], row[1]
+
+
+async def rename(session: AsyncSession, user_id: str, vid: str, name: str) -> OwnedDevice:
+    owned, device = await get_owned(session, user_id, vid)
+    owned.name = name
+    return owned, device
+
+
+async def unbind(session: AsyncSession, user_id: str, vid: str) -> None:
+    owned, _ = await get_owned(session, user_id, vid)
+    await session.delete(owned)

@@ -1,0 +1,196 @@
+"""Seed-003 device protocol endpoints; bodies follow the seed exactly."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from vpsapi.core.db import SessionDep
+from vpsapi.core.errors import BadRequest, NotFound, Unauthorized
+from vpsapi.devices import service
+from vpsapi.devices.params import ParamKeys
+
+router = APIRouter(prefix="/api", tags=["devices"])
+
+
+class ConfirmOut(BaseModel):
+    success: bool = True
+    message: str = "Previous binding cleared"
+
+
+class ValueOut(BaseModel):
+    value: str
+
+
+class RegisterOut(BaseModel):
+    success: bool = True
+    virtualId: str
+    message: str = "Device registered successfully"
+
+
+class ServiceParamOut(BaseModel):
+    serviceParam: str
+
+
+class VuidOut(BaseModel):
+    uid: str
+    supplier: str | None = None
+    cluster: str | None = None
+    online: bool | None = None
+
+
+class HeartbeatOut(BaseModel):
+    success: bool = True
+    online: bool = True
+    lastSeen: str
+
+
+def _require_device_token(request: Request) -> None:
+    expected = request.app.state.settings.device_api_token
+    if expected is None:
+        return
+    given = request.headers.get("x-device-token", "")
+    if not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
+        raise Unauthorized(body={"error": "Invalid device token"})
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    return body if isinstance(body, dict) else {}
+
+
+async def _binding_key(request: Request) -> str:
+    key = (await _json_body(request)).get("key")
+    if not isinstance(key, str) or not key or len(key) > 300:
+        raise BadRequest(body={"error": "Missing key parameter"})
+    return key
+
+
+def _length_error(body: dict[str, Any], path: str, lo: int, hi: int, optional: bool) -> bool:
+    value = body.get(path)
+    if value is None and optional:
+        return False
+    return not isinstance(value, str) or not lo <= len(value) <= hi
+
+
+def _validate_registration(body: dict[str, Any]) -> None:
+    """express-validator rules of the seed, answered in its `{errors: [...]}` shape."""
+    rules = [("realDeviceId", 16, 64, False), ("userId", 1, 255, False), ("model", 0, 64, True)]
+    errors = []
+    for path, lo, hi, optional in rules:
+        if _length_error(body, path, lo, hi, optional):
+            error: dict[str, Any] = {"type": "field", "msg": "Invalid value", "path": path}
+            if path in body:
+                error["value"] = body[path]
+            error["location"] = "body"
+            errors.append(error)
+    for path in ("firmwareVersion", "supplier", "cluster"):
+        value = body.get(path)
+        if value is not None and (not isinstance(value, str) or len(value) > 64):
+            errors.append(
+                {
+                    "type": "field",
+                    "value": value,
+                    "msg": "Invalid value",
+                    "path": path,
+                    "location": "body",
+                }
+            )
+    if errors:
+        raise BadRequest(body={"errors": errors})
+
+
+@router.post("/hello/confirm", response_model=ConfirmOut)
+async def confirm(request: Request, session: SessionDep) -> ConfirmOut:
+    await service.clear_binding(session, await _binding_key(request))
+    return ConfirmOut()
+
+
+@router.post(
+    "/hello/query", response_model=ValueOut, responses={404: {"description": "Binding not found"}}
+)
+async def query(request: Request, session: SessionDep) -> ValueOut:
+    value = await service.query_binding(session, await _binding_key(request))
+    if value is None:
+        raise NotFound(body={"error": "Binding not found"})
+    return ValueOut(value=value)
+
+
+@router.post("/hello/register", response_model=RegisterOut)
+async def register(request: Request, session: SessionDep) -> RegisterOut:
+    _require_device_token(request)
+    body = await _json_body(request)
+    _validate_registration(body)
+    vid = await service.register(
+        session,
+        service.Registration(
+            real_device_id=body["realDeviceId"],
+            user_id=body["userId"],
+            model=body.get("model"),
+            firmware_version=body.get("firmwareVersion"),
+            supplier=body.get("supplier"),
+            cluster=body.get("cluster"),
+        ),
+    )
+    return RegisterOut(virtualId=vid)
+
+
+@router.get("/vuid/{vid}", response_model=VuidOut, response_model_exclude_unset=True)
+async def resolve(vid: str, request: Request, session: SessionDep) -> VuidOut | JSONResponse:
+    device = await service.resolve_vid(session, vid)
+    if device is None:
+        # Not a known VID: the seed assumes it is already a real device id.
+        return JSONResponse({"uid": vid})
+    return VuidOut(
+        uid=device.real_device_id,
+        supplier=device.supplier,
+        cluster=device.cluster,
+        online=service.is_online(device, request.app.state.settings.device_offline_after),
+    )
+
+
+@router.post(
+    "/devices/{vid}/heartbeat",
+    response_model=HeartbeatOut,
+    responses={401: {"description": "Invalid device token"}, 404: {"description": "Unknown"}},
+)
+async def heartbeat(vid: str, request: Request, session: SessionDep) -> HeartbeatOut:
+    _require_device_token(request)
+    device = await service.heartbeat(session, vid)
+    if device is None or device.last_seen is None:
+        raise NotFound(body={"error": "Device not found"})
+    return HeartbeatOut(lastSeen=device.last_seen.isoformat().replace("+00:00", "Z"))
+
+
+def param_keys(request: Request) -> ParamKeys:
+    keys = getattr(request.app.state, "device_param_keys", None)
+    if keys is None:
+        keys = request.app.state.device_param_keys = ParamKeys.from_settings(
+            request.app.state.settings
+        )
+    return keys
+
+
+@router.post(
+    "/auth/service-param",
+    response_model=ServiceParamOut,
+    responses={404: {"description": "Device not found"}},
+)
+async def service_param(request: Request, session: SessionDep) -> ServiceParamOut:
+    device_id = (await _json_body(request)).get("deviceId")
+    # The app sends a string; the Veepai API shape is a one-element list.
+    if isinstance(device_id, list) and len(device_id) == 1:
+        device_id = device_id[0]
+    if not isinstance(device_id, str) or not device_id or len(device_id) > 64:
+        raise BadRequest(body={"error": "Missing deviceId"})
+    param = await service.service_param(session, param_keys(request), device_id)
+    if param is None:
+        raise NotFound(body={"error": "Device not found"})
+    return ServiceParamOut(serviceParam=param)

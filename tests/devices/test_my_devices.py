@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import httpx
+
+
+async def _register(client: httpx.AsyncClient, user_id: str) -> str:
+    body = {"realDeviceId": "REAL" + secrets.token_hex(8).upper(), "userId": user_id}
+    response = await client.post("/api/hello/register", json=body)
+    return str(response.json()["virtualId"])
+
+
+async def test_bind_list_rename_unbind(client: httpx.AsyncClient, create_user: Any) -> None:
+    alice, alice_auth = await create_user()
+    _, bob_auth = await create_user()
+    vid = await _register(client, alice["id"])
+
+    assert (await client.post("/api/devices", json={"vid": vid})).status_code == 401
+    # Bob has no pending binding for this device: the user comes from the token.
+    stolen = await client.post("/api/devices", json={"vid": vid}, headers=bob_auth)
+    assert stolen.status_code == 404
+
+    bound = await client.post(
+        "/api/devices",
+        json={"vid": vid, "name": "Porch", "password": "cam-secret"},
+        headers=alice_auth,
+    )
+    assert bound.status_code == 201, bound.text
+    assert bound.json() == {
+        "vid": vid,
+        "name": "Porch",
+        "model": None,
+        "online": True,
+        "hasPassword": True,
+    }
+    assert "cam-secret" not in bound.text
+    # The binding was consumed: binding twice finds nothing pending.
+    again = await client.post("/api/devices", json={"vid": vid}, headers=alice_auth)
+    assert again.status_code == 404
+
+    listed = await client.get("/api/devices", headers=alice_auth)
+    assert [d["vid"] for d in listed.json()] == [vid]
+    assert (await client.get("/api/devices", headers=bob_auth)).json() == []
+
+    renamed = await client.patch(f"/api/devices/{vid}", json={"name": "Garden"}, headers=alice_auth)
+    assert renamed.json()["name"] == "Garden"
+    for bad in ({"name": ""}, {"name": "x" * 101}, {}):
+        response = await client.patch(f"/api/devices/{vid}", json=bad, headers=alice_auth)
+        assert response.status_code == 400
+    other = await client.patch(f"/api/devices/{vid}", json={"name": "Mine"}, headers=bob_auth)
+    assert other.status_code == 404
+    assert (await client.delete(f"/api/devices/{vid}", headers=bob_auth)).status_code == 404
+
+    assert (await client.delete(f"/api/devices/{vid}", headers=alice_auth)).status_code == 204
+    assert (await client.get("/api/devices", headers=alice_auth)).json() == []
+    assert (await client.delete(f"/api/devices/{vid}", headers=alice_auth)).status_code == 404
+
+
+async def test_bind_validation(client: httpx.AsyncClient, create_user: Any) -> None:
+    _, auth = await create_user()
+    for body in ({}, {"vid": ""}, {"vid": "V" * 65}, {"vid": "VE1", "name": ""}):
+        response = await client.post("/api/devices", json=body, headers=auth)
+        assert response.status_code == 400, body
+    assert (await client.get("/api/devices", headers=auth)).json() == []
+
+
+async def test_search_is_owner_scoped(client: httpx.AsyncClient, create_user: Any) -> None:
+    alice, alice_auth = await create_user()
+    _, bob_auth = await create_user()
+    vid = await _register(client, alice["id"])
+    bound = await client.post(
+        "/api/devices", json={"vid": vid, "name": "Front_door 100%"}, headers=alice_auth
+    )
+    assert bound.status_code == 201
+    params = {"q": "door 100%", "kind": "devices"}
+    mine = await client.get("/api/v1/search", params=params, headers=alice_auth)
+    assert mine.status_code == 200, mine.text
+    assert [r["id"] for r in mine.json()["data"]["results"]] == [vid]
+    theirs = await client.get("/api/v1/search", params=params, headers=bob_auth)
+    assert theirs.json()["data"]["results"] == []
+    wildcard = await client.get(
+        "/api/v1/search", params={"q": "_", "kind": "devices"}, headers=alice_auth
+    )
+    assert [r["id"] for r in wildcard.json()["data"]["results"]] == [vid]
+    nothing = await client.get(
+        "/api/v1/search", params={"q": "%x", "kind": "devices"}, headers=alice_auth
+    )
+    assert nothing.json()["data"]["results"] == []

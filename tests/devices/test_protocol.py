@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import secrets
+from typing import Any
+from urllib.parse import unquote
+
+import httpx
+
+VID = re.compile(r"^VE[A-Z0-9]{13}$")
+
+
+def real_id() -> str:
+    return "REAL" + secrets.token_hex(8).upper()
+
+
+def user_id() -> str:
+    return "u" + secrets.token_hex(6)
+
+
+async def register(client: httpx.AsyncClient, **body: Any) -> httpx.Response:
+    return await client.post("/api/hello/register", json=body)
+
+
+async def test_register_query_resolve_flow(client: httpx.AsyncClient) -> None:
+    rid, uid = real_id(), user_id()
+    missing = await client.post("/api/hello/query", json={"key": f"{uid}_binding"})
+    assert missing.status_code == 404
+    assert missing.json()["error"] == "Binding not found"
+
+    response = await register(client, realDeviceId=rid, userId=uid, model="C1", supplier="VE")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["success"] is True and body["message"] == "Device registered successfully"
+    vid = body["virtualId"]
+    assert VID.match(vid)
+
+    query = await client.post("/api/hello/query", json={"key": f"{uid}_binding"})
+    assert query.status_code == 200
+    value = json.loads(unquote(query.json()["value"]))
+    assert value["vuid"] == vid and value["userid"] == uid
+    assert value["C2Net"]["Status"] == 1 and value["C2Net"]["FCode"] == 4097
+    assert value["R2SVR"]["Status"] == 1 and value["B2SVR"]["TStep"] == 3
+
+    resolved = await client.get(f"/api/vuid/{vid}")
+    assert resolved.json() == {"uid": rid, "supplier": "VE", "cluster": None, "online": True}
+    unknown = await client.get("/api/vuid/SOMEREALID123")
+    assert unknown.json() == {"uid": "SOMEREALID123"}
+
+    again = await register(client, realDeviceId=rid, userId=uid)
+    assert again.json()["virtualId"] == vid
+
+    cleared = await client.post("/api/hello/confirm", json={"key": f"{uid}_binding"})
+    assert cleared.json() == {"success": True, "message": "Previous binding cleared"}
+    gone = await client.post("/api/hello/query", json={"key": f"{uid}_binding"})
+    assert gone.status_code == 404
+
+
+async def test_missing_key_is_400(client: httpx.AsyncClient) -> None:
+    for path in ("/api/hello/query", "/api/hello/confirm"):
+        for body in ({}, {"key": ""}, {"key": 5}, [1]):
+            response = await client.post(path, json=body)
+            assert response.status_code == 400
+            assert response.json()["error"] == "Missing key parameter"
+        raw = await client.post(
+            path, content=b"{not json", headers={"content-type": "application/json"}
+        )
+        assert raw.status_code == 400
+
+
+async def test_register_validation_errors(client: httpx.AsyncClient) -> None:
+    response = await register(client, realDeviceId="short", model="x" * 65)
+    assert response.status_code == 400
+    errors = response.json()["errors"]
+    assert {
+        "type": "field",
+        "value": "short",
+        "msg": "Invalid value",
+        "path": "realDeviceId",
+        "location": "body",
+    } in errors
+    assert {"type": "field", "msg": "Invalid value", "path": "userId", "location": "body"} in errors
+    assert [e["path"] for e in errors] == ["realDeviceId", "userId", "model"]
+    bad_type = await register(client, realDeviceId=123456789012345678, userId=user_id())
+    assert bad_type.status_code == 400
+    # Nothing was stored for a rejected registration.
+    assert (await client.get("/api/vuid/short")).json() == {"uid": "short"}
+
+
+async def test_concurrent_registrations(client: httpx.AsyncClient) -> None:
+    distinct = await asyncio.gather(
+        *(register(client, realDeviceId=real_id(), userId=user_id()) for _ in range(50))
+    )
+    assert all(r.status_code == 200 for r in distinct), [r.text for r in distinct][:3]
+    assert len({r.json()["virtualId"] for r in distinct}) == 50
+
+    rid = real_id()
+    same = await asyncio.gather(
+        *(register(client, realDeviceId=rid, userId=user_id()) for _ in range(20))
+    )
+    assert all(r.status_code == 200 for r in same), [r.text for r in same][:3]
+    assert len({r.json()["virtualId"] for r in same}) == 1

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import secrets
+
+import httpx
+
+from vpsapi.config import Settings
+from vpsapi.devices.params import ParamKeys
+
+
+async def _device(client: httpx.AsyncClient) -> tuple[str, str]:
+    rid = "REAL" + secrets.token_hex(8).upper()
+    response = await client.post(
+        "/api/hello/register", json={"realDeviceId": rid, "userId": "u1", "supplier": "VSTC"}
+    )
+    return rid, response.json()["virtualId"]
+
+
+async def test_service_param_sealed_and_cached(client: httpx.AsyncClient) -> None:
+    rid, vid = await _device(client)
+    first = await client.post("/api/auth/service-param", json={"deviceId": vid})
+    assert first.status_code == 200, first.text
+    param = first.json()["serviceParam"]
+    assert rid not in param and "secret" not in param
+    by_real = await client.post("/api/auth/service-param", json={"deviceId": [rid]})
+    assert by_real.json() == {"serviceParam": param}
+
+
+async def test_service_param_errors(client: httpx.AsyncClient) -> None:
+    for body in ({}, {"deviceId": ""}, {"deviceId": ["a", "b"]}, {"deviceId": 3}):
+        response = await client.post("/api/auth/service-param", json=body)
+        assert response.status_code == 400
+        assert response.json()["error"] == "Missing deviceId"
+    missing = await client.post("/api/auth/service-param", json={"deviceId": "VENOSUCHDEVICE1"})
+    assert missing.status_code == 404
+    assert missing.json()["error"] == "Device not found"
+
+
+def test_key_rotation_opens_old_params() -> None:
+    old = ParamKeys.from_settings(Settings(device_param_keys="k1:first-secret"))
+    token = old.seal({"deviceId": "D"})
+    rotated = ParamKeys.from_settings(Settings(device_param_keys="k2:second,k1:first-secret"))
+    assert rotated.current == "k2"
+    assert rotated.open(token) == {"deviceId": "D"}
+    assert rotated.key_id(rotated.seal({"a": 1})) == "k2"
