@@ -101,6 +101,16 @@ async def _read_login(request: Request) -> OAuthLoginRequest:
         raise ValidationFailed(validation_details(exc.errors())) from exc
 
 
+def _oauth_answer(tokens: service.IssuedTokens) -> dict[str, Any]:
+    return {
+        "access_token": tokens.access_token,
+        "token_type": "bearer",
+        "expires_in": tokens.expires_in,
+        "refresh_token": tokens.refresh_token,
+        "user": UserOut.model_validate(tokens.user).model_dump(by_alias=True, mode="json"),
+    }
+
+
 @legacy_router.post(
     "/login",
     response_model=OAuthTokenResponse,
@@ -118,13 +128,7 @@ async def oauth_login(request: Request, session: SessionDep, codec: CodecDep) ->
         ip=client_ip(request),
         user_agent=request.headers.get("user-agent"),
     )
-    return {
-        "access_token": tokens.access_token,
-        "token_type": "bearer",
-        "expires_in": tokens.expires_in,
-        "refresh_token": tokens.refresh_token,
-        "user": UserOut.model_validate(tokens.user).model_dump(by_alias=True, mode="json"),
-    }
+    return _oauth_answer(tokens)
 
 
 @legacy_router.post("/refresh", response_model=OAuthTokenResponse, summary="Rotate a refresh token")
@@ -132,13 +136,7 @@ async def oauth_refresh(
     request: Request, body: RefreshRequest, session: SessionDep, codec: CodecDep
 ) -> dict[str, Any]:
     tokens = await service.refresh(session, codec, body.refresh_token, ip=client_ip(request))
-    return {
-        "access_token": tokens.access_token,
-        "token_type": "bearer",
-        "expires_in": tokens.expires_in,
-        "refresh_token": tokens.refresh_token,
-        "user": UserOut.model_validate(tokens.user).model_dump(by_alias=True, mode="json"),
-    }
+    return _oauth_answer(tokens)
 
 
 @legacy_router.post("/logout", response_model=MessageData, summary="Revoke this login")

@@ -161,8 +161,18 @@ async def list_jobs_v1(
     return envelope(JobPage(items=jobs, nextCursor=next_cursor))
 
 
-async def _cancel(
-    request: Request, job_id: str, principal: Principal, session: SessionDep
+_CANCEL_DOC = {
+    "response_model": JobOut,
+    "response_model_exclude_none": True,
+    "summary": "Cancel a pending or running job (status CANCELLED)",
+    "responses": {**_LEGACY_ERRORS, 409: {"description": "job already finished"}},
+}
+
+
+@router.delete("/api/jobs/{job_id}", **_CANCEL_DOC)  # type: ignore[arg-type]
+@router.post("/api/jobs/{job_id}/cancel", **_CANCEL_DOC)  # type: ignore[arg-type]
+async def cancel_job(
+    request: Request, job_id: str, principal: CurrentPrincipal, session: SessionDep
 ) -> JobOut:
     job = await service.cancel_job(session, principal, job_id)
     await session.commit()
@@ -170,32 +180,6 @@ async def _cancel(
     await engine.publish(job)
     await engine.request_cancel(job_id)
     return service.job_out(job)
-
-
-@router.delete(
-    "/api/jobs/{job_id}",
-    response_model=JobOut,
-    response_model_exclude_none=True,
-    summary="Cancel a pending or running job (status CANCELLED)",
-    responses={**_LEGACY_ERRORS, 409: {"description": "job already finished"}},
-)
-async def cancel_job(
-    request: Request, job_id: str, principal: CurrentPrincipal, session: SessionDep
-) -> JobOut:
-    return await _cancel(request, job_id, principal, session)
-
-
-@router.post(
-    "/api/jobs/{job_id}/cancel",
-    response_model=JobOut,
-    response_model_exclude_none=True,
-    summary="Cancel a pending or running job (status CANCELLED)",
-    responses={**_LEGACY_ERRORS, 409: {"description": "job already finished"}},
-)
-async def cancel_job_post(
-    request: Request, job_id: str, principal: CurrentPrincipal, session: SessionDep
-) -> JobOut:
-    return await _cancel(request, job_id, principal, session)
 
 
 # ---- SSE ----------------------------------------------------------------------------
