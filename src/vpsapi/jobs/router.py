@@ -229,7 +229,11 @@ async def job_progress(
                     job, seq = service.job_out(record), record.seq
                 if seq > sent:
                     sent = seq
-                    yield {"id": str(seq), "data": job.model_dump_json(exclude_none=True)}
+                    yield {
+                        "event": "message",  # explicit, as seed 000 documents it
+                        "id": str(seq),
+                        "data": job.model_dump_json(exclude_none=True),
+                    }
                 if job.status in TERMINAL:
                     if job.status == FAILED:
                         yield {
