@@ -206,18 +206,25 @@ def _mask(value: str) -> str:
 
 
 def read_or_create_secret(path: Path, nbytes: int = 48) -> str:
-    """Read a secret kept in a file, creating it (mode 0600) on first use."""
+    """Read a secret kept in a file, creating it (mode 0600) on first use.
+
+    The file is written under a temporary name and linked into place, so a process
+    starting at the same moment sees either no file or the whole secret."""
     try:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
     value = secrets.token_urlsafe(nbytes)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process created it first: use theirs
-        return path.read_text().strip()
+    staging = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(value + "\n")
+    try:
+        os.link(staging, path)
+    except FileExistsError:  # another process won: use its secret
+        value = path.read_text().strip()
+    finally:
+        staging.unlink()
     return value
 
 
