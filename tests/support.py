@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -117,3 +118,49 @@ def start_server(
         time.sleep(0.2)
     process.kill()
     raise RuntimeError(f"server did not start: {log_path.read_text()[-3000:]}")
+
+
+def render_nginx_site(tmp: Path, upstreams: list[str], port: int) -> Path:
+    """The deployed site with test certificates, a loopback port and our upstreams."""
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    site = (ROOT / "deploy" / "nginx" / "vpsapi.conf").read_text()
+    site = re.sub(
+        r"upstream vpsapi \{.*?\n\}",
+        "upstream vpsapi {\n"
+        + "".join(f"    server {u} max_fails=1 fail_timeout=2s;\n" for u in upstreams)
+        + "    keepalive 16;\n}",
+        site,
+        flags=re.S,
+    )
+    site = site.replace("/etc/letsencrypt/live/api.example.com/fullchain.pem", str(cert))
+    site = site.replace("/etc/letsencrypt/live/api.example.com/privkey.pem", str(key))
+    site = site.replace("listen 443 ssl", f"listen 127.0.0.1:{port} ssl")
+    site = site.replace("listen 80;", f"listen 127.0.0.1:{free_port()};")
+    (tmp / "logs").mkdir(exist_ok=True)
+    conf = tmp / "nginx.conf"
+    conf.write_text(
+        f"daemon off;\npid {tmp}/nginx.pid;\nerror_log {tmp}/logs/error.log;\nevents {{}}\n"
+        f"http {{\naccess_log {tmp}/logs/access.log;\nclient_body_temp_path {tmp}/body;\n"
+        f"proxy_temp_path {tmp}/proxy;\n{site}\n}}\n"
+    )
+    return conf

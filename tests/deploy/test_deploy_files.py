@@ -12,46 +12,14 @@ import httpx
 import pytest
 import yaml
 
-from support import ROOT
+from support import ROOT, free_port, render_nginx_site
 
 DEPLOY = ROOT / "deploy"
 
 
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed (CI installs it)")
 def test_nginx_site_passes_nginx_t(tmp_path: Path) -> None:
-    site = (DEPLOY / "nginx" / "vpsapi.conf").read_text()
-    cert = tmp_path / "cert.pem"
-    key = tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=test",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "1",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    site = site.replace("/etc/letsencrypt/live/api.example.com/fullchain.pem", str(cert))
-    site = site.replace("/etc/letsencrypt/live/api.example.com/privkey.pem", str(key))
-    site = re.sub(r"listen 443 ssl", "listen 127.0.0.1:18443 ssl", site)
-    site = re.sub(r"listen 80;", "listen 127.0.0.1:18080;", site)
-    (tmp_path / "logs").mkdir()
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(
-        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/logs/error.log;\n"
-        f"events {{}}\nhttp {{\naccess_log off;\nclient_body_temp_path {tmp_path};\n{site}\n}}\n"
-    )
+    conf = render_nginx_site(tmp_path, ["127.0.0.1:8000", "127.0.0.1:8001"], free_port())
     result = subprocess.run(
         ["nginx", "-t", "-p", str(tmp_path), "-c", str(conf)], capture_output=True, text=True
     )

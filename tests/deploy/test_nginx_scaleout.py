@@ -5,7 +5,6 @@ rate limit holds across both processes."""
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support import ROOT, SHARED_API_KEY, free_port
+from support import SHARED_API_KEY, free_port, render_nginx_site
 
 pytestmark = [
     pytest.mark.multiprocess,
@@ -24,52 +23,6 @@ pytestmark = [
         shutil.which("nginx") is None, reason="nginx is not installed (CI installs it)"
     ),
 ]
-
-
-def render_site(tmp: Path, upstreams: list[str], port: int) -> Path:
-    """The deployed site with test certificates, a loopback port and our upstreams."""
-    cert, key = tmp / "cert.pem", tmp / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "1",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    site = (ROOT / "deploy" / "nginx" / "vpsapi.conf").read_text()
-    site = re.sub(
-        r"upstream vpsapi \{.*?\n\}",
-        "upstream vpsapi {\n"
-        + "".join(f"    server {u} max_fails=1 fail_timeout=2s;\n" for u in upstreams)
-        + "    keepalive 16;\n}",
-        site,
-        flags=re.S,
-    )
-    site = site.replace("/etc/letsencrypt/live/api.example.com/fullchain.pem", str(cert))
-    site = site.replace("/etc/letsencrypt/live/api.example.com/privkey.pem", str(key))
-    site = site.replace("listen 443 ssl", f"listen 127.0.0.1:{port} ssl")
-    site = site.replace("listen 80;", f"listen 127.0.0.1:{free_port()};")
-    (tmp / "logs").mkdir(exist_ok=True)
-    conf = tmp / "nginx.conf"
-    conf.write_text(
-        f"daemon off;\npid {tmp}/nginx.pid;\nerror_log {tmp}/logs/error.log;\nevents {{}}\n"
-        f"http {{\naccess_log {tmp}/logs/access.log;\nclient_body_temp_path {tmp}/body;\n"
-        f"proxy_temp_path {tmp}/proxy;\n{site}\n}}\n"
-    )
-    return conf
 
 
 @pytest.fixture
@@ -82,7 +35,7 @@ def behind_nginx(settings_factory, server_factory, backend, tmp_path: Path) -> I
     extra = {"RATE_LIMIT_DEFAULT": "1000/minute", "JOBS_INPROCESS_WORKERS": "true"}
     servers = [server_factory(settings, **extra), server_factory(settings, **extra)]
     port = free_port()
-    conf = render_site(tmp_path, [s.base_url.removeprefix("http://") for s in servers], port)
+    conf = render_nginx_site(tmp_path, [s.base_url.removeprefix("http://") for s in servers], port)
     nginx = subprocess.Popen(
         ["nginx", "-p", str(tmp_path), "-c", str(conf)], stderr=subprocess.PIPE
     )
