@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -63,23 +65,25 @@ KeyOption = Annotated[
 ]
 
 
-def _client(settings: Settings, url: str | None, api_key: str | None) -> httpx.Client:
+@contextmanager
+def _client(settings: Settings, url: str | None, api_key: str | None) -> Iterator[httpx.Client]:
+    """An HTTP client for the API, holding a JWT fetched with the API key."""
     base = url or f"http://{settings.host}:{settings.port}"
     key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
     if not key:
         err_console.print("[red]No API key:[/red] pass --api-key or set API_KEY")
         raise typer.Exit(2)
-    client = httpx.Client(base_url=base, timeout=30)
-    try:
-        response = client.post("/api/auth/token", headers={"X-API-Key": key})
-    except httpx.HTTPError as exc:
-        err_console.print(f"[red]Cannot reach {base}:[/red] {exc}")
-        raise typer.Exit(1) from exc
-    if response.status_code != 200:
-        err_console.print(f"[red]Token request failed:[/red] {response.text}")
-        raise typer.Exit(1)
-    client.headers["Authorization"] = f"Bearer {response.json()['token']}"
-    return client
+    with httpx.Client(base_url=base, timeout=30) as client:
+        try:
+            response = client.post("/api/auth/token", headers={"X-API-Key": key})
+        except httpx.HTTPError as exc:
+            err_console.print(f"[red]Cannot reach {base}:[/red] {exc}")
+            raise typer.Exit(1) from exc
+        if response.status_code != 200:
+            err_console.print(f"[red]Token request failed:[/red] {response.text}")
+            raise typer.Exit(1)
+        client.headers["Authorization"] = f"Bearer {response.json()['token']}"
+        yield client
 
 
 def _check(response: httpx.Response) -> Any:
