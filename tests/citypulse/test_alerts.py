@@ -9,20 +9,8 @@ BASE = "/api/v1/citypulse"
 
 
 @pytest.fixture
-async def manager(create_user: Any) -> dict[str, str]:
-    _, headers = await create_user("manager")
-    return headers
-
-
-@pytest.fixture
-async def sensor(client: httpx.AsyncClient, manager: dict[str, str]) -> dict:
-    building = await client.post(f"{BASE}/buildings", json={"name": "Kita"}, headers=manager)
-    created = await client.post(
-        f"{BASE}/buildings/{building.json()['data']['id']}/sensors",
-        json={"name": "Raum 1", "kind": "temperature", "unit": "°C"},
-        headers=manager,
-    )
-    return created.json()["data"]
+async def sensor(make_sensor: Any) -> dict:
+    return await make_sensor("Kita", "Raum 1", "temperature", "°C")
 
 
 async def _send(

@@ -9,12 +9,6 @@ BASE = "/api/v1/citypulse"
 
 
 @pytest.fixture
-async def manager(create_user: Any) -> dict[str, str]:
-    _, headers = await create_user("manager")
-    return headers
-
-
-@pytest.fixture
 async def reader(create_user: Any) -> dict[str, str]:
     _, headers = await create_user("user")
     return headers

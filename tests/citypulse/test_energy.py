@@ -3,7 +3,6 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import httpx
 import pytest
@@ -20,12 +19,6 @@ def _iso(moment: datetime) -> str:
 def _power(i: int, phase: float) -> float:
     """A daily load curve with some noise-like variation, in kW."""
     return round(20 + 10 * math.sin((i % 96) / 96 * 2 * math.pi + phase) + (i * 13 % 7), 3)
-
-
-@pytest.fixture
-async def manager(create_user: Any) -> dict[str, str]:
-    _, headers = await create_user("manager")
-    return headers
 
 
 async def _sensor(client: httpx.AsyncClient, headers: dict, building_id: str, kind: str) -> str:

@@ -12,20 +12,8 @@ START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-async def manager(create_user: Any) -> dict[str, str]:
-    _, headers = await create_user("manager")
-    return headers
-
-
-@pytest.fixture
-async def sensor(client: httpx.AsyncClient, manager: dict[str, str]) -> dict:
-    building = await client.post(f"{BASE}/buildings", json={"name": "Schule"}, headers=manager)
-    created = await client.post(
-        f"{BASE}/buildings/{building.json()['data']['id']}/sensors",
-        json={"name": "Zähler", "kind": "electricity", "unit": "kW"},
-        headers=manager,
-    )
-    return created.json()["data"]
+async def sensor(make_sensor: Any) -> dict:
+    return await make_sensor("Schule", "Zähler", "electricity", "kW")
 
 
 def _iso(moment: datetime) -> str:
