@@ -17,6 +17,7 @@ from vpsapi.auth import service as auth_service
 from vpsapi.auth.module import MODULE as AUTH
 from vpsapi.citypulse.module import MODULE as CITYPULSE
 from vpsapi.config import Settings, get_settings
+from vpsapi.console.module import MODULE as CONSOLE
 from vpsapi.core.db import Database
 from vpsapi.core.errors import install_error_handlers, register_fastapi_style
 from vpsapi.core.events import EventBus, RedisEventBus
@@ -34,7 +35,7 @@ from vpsapi.ops.module import MODULE as OPS
 
 log = structlog.get_logger("vpsapi.app")
 
-MODULES: list[Module] = [HEALTH, AUTH, INFO, JOBS, OPS, DEVICES, CITYPULSE]
+MODULES: list[Module] = [HEALTH, AUTH, INFO, JOBS, OPS, DEVICES, CITYPULSE, CONSOLE]
 
 
 def announce_admin_password(password: str, settings: Settings) -> None:

@@ -1,0 +1,1 @@
+"""The operator console: a browser dashboard served at `/`, built on the public API only."""

@@ -1,0 +1,37 @@
+"""Serves the console: `/` is its page, `/console/...` its static files (ES modules, CSS,
+the vendored chart library). Nothing here is API: these paths sit outside `/api`, so the
+rate limits do not apply to them, and the console reaches the data through the public API
+like any other client."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+from starlette.responses import Response
+from starlette.staticfiles import StaticFiles
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+# Revalidate on every load (a cheap 304 through the ETag): after an upgrade the browser
+# never mixes old and new modules.
+NO_CACHE = {"Cache-Control": "no-cache"}
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.api_route("/", methods=["GET", "HEAD"])
+async def console_page() -> FileResponse:
+    return FileResponse(STATIC_DIR / "index.html", headers=NO_CACHE)
+
+
+class ConsoleFiles(StaticFiles):
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers.update(NO_CACHE)
+        return response
+
+
+def static_files(_app: Any) -> ConsoleFiles:
+    return ConsoleFiles(directory=STATIC_DIR)
