@@ -69,16 +69,17 @@ def console_server(
 
 
 @pytest.fixture
-def open_console(browser: Any, console_server: ServerProcess, backend: Any) -> Iterator[Any]:
-    """Open a tab (desktop size unless told) on the console; its problems fail the test."""
+def open_console(browser: Any, backend: Any) -> Iterator[Any]:
+    """Open a tab (desktop size unless told) on a server's console; its problems fail
+    the test."""
     contexts: list[Any] = []
     consoles: list[Console] = []
 
-    def make(viewport: dict[str, int] | None = None) -> Console:
+    def make(server: ServerProcess, viewport: dict[str, int] | None = None) -> Console:
         context = browser.new_context(viewport=viewport or DESKTOP)
         contexts.append(context)
         page = context.new_page()
-        console = Console(page, console_server.base_url, backend.name)
+        console = Console(page, server.base_url, backend.name)
         page.on(
             "console",
             lambda m: m.type == "error" and console.record(f"console: {m.text} @ {m.location}"),

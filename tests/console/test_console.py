@@ -44,7 +44,7 @@ def test_console_page_is_served_with_a_strict_csp(console_server: Any) -> None:
 def test_wrong_password_shows_an_error_and_a_user_sees_no_ops_pages(
     open_console: Any, console_server: Any
 ) -> None:
-    console = open_console()
+    console = open_console(console_server)
     console.allow(r"HTTP 401: POST .*/api/v1/auth/login|status of 401")
     console.open()
     console.page.fill("input[name=login]", "admin@example.com")
@@ -70,8 +70,10 @@ def test_wrong_password_shows_an_error_and_a_user_sees_no_ops_pages(
     console.page.wait_for_selector("form input[name=login]")
 
 
-def test_a_submitted_job_reaches_completed_with_a_full_bar(open_console: Any) -> None:
-    console = open_console()
+def test_a_submitted_job_reaches_completed_with_a_full_bar(
+    open_console: Any, console_server: Any
+) -> None:
+    console = open_console(console_server)
     console.login()
     console.visit("jobs")
     page = console.page
@@ -96,8 +98,10 @@ def test_a_submitted_job_reaches_completed_with_a_full_bar(open_console: Any) ->
     expect(page.locator("dialog[open]")).to_have_count(0)
 
 
-def test_a_bad_job_submission_is_explained_next_to_the_field(open_console: Any) -> None:
-    console = open_console()
+def test_a_bad_job_submission_is_explained_next_to_the_field(
+    open_console: Any, console_server: Any
+) -> None:
+    console = open_console(console_server)
     console.login()
     console.visit("jobs")
     page = console.page
@@ -108,11 +112,11 @@ def test_a_bad_job_submission_is_explained_next_to_the_field(open_console: Any) 
 
 
 def test_a_site_created_in_the_form_is_listed_and_served_by_nginx(
-    open_console: Any, private_nginx: Any
+    open_console: Any, console_server: Any
 ) -> None:
     backend = NamedBackend("one")
     try:
-        console = open_console()
+        console = open_console(console_server)
         # The second attempt below is refused by nginx -t on purpose.
         console.allow(r"HTTP 422: POST .*/api/configs/validate|status of 422")
         console.login()
@@ -160,7 +164,7 @@ def test_the_system_charts_draw_live_samples(open_console: Any, console_server: 
     paths = httpx.get(console_server.base_url + "/openapi.json", timeout=10).json()["paths"]
     if "/api/monitoring/metrics/history" not in paths:
         pytest.skip("this build has no monitoring endpoints yet (WS /ws/monitoring, history)")
-    console = open_console()
+    console = open_console(console_server)
     console.login()
     console.visit("system")
     chart = console.page.locator("[data-chart=cpu_usage]")
@@ -173,11 +177,26 @@ def test_the_system_charts_draw_live_samples(open_console: Any, console_server: 
     console.screenshot("system-live")
 
 
+def test_the_session_is_refreshed_before_the_access_token_expires(
+    open_console: Any, settings_factory: Any, server_factory: Any
+) -> None:
+    server = server_factory(settings_factory(), JWT_EXPIRES_IN="12")
+    console = open_console(server)
+    console.login()
+    read_token = "() => JSON.parse(sessionStorage.getItem('vpsapi.console.session')).accessToken"
+    first = console.page.evaluate(read_token)
+    console.page.wait_for_function(
+        f"(first) => ({read_token})() !== first", arg=first, timeout=WAIT_MS
+    )
+    console.visit("jobs")  # the API accepts the new token: still signed in
+    expect(console.page.locator("#main")).to_contain_text("No jobs yet")
+
+
 @pytest.mark.parametrize("viewport", [None, PHONE], ids=["desktop", "phone"])
 def test_every_page_loads_without_errors(
     open_console: Any, console_server: Any, viewport: Any
 ) -> None:
-    console = open_console(viewport)
+    console = open_console(console_server, viewport)
     if not socketio_mounted(console_server.base_url):
         # Until Socket.IO is served, the buildings page says live updates are off.
         console.allow(r"WebSocket connection to '.*/ws/\?EIO=4")

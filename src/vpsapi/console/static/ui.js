@@ -204,6 +204,7 @@ export function ago(value) {
   const seconds = Math.round((Date.now() - new Date(value).getTime()) / 1000);
   if (Number.isNaN(seconds)) return String(value);
   const abs = Math.abs(seconds);
+  if (abs < 5) return "just now";
   const [n, unit] =
     abs < 60 ? [abs, "s"] : abs < 3600 ? [abs / 60, "min"] : abs < 86400 ? [abs / 3600, "h"] : [abs / 86400, "d"];
   const text = `${Math.floor(n)} ${unit}`;
