@@ -60,6 +60,7 @@ class Console:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         width = self.page.viewport_size["width"]
         path = ARTIFACTS / f"{name}-{width}-{self.backend}.png"
+        self.page.evaluate("window.scrollTo(0, 0)")  # the sticky header stays on top
         self.page.screenshot(path=str(path), full_page=True)
         return path
 

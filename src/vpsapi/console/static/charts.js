@@ -26,11 +26,13 @@ export class TimeChart {
         width: width(),
         height: HEIGHT,
         cursor: { drag: { x: false, y: false } },
-        legend: { live: true },
-        scales: { x: { time: true } },
+        legend: { live: false },
+        scales: bars
+          ? { x: { time: true, range: padHalfStep }, y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] } }
+          : { x: { time: true } },
         axes: [
           { stroke: "#64748b", grid: { stroke: "#eef2f7" } },
-          { stroke: "#64748b", grid: { stroke: "#eef2f7" }, size: 64, values: (_u, ticks) => ticks.map(format) },
+          { stroke: "#64748b", grid: { stroke: "#eef2f7" }, size: axisWidth, values: (_u, ticks) => ticks.map(format) },
         ],
         series: [
           {},
@@ -82,6 +84,20 @@ export class TimeChart {
     this.resizer.disconnect();
     this.plot.destroy();
   }
+}
+
+/** Room for the longest tick label, so "18.8 KB/s" is not cut to "8.8 KB/s". */
+function axisWidth(u, values, axisIdx, cycleNum) {
+  if (cycleNum > 1) return u.axes[axisIdx]._size; // keep the size once settled
+  const longest = (values || []).reduce((n, v) => Math.max(n, String(v).length), 0);
+  return Math.max(56, longest * 7 + 24);
+}
+
+/** Bars are centred on their time: leave half a step on both ends so none is cut. */
+function padHalfStep(u, min, max) {
+  const times = u.data[0];
+  const half = times.length > 1 ? (times[1] - times[0]) / 2 : 1800;
+  return [min - half, max + half];
 }
 
 function toSeconds(time) {

@@ -224,7 +224,12 @@ export function bytes(value) {
 }
 
 export function num(value, digits = 1, suffix = "") {
-  return value == null || Number.isNaN(Number(value)) ? "—" : `${Number(value).toFixed(digits)}${suffix}`;
+  if (value == null || Number.isNaN(Number(value))) return "—";
+  const text = Number(value).toLocaleString(undefined, {
+    minimumFractionDigits: digits,
+    maximumFractionDigits: digits,
+  });
+  return `${text}${suffix}`;
 }
 
 export function prettyJson(value) {

@@ -6,6 +6,7 @@ import {
   button,
   bytes,
   card,
+  chip,
   clear,
   confirmDialog,
   downloadBlob,
@@ -70,7 +71,7 @@ async function list(body, reload) {
       h(
         "table",
         {},
-        h("thead", {}, h("tr", {}, ["Backup", "Created", "Size", ""].map((t) => h("th", { text: t })))),
+        h("thead", {}, h("tr", {}, ["Backup", "Kind", "Created", "Size", ""].map((t) => h("th", { text: t })))),
         h(
           "tbody",
           {},
@@ -83,8 +84,9 @@ async function list(body, reload) {
                 {},
                 h("span", { class: "mono", text: backup.filename }),
                 backup.description ? h("span", { class: "sub", text: backup.description }) : null,
-                backup.config_count != null ? h("span", { class: "sub", text: `${backup.config_count} site configurations` }) : null,
+                h("span", { class: "sub", text: contents(backup) }),
               ),
+              h("td", {}, chip(backup.kind === "safety" ? "before a restore" : "backup", backup.kind === "safety" ? "warn" : "")),
               h("td", { class: "nowrap", text: when(backup.created_at) }),
               h("td", { class: "num", text: bytes(backup.size) }),
               h(
@@ -102,6 +104,14 @@ async function list(body, reload) {
       ),
     ),
   );
+}
+
+function contents(backup) {
+  const parts = [];
+  if (backup.config_count != null) parts.push(`${backup.config_count} nginx files`);
+  if (backup.cert_count != null) parts.push(`${backup.cert_count} certificate files`);
+  if (backup.database) parts.push(`${backup.database} data`);
+  return parts.join(" · ");
 }
 
 function createBackup(trigger, progress, reload, watchers) {
@@ -166,7 +176,9 @@ async function restore(backup, reload) {
   if (!ok) return;
   try {
     const answer = await api.api(`/api/backup/restore/${encodeURIComponent(backup.filename)}`, { method: "POST" });
-    toast(answer?.message || "Backup restored.", "ok");
+    const safety = answer?.safety_backup ? ` The previous state is kept as ${answer.safety_backup}.` : "";
+    const message = (answer?.message || "Backup restored").replace(/\.?$/, ".");
+    toast(`${message}${safety}`, "ok");
     reload();
   } catch (error) {
     toast(error.message, "error");

@@ -14,7 +14,8 @@ export default {
     }
     const body = h("div");
     const watchers = new Set();
-    const reload = () => list(body, reload, watchers);
+    const failures = new Map(); // domain -> why its last renewal here failed
+    const reload = () => list(body, reload, watchers, failures);
     clear(
       main,
       pageHead("Certificates", "TLS certificates nginx can use; ACME ones renew by themselves before they expire.", button("Refresh", reload, { kind: "small" })),
@@ -27,7 +28,7 @@ export default {
   },
 };
 
-async function list(body, reload, watchers) {
+async function list(body, reload, watchers, failures) {
   clear(body, loading("Reading certificates…"));
   let certificates;
   try {
@@ -50,12 +51,15 @@ async function list(body, reload, watchers) {
   const canRenew = api.offers("POST", RENEW_PATH);
   const rows = certificates.map((cert) => {
     const progressCell = h("td", { class: "actions-cell" });
-    const renew = () => renewCertificate(cert, progressCell, reload, watchers);
+    const renew = () => renewCertificate(cert, progressCell, reload, watchers, failures);
     clear(
       progressCell,
       canRenew && cert.auto_renew
         ? button("Renew", renew, { kind: "small", "aria-label": `Renew ${cert.domain}` })
         : h("span", { class: "muted small", text: cert.auto_renew ? "" : "renewed by hand" }),
+      failures.has(cert.domain)
+        ? h("span", { class: "sub field-error", text: `Last renewal failed: ${failures.get(cert.domain)}` })
+        : null,
     );
     const days = cert.days_left;
     return h(
@@ -84,7 +88,7 @@ async function list(body, reload, watchers) {
   );
 }
 
-async function renewCertificate(cert, cell, reload, watchers) {
+async function renewCertificate(cert, cell, reload, watchers, failures) {
   const bar = progressBar(0);
   clear(cell, bar.root);
   let accepted;
@@ -100,8 +104,13 @@ async function renewCertificate(cert, cell, reload, watchers) {
     (job) => bar.set(job.progress, job.status === "COMPLETED" ? "done" : job.status === "FAILED" ? "failed" : ""),
     (job) => {
       watchers.delete(stop);
-      if (job?.status === "COMPLETED") toast(`${cert.domain} renewed.`, "ok");
-      else toast(`Renewal of ${cert.domain} failed: ${job?.error || "see the job for details"}`, "error");
+      if (job?.status === "COMPLETED") {
+        failures.delete(cert.domain);
+        toast(`${cert.domain} renewed.`, "ok");
+      } else {
+        failures.set(cert.domain, job?.error || "see the job on the Jobs page");
+        toast(`Renewal of ${cert.domain} failed.`, "error");
+      }
       reload();
     },
   );

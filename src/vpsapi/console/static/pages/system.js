@@ -63,7 +63,7 @@ class SystemView {
     this.stopped = false;
     this.socket = null;
     this.attempt = 0;
-    this.alertIds = "";
+    this.alertIds = null;
   }
 
   start() {
@@ -81,7 +81,7 @@ class SystemView {
       pageHead("System", "Host and API figures, sampled by the server; live while this page is open.", this.liveChip),
       this.stats,
       h("div", { class: "grid-charts" }, chartCards),
-      card("Active alerts", { subtitle: "Raised by the alert rules below." }, this.alertsBody),
+      card("Active alerts", { subtitle: "Raised by the alert rules below.", flush: true }, this.alertsBody),
       card("Alert rules", {
         subtitle: "When a figure crosses a threshold for a while, an alert fires (and is sent by email or webhook).",
         actions: [button("New rule", () => this.editRule(null), { kind: "primary small" })],
@@ -179,16 +179,16 @@ class SystemView {
   async loadAlerts() {
     try {
       const answer = await api.api("/api/monitoring/alerts?status=active");
-      this.alertIds = null;
-      this.renderAlerts(answer.alerts);
+      this.renderAlerts(answer.alerts, true);
     } catch (error) {
       clear(this.alertsBody, errorState(error, () => this.loadAlerts()));
     }
   }
 
-  renderAlerts(alerts) {
+  renderAlerts(alerts, force = false) {
     const ids = alerts.map((a) => a.id).join(",");
-    if (ids === this.alertIds) return; // unchanged: keep focus and scroll where they are
+    if (ids === this.alertIds && !force) return; // unchanged: keep focus and scroll
+    if (this.alertIds !== null && ids !== this.alertIds) this.loadRules(true); // firing changed
     this.alertIds = ids;
     if (!alerts.length) {
       clear(this.alertsBody, state("empty", "No active alerts", "All rules are quiet. Alerts appear here the moment one fires."));
@@ -234,13 +234,13 @@ class SystemView {
 
   // ---- rules ------------------------------------------------------------------------------
 
-  async loadRules() {
-    clear(this.rulesBody, loading("Loading rules…"));
+  async loadRules(quiet = false) {
+    if (!quiet) clear(this.rulesBody, loading("Loading rules…"));
     let rules;
     try {
       rules = (await api.api("/api/monitoring/alerts/rules")).rules;
     } catch (error) {
-      clear(this.rulesBody, errorState(error, () => this.loadRules()));
+      if (!quiet) clear(this.rulesBody, errorState(error, () => this.loadRules()));
       return;
     }
     if (!rules.length) {
