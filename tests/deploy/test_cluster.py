@@ -114,10 +114,19 @@ def submit(client: httpx.Client, headers: dict[str, str], items: int, delay_ms: 
     return job_id
 
 
-def follow(cluster: Cluster, job_id: str, token: str) -> list[tuple[float, int, dict[str, Any]]]:
+@dataclass
+class Followed:
+    events: list[tuple[float, int, dict[str, Any]]] = field(default_factory=list)
+    broken_connections: int = 0  # streams that ended in a transport error, not cleanly
+
+
+def follow(
+    cluster: Cluster, job_id: str, token: str, record: Followed | None = None
+) -> list[tuple[float, int, dict[str, Any]]]:
     """Follow a job's SSE stream through nginx like a browser's EventSource: on a broken
     connection reconnect with `Last-Event-ID`. Returns (arrival time, event id, payload)."""
-    seen: list[tuple[float, int, dict[str, Any]]] = []
+    record = record if record is not None else Followed()
+    seen = record.events
     last_id: int | None = None
     for _attempt in range(20):
         headers = {"Last-Event-ID": str(last_id)} if last_id is not None else {}
@@ -140,7 +149,7 @@ def follow(cluster: Cluster, job_id: str, token: str) -> list[tuple[float, int, 
                             if payload["status"] in ("COMPLETED", "FAILED", "CANCELLED"):
                                 return seen
         except httpx.HTTPError:
-            pass
+            record.broken_connections += 1
         time.sleep(0.2)  # EventSource's retry delay
     return seen
 
@@ -286,3 +295,27 @@ def test_serve_killed_sse_clients_resume_elsewhere(cluster: Cluster) -> None:
         event_ids = [event_id for _, event_id, _ in events]
         assert event_ids == sorted(set(event_ids)), "no event twice, in order"
         assert [p["progress"] for _, _, p in events] == sorted(p["progress"] for _, _, p in events)
+
+
+def test_sigterm_ends_streams_cleanly_and_clients_move_on(cluster: Cluster) -> None:
+    """SIGTERM to a serve process while it streams: its SSE streams end cleanly (no broken
+    connection), the clients reconnect through nginx to the other process and finish."""
+    headers = cluster.token_headers()
+    token = headers["Authorization"].split()[1]
+    with cluster.client() as client:
+        ids = [submit(client, headers, items=20, delay_ms=150) for _ in range(4)]
+    records = {job_id: Followed() for job_id in ids}
+    threads = [
+        threading.Thread(target=follow, args=(cluster, job_id, token, records[job_id]))
+        for job_id in ids
+    ]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    cluster.servers[0].stop(signal.SIGTERM)
+    assert cluster.servers[0].process.returncode is not None
+    for thread in threads:
+        thread.join(120)
+    for job_id, record in records.items():
+        assert record.events and record.events[-1][2]["status"] == "COMPLETED", job_id
+        assert record.broken_connections == 0, job_id
