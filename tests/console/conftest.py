@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from console_support import CHROMIUM, DESKTOP, Console
+from console_support import CHROMIUM, DESKTOP, Console, socketio_mounted
 from ops_support import NGINX, PrivateNginx, write_main_conf
 from support import ServerProcess
 
@@ -80,6 +80,9 @@ def open_console(browser: Any, backend: Any) -> Iterator[Any]:
         contexts.append(context)
         page = context.new_page()
         console = Console(page, server.base_url, backend.name)
+        if not socketio_mounted(server.base_url):
+            # Until Socket.IO is served, the buildings page says live updates are off.
+            console.allow(r"WebSocket connection to '.*/ws/\?EIO=4")
         page.on(
             "console",
             lambda m: m.type == "error" and console.record(f"console: {m.text} @ {m.location}"),
