@@ -1,6 +1,6 @@
 // The console shell: sign-in, navigation by role, and a hash router over the pages.
 import * as api from "./api.js";
-import { button, chip, clear, h, notice, toast } from "./ui.js";
+import { button, chip, clear, h, notice } from "./ui.js";
 import backups from "./pages/backups.js";
 import buildings from "./pages/buildings.js";
 import certificates from "./pages/certificates.js";
@@ -193,8 +193,7 @@ api.onSessionChange((next, reason) => {
   if (next) {
     renderShell();
   } else {
-    signOutReason = reason;
-    if (reason && reason !== "You have signed out.") toast(reason, "error");
+    signOutReason = reason; // shown on the sign-in form
     renderLogin();
   }
 });

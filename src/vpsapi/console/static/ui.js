@@ -211,6 +211,14 @@ export function ago(value) {
   return seconds >= 0 ? `${text} ago` : `in ${text}`;
 }
 
+export function duration(seconds) {
+  const s = Math.max(0, Math.floor(seconds || 0));
+  const [d, h, m] = [Math.floor(s / 86400), Math.floor((s % 86400) / 3600), Math.floor((s % 3600) / 60)];
+  if (d) return `${d}d ${h}h`;
+  if (h) return `${h}h ${m}m`;
+  return m ? `${m}m` : `${s}s`;
+}
+
 export function bytes(value) {
   if (value == null) return "—";
   const units = ["B", "KB", "MB", "GB", "TB"];

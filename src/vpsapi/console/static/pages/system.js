@@ -10,6 +10,7 @@ import {
   chip,
   clear,
   confirmDialog,
+  duration,
   errorState,
   h,
   loading,
@@ -71,6 +72,7 @@ class SystemView {
     this.stats = h("div", { class: "stats", "aria-label": "Current figures" });
     this.alertsBody = h("div");
     this.rulesBody = h("div");
+    this.hostBody = h("div");
     const chartCards = CHARTS.map((spec) => {
       const box = h("div", { class: "chart-box", "data-chart": spec.keys[0] });
       spec.box = box;
@@ -81,6 +83,7 @@ class SystemView {
       pageHead("System", "Host and API figures, sampled by the server; live while this page is open.", this.liveChip),
       this.stats,
       h("div", { class: "grid-charts" }, chartCards),
+      api.offers("GET", "/api/system/status") ? card("Host and nginx", {}, this.hostBody) : null,
       card("Active alerts", { subtitle: "Raised by the alert rules below.", flush: true }, this.alertsBody),
       card("Alert rules", {
         subtitle: "When a figure crosses a threshold for a while, an alert fires (and is sent by email or webhook).",
@@ -99,6 +102,7 @@ class SystemView {
     this.renderStats(null);
     clear(this.alertsBody, loading("Loading alerts…"));
     this.loadHistory();
+    if (api.offers("GET", "/api/system/status")) this.loadHost();
     this.loadAlerts();
     this.loadRules();
   }
@@ -171,6 +175,54 @@ class SystemView {
       stat("Network out", sample ? `${bytes(sample.network_out)}/s` : "—"),
       stat("Requests/s", value("requests_per_second", 1), sample?.error_rate != null ? `${num(sample.error_rate, 1)}% errors` : null),
       stat("p95 latency", value("response_time_p95", 0, " ms")),
+    );
+  }
+
+  // ---- host and nginx ---------------------------------------------------------------------
+
+  async loadHost() {
+    clear(this.hostBody, loading("Reading the host…"));
+    let host;
+    try {
+      host = await api.api("/api/system/status");
+    } catch (error) {
+      clear(this.hostBody, errorState(error, () => this.loadHost()));
+      return;
+    }
+    const gb = (used, total) => `${num(used, 1)} of ${num(total, 1)} GB`;
+    const nginxAction = (action, label, confirmText) =>
+      button(label, async () => {
+        if (confirmText && !(await confirmDialog(`${label}?`, confirmText, { confirm: label, danger: true }))) return;
+        try {
+          const answer = await api.api(`/api/system/nginx/${action}`, { method: "POST" });
+          toast(answer.message, "ok");
+        } catch (error) {
+          toast(error.message, "error");
+        }
+        this.loadHost();
+      }, { kind: "small" });
+    clear(
+      this.hostBody,
+      h(
+        "dl",
+        { class: "facts" },
+        [
+          ["Host", `${host.hostname} · up ${host.uptime}`],
+          ["CPU", `${host.cpu_count} cores · load ${host.load_averages.map((v) => num(v, 2)).join(" / ")}`],
+          ["Memory", gb(host.memory_used, host.memory_total)],
+          ["Disk", gb(host.disk_used, host.disk_total)],
+          ["nginx", h("span", {}, chip(host.nginx_running ? "running" : "stopped", host.nginx_running ? "ok" : "bad"), " ", host.nginx_version)],
+          ["vpsapi", `${host.service_version} · pid ${host.api_pid} · up ${duration(host.service_uptime_seconds)}`],
+        ].map(([label, value]) => [h("dt", { text: label }), h("dd", {}, value)]),
+      ),
+      api.offers("POST", "/api/system/nginx/reload")
+        ? h(
+            "div",
+            { class: "actions" },
+            nginxAction("reload", "Reload nginx"),
+            nginxAction("restart", "Restart nginx", "Open connections are cut while nginx restarts. A reload is enough after a configuration change."),
+          )
+        : null,
     );
   }
 
