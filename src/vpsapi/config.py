@@ -144,6 +144,8 @@ class Settings(BaseSettings):
     log_to_files: bool = True
     # Rotated files kept per stream: application.log.1 … .N (cleanup may remove older ones).
     log_backup_count: int = Field(default=5, ge=1, le=100)
+    # How often each server applies the retention policy when its auto_cleanup is on.
+    log_cleanup_interval: float = Field(default=3600.0, gt=0)
     # GET /api/logs/system: the journal first (empty: skip it), then the first of these files.
     journalctl_bin: str = "journalctl"
     system_log_files: Annotated[list[str], NoDecode] = Field(

@@ -136,7 +136,7 @@ class RateLimitMiddleware:
             security_log.warning(
                 "rate_limit_exceeded",
                 ip=client_ip_var.get() or key.removeprefix("ip:"),
-                user_id=key.removeprefix("sub:") if key.startswith("sub:") else None,
+                subject=key.removeprefix("sub:") if key.startswith("sub:") else None,
                 method=scope.get("method"),
                 path=path,
                 tier=tier,
