@@ -167,6 +167,11 @@ async def test_filters_limit_and_cursor_paging(
         client, admin_headers, "performance", q=marker, **{"from": started.isoformat()}
     )
     assert len(recent["entries"]) == 5
+    for edge in ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59+00:00"):
+        for endpoint in ("performance", "audit"):
+            await get_logs(
+                client, admin_headers, endpoint, **{"from": edge, "to": "9999-12-31T23:59:59Z"}
+            )
     future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     assert (await get_logs(client, admin_headers, "performance", **{"from": future}))[
         "entries"
@@ -217,6 +222,10 @@ async def test_filters_limit_and_cursor_paging(
         ("application", {"cursor": "eyJubyI6MX0"}),  # valid base64 JSON, wrong fields
         ("performance", {"from": "2030-01-02T00:00:00Z", "to": "2030-01-01T00:00:00Z"}),
         ("security", {"q": ""}),
+        ("security", {"q": "a\x00b"}),
+        ("audit", {"user": "\x00"}),
+        ("audit", {"action": "x\x00"}),
+        ("nginx", {"grep": "\x00"}),
         ("structured", {"source": "passwords"}),
         ("audit", {"cursor": "bm9wZQ"}),
         ("audit", {"limit": "many"}),

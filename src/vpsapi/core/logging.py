@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from vpsapi.config import Settings
+from vpsapi.config import Settings, SettingsError
 
 _SECRET_KEYS = re.compile(
     r"pass(word)?|secret|token|authorization|api[_-]?key|cookie|dsn|credential|private",
@@ -159,7 +159,6 @@ def _stream_handlers(
     settings: Settings, formatter: logging.Formatter, level: int
 ) -> list[logging.Handler]:
     log_dir = settings.effective_log_dir
-    log_dir.mkdir(parents=True, exist_ok=True)
 
     def handler(stream: str, handler_level: int) -> logging.Handler:
         made = SharedRotatingFileHandler(
@@ -171,11 +170,18 @@ def _stream_handlers(
         made.setLevel(handler_level)
         return made
 
-    handlers = [handler(APPLICATION_STREAM, level)]
-    for stream, logger_name in STREAM_LOGGERS.items():
-        made = handler(stream, min(level, logging.INFO))
-        made.addFilter(logging.Filter(logger_name))
-        handlers.append(made)
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        handlers = [handler(APPLICATION_STREAM, level)]
+        for stream, logger_name in STREAM_LOGGERS.items():
+            made = handler(stream, min(level, logging.INFO))
+            made.addFilter(logging.Filter(logger_name))
+            handlers.append(made)
+    except OSError as exc:
+        raise SettingsError(
+            f"cannot write the log files in LOG_DIR {log_dir} ({exc.strerror}): point LOG_DIR "
+            "at a writable directory or set LOG_TO_FILES=false"
+        ) from exc
     return handlers
 
 

@@ -31,6 +31,9 @@ from vpsapi.ops.logs.schemas import (
 
 router = APIRouter(prefix="/api/logs", tags=["ops: logs"])
 
+# Text filters are matched as plain text; NUL is refused (PostgreSQL cannot compare it).
+PLAIN_TEXT = r"^[^\x00]+$"
+
 
 def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
@@ -48,8 +51,14 @@ def log_query(
     until: Annotated[
         datetime | None, Query(alias="to", description="ISO time (UTC if naive)")
     ] = None,
-    user: Annotated[str | None, Query(max_length=255, description="user id or name")] = None,
-    q: Annotated[str | None, Query(min_length=1, max_length=200, description="plain text")] = None,
+    user: Annotated[
+        str | None,
+        Query(min_length=1, max_length=255, pattern=PLAIN_TEXT, description="user id or name"),
+    ] = None,
+    q: Annotated[
+        str | None,
+        Query(min_length=1, max_length=200, pattern=PLAIN_TEXT, description="plain text"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[
         str | None, Query(max_length=512, description="next_cursor of a page")
@@ -60,7 +69,10 @@ def log_query(
 
 LogQueryDep = Annotated[LogQuery, Depends(log_query)]
 TailLines = Annotated[int, Query(ge=1, le=5000, description="lines from the end")]
-Grep = Annotated[str | None, Query(min_length=1, max_length=200, description="plain text")]
+Grep = Annotated[
+    str | None,
+    Query(min_length=1, max_length=200, pattern=PLAIN_TEXT, description="plain text"),
+]
 
 
 async def _stream_page(settings: Settings, stream: str, query: LogQuery) -> LogPage:
@@ -101,7 +113,10 @@ async def audit_logs(
     _: AdminUser,
     session: SessionDep,
     query: LogQueryDep,
-    action: Annotated[str | None, Query(max_length=64, description="e.g. logs.cleanup")] = None,
+    action: Annotated[
+        str | None,
+        Query(min_length=1, max_length=64, pattern=PLAIN_TEXT, description="e.g. logs.cleanup"),
+    ] = None,
 ) -> AuditLogPage:
     """The audit trail from the database: who changed what, before/after, from where."""
     return await service.audit_page(session, query, action)

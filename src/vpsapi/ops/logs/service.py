@@ -45,6 +45,7 @@ _USER_FIELDS = ("user_id", "user", "actor", "actor_id")
 JOURNAL_SCAN_LINES = 10_000
 SUBPROCESS_TIMEOUT = 10.0
 RETENTION_KEY = "retention_policy"
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
 def _invalid(field: str, message: str) -> ValidationFailed:
@@ -72,7 +73,11 @@ def _line_parser(query: LogQuery) -> Any:
     needle = query.q.lower() if query.q else None
     # Several processes append to one file, so lines are only nearly in time order:
     # the scan ends at the first line clearly before `from`.
-    stop_before = query.since - reader.TIME_ORDER_SLACK if query.since else None
+    stop_before = (
+        query.since - reader.TIME_ORDER_SLACK
+        if query.since and query.since > _EARLIEST + reader.TIME_ORDER_SLACK
+        else None
+    )
 
     def parse(line: bytes) -> Any:
         try:
