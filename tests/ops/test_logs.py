@@ -16,6 +16,8 @@ import httpx
 import pytest
 
 from support import ADMIN_EMAIL, ADMIN_PASSWORD, free_port, login
+from vpsapi.app import create_app
+from vpsapi.config import SettingsError
 from vpsapi.ops.audit.models import AuditEntry
 
 STREAM_ENDPOINTS = ["application", "structured", "performance", "security", "audit"]
@@ -162,6 +164,10 @@ async def test_filters_limit_and_cursor_paging(
             break
     # Newest first, each entry once.
     assert seen == [f"{marker}-{index}" for index in reversed(range(5))]
+
+    # Text with quotes is matched on the parsed line.
+    quoted = await get_logs(client, admin_headers, "performance", q=f'"request_id": "{marker}-3"')
+    assert [entry["request_id"] for entry in quoted["entries"]] == [f"{marker}-3"]
 
     recent = await get_logs(
         client, admin_headers, "performance", q=marker, **{"from": started.isoformat()}
@@ -480,3 +486,39 @@ async def test_nginx_log_missing_is_an_empty_answer(make_client: Any, tmp_path: 
         "message": "Log file not found",
         "log_type": "access",
     }
+
+
+async def test_auto_cleanup_applies_the_policy_by_itself(make_client: Any) -> None:
+    client = await make_client(log_cleanup_interval=0.2)
+    tokens = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    headers = {"Authorization": f"Bearer {tokens['accessToken']}"}
+    old = log_dir(client) / "security.log.4"
+    old.write_text('{"event": "old"}\n')
+    _age(old, 10)
+    response = await client.put(
+        "/api/logs/retention-policy",
+        json={"retention_days": 5, "auto_cleanup": True},
+        headers=headers,
+    )
+    assert response.status_code == 200
+    for _ in range(300):
+        if not old.exists():
+            break
+        await asyncio.sleep(0.05)
+    assert not old.exists()
+    for _ in range(100):  # the audit row commits just after the file goes
+        audit = await get_logs(client, headers, "audit", action="logs.cleanup")
+        if audit["total"]:
+            break
+        await asyncio.sleep(0.05)
+    assert audit["entries"][0]["actor"] == "log-retention"
+    assert audit["entries"][0]["after"]["removed_files"] == ["security.log.4"]
+
+
+def test_an_unwritable_log_dir_stops_the_start_with_a_clear_message(
+    settings_factory: Any, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(SettingsError, match="LOG_TO_FILES=false"):
+        create_app(settings_factory(log_dir=blocker / "logs"))

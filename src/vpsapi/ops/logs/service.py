@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -68,9 +69,24 @@ def normalized(query: LogQuery) -> LogQuery:
 # ---- structured log files --------------------------------------------------------------
 
 
+def _raw_form(text: str) -> bytes | None:
+    """`text` as it appears inside a JSON line written with ensure_ascii, when that is
+    the text itself (printable ASCII without quote or backslash), else None."""
+    if all(" " <= char <= "~" and char not in '"\\' for char in text):
+        return text.encode()
+    return None
+
+
+_RAW_TIMESTAMP = re.compile(rb'"timestamp": "([^"]+)"')
+
+
 def _line_parser(query: LogQuery) -> Any:
     minimum = LEVEL_RANK[query.level] if query.level else 0
     needle = query.q.lower() if query.q else None
+    # Lines that cannot match are dropped before parsing: a plain-text filter is
+    # looked up in the raw bytes when it is written there verbatim.
+    raw_needle = _raw_form(needle) if needle else None
+    raw_user = _raw_form(query.user) if query.user else None
     # Several processes append to one file, so lines are only nearly in time order:
     # the scan ends at the first line clearly before `from`.
     stop_before = (
@@ -79,7 +95,19 @@ def _line_parser(query: LogQuery) -> Any:
         else None
     )
 
+    def skipped(line: bytes) -> Any:
+        if stop_before is not None:
+            found = _RAW_TIMESTAMP.search(line)
+            moment = reader.parse_timestamp(found.group(1).decode()) if found else None
+            if moment is not None and moment < stop_before:
+                return reader.STOP
+        return None
+
     def parse(line: bytes) -> Any:
+        if raw_needle is not None and raw_needle not in line.lower():
+            return skipped(line)
+        if raw_user is not None and b'"' + raw_user + b'"' not in line:
+            return skipped(line)
         try:
             entry = json.loads(line)
         except ValueError:
