@@ -227,6 +227,8 @@ async def test_filters_limit_and_cursor_paging(
         ("application", {"cursor": "%%%not-a-cursor"}),
         ("application", {"cursor": "eyJubyI6MX0"}),  # valid base64 JSON, wrong fields
         ("performance", {"from": "2030-01-02T00:00:00Z", "to": "2030-01-01T00:00:00Z"}),
+        ("performance", {"from": "0001-01-01T00:00:00+05:00"}),
+        ("audit", {"to": "9999-12-31T23:59:59-05:00"}),
         ("security", {"q": ""}),
         ("security", {"q": "a\x00b"}),
         ("audit", {"user": "\x00"}),

@@ -7,6 +7,7 @@ thread. Nothing here knows about HTTP.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import shutil
@@ -53,17 +54,22 @@ def _invalid(field: str, message: str) -> ValidationFailed:
     return ValidationFailed([{"field": field, "message": message}], message)
 
 
-def _as_utc(moment: datetime | None) -> datetime | None:
+def _as_utc(moment: datetime | None, field: str) -> datetime | None:
     if moment is None:
         return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:  # e.g. year 1 with a positive offset
+        raise _invalid(field, f"`{field}` is out of range") from exc
 
 
 def normalized(query: LogQuery) -> LogQuery:
-    since, until = _as_utc(query.since), _as_utc(query.until)
+    since, until = _as_utc(query.since, "from"), _as_utc(query.until, "to")
     if since and until and since > until:
         raise _invalid("from", "`from` must not be later than `to`")
-    return LogQuery(query.level, since, until, query.user, query.q, query.limit, query.cursor)
+    return dataclasses.replace(query, since=since, until=until)
 
 
 # ---- structured log files --------------------------------------------------------------
