@@ -12,6 +12,7 @@ from vpsapi.ops.logs.background import lifespan as logs_lifespan
 from vpsapi.ops.logs.router import router as logs_router
 from vpsapi.ops.monitoring.router import router as monitoring_router
 from vpsapi.ops.nginx.control import NginxControl
+from vpsapi.ops.nginx.health import backend_checks
 from vpsapi.ops.nginx.router import backends_router, configs_router, pools_router
 from vpsapi.ops.performance.router import router as performance_router
 from vpsapi.ops.ssl.router import router as ssl_router
@@ -42,7 +43,7 @@ async def ops_lifespan(app: Any) -> AsyncIterator[None]:
 
 
 # Background work of the ops subsystems (health checks, samplers, schedules), in start order.
-SUBSYSTEM_LIFESPANS: list[Any] = [logs_lifespan]
+SUBSYSTEM_LIFESPANS: list[Any] = [backend_checks, logs_lifespan]
 
 MODULE = Module(
     name="ops",
