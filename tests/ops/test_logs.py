@@ -361,12 +361,22 @@ async def test_secrets_never_reach_the_log_files(make_client: Any, tmp_path: Pat
     response = await client.get("/api/v1/me", headers={"Authorization": f"Bearer {forged}"})
     assert response.status_code == 401
     await client.post("/api/v1/auth/refresh", json={"refreshToken": refresh})
+    # Tokens in a query string (SSE) and API keys, good and bad.
+    await client.get(f"/api/sse/job-progress/nope?access_token={access}")
+    created = await client.post("/api/v1/api-keys", json={"name": "logs"}, headers=headers)
+    key = created.json()["data"]["key"]
+    assert (await client.get("/api/v1/me", headers={"Authorization": f"ApiKey {key}"})).is_success
+    wrong_key = key[:-6] + "zzzzzz"
+    response = await client.get("/api/v1/me", headers={"Authorization": f"ApiKey {wrong_key}"})
+    assert response.status_code == 401
 
     contents = "".join(
         path.read_text(errors="replace") for path in log_dir(client).iterdir() if path.is_file()
     )
     assert "login_failed" in contents and "token_rejected" in contents
-    for secret in (password, ADMIN_PASSWORD, access, refresh, forged, access.split(".")[2]):
+    assert "Invalid API key attempt" in contents
+    secrets = (password, ADMIN_PASSWORD, access, refresh, forged, key, wrong_key)
+    for secret in (*secrets, access.split(".")[2], key.removeprefix("sk_live_")):
         assert secret not in contents
 
 

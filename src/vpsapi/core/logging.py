@@ -30,6 +30,13 @@ _SECRET_KEYS = re.compile(
 )
 _BEARER = re.compile(r"(Bearer|ApiKey)\s+[A-Za-z0-9._\-~+/=]+", re.IGNORECASE)
 _SK = re.compile(r"sk_live_[A-Za-z0-9_\-]+")
+# A JWT anywhere in a text (e.g. a URL with ?access_token= logged by an HTTP client).
+_JWT = re.compile(r"eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*")
+_SECRET_QUERY = re.compile(
+    r"([?&](?:access_token|refresh_token|token|api_?key|key|password|secret|signature)=)"
+    r"[^&\s\"']+",
+    re.IGNORECASE,
+)
 
 
 AUDIT_LOGGER = "vpsapi.audit"
@@ -57,7 +64,8 @@ def redact(value: Any) -> Any:
 
 def _redact_value(value: Any) -> Any:
     if isinstance(value, str):
-        return _SK.sub("sk_live_****", _BEARER.sub(r"\1 ****", value))
+        value = _SECRET_QUERY.sub(r"\1****", _BEARER.sub(r"\1 ****", value))
+        return _JWT.sub("****", _SK.sub("sk_live_****", value))
     if isinstance(value, dict):
         return {
             k: ("****" if _SECRET_KEYS.search(str(k)) else _redact_value(v))
