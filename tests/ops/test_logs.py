@@ -534,3 +534,20 @@ def test_an_unwritable_log_dir_stops_the_start_with_a_clear_message(
     blocker.write_text("")
     with pytest.raises(SettingsError, match="LOG_TO_FILES=false"):
         create_app(settings_factory(log_dir=blocker / "logs"))
+
+
+async def test_console_keeps_filtering_at_log_level(
+    capsys: pytest.CaptureFixture[str], make_client: Any
+) -> None:
+    client = await make_client(log_level="WARNING", log_format="json")
+    marker = uuid.uuid4().hex
+    await client.get("/health/live", headers={"X-Request-ID": marker})
+    response = await client.post(
+        "/api/auth/login", json={"username": "admin", "password": "wrong-password-1"}
+    )
+    assert response.status_code == 401
+    console = capsys.readouterr().err
+    assert "login_failed" in console  # a warning: shown as before
+    assert marker not in console  # an INFO access line: still not on the console
+    assert marker in (log_dir(client) / "performance.log").read_text()
+    assert marker not in (log_dir(client) / "application.log").read_text()
