@@ -80,7 +80,9 @@ def test_a_submitted_job_reaches_completed_with_a_full_bar(
     page = console.page
     page.select_option("select[name=processingType]", "type2")
     page.fill("textarea[name=options]", '{"delayMs": 400}')
-    page.click("text=Submit job")
+    page.keyboard.press("Tab")  # from the options to the submit button: keyboard only
+    expect(page.locator("form button[type=submit]")).to_be_focused()
+    page.keyboard.press("Enter")
     row = page.locator("tr[data-job-id]").first
     expect(row).to_have_attribute("data-status", "COMPLETED", timeout=WAIT_MS)
     expect(row.locator("[role=progressbar]")).to_have_attribute("aria-valuenow", "100")

@@ -185,7 +185,10 @@ function route() {
 }
 
 window.addEventListener("hashchange", () => {
-  if (api.currentUser()) route();
+  if (!api.currentUser()) return;
+  route();
+  // Keyboard and screen-reader users land on the new page, not on the old link.
+  document.getElementById("main")?.focus({ preventScroll: true });
 });
 
 api.onSessionChange((next, reason) => {
