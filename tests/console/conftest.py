@@ -5,6 +5,7 @@ missing, except in CI (`CI=true`), where that is a failure."""
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -56,14 +57,46 @@ def private_nginx(tmp_path: Path) -> Iterator[PrivateNginx]:
 
 
 @pytest.fixture
+def cert_dir(tmp_path: Path) -> Path:
+    """SSL_CERT_DIR with one self-signed certificate (30 days) for app.example.test."""
+    directory = tmp_path / "certs"
+    directory.mkdir()
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=app.example.test",
+            "-keyout",
+            str(directory / "app.example.test.key"),
+            "-out",
+            str(directory / "app.example.test.crt"),
+            "-days",
+            "30",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return directory
+
+
+@pytest.fixture
 def console_server(
-    settings_factory: Any, server_factory: Any, private_nginx: PrivateNginx
+    settings_factory: Any, server_factory: Any, private_nginx: PrivateNginx, cert_dir: Path
 ) -> ServerProcess:
     """A real server (job workers inside, monitoring sampled every second) managing the
-    private nginx."""
+    private nginx and a certificate directory."""
     nginx_env = {key.upper(): str(value) for key, value in private_nginx.settings().items()}
     server: ServerProcess = server_factory(
-        settings_factory(), JOBS_INPROCESS_WORKERS="true", METRICS_INTERVAL="1", **nginx_env
+        settings_factory(),
+        JOBS_INPROCESS_WORKERS="true",
+        METRICS_INTERVAL="1",
+        SSL_CERT_DIR=str(cert_dir),
+        **nginx_env,
     )
     return server
 

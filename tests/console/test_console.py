@@ -115,7 +115,7 @@ def test_a_bad_job_submission_is_explained_next_to_the_field(
 
 
 def test_a_site_created_in_the_form_is_listed_and_served_by_nginx(
-    open_console: Any, console_server: Any
+    open_console: Any, console_server: Any, private_nginx: Any
 ) -> None:
     backend = NamedBackend("one")
     try:
@@ -142,6 +142,13 @@ def test_a_site_created_in_the_form_is_listed_and_served_by_nginx(
         row.locator("button", has_text="Disable").click()
         expect(page.locator("tr[data-site-id=console-app] .chip")).to_have_text("disabled")
 
+        row.locator("button", has_text="Edit").click()
+        form = page.locator("dialog[open] form")
+        expect(form.locator("input[name=id]")).to_be_disabled()
+        form.locator("input[name=server_name]").fill("www.example.test")
+        page.locator("dialog[open] button", has_text="Save changes").click()
+        expect(row.locator(".sub").first).to_have_text("www.example.test")
+
         # nginx's own words appear in the form when it refuses a configuration.
         page.locator(".page-head button", has_text="New site").click()
         form = page.locator("dialog[open] form")
@@ -158,13 +165,66 @@ def test_a_site_created_in_the_form_is_listed_and_served_by_nginx(
         console.screenshot("site-rejected")
         page.keyboard.press("Escape")
         expect(page.locator("tr[data-site-id=broken]")).to_have_count(0)
+
+        row.locator("button", has_text="Delete").click()
+        page.locator("dialog[open] button", has_text="Delete site").click()
+        expect(page.locator("tr[data-site-id=console-app]")).to_have_count(0)
+        assert not (private_nginx.conf_dir / "vpsapi-site-console-app.conf").exists()
     finally:
         backend.close()
 
 
+def offered(server: Any, path: str) -> bool:
+    paths = httpx.get(server.base_url + "/openapi.json", timeout=10).json()["paths"]
+    return path in paths
+
+
+def test_certificates_show_days_left(open_console: Any, console_server: Any) -> None:
+    if not offered(console_server, "/api/ssl/certificates"):
+        pytest.skip("this build has no certificate endpoints yet (/api/ssl/certificates)")
+    console = open_console(console_server)
+    console.login()
+    console.visit("certificates")
+    row = console.page.locator("tr[data-domain='app.example.test']")
+    expect(row).to_contain_text(re.compile(r"(29|30) d"))
+    expect(row).to_contain_text("valid")
+    console.screenshot("certificates-listed")
+
+
+def test_a_backup_is_created_with_progress_and_restored_after_a_confirmation(
+    open_console: Any, console_server: Any
+) -> None:
+    if not offered(console_server, "/api/backup/list"):
+        pytest.skip("this build has no backup endpoints yet (/api/backup/list)")
+    console = open_console(console_server)
+    console.login()
+    console.visit("backups")
+    page = console.page
+    before = page.locator("tr[data-filename]").count()
+    page.locator(".page-head button", has_text="Create backup").click()
+    page.locator("dialog[open] input[name=description]").fill("from the console test")
+    page.locator("dialog[open] button", has_text="Create backup").click()
+    row = page.locator("tr[data-filename]", has_text="from the console test")
+    expect(row).to_have_count(1, timeout=WAIT_MS)
+    expect(page.locator("tr[data-filename]")).to_have_count(before + 1)
+
+    with page.expect_download() as download:
+        row.locator("button", has_text="Download").click()
+    assert download.value.suggested_filename.endswith(".tar.gz")
+
+    row.locator("button", has_text="Restore").click()
+    confirm = page.locator("dialog[open]")
+    expect(confirm).to_contain_text("replace the current ones")
+    console.screenshot("backup-restore-confirm")
+    confirm.locator("button", has_text="Restore").click()
+    expect(page.locator(".toast.ok", has_text="restored")).to_have_count(1, timeout=WAIT_MS)
+    # The restore kept the state before it as a safety backup.
+    expect(page.locator("tr[data-filename]")).to_have_count(before + 2, timeout=WAIT_MS)
+    console.screenshot("backups-restored")
+
+
 def test_the_system_charts_draw_live_samples(open_console: Any, console_server: Any) -> None:
-    paths = httpx.get(console_server.base_url + "/openapi.json", timeout=10).json()["paths"]
-    if "/api/monitoring/metrics/history" not in paths:
+    if not offered(console_server, "/api/monitoring/metrics/history"):
         pytest.skip("this build has no monitoring endpoints yet (WS /ws/monitoring, history)")
     console = open_console(console_server)
     console.login()
