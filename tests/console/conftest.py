@@ -58,7 +58,7 @@ def private_nginx(tmp_path: Path) -> Iterator[PrivateNginx]:
 
 @pytest.fixture
 def cert_dir(tmp_path: Path) -> Path:
-    """SSL_CERT_DIR with one self-signed certificate (30 days) for app.example.test."""
+    """SSL_CERT_DIR with one self-signed certificate (90 days) for app.example.test."""
     directory = tmp_path / "certs"
     directory.mkdir()
     subprocess.run(
@@ -76,7 +76,7 @@ def cert_dir(tmp_path: Path) -> Path:
             "-out",
             str(directory / "app.example.test.crt"),
             "-days",
-            "30",
+            "90",
         ],
         check=True,
         capture_output=True,
