@@ -1,3 +1,5 @@
+"""The console module: its page and static files; no tables, no settings, no API."""
+
 from __future__ import annotations
 
 from vpsapi.console.router import router, static_files
