@@ -39,7 +39,11 @@ def test_console_page_is_served_with_a_strict_csp(console_server: Any) -> None:
     assert script.status_code == 200
     assert script.headers["content-type"].startswith("text/javascript")
     assert "x-ratelimit-limit" not in script.headers  # outside the API's limits
-    assert httpx.get(console_server.base_url + "/console/nope.js", timeout=10).status_code == 404
+    missing = httpx.get(console_server.base_url + "/console/nope.js", timeout=10)
+    assert missing.status_code == 404
+    also_here = httpx.get(console_server.base_url + "/console", follow_redirects=True, timeout=10)
+    assert also_here.status_code == 200
+    assert also_here.text == page.text
 
 
 def test_wrong_password_shows_an_error_and_a_user_sees_no_ops_pages(

@@ -34,4 +34,5 @@ class ConsoleFiles(StaticFiles):
 
 
 def static_files(_app: Any) -> ConsoleFiles:
-    return ConsoleFiles(directory=STATIC_DIR)
+    # html=True: `/console/` (and `/console`, redirected) open the console too.
+    return ConsoleFiles(directory=STATIC_DIR, html=True)
