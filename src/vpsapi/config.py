@@ -21,6 +21,8 @@ SECRET_FIELDS = frozenset(
         "database_url",
         "redis_url",
         "device_param_keys",
+        "s3_secret_key",
+        "push_webhook_secret",
     }
 )
 
@@ -86,12 +88,43 @@ class Settings(BaseSettings):
     device_offline_after: int = 300
     # When set, cameras must send `X-Device-Token` on register and heartbeat.
     device_api_token: SecretStr | None = None
+    # Seconds a camera's presigned upload URL stays valid; unconfirmed uploads are
+    # deleted by the hourly cleanup after that (plus a grace period).
+    cloud_upload_url_ttl: int = Field(default=900, ge=1, le=7 * 86400)
+    # Seconds a playback URL from /api/cloud/videos/urls stays valid (seed: 1 hour).
+    cloud_video_url_ttl: int = Field(default=3600, ge=1, le=7 * 86400)
+    # Push delivery. Each provider is active when its settings are present; a token whose
+    # platform has no configured provider goes to the webhook (when set).
+    push_webhook_url: str = ""
+    # Optional: signs webhook bodies (`X-Vpsapi-Signature: sha256=<hmac>`).
+    push_webhook_secret: SecretStr | None = None
+    # Path of a Firebase service-account JSON file (FCM HTTP v1).
+    fcm_credentials_file: Path | None = None
+    fcm_project_id: str = ""  # default: project_id of the service-account file
+    fcm_base_url: str = "https://fcm.googleapis.com"
+    # APNs token-based auth: the .p8 key file, its key id, the team id, the app's topic.
+    apns_key_file: Path | None = None
+    apns_key_id: str = ""
+    apns_team_id: str = ""
+    apns_topic: str = ""
+    apns_base_url: str = "https://api.push.apple.com"
     rate_limit_window_ms: int | None = None
     rate_limit_max_requests: int | None = None
 
     admin_email: str = "admin@example.com"
     admin_username: str = "admin"
     admin_password: SecretStr | None = None
+
+    # ---- object storage: S3-compatible when S3_ENDPOINT and S3_BUCKET are set,
+    # else files under DATA_DIR/objects served by the app through signed URLs.
+    s3_endpoint: str = ""
+    s3_bucket: str = ""
+    s3_access_key: str | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_region: str = "us-east-1"
+    # The URL clients reach this service at (e.g. https://api.example.com), for the
+    # signed object URLs of the embedded storage; unset: taken from each request.
+    public_url: str = ""
 
     # ---- jobs
     jobs_workers: int = Field(default=4, ge=1, le=256)
