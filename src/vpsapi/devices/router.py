@@ -49,7 +49,7 @@ class HeartbeatOut(BaseModel):
     lastSeen: str
 
 
-def _require_device_token(request: Request) -> None:
+def require_device_token(request: Request) -> None:
     expected = request.app.state.settings.device_api_token
     if expected is None:
         return
@@ -125,7 +125,7 @@ async def query(request: Request, session: SessionDep) -> ValueOut:
 
 @router.post("/hello/register", response_model=RegisterOut)
 async def register(request: Request, session: SessionDep) -> RegisterOut:
-    _require_device_token(request)
+    require_device_token(request)
     body = await _json_body(request)
     _validate_registration(body)
     vid = await service.register(
@@ -162,7 +162,7 @@ async def resolve(vid: str, request: Request, session: SessionDep) -> VuidOut | 
     responses={401: {"description": "Invalid device token"}, 404: {"description": "Unknown"}},
 )
 async def heartbeat(vid: str, request: Request, session: SessionDep) -> HeartbeatOut:
-    _require_device_token(request)
+    require_device_token(request)
     device = await service.heartbeat(session, vid)
     if device is None or device.last_seen is None:
         raise NotFound(body={"error": "Device not found"})
