@@ -3,34 +3,17 @@ seed-003 `POST /api/cloud/videos/urls` (JWT, owners only)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated
-
 from fastapi import APIRouter, Request
-from pydantic import AfterValidator, BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from vpsapi.auth.dependencies import CurrentUser
 from vpsapi.core.db import SessionDep
 from vpsapi.core.storage import ObjectStorage, absolute_url
 from vpsapi.devices import cloud
 from vpsapi.devices.router import require_device_token
+from vpsapi.devices.schemas import AlarmType, DeviceId, Moment, iso
 
 router = APIRouter(prefix="/api/cloud/videos", tags=["devices"])
-
-
-def _as_utc(value: datetime) -> datetime:
-    # Naive times (e.g. "2024-05-01 10:00:00") are UTC, as the seed's TIMESTAMP columns.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-# ISO-8601 strings, or Unix time in seconds or milliseconds.
-Moment = Annotated[datetime, AfterValidator(_as_utc)]
-DeviceId = Annotated[str, Field(min_length=1, max_length=64)]
-
-
-def _iso(moment: datetime) -> str:
-    """As JavaScript's Date.toJSON(), which the seed's Node answer produced."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class ClipIn(BaseModel):
@@ -38,7 +21,7 @@ class ClipIn(BaseModel):
     filename: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
     startTime: Moment
     duration: int | None = Field(default=None, ge=0, le=86_400, description="seconds")
-    alarmType: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    alarmType: AlarmType | None = None
     thumbnail: bool = Field(default=False, description="also return a thumbnail upload URL")
 
 
@@ -165,7 +148,7 @@ async def video_urls(
             VideoUrl(
                 filename=item.video.filename,
                 url=_public(request, item.url),
-                startTime=_iso(item.video.start_time),
+                startTime=iso(item.video.start_time),
                 duration=item.video.duration,
                 thumbnail=_public(request, item.thumbnail_url) if item.thumbnail_url else None,
                 alarmType=item.video.alarm_type,

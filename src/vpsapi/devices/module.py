@@ -13,6 +13,7 @@ from vpsapi.devices import cloud, service
 from vpsapi.devices.app_router import push_router
 from vpsapi.devices.app_router import router as app_router
 from vpsapi.devices.cloud_router import router as cloud_router
+from vpsapi.devices.push_providers import providers_for
 from vpsapi.devices.router import router
 from vpsapi.devices.search import DeviceSearch
 
@@ -34,6 +35,7 @@ async def _cleanup_loop(app: Any) -> None:
 
 @contextlib.asynccontextmanager
 async def devices_lifespan(app: Any) -> AsyncIterator[None]:
+    providers_for(app.state.settings)  # a missing FCM/APNs key file stops the start here
     task = asyncio.create_task(_cleanup_loop(app))
     try:
         yield

@@ -32,7 +32,7 @@ from vpsapi.config import Settings
 from vpsapi.core.db import Database, utcnow
 from vpsapi.core.events import EventBus
 from vpsapi.jobs.models import JobRecord
-from vpsapi.jobs.processors import get_processor
+from vpsapi.jobs.processors import JobContext, get_processor, job_context
 
 log = structlog.get_logger("vpsapi.jobs")
 
@@ -132,6 +132,13 @@ class JobEngine:
             await self.events.publish(job_channel(job.id), job_event(job))
         except Exception as exc:  # subscribers re-read the table; never fail a job for this
             log.warning("job_event_publish_failed", job_id=job.id, error=str(exc))
+
+    async def dispatch_new(self, job_id: str) -> None:
+        """Tell a worker about a committed new job. A lost hint costs a short delay:
+        workers and the sweeper also look for due rows on their own."""
+        if self.dispatcher is not None:
+            with contextlib.suppress(Exception):
+                await self.dispatcher.dispatch(job_id, 1)
 
     async def request_cancel(self, job_id: str) -> None:
         with contextlib.suppress(Exception):
@@ -265,6 +272,9 @@ class JobEngine:
         assert task is not None
         self._running[job.id] = task
         keeper = asyncio.create_task(self._keep_lease(job.id))
+        context = job_context.set(
+            JobContext(job.id, job.attempts, job.max_attempts, self.db, self.settings)
+        )
         try:
             result = await asyncio.wait_for(
                 processor.process(payload["data"], payload.get("options", {}), reporter), timeout
@@ -288,6 +298,7 @@ class JobEngine:
         else:
             await self._finish(job.id, COMPLETED, result=result)
         finally:
+            job_context.reset(context)
             keeper.cancel()
             self._running.pop(job.id, None)
 

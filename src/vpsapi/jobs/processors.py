@@ -8,17 +8,25 @@ where `await report(percent)` publishes progress (0-100). Processors are found i
 the entry-point group `vpsapi.processors` (the built-ins are registered there too,
 see pyproject.toml) and may also be registered at run time with `register()`.
 CPU-heavy work belongs in `await asyncio.to_thread(...)` so the event loop stays free.
+A processor that needs the database or the settings (e.g. push delivery) reads them
+from `current_job()` while it runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import entry_points
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
+
+if TYPE_CHECKING:
+    from vpsapi.config import Settings
+    from vpsapi.core.db import Database
 
 log = structlog.get_logger("vpsapi.jobs")
 
@@ -33,6 +41,25 @@ class Processor(Protocol):
     async def process(
         self, items: list[dict[str, Any]], options: dict[str, Any], report: Report
     ) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """The running job and the process's database and settings."""
+
+    job_id: str
+    attempt: int
+    max_attempts: int
+    db: Database
+    settings: Settings
+
+
+job_context: ContextVar[JobContext] = ContextVar("vpsapi_job_context")
+
+
+def current_job() -> JobContext:
+    """The context of the job this task is running (LookupError outside a job)."""
+    return job_context.get()
 
 
 _registry: dict[str, Processor] = {}
