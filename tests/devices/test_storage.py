@@ -64,6 +64,12 @@ async def test_local_signed_urls(client: httpx.AsyncClient) -> None:
     assert response.status_code == 403
     assert response.json()["error"] == "Signature expired"
 
+    # Only media is served as itself: uploaded markup stays inert.
+    page = "videos/test/page.html"
+    assert (await client.put(storage.presign_put(page, 60), content=b"<script>")).status_code == 200
+    served = await client.get(storage.presign_get(page, 60))
+    assert served.headers["content-type"] == "application/octet-stream"
+
     missing = await client.get(storage.presign_get("videos/test/none.mp4", 60))
     assert missing.status_code == 404
     assert missing.json()["error"] == "Object not found"

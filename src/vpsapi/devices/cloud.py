@@ -55,7 +55,7 @@ async def register_clip(
     if device is None:
         raise NotFound(body={"error": "Device not found"})
     video_id = new_id()
-    folder = f"videos/{device.virtual_id}/{video_id}"
+    folder = f"videos/{device.virtual_id}/{video_id}"  # the camera's filename goes inside
     video = CloudVideo(
         id=video_id,
         device_id=device.id,
@@ -65,7 +65,7 @@ async def register_clip(
         end_time=clip.start_time + timedelta(seconds=clip.duration) if clip.duration else None,
         alarm_type=clip.alarm_type,
         storage_path=f"{folder}/{clip.filename}",
-        thumbnail_path=f"{folder}/thumbnail.jpg" if clip.thumbnail else None,
+        thumbnail_path=f"{folder}-thumbnail.jpg" if clip.thumbnail else None,
         is_uploaded=False,
         upload_expires_at=utcnow() + timedelta(seconds=url_ttl),
     )

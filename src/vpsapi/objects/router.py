@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mimetypes
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -55,7 +56,12 @@ async def get_object(
     path = storage.path_for(key)
     if not path.is_file():
         raise NotFound(body={"error": "Object not found"})
-    return FileResponse(path)
+    # Only media types are served as themselves: an uploaded .html or .svg must not
+    # become a page on this origin.
+    media_type = mimetypes.guess_type(path.name)[0] or ""
+    if not media_type.startswith(("video/", "audio/", "image/")) or "svg" in media_type:
+        media_type = "application/octet-stream"
+    return FileResponse(path, media_type=media_type)
 
 
 @router.put(
