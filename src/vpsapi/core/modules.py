@@ -36,4 +36,6 @@ class Module:
     # (path, factory(app) -> ASGI app) mounted after the routers, e.g. Socket.IO.
     mounts: list[AsgiMount] = field(default_factory=list)
     readiness_checks: list[ReadinessCheck] = field(default_factory=list)
+    # Path prefixes whose errors take FastAPI's `{"detail": ...}` shape (seed 002).
+    fastapi_error_prefixes: list[str] = field(default_factory=list)
     description: str = ""

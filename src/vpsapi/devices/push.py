@@ -22,7 +22,7 @@ from vpsapi.devices.models import Device, PushToken, UserDevice
 from vpsapi.devices.push_providers import Notification, Outcome, PushProviders, providers_for
 from vpsapi.devices.schemas import iso
 from vpsapi.jobs import service as jobs_service
-from vpsapi.jobs.processors import Report, current_job
+from vpsapi.jobs.processors import Report, job_context
 from vpsapi.jobs.schemas import JobSubmit
 
 PUSH_JOB_TYPE = "push"
@@ -148,7 +148,7 @@ class PushDelivery:
     async def process(
         self, items: list[dict[str, Any]], options: dict[str, Any], report: Report
     ) -> dict[str, Any]:
-        job = current_job()
+        job = job_context()
         providers = providers_for(job.settings)
         results = []
         for index, item in enumerate(items):

@@ -4,12 +4,11 @@ A processor is any object with a `name`, an optional `timeout` (seconds) and
 
     async def process(items: list[dict], options: dict, report: Report) -> dict
 
-where `await report(percent)` publishes progress (0-100). Processors are found in
+where `await report(percent)` publishes progress (0-100). A processor that needs the
+service (settings, database, event bus) reads `job_context()` while it runs. Processors are found in
 the entry-point group `vpsapi.processors` (the built-ins are registered there too,
 see pyproject.toml) and may also be registered at run time with `register()`.
 CPU-heavy work belongs in `await asyncio.to_thread(...)` so the event loop stays free.
-A processor that needs the database or the settings (e.g. push delivery) reads them
-from `current_job()` while it runs.
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ import structlog
 if TYPE_CHECKING:
     from vpsapi.config import Settings
     from vpsapi.core.db import Database
+    from vpsapi.core.events import EventBus
 
 log = structlog.get_logger("vpsapi.jobs")
 
@@ -45,21 +45,24 @@ class Processor(Protocol):
 
 @dataclass(frozen=True)
 class JobContext:
-    """The running job and the process's database and settings."""
+    """What the running job may use of the process it runs in."""
 
     job_id: str
-    attempt: int
-    max_attempts: int
-    db: Database
     settings: Settings
+    db: Database
+    events: EventBus
 
 
-job_context: ContextVar[JobContext] = ContextVar("vpsapi_job_context")
+_job_context: ContextVar[JobContext] = ContextVar("job_context")
 
 
-def current_job() -> JobContext:
-    """The context of the job this task is running (LookupError outside a job)."""
-    return job_context.get()
+def job_context() -> JobContext:
+    """The context of the job running in this task (only inside `process`)."""
+    return _job_context.get()
+
+
+def set_job_context(context: JobContext) -> None:
+    _job_context.set(context)
 
 
 _registry: dict[str, Processor] = {}
