@@ -173,6 +173,17 @@ class Settings(BaseSettings):
     log_dir: Path | None = None
     log_retention_days: int = Field(default=30, ge=1)
     log_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # Write the streams to files at all (the console output is unaffected).
+    log_to_files: bool = True
+    # Rotated files kept per stream: application.log.1 … .N (cleanup may remove older ones).
+    log_backup_count: int = Field(default=5, ge=1, le=100)
+    # How often each server applies the retention policy when its auto_cleanup is on.
+    log_cleanup_interval: float = Field(default=3600.0, gt=0)
+    # GET /api/logs/system: the journal first (empty: skip it), then the first of these files.
+    journalctl_bin: str = "journalctl"
+    system_log_files: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["/var/log/syslog", "/var/log/messages"]
+    )
     metrics_interval: float = Field(default=10.0, gt=0)
     metrics_retention_days: int = Field(default=30, ge=1)
     backend_check_interval: float = Field(default=30.0, gt=0)
@@ -190,7 +201,9 @@ class Settings(BaseSettings):
     citypulse_currency: str = "EUR"
     workers: int = 1
 
-    @field_validator("allowed_origins", "trusted_proxies", "alert_email_to", mode="before")
+    @field_validator(
+        "allowed_origins", "trusted_proxies", "alert_email_to", "system_log_files", mode="before"
+    )
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
         if isinstance(value, str):
