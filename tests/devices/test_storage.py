@@ -159,3 +159,12 @@ async def test_s3_missing_bucket_is_not_ready(make_client: Any, seaweed: Any) ->
     response = await client.get("/health/ready")
     assert response.status_code == 503
     assert response.json()["checks"]["storage"] == "unhealthy"
+
+
+def test_signed_urls_are_redacted_in_logs() -> None:
+    from vpsapi.core.logging import redact
+
+    local = "/api/objects/videos/a.mp4?expires=1700000000&sig=" + "ab" * 32
+    s3 = "http://s3/b/a.mp4?X-Amz-Algorithm=AWS4&X-Amz-Signature=" + "cd" * 32
+    assert redact(local).endswith("&sig=****")
+    assert redact(s3).endswith("&X-Amz-Signature=****")
