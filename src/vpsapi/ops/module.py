@@ -14,6 +14,7 @@ from vpsapi.ops.nginx.control import NginxControl
 from vpsapi.ops.nginx.router import backends_router, configs_router, pools_router
 from vpsapi.ops.performance.router import router as performance_router
 from vpsapi.ops.ssl.router import router as ssl_router
+from vpsapi.ops.ssl.schedule import lifespan as ssl_renewal_lifespan
 from vpsapi.ops.system.router import router as system_router
 
 # Seed 002 is a FastAPI application: its clients expect `{"detail": ...}` error bodies.
@@ -41,7 +42,7 @@ async def ops_lifespan(app: Any) -> AsyncIterator[None]:
 
 
 # Background work of the ops subsystems (health checks, samplers, schedules), in start order.
-SUBSYSTEM_LIFESPANS: list[Any] = []
+SUBSYSTEM_LIFESPANS: list[Any] = [ssl_renewal_lifespan]
 
 MODULE = Module(
     name="ops",
