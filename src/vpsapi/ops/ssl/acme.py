@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import josepy as jose
 import structlog
 from acme import challenges, client, crypto_util, errors, messages
@@ -38,6 +39,7 @@ log = structlog.get_logger(__name__)
 Report = Callable[[int], Awaitable[None]]
 CHALLENGE_PATH = ".well-known/acme-challenge"
 FINALIZE_TIMEOUT = timedelta(seconds=120)
+SELF_CHECK_ATTEMPTS = 100  # 0.1 s apart
 
 
 class AcmeFailed(Unprocessable):
@@ -158,12 +160,13 @@ async def issue(
             token = webroot / challenge.chall.encode("token")
             store.write_atomic(token, validation.encode(), 0o644)
             tokens.append(token)
-            answers.append((challenge, response))
+            answers.append((challenge, response, validation))
         if answers:
             _make_readable(settings.effective_acme_webroot)
             await nginx.apply({conf_name: render_challenge_server(settings, names)})
+            await _served(settings, names[0], tokens[0].name, answers[0][2])
         await report(40)
-        for challenge, response in answers:
+        for challenge, response, _ in answers:
             await asyncio.to_thread(acme.answer_challenge, challenge, response)
         await report(55)
         deadline = datetime.now() + FINALIZE_TIMEOUT  # the library compares naive local times
@@ -201,6 +204,24 @@ async def issue(
         await nginx.reload()
     log.info("ops.ssl.issued", domain=stem, names=names, not_after=str(info.not_after))
     return Issued(stem, names, info, stored.cert_path, key_path)
+
+
+async def _served(settings: Settings, name: str, token: str, expected: str) -> None:
+    """Wait until nginx serves the challenge (a reload only signals its master; the new
+    workers take over a moment later): asking the CA earlier fails the validation."""
+    url = f"http://127.0.0.1:{settings.acme_http_port}/{CHALLENGE_PATH}/{token}"
+    last = ""
+    async with httpx.AsyncClient(timeout=5, headers={"Host": name}) as http:
+        for _ in range(SELF_CHECK_ATTEMPTS):
+            try:
+                response = await http.get(url)
+                if response.status_code == 200 and response.text == expected:
+                    return
+                last = f"HTTP {response.status_code}"
+            except httpx.HTTPError as exc:
+                last = str(exc) or type(exc).__name__
+            await asyncio.sleep(0.1)
+    raise AcmeFailed(f"nginx does not serve the ACME challenge at {url} ({last})")
 
 
 def _make_readable(webroot: Path) -> None:
