@@ -143,6 +143,8 @@ class Settings(BaseSettings):
     backup_dir: Path | None = None
     backup_keep_last: int = Field(default=10, ge=1)
     backup_keep_days: int = Field(default=30, ge=1)
+    # Where pg_dump/pg_restore/psql are (PostgreSQL backups); empty: found on PATH.
+    pg_bin_dir: str = ""
     # How often the retention policy is applied to BACKUP_DIR (seconds; daily).
     backup_retention_interval: float = Field(default=86400.0, gt=0)
     # Empty: DATA_DIR/logs. Structured streams: application, audit, performance, security.

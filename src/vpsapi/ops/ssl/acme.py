@@ -55,9 +55,12 @@ class Issued:
     key_path: Path
 
 
+# `--` sorts before any site id, so nginx meets this server block first.
+CHALLENGE_CONF_PREFIX = "vpsapi--acme-"
+
+
 def challenge_conf_name(stem: str) -> str:
-    # `--` sorts before any site id, so nginx meets this server block first.
-    return f"vpsapi--acme-{stem}.conf"
+    return f"{CHALLENGE_CONF_PREFIX}{stem}.conf"
 
 
 def render_challenge_server(settings: Settings, names: list[str]) -> str:
