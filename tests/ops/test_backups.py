@@ -25,7 +25,7 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
 from support import free_port
-from vpsapi.ops.nginx.models import NginxSite
+from vpsapi.ops.nginx.models import NginxSite, UpstreamPool
 
 SITE_FILE = "vpsapi-site-shop.conf"
 
@@ -170,6 +170,13 @@ async def test_backup_delete_site_restore_brings_it_back(
 ) -> None:
     port = await create_site(backup_client, admin, tmp_path)
     await served(port, expected=True)
+    async with backup_client.app.state.db.session() as session:  # type: ignore[attr-defined]
+        session.add(
+            UpstreamPool(
+                name="shop-pool",
+                servers=[{"address": "127.0.0.1:9", "weight": 2, "backup": False}],
+            )
+        )
 
     backup = await create_backup(backup_client, admin, description="before the cleanup")
     archive_path = tmp_path / "backups" / backup["filename"]
@@ -200,9 +207,11 @@ async def test_backup_delete_site_restore_brings_it_back(
     assert stat.S_IMODE(key_member.mode) == 0o600
     assert set(manifest["members"]) == set(names[1:])
 
-    # Delete the site: row, certificate, nginx file.
+    # Delete the site (row, certificate, nginx file) and the pool.
     async with backup_client.app.state.db.session() as session:  # type: ignore[attr-defined]
         await session.delete(await session.get(NginxSite, "shop"))
+        for pool in (await session.execute(select(UpstreamPool))).scalars():
+            await session.delete(pool)
     await backup_client.app.state.nginx.apply({SITE_FILE: None})  # type: ignore[attr-defined]
     for suffix in (".crt", ".key"):
         (tmp_path / "ssl" / f"shop.example.com{suffix}").unlink()
@@ -215,10 +224,13 @@ async def test_backup_delete_site_restore_brings_it_back(
     assert body["restored"] == {
         "nginx_files": 1,
         "certificates": 2,
-        "tables": {"ops_nginx_sites": 1, "ops_upstream_pools": 0},
+        "tables": {"ops_nginx_sites": 1, "ops_upstream_pools": 1},
     }
     await served(port, expected=True)
     assert await site_rows(backup_client) == ["shop"]
+    async with backup_client.app.state.db.session() as session:  # type: ignore[attr-defined]
+        [pool] = (await session.execute(select(UpstreamPool))).scalars()
+    assert pool.name == "shop-pool" and pool.servers[0]["weight"] == 2
     key_file = tmp_path / "ssl" / "shop.example.com.key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert (private_nginx.conf_dir / SITE_FILE).read_text() == site_conf(port, tmp_path / "ssl")
@@ -268,6 +280,16 @@ def rewrite(path: Path, change: Any) -> None:
         (lambda m: m.update({"nginx/vpsapi-extra.conf": b"server {}\n"}), "not in its manifest"),
         (lambda m: m.update({"../escape.conf": b"x"}), "not in its manifest"),
         (lambda m: m.pop("manifest.json"), "no manifest"),
+        (
+            lambda m: m.update(
+                {
+                    "manifest.json": m["manifest.json"]
+                    .replace(b'"sqlite"', b'"other"')
+                    .replace(b'"postgresql"', b'"other"')
+                }
+            ),
+            "holds a database dump for 'other'",
+        ),
     ],
 )
 async def test_a_changed_archive_is_refused_and_nothing_restored(

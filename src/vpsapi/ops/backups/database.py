@@ -128,7 +128,8 @@ async def restore_tables(settings: Settings, dump_file: Path, kind: str) -> dict
     Returns the number of rows restored per table."""
     if kind != backend(settings):
         raise Unprocessable(
-            f"this backup holds a {kind} database; the service runs on {backend(settings)}"
+            f"this backup holds a database dump for {kind!r}; the service runs on "
+            f"{backend(settings)}"
         )
     if settings.is_sqlite:
         return await asyncio.to_thread(_sqlite_restore, _sqlite_path(settings), dump_file)

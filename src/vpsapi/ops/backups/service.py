@@ -263,7 +263,7 @@ async def restore_backup(
         )
         if kind != database.backend(settings) or not dump_file.is_file():
             raise Unprocessable(
-                f"{filename} holds a {kind} database; the service runs on "
+                f"{filename} holds a database dump for {kind!r}; the service runs on "
                 f"{database.backend(settings)}"
             )
         nginx_files = _nginx_files(root)
