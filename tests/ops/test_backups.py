@@ -274,6 +274,12 @@ def rewrite(path: Path, change: Any) -> None:
     [
         (
             lambda m: m.update({f"nginx/{SITE_FILE}": m[f"nginx/{SITE_FILE}"] + b"# evil\n"}),
+            "size mismatch",
+        ),
+        (
+            lambda m: m.update(
+                {f"nginx/{SITE_FILE}": m[f"nginx/{SITE_FILE}"].replace(b"'shop'", b"'evil'")}
+            ),
             "checksum mismatch",
         ),
         (lambda m: m.pop(f"nginx/{SITE_FILE}"), "members missing"),
@@ -457,3 +463,34 @@ async def test_retention_keeps_the_newest_and_the_recent(
     assert sorted(remaining) == sorted([latest["filename"], first[2]])
     # The scheduled run finds nothing more to do.
     assert apply_retention(client.app.state.settings) == []  # type: ignore[attr-defined]
+
+
+async def test_ops_jobs_cannot_be_forged_through_the_generic_jobs_api(
+    backup_client: httpx.AsyncClient, admin: dict[str, str], tmp_path: Path
+) -> None:
+    from support import SHARED_API_KEY
+
+    token = (
+        await backup_client.post("/api/auth/token", headers={"X-API-Key": SHARED_API_KEY})
+    ).json()["token"]
+    client_headers = {"Authorization": f"Bearer {token}"}
+    for processing_type, item in (
+        ("ops.backup.create", {"filename": "forged.tar.gz"}),
+        ("ops.ssl.issue", {"names": ["forged.example.com"]}),
+    ):
+        response = await backup_client.post(
+            "/api/jobs",
+            json={"processingType": processing_type, "data": [item], "options": {"attempts": 1}},
+            headers=client_headers,
+        )
+        assert response.status_code == 202, response.text
+        job_id = response.json()["jobId"]
+        for _ in range(600):
+            job = (await backup_client.get(f"/api/jobs/{job_id}", headers=client_headers)).json()
+            if job["status"] in ("COMPLETED", "FAILED"):
+                break
+            await asyncio.sleep(0.05)
+        assert job["status"] == "FAILED", job
+        assert "started through the ops API only" in job["error"]
+    assert not (tmp_path / "backups" / "forged.tar.gz").exists()
+    assert not (tmp_path / "ssl").exists() or not any((tmp_path / "ssl").iterdir())

@@ -134,6 +134,12 @@ def extract_verified(path: Path, dest: Path) -> dict[str, Any]:
                 if entry.name in seen:
                     raise Unprocessable(f"backup member {entry.name!r} appears twice")
                 seen.add(entry.name)
+                want = expected[entry.name]
+                if entry.size != want.get("size"):  # before reading: no unbounded extraction
+                    raise Unprocessable(
+                        f"size mismatch for {entry.name!r}: the backup was changed or is "
+                        "damaged; nothing was restored"
+                    )
                 target = dest / entry.name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 digest = hashlib.sha256()
@@ -143,8 +149,7 @@ def extract_verified(path: Path, dest: Path) -> dict[str, Any]:
                     while chunk := source.read(_CHUNK):
                         digest.update(chunk)
                         out.write(chunk)
-                want = expected[entry.name]
-                if digest.hexdigest() != want.get("sha256") or entry.size != want.get("size"):
+                if digest.hexdigest() != want.get("sha256"):
                     raise Unprocessable(
                         f"checksum mismatch for {entry.name!r}: the backup was changed or is "
                         "damaged; nothing was restored"

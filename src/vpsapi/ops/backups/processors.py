@@ -7,6 +7,7 @@ from typing import Any
 
 from vpsapi.jobs.processors import Report, job_context
 from vpsapi.ops.backups import service
+from vpsapi.ops.jobs import unseal
 from vpsapi.ops.nginx.control import NginxControl
 
 
@@ -20,7 +21,7 @@ class CreateBackup:
         self, items: list[dict[str, Any]], options: dict[str, Any], report: Report
     ) -> dict[str, Any]:
         settings = job_context().settings
-        request = items[0]
+        request = unseal(settings, self.name, items)
         entry = await service.create_backup(
             settings,
             NginxControl(settings),

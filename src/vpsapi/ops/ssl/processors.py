@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from vpsapi.jobs.processors import Report, job_context
+from vpsapi.ops.jobs import unseal
 from vpsapi.ops.nginx.control import NginxControl
 from vpsapi.ops.ssl import acme
 from vpsapi.ops.ssl.service import ISSUE_JOB
@@ -20,7 +21,7 @@ class IssueCertificate:
         self, items: list[dict[str, Any]], options: dict[str, Any], report: Report
     ) -> dict[str, Any]:
         context = job_context()
-        order = items[0]
+        order = unseal(context.settings, self.name, items)
         issued = await acme.issue(
             context.settings,
             NginxControl(context.settings),

@@ -14,11 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from vpsapi.config import Settings
 from vpsapi.core.db import Database
-from vpsapi.core.errors import BadRequest, Conflict, Unprocessable
+from vpsapi.core.errors import BadRequest, Conflict, Forbidden, Unprocessable
 from vpsapi.core.security import Principal
 from vpsapi.jobs.engine import PENDING, PROCESSING, JobEngine, decode_blob
 from vpsapi.jobs.models import JobRecord
-from vpsapi.ops.jobs import SYSTEM_PRINCIPAL, dispatch_job, submit_ops_job
+from vpsapi.ops.jobs import SYSTEM_PRINCIPAL, dispatch_job, submit_ops_job, unseal
 from vpsapi.ops.ssl import store
 from vpsapi.ops.ssl.certs import covers, is_hostname
 from vpsapi.ops.ssl.schemas import CertificateOut, DomainEntry, DomainList, LetsEncryptRequest
@@ -148,7 +148,7 @@ def requested_names(body: LetsEncryptRequest | None, query_domain: str | None) -
     return names
 
 
-async def _active_issuances(session: AsyncSession) -> set[str]:
+async def _active_issuances(session: AsyncSession, settings: Settings) -> set[str]:
     """Certificate stems with an issuance job waiting or running."""
     rows = await session.execute(
         select(JobRecord.payload).where(
@@ -158,9 +158,11 @@ async def _active_issuances(session: AsyncSession) -> set[str]:
     )
     stems = set()
     for (payload,) in rows:
-        names = decode_blob(payload)["data"][0].get("names") or []
-        if names:
-            stems.add(store.stem_for(names[0]))
+        try:  # only genuine ops jobs: /api/jobs lets anyone queue a (failing) forgery
+            order = unseal(settings, ISSUE_JOB, decode_blob(payload)["data"])
+        except Forbidden:
+            continue
+        stems.add(store.stem_for(order["names"][0]))
     return stems
 
 
@@ -172,7 +174,7 @@ async def submit_issuance(
     email: str | None,
 ) -> JobRecord:
     stem = store.stem_for(names[0])
-    if stem in await _active_issuances(session):
+    if stem in await _active_issuances(session, settings):
         raise Conflict(f"a certificate for {names[0]} is already being issued")
     return await submit_ops_job(
         session,
@@ -209,7 +211,7 @@ async def renew_due(db: Database, settings: Settings, engine: JobEngine) -> list
             return []
         job_ids = []
         async with db.session() as session:
-            active = await _active_issuances(session)
+            active = await _active_issuances(session, settings)
             for item in due:
                 if item.domain in active:
                     continue

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from vpsapi.config import Settings
-from vpsapi.core.errors import NotFound
+from vpsapi.core.errors import NotFound, ServiceUnavailable
 from vpsapi.ops.ssl.certs import CertificateInfo, cert_stem, inspect_files, validate_pair
 
 CERT_SUFFIX = ".crt"
@@ -115,12 +115,15 @@ def save_pair(
     cert_path = directory / (stem + CERT_SUFFIX)
     key_path = directory / (stem + KEY_SUFFIX)
     acme_path = directory / (stem + ACME_SUFFIX)
-    write_atomic(key_path, key_pem, KEY_MODE)
-    write_atomic(cert_path, cert_pem, CERT_MODE)
-    if acme is None:
-        acme_path.unlink(missing_ok=True)
-    else:
-        write_atomic(acme_path, json.dumps(acme, indent=2).encode(), CERT_MODE)
+    try:
+        write_atomic(key_path, key_pem, KEY_MODE)
+        write_atomic(cert_path, cert_pem, CERT_MODE)
+        if acme is None:
+            acme_path.unlink(missing_ok=True)
+        else:
+            write_atomic(acme_path, json.dumps(acme, indent=2).encode(), CERT_MODE)
+    except OSError as exc:
+        raise ServiceUnavailable(f"cannot write to {directory}: {exc.strerror}") from exc
     return StoredCertificate(stem, cert_path, key_path, info, acme=acme)
 
 
