@@ -24,10 +24,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
+from ops_support import NamedBackend, site_body
 from support import free_port
-from vpsapi.ops.nginx.models import NginxSite, UpstreamPool
 
-SITE_FILE = "vpsapi-site-shop.conf"
+SITE_FILE = "vpsapi-site-shop.conf"  # as the nginx module names it
 
 
 def self_signed(name: str) -> tuple[str, str]:
@@ -90,17 +90,10 @@ async def viewer(backup_client: httpx.AsyncClient, admin: dict[str, str]) -> dic
     return {"Authorization": f"Bearer {tokens['accessToken']}"}
 
 
-def site_conf(port: int, cert_dir: Path) -> str:
-    return (
-        f"server {{\n    listen 127.0.0.1:{port} ssl;\n    server_name shop.example.com;\n"
-        f"    ssl_certificate {cert_dir}/shop.example.com.crt;\n"
-        f"    ssl_certificate_key {cert_dir}/shop.example.com.key;\n"
-        "    location / { return 200 'shop'; }\n}\n"
-    )
-
-
-async def create_site(client: httpx.AsyncClient, headers: dict[str, str], tmp_path: Path) -> int:
-    """The site as the nginx module keeps it: a row, a certificate and a managed file."""
+async def create_site(
+    client: httpx.AsyncClient, headers: dict[str, str], backend: NamedBackend
+) -> int:
+    """A TLS site through the API: its certificate, then the site proxying to `backend`."""
     cert, key = self_signed("shop.example.com")
     response = await client.post(
         "/api/ssl/upload",
@@ -108,20 +101,18 @@ async def create_site(client: httpx.AsyncClient, headers: dict[str, str], tmp_pa
         headers=headers,
     )
     assert response.status_code == 200, response.text
+    paths = response.json()
     port = free_port()
-    app = client.app  # type: ignore[attr-defined]
-    async with app.state.db.session() as session:
-        session.add(
-            NginxSite(
-                id="shop",
-                server_name="shop.example.com",
-                listen_port=port,
-                locations=[{"path": "/", "backend": "http://127.0.0.1:9"}],
-                ssl_cert=str(tmp_path / "ssl" / "shop.example.com.crt"),
-                ssl_key=str(tmp_path / "ssl" / "shop.example.com.key"),
-            )
-        )
-    await app.state.nginx.apply({SITE_FILE: site_conf(port, tmp_path / "ssl")})
+    site = site_body(
+        "shop",
+        port,
+        f"http://{backend.address}",
+        server_name="shop.example.com",
+        ssl_cert=paths["cert_path"],
+        ssl_key=paths["key_path"],
+    )
+    response = await client.post("/api/configs", json=site, headers=headers)
+    assert response.status_code == 201, response.text
     return port
 
 
@@ -131,9 +122,11 @@ async def served(port: int, expected: bool) -> None:
     async with httpx.AsyncClient(verify=False, timeout=5) as http:
         for _ in range(200):
             try:
-                response = await http.get(f"https://127.0.0.1:{port}/")
+                response = await http.get(
+                    f"https://127.0.0.1:{port}/", headers={"Host": "shop.example.com"}
+                )
                 last = (response.status_code, response.text)
-                if expected and last == (200, "shop"):
+                if expected and last == (200, "backend one"):
                     return
             except httpx.HTTPError as exc:
                 last = exc
@@ -160,23 +153,23 @@ async def create_backup(
     return result
 
 
-async def site_rows(client: httpx.AsyncClient) -> list[str]:
-    async with client.app.state.db.session() as session:  # type: ignore[attr-defined]
-        return [site.id for site in (await session.execute(select(NginxSite))).scalars()]
+async def site_ids(client: httpx.AsyncClient, headers: dict[str, str]) -> list[str]:
+    return [site["id"] for site in (await client.get("/api/configs", headers=headers)).json()]
 
 
 async def test_backup_delete_site_restore_brings_it_back(
-    backup_client: httpx.AsyncClient, admin: dict[str, str], private_nginx: Any, tmp_path: Path
+    backup_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    private_nginx: Any,
+    backends: list[NamedBackend],
+    tmp_path: Path,
 ) -> None:
-    port = await create_site(backup_client, admin, tmp_path)
+    port = await create_site(backup_client, admin, backends[0])
     await served(port, expected=True)
-    async with backup_client.app.state.db.session() as session:  # type: ignore[attr-defined]
-        session.add(
-            UpstreamPool(
-                name="shop-pool",
-                servers=[{"address": "127.0.0.1:9", "weight": 2, "backup": False}],
-            )
-        )
+    pool = {"name": "shop_pool", "servers": [{"address": backends[1].address, "weight": 2}]}
+    response = await backup_client.post("/api/load-balancer/pools", json=pool, headers=admin)
+    assert response.status_code == 201, response.text
+    site_file = (private_nginx.conf_dir / SITE_FILE).read_text()
 
     backup = await create_backup(backup_client, admin, description="before the cleanup")
     archive_path = tmp_path / "backups" / backup["filename"]
@@ -186,7 +179,7 @@ async def test_backup_delete_site_restore_brings_it_back(
     assert entry["filename"] == backup["filename"]
     assert entry["sha256"] == hashlib.sha256(archive_path.read_bytes()).hexdigest()
     assert entry["size"] == archive_path.stat().st_size
-    assert entry["config_count"] == 1 and entry["cert_count"] == 2
+    assert entry["config_count"] == 2 and entry["cert_count"] == 2  # site + upstream
     assert entry["kind"] == "backup" and entry["description"] == "before the cleanup"
     assert entry["database"] == (
         "sqlite" if backup_client.app.state.settings.is_sqlite else "postgresql"
@@ -207,33 +200,30 @@ async def test_backup_delete_site_restore_brings_it_back(
     assert stat.S_IMODE(key_member.mode) == 0o600
     assert set(manifest["members"]) == set(names[1:])
 
-    # Delete the site (row, certificate, nginx file) and the pool.
-    async with backup_client.app.state.db.session() as session:  # type: ignore[attr-defined]
-        await session.delete(await session.get(NginxSite, "shop"))
-        for pool in (await session.execute(select(UpstreamPool))).scalars():
-            await session.delete(pool)
-    await backup_client.app.state.nginx.apply({SITE_FILE: None})  # type: ignore[attr-defined]
+    # Delete the site, its certificate and the pool.
+    assert (await backup_client.delete("/api/configs/shop", headers=admin)).status_code == 200
+    response = await backup_client.delete("/api/load-balancer/pools/shop_pool", headers=admin)
+    assert response.status_code == 200
     for suffix in (".crt", ".key"):
         (tmp_path / "ssl" / f"shop.example.com{suffix}").unlink()
     await served(port, expected=False)
-    assert await site_rows(backup_client) == []
+    assert await site_ids(backup_client, admin) == []
 
     restored = await backup_client.post(f"/api/backup/restore/{backup['filename']}", headers=admin)
     assert restored.status_code == 200, restored.text
     body = restored.json()
     assert body["restored"] == {
-        "nginx_files": 1,
+        "nginx_files": 2,
         "certificates": 2,
         "tables": {"ops_nginx_sites": 1, "ops_upstream_pools": 1},
     }
     await served(port, expected=True)
-    assert await site_rows(backup_client) == ["shop"]
-    async with backup_client.app.state.db.session() as session:  # type: ignore[attr-defined]
-        [pool] = (await session.execute(select(UpstreamPool))).scalars()
-    assert pool.name == "shop-pool" and pool.servers[0]["weight"] == 2
+    assert await site_ids(backup_client, admin) == ["shop"]
+    pools = (await backup_client.get("/api/load-balancer/pools", headers=admin)).json()["pools"]
+    assert [(p["name"], p["servers"][0]["weight"]) for p in pools] == [("shop_pool", 2)]
     key_file = tmp_path / "ssl" / "shop.example.com.key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-    assert (private_nginx.conf_dir / SITE_FILE).read_text() == site_conf(port, tmp_path / "ssl")
+    assert (private_nginx.conf_dir / SITE_FILE).read_text() == site_file
 
     # The state before the restore was kept as a safety backup.
     listing = (await backup_client.get("/api/backup/list", headers=admin)).json()["backups"]
@@ -278,7 +268,7 @@ def rewrite(path: Path, change: Any) -> None:
         ),
         (
             lambda m: m.update(
-                {f"nginx/{SITE_FILE}": m[f"nginx/{SITE_FILE}"].replace(b"'shop'", b"'evil'")}
+                {f"nginx/{SITE_FILE}": m[f"nginx/{SITE_FILE}"].replace(b"server", b"SERVER", 1)}
             ),
             "checksum mismatch",
         ),
@@ -305,17 +295,19 @@ async def test_a_changed_archive_is_refused_and_nothing_restored(
     tmp_path: Path,
     change: Any,
     message: str,
+    backends: list[NamedBackend],
 ) -> None:
-    port = await create_site(backup_client, admin, tmp_path)
+    port = await create_site(backup_client, admin, backends[0])
     backup = await create_backup(backup_client, admin)
     archive_path = tmp_path / "backups" / backup["filename"]
     rewrite(archive_path, change)
-    await backup_client.app.state.nginx.apply({SITE_FILE: None})  # type: ignore[attr-defined]
+    assert (await backup_client.delete("/api/configs/shop", headers=admin)).status_code == 200
 
     response = await backup_client.post(f"/api/backup/restore/{backup['filename']}", headers=admin)
     assert response.status_code == 422, response.text
     assert message in response.json()["detail"]
     assert not (private_nginx.conf_dir / SITE_FILE).exists()
+    assert await site_ids(backup_client, admin) == []
     await served(port, expected=False)
     # No safety backup either: the archive was refused before anything happened.
     listing = (await backup_client.get("/api/backup/list", headers=admin)).json()["backups"]
@@ -340,32 +332,42 @@ async def test_a_damaged_archive_is_refused(
 
 
 async def test_restore_rolls_back_when_nginx_rejects_the_backup(
-    backup_client: httpx.AsyncClient, admin: dict[str, str], private_nginx: Any, tmp_path: Path
+    backup_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    private_nginx: Any,
+    backends: list[NamedBackend],
+    tmp_path: Path,
 ) -> None:
-    port = await create_site(backup_client, admin, tmp_path)
+    port = await create_site(backup_client, admin, backends[0])
     # A broken file slipped into the managed directory when the backup was taken.
     broken = private_nginx.conf_dir / "vpsapi-broken.conf"
     broken.write_text("server { listen 127.0.0.1:1; nonsense_directive on; }\n")
     backup = await create_backup(backup_client, admin)
     broken.unlink()
-    # Changes after the backup: another certificate; the site row is gone.
+    # Changes after the backup: another certificate, the site is gone.
     cert, key = self_signed("later.example.com")
     await backup_client.post(
         "/api/ssl/upload",
         json={"domain": "later.example.com", "cert_content": cert, "key_content": key},
         headers=admin,
     )
-    async with backup_client.app.state.db.session() as session:  # type: ignore[attr-defined]
-        await session.delete(await session.get(NginxSite, "shop"))
+    assert (await backup_client.delete("/api/configs/shop", headers=admin)).status_code == 200
+    await served(port, expected=False)
 
     response = await backup_client.post(f"/api/backup/restore/{backup['filename']}", headers=admin)
     assert response.status_code == 422
     assert "nonsense_directive" in response.json()["detail"]
     # Everything is as before the attempt.
-    assert (tmp_path / "ssl" / "later.example.com.crt").exists()
-    assert sorted(p.name for p in private_nginx.conf_dir.glob("*.conf")) == [SITE_FILE]
-    assert await site_rows(backup_client) == []
-    await served(port, expected=True)
+    certs = sorted(p.name for p in (tmp_path / "ssl").iterdir())
+    assert certs == [
+        "later.example.com.crt",
+        "later.example.com.key",
+        "shop.example.com.crt",
+        "shop.example.com.key",
+    ]
+    assert list(private_nginx.conf_dir.glob("*.conf")) == []
+    assert await site_ids(backup_client, admin) == []
+    await served(port, expected=False)
 
 
 @pytest.mark.parametrize(

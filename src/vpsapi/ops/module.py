@@ -12,6 +12,7 @@ from vpsapi.ops.backups.schedule import lifespan as backup_retention_lifespan
 from vpsapi.ops.logs.router import router as logs_router
 from vpsapi.ops.monitoring.router import router as monitoring_router
 from vpsapi.ops.nginx.control import NginxControl
+from vpsapi.ops.nginx.health import backend_checks
 from vpsapi.ops.nginx.router import backends_router, configs_router, pools_router
 from vpsapi.ops.performance.router import router as performance_router
 from vpsapi.ops.ssl.router import router as ssl_router
@@ -43,7 +44,7 @@ async def ops_lifespan(app: Any) -> AsyncIterator[None]:
 
 
 # Background work of the ops subsystems (health checks, samplers, schedules), in start order.
-SUBSYSTEM_LIFESPANS: list[Any] = [ssl_renewal_lifespan, backup_retention_lifespan]
+SUBSYSTEM_LIFESPANS: list[Any] = [backend_checks, ssl_renewal_lifespan, backup_retention_lifespan]
 
 MODULE = Module(
     name="ops",
