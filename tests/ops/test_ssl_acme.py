@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from ops_support import NamedBackend, site_body
 from support import ADMIN_EMAIL, ADMIN_PASSWORD, free_port, login
 
 PEBBLE = shutil.which("pebble")
@@ -252,6 +253,7 @@ async def test_issue_serve_and_renew_through_nginx(
     admin: dict[str, str],
     private_nginx: Any,
     pebble: Pebble,
+    backends: list[NamedBackend],
     tmp_path: Path,
 ) -> None:
     response = await acme_client.post(
@@ -277,17 +279,18 @@ async def test_issue_serve_and_renew_through_nginx(
     assert not list(private_nginx.conf_dir.glob("vpsapi--acme-*"))
     assert not [p for p in (tmp_path / "data" / "acme-webroot").rglob("*") if p.is_file()]
 
-    # nginx serves the new certificate and it verifies against pebble's root.
+    # A site uses it: nginx serves it and it verifies against pebble's root.
     tls_port = free_port()
-    await acme_client.app.state.nginx.apply(  # type: ignore[attr-defined]
-        {
-            "vpsapi-tls-check.conf": (
-                f"server {{ listen 127.0.0.1:{tls_port} ssl; server_name app.example.com;\n"
-                f"  ssl_certificate {entry['cert_path']}; ssl_certificate_key {entry['key_path']};\n"
-                "  location / { return 200 'ok'; } }\n"
-            )
-        }
+    site = site_body(
+        "app",
+        tls_port,
+        f"http://{backends[0].address}",
+        server_name="app.example.com www.app.example.com",
+        ssl_cert=entry["cert_path"],
+        ssl_key=entry["key_path"],
     )
+    response = await acme_client.post("/api/configs", json=site, headers=admin)
+    assert response.status_code == 201, response.text
     root = pebble.issuing_root()
     peer = await asyncio.to_thread(handshake, tls_port, "www.app.example.com", root)
     assert format(int(peer["serialNumber"], 16), "x") == entry["serial"]
