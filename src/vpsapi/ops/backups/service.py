@@ -195,6 +195,9 @@ def _archives(settings: Settings) -> list[Path]:
 def list_backups(settings: Settings) -> list[BackupOut]:
     """Newest first."""
     entries = [describe(path) for path in _archives(settings)]
+    names = {entry.filename for entry in entries}
+    for key in [key for key in _checksums if key[0] not in names]:
+        del _checksums[key]  # deleted archives
     return sorted(entries, key=lambda entry: entry.created_at, reverse=True)
 
 
