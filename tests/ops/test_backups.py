@@ -496,3 +496,45 @@ async def test_ops_jobs_cannot_be_forged_through_the_generic_jobs_api(
         assert "started through the ops API only" in job["error"]
     assert not (tmp_path / "backups" / "forged.tar.gz").exists()
     assert not (tmp_path / "ssl").exists() or not any((tmp_path / "ssl").iterdir())
+
+
+async def test_restore_rolls_back_nginx_and_certificates_when_the_database_fails(
+    backup_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    private_nginx: Any,
+    backends: list[NamedBackend],
+    tmp_path: Path,
+) -> None:
+    port = await create_site(backup_client, admin, backends[0])
+    backup = await create_backup(backup_client, admin)
+    archive_path = tmp_path / "backups" / backup["filename"]
+
+    def break_the_dump(members: dict[str, bytes]) -> None:
+        """A well-formed archive (manifest agrees) whose database dump is garbage."""
+        manifest = json.loads(members["manifest.json"])
+        [dump] = [name for name in members if name.startswith("database/")]
+        members[dump] = b"this is not a database dump" * 100
+        manifest["members"][dump].update(
+            sha256=hashlib.sha256(members[dump]).hexdigest(), size=len(members[dump])
+        )
+        members["manifest.json"] = json.dumps(manifest).encode()
+
+    rewrite(archive_path, break_the_dump)
+    assert (await backup_client.delete("/api/configs/shop", headers=admin)).status_code == 200
+    cert, key = self_signed("later.example.com")
+    response = await backup_client.post(
+        "/api/ssl/upload",
+        json={"domain": "later.example.com", "cert_content": cert, "key_content": key},
+        headers=admin,
+    )
+    assert response.status_code == 200
+    await served(port, expected=False)
+
+    response = await backup_client.post(f"/api/backup/restore/{backup['filename']}", headers=admin)
+    assert response.status_code == 422, response.text
+    assert "the database dump could not be restored" in response.json()["detail"]
+    # nginx had the site again for a moment; now everything is as before the attempt.
+    assert list(private_nginx.conf_dir.glob("*.conf")) == []
+    assert (tmp_path / "ssl" / "later.example.com.crt").exists()
+    assert await site_ids(backup_client, admin) == []
+    await served(port, expected=False)

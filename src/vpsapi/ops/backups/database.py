@@ -64,6 +64,10 @@ def _tool(settings: Settings, name: str) -> str:
     return str(Path(settings.pg_bin_dir) / name) if settings.pg_bin_dir else name
 
 
+class CommandFailed(ServiceUnavailable):
+    """A PostgreSQL tool ran and exited with an error (its stderr is the message)."""
+
+
 async def _run(args: list[str], env: dict[str, str], stdin: bytes | None = None) -> bytes:
     try:
         process = await asyncio.create_subprocess_exec(
@@ -84,7 +88,7 @@ async def _run(args: list[str], env: dict[str, str], stdin: bytes | None = None)
         await process.wait()
         raise ServiceUnavailable(f"{Path(args[0]).name} did not finish in time") from exc
     if process.returncode != 0:
-        raise ServiceUnavailable(
+        raise CommandFailed(
             f"{Path(args[0]).name} failed: {stderr.decode(errors='replace').strip()}"
         )
     return stdout
@@ -131,9 +135,12 @@ async def restore_tables(settings: Settings, dump_file: Path, kind: str) -> dict
             f"this backup holds a database dump for {kind!r}; the service runs on "
             f"{backend(settings)}"
         )
-    if settings.is_sqlite:
-        return await asyncio.to_thread(_sqlite_restore, _sqlite_path(settings), dump_file)
-    return await _postgres_restore(settings, dump_file)
+    try:
+        if settings.is_sqlite:
+            return await asyncio.to_thread(_sqlite_restore, _sqlite_path(settings), dump_file)
+        return await _postgres_restore(settings, dump_file)
+    except (sqlite3.Error, CommandFailed) as exc:  # a dump that does not restore
+        raise Unprocessable(f"the database dump could not be restored: {exc}") from exc
 
 
 def _columns(db: sqlite3.Connection, schema: str, table: str) -> list[str]:
