@@ -165,10 +165,21 @@ class Settings(BaseSettings):
     # Extra CA bundle to trust for the ACME directory (a private CA such as pebble's).
     acme_ca_bundle: str = ""
     cert_renew_before_days: int = Field(default=30, ge=1)
+    # HTTP-01: challenge files go under ACME_WEBROOT (empty: DATA_DIR/acme-webroot; nginx's
+    # worker user must be able to read it) and a temporary managed server block on
+    # ACME_HTTP_PORT (where the CA connects: 80 in production) serves them.
+    acme_webroot: Path | None = None
+    acme_http_port: int = Field(default=80, ge=1, le=65535)
+    # How often the scheduled certificate renewal runs (seconds; daily).
+    cert_renew_interval: float = Field(default=86400.0, gt=0)
     # Empty: DATA_DIR/backups.
     backup_dir: Path | None = None
     backup_keep_last: int = Field(default=10, ge=1)
     backup_keep_days: int = Field(default=30, ge=1)
+    # Where pg_dump/pg_restore/psql are (PostgreSQL backups); empty: found on PATH.
+    pg_bin_dir: str = ""
+    # How often the retention policy is applied to BACKUP_DIR (seconds; daily).
+    backup_retention_interval: float = Field(default=86400.0, gt=0)
     # Empty: DATA_DIR/logs. Structured streams: application, audit, performance, security.
     log_dir: Path | None = None
     log_retention_days: int = Field(default=30, ge=1)
@@ -255,6 +266,10 @@ class Settings(BaseSettings):
     @property
     def effective_backup_dir(self) -> Path:
         return self.backup_dir or self.data_dir / "backups"
+
+    @property
+    def effective_acme_webroot(self) -> Path:
+        return self.acme_webroot or self.data_dir / "acme-webroot"
 
     @property
     def effective_log_dir(self) -> Path:
