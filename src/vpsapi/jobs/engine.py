@@ -32,7 +32,7 @@ from vpsapi.config import Settings
 from vpsapi.core.db import Database, utcnow
 from vpsapi.core.events import EventBus
 from vpsapi.jobs.models import JobRecord
-from vpsapi.jobs.processors import get_processor
+from vpsapi.jobs.processors import JobContext, get_processor, set_current_job
 
 log = structlog.get_logger("vpsapi.jobs")
 
@@ -93,6 +93,7 @@ class LeaseLost(Exception):
 @dataclass
 class ClaimedJob:
     id: str
+    owner: str
     processing_type: str
     payload: bytes
     attempts: int
@@ -132,6 +133,12 @@ class JobEngine:
             await self.events.publish(job_channel(job.id), job_event(job))
         except Exception as exc:  # subscribers re-read the table; never fail a job for this
             log.warning("job_event_publish_failed", job_id=job.id, error=str(exc))
+
+    async def dispatch_new(self, job_id: str) -> None:
+        """Hand a just-committed job to a worker; if that fails, the sweeper does soon."""
+        if self.dispatcher is not None:
+            with contextlib.suppress(Exception):
+                await self.dispatcher.dispatch(job_id, 1)
 
     async def request_cancel(self, job_id: str) -> None:
         with contextlib.suppress(Exception):
@@ -181,6 +188,7 @@ class JobEngine:
             ).scalar_one()
             claimed = ClaimedJob(
                 job.id,
+                job.owner,
                 job.processing_type,
                 job.payload,
                 job.attempts,
@@ -265,6 +273,7 @@ class JobEngine:
         assert task is not None
         self._running[job.id] = task
         keeper = asyncio.create_task(self._keep_lease(job.id))
+        set_current_job(JobContext(job.id, job.owner, job.attempts, self.settings, self.db))
         try:
             result = await asyncio.wait_for(
                 processor.process(payload["data"], payload.get("options", {}), reporter), timeout

@@ -8,17 +8,27 @@ where `await report(percent)` publishes progress (0-100). Processors are found i
 the entry-point group `vpsapi.processors` (the built-ins are registered there too,
 see pyproject.toml) and may also be registered at run time with `register()`.
 CPU-heavy work belongs in `await asyncio.to_thread(...)` so the event loop stays free.
+
+A processor that needs more than its input (the settings, the database, who submitted
+the job) calls `current_job()` while it runs. One with `public = False` can only be
+submitted by code (its domain's own endpoint), not through `POST /api/jobs`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import entry_points
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
+
+if TYPE_CHECKING:
+    from vpsapi.config import Settings
+    from vpsapi.core.db import Database
 
 log = structlog.get_logger("vpsapi.jobs")
 
@@ -33,6 +43,29 @@ class Processor(Protocol):
     async def process(
         self, items: list[dict[str, Any]], options: dict[str, Any], report: Report
     ) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """The running job, for processors that need more than their input."""
+
+    job_id: str
+    owner: str  # the submitting principal's subject, e.g. "user:<id>"
+    attempt: int
+    settings: Settings
+    db: Database
+
+
+_current_job: ContextVar[JobContext] = ContextVar("vpsapi_current_job")
+
+
+def current_job() -> JobContext:
+    """The job this processor call runs for (only valid inside `process`)."""
+    return _current_job.get()
+
+
+def set_current_job(context: JobContext) -> None:
+    _current_job.set(context)
 
 
 _registry: dict[str, Processor] = {}
@@ -52,6 +85,11 @@ def get_processor(name: str) -> Processor | None:
 
 def processor_names() -> list[str]:
     return sorted(_registry)
+
+
+def public_processor_names() -> list[str]:
+    """Types anyone may submit through the jobs API."""
+    return sorted(name for name, p in _registry.items() if getattr(p, "public", True))
 
 
 def load_entry_points() -> None:
