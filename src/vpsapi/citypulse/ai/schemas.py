@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from vpsapi.citypulse.ai.providers import ProviderName
 from vpsapi.core.schemas import CamelModel
@@ -148,10 +155,20 @@ class SwarmIn(BaseModel):
     task: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
     agents: list[AgentIn] = Field(min_length=1, max_length=10)
     strategy: Literal["parallel", "sequential"] = "parallel"
-    aggregate: Literal["concat"] | AggregateIn = Field(
-        default="concat",
-        description='"concat" joins the answers; an object asks one more model to combine them',
+    aggregate: AggregateIn | None = Field(
+        default=None,
+        description='omit (or "concat") to join the answers; an object asks one more model '
+        "to combine them",
     )
+
+    @field_validator("aggregate", mode="before")
+    @classmethod
+    def _concat(cls, value: Any) -> Any:
+        if value == "concat":
+            return None
+        if isinstance(value, str):
+            raise ValueError('aggregate must be "concat" or an object')
+        return value
 
     @model_validator(mode="after")
     def _names(self) -> SwarmIn:
