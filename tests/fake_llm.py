@@ -9,6 +9,8 @@ error bodies. The model name picks a behaviour:
 
 - `fail-500`: a 500 server error; `rate-limited`: 429 with Retry-After;
 - `slow`: answers only after SLOW_SECONDS; `gated`: waits until `gate` is set;
+- streaming only: `gated-stream` sends one piece, sets `chunks_sent` and waits for
+  `gate`; `broken-stream` sends one piece, then the provider's in-stream error event;
 - anything else: the reply `"<model> says: <last user message>"`, one token per word.
 
 Used by the tests and by bench/ai.py; run in a thread with `FakeProviders.start()`.
@@ -239,6 +241,10 @@ class FakeProviders:
             if number == 0 and model == "gated-stream":
                 self.chunks_sent.set()
                 await asyncio.to_thread(self.gate.wait, 60)
+            if number == 0 and model == "broken-stream":
+                error = {"message": "The model is overloaded", "type": "server_error"}
+                yield f"data: {json.dumps({'error': error})}\n\n".encode()
+                return
         yield chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}])
         if usage is not None:
             yield chunk([], usage=usage)
@@ -310,7 +316,7 @@ async def _anthropic_stream(model: str, text: str, prompt: int) -> AsyncIterator
         {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
     )
     yield event("ping", {"type": "ping"})
-    for piece in _pieces(text):
+    for number, piece in enumerate(_pieces(text)):
         yield event(
             "content_block_delta",
             {
@@ -319,6 +325,10 @@ async def _anthropic_stream(model: str, text: str, prompt: int) -> AsyncIterator
                 "delta": {"type": "text_delta", "text": piece},
             },
         )
+        if number == 0 and model == "broken-stream":
+            error = {"type": "overloaded_error", "message": "The model is overloaded"}
+            yield event("error", {"type": "error", "error": error})
+            return
     yield event("content_block_stop", {"type": "content_block_stop", "index": 0})
     yield event(
         "message_delta",

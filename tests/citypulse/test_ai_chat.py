@@ -157,6 +157,34 @@ async def test_stream_relays_provider_deltas(
         assert providers.received[0].body["stream_options"] == {"include_usage": True}
 
 
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_provider_failing_midstream_ends_with_an_error_event(
+    client: httpx.AsyncClient,  # noqa: F811
+    user: tuple[dict[str, Any], dict[str, str]],
+    provider: str,
+) -> None:
+    response = await client.post(
+        CHAT,
+        json={"message": "a b", "model": "broken-stream", "provider": provider, "stream": True},
+        headers=user[1],
+    )
+    assert response.status_code == 200  # the status line had gone out before the failure
+    events = parse_sse(response.text)
+    assert events == [
+        ("delta", {"content": "broken-stream"}),
+        (
+            "error",
+            {
+                "error": "BadGateway",
+                "message": f"{provider} failed while streaming: The model is overloaded",
+                "statusCode": 502,
+            },
+        ),
+    ]
+    usage = (await client.get("/api/v1/ai/usage", headers=user[1])).json()["data"]["items"]
+    assert [(r["model"], r["status"]) for r in usage] == [("broken-stream", "error")]
+
+
 @pytest.mark.multiprocess
 async def test_stream_is_live_through_a_real_server(
     settings_factory: Any,
@@ -181,6 +209,37 @@ async def test_stream_is_live_through_a_real_server(
             rest = [await _next_event(lines) for _ in range(4)]
     assert [name for name, _ in rest] == ["delta", "delta", "delta", "done"]
     assert rest[-1][1]["message"]["content"] == "gated-stream says: one two"
+
+
+@pytest.mark.multiprocess
+async def test_stream_left_by_the_client_is_recorded_as_cancelled(
+    settings_factory: Any,
+    server_factory: Any,
+    providers: FakeProviders,  # noqa: F811
+) -> None:
+    server = server_factory(settings_factory(), **providers.env())
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
+        login = await http.post(
+            "/api/v1/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+        )
+        headers = {"Authorization": f"Bearer {login.json()['data']['accessToken']}"}
+        body = {"message": "bye", "model": "gated-stream", "provider": "groq", "stream": True}
+        async with http.stream("POST", CHAT, json=body, headers=headers) as response:
+            assert await _next_event(response.aiter_lines()) == (
+                "delta",
+                {"content": "gated-stream"},
+            )
+        # The client has gone; the provider is still holding its answer.
+        records: list[dict[str, Any]] = []
+        for _ in range(300):
+            records = (await http.get("/api/v1/ai/usage", headers=headers)).json()["data"]["items"]
+            if records:
+                break
+            await asyncio.sleep(0.05)
+        providers.gate.set()
+    assert [(r["model"], r["status"], r["stream"]) for r in records] == [
+        ("gated-stream", "cancelled", True)
+    ]
 
 
 async def _next_event(lines: Any) -> tuple[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -10,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import anyio
 import httpx
 from prometheus_client import Counter, Histogram
 from sqlalchemy import case, func, select
@@ -72,29 +72,30 @@ def resolve_call(
     messages: list[dict[str, str]],
     temperature: float | None = None,
     max_tokens: int | None = None,
-    field: str = "model",
+    at: str = "",
 ) -> tuple[ProviderConfig, ChatCall]:
-    """Pick the provider (503 when not configured) and the model (422 when none)."""
+    """Pick the provider (503 when not configured) and the model (422 when none).
+    `at` prefixes the field names of 422 errors (e.g. `agents.0.`)."""
     config = resolve_provider(settings, provider)
     chosen = model or settings.ai_default_model
     if not chosen:
         raise ValidationFailed(
-            [{"field": field, "message": "model is required (no AI_DEFAULT_MODEL is set)"}]
+            [{"field": f"{at}model", "message": "model is required (no AI_DEFAULT_MODEL is set)"}]
         )
     if config.dialect == "anthropic" and temperature is not None and temperature > 1:
-        field_name = field.rsplit(".", 1)[0] + ".temperature" if "." in field else "temperature"
         raise ValidationFailed(
-            [{"field": field_name, "message": "Anthropic models take a temperature from 0 to 1"}]
+            [
+                {
+                    "field": f"{at}temperature",
+                    "message": "Anthropic models take a temperature from 0 to 1",
+                }
+            ]
         )
     return config, ChatCall(chosen, messages, temperature, max_tokens)
 
 
-def _status_of(error: BaseException) -> str:
-    if isinstance(error, GatewayTimeout):
-        return "timeout"
-    if isinstance(error, asyncio.CancelledError):
-        return "cancelled"
-    return "error"
+def _status_of(error: AppError) -> str:
+    return "timeout" if isinstance(error, GatewayTimeout) else "error"
 
 
 async def record_usage(
@@ -192,11 +193,6 @@ async def chat(ctx: AiContext, owner: str, config: ProviderConfig, call: ChatCal
     return chat_out(config.name, completion, latency)
 
 
-# Usage records of streams that ended because the client left are written by a task the
-# cancelled request cannot take down; held here until done.
-_pending_records: set[asyncio.Task[None]] = set()
-
-
 async def open_chat_stream(
     ctx: AiContext, owner: str, config: ProviderConfig, call: ChatCall
 ) -> AsyncIterator[dict[str, Any]]:
@@ -235,9 +231,11 @@ async def _relay(ctx: AiContext, owner: str, stream: ChatStream) -> AsyncIterato
         body = {"error": exc.code, "message": exc.message, "statusCode": exc.status_code}
         yield {"event": "error", "data": json.dumps(body)}
     finally:
-        await stream.aclose()
-        record = asyncio.create_task(
-            record_usage(
+        # Also when the client went away: the stream's cancellation must not stop the
+        # provider connection from closing or the usage from being recorded.
+        with anyio.CancelScope(shield=True):
+            await stream.aclose()
+            await record_usage(
                 ctx.db,
                 owner=owner,
                 provider=stream.config.name,
@@ -247,9 +245,6 @@ async def _relay(ctx: AiContext, owner: str, stream: ChatStream) -> AsyncIterato
                 status=status,
                 stream=True,
             )
-        )
-        _pending_records.add(record)
-        record.add_done_callback(_pending_records.discard)
 
 
 def providers(settings: Settings) -> list[ProviderOut]:

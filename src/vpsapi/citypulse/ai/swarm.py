@@ -47,7 +47,7 @@ def _agent_call(
         messages,
         agent.temperature,
         agent.max_tokens,
-        field=f"agents.{index}.model",
+        at=f"agents.{index}.",
     )
 
 
@@ -63,10 +63,10 @@ def _aggregate_call(
     if aggregate.instructions:
         prompt += f"\n\n{aggregate.instructions}"
     messages = [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
-    return resolve_call(settings, provider, model, messages, field="aggregate.model")
+    return resolve_call(settings, provider, model, messages, at="aggregate.")
 
 
-def validate(settings: Settings, spec: SwarmIn) -> None:
+def check_configured(settings: Settings, spec: SwarmIn) -> None:
     """Fail fast at submission: every named provider configured, every model known."""
     for index, agent in enumerate(spec.agents):
         _agent_call(settings, agent, spec.task, index)
@@ -206,7 +206,7 @@ def job_timeout(settings: Settings, spec: SwarmIn) -> int:
 async def submit(
     session: AsyncSession, settings: Settings, principal: Principal, spec: SwarmIn
 ) -> JobRecord:
-    validate(settings, spec)
+    check_configured(settings, spec)
     swarm = spec.model_dump(exclude={"agents"}, exclude_none=True)
     body = JobSubmit.model_construct(
         processingType=PROCESSING_TYPE,
