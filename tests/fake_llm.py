@@ -13,7 +13,8 @@ error bodies. The model name picks a behaviour:
   `gate`; `broken-stream` sends one piece, then the provider's in-stream error event;
 - anything else: the reply `"<model> says: <last user message>"`, one token per word.
 
-Used by the tests and by bench/ai.py; run in a thread with `FakeProviders.start()`.
+Used by the tests (in a thread: `FakeProviders().start()`) and by bench/ai.py (in its
+own process: `uvicorn --factory fake_llm:create_app`).
 """
 
 from __future__ import annotations
@@ -339,6 +340,10 @@ async def _anthropic_stream(model: str, text: str, prompt: int) -> AsyncIterator
         },
     )
     yield event("message_stop", {"type": "message_stop"})
+
+
+def create_app() -> Starlette:
+    return FakeProviders().app()
 
 
 def _openai_problem(body: dict[str, Any] | None) -> str | None:
