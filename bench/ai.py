@@ -84,13 +84,18 @@ async def run(requests: int, concurrency: int, fake: FakeProviders, base: str) -
             response = await http.post(base + "/api/v1/ai/chat", json=BODY, headers=api_headers)
             response.raise_for_status()
 
-        for send in (direct, via_api):  # warm up connections and code paths
+        async def me() -> None:  # the authenticated-request floor every chat pays
+            response = await http.get(base + "/api/v1/me", headers=api_headers)
+            response.raise_for_status()
+
+        for send in (direct, via_api, me):  # warm up connections and code paths
             await measure(20, 4, send)
         print(f"{requests} chats, {concurrency} concurrent clients")
         print(f"{'path':<28} {'p50 ms':>8} {'p99 ms':>8} {'chats/s':>9}")
         for label, send, clients in (
             ("provider direct, 1 client", direct, 1),
             ("via vpsapi, 1 client", via_api, 1),
+            ("GET /api/v1/me, 1 client", me, 1),
             (f"provider direct, {concurrency} clients", direct, concurrency),
             (f"via vpsapi, {concurrency} clients", via_api, concurrency),
         ):
