@@ -130,7 +130,7 @@ class Settings(BaseSettings):
     ai_openai_compatible_base_url: str = ""
     ai_openai_compatible_api_key: SecretStr | None = None
     # Provider used when a request names none; empty: the first configured one.
-    ai_default_provider: str = ""
+    ai_default_provider: Literal["", "openai", "anthropic", "groq", "openai-compatible"] = ""
     # Model used when a request names none; empty: requests must name one.
     ai_default_model: str = ""
     # Anthropic requires max_tokens; used when a request does not set it.

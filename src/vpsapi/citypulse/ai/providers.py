@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
+from pydantic import SecretStr
 
 from vpsapi.config import Settings
 from vpsapi.core.errors import AppError, BadGateway, GatewayTimeout, ServiceUnavailable
 
 ProviderName = Literal["openai", "anthropic", "groq", "openai-compatible"]
-PROVIDER_NAMES: tuple[ProviderName, ...] = ("openai", "anthropic", "groq", "openai-compatible")
 _KEY_SETTING = {
     "openai": "OPENAI_API_KEY",
     "anthropic": "ANTHROPIC_API_KEY",
@@ -46,34 +46,28 @@ class ProviderConfig:
     api_key: str | None = field(default=None, repr=False)
 
 
+def _secret(value: SecretStr | None) -> str | None:
+    return (value.get_secret_value() or None) if value is not None else None
+
+
 def configured_providers(settings: Settings) -> dict[str, ProviderConfig]:
-    """Providers with the settings they need, in the order of PROVIDER_NAMES."""
+    """Providers whose settings are set (a key; a base URL for the compatible one), in
+    the order openai, anthropic, groq, openai-compatible."""
     found: dict[str, ProviderConfig] = {}
-
-    def secret(value: Any) -> str | None:
-        return value.get_secret_value() if value is not None else None
-
-    if settings.openai_api_key is not None:
-        found["openai"] = ProviderConfig(
-            "openai", "openai", settings.openai_base_url, secret(settings.openai_api_key)
-        )
-    if settings.anthropic_api_key is not None:
+    if key := _secret(settings.openai_api_key):
+        found["openai"] = ProviderConfig("openai", "openai", settings.openai_base_url, key)
+    if key := _secret(settings.anthropic_api_key):
         found["anthropic"] = ProviderConfig(
-            "anthropic",
-            "anthropic",
-            settings.anthropic_base_url,
-            secret(settings.anthropic_api_key),
+            "anthropic", "anthropic", settings.anthropic_base_url, key
         )
-    if settings.groq_api_key is not None:
-        found["groq"] = ProviderConfig(
-            "groq", "openai", settings.groq_base_url, secret(settings.groq_api_key)
-        )
+    if key := _secret(settings.groq_api_key):
+        found["groq"] = ProviderConfig("groq", "openai", settings.groq_base_url, key)
     if settings.ai_openai_compatible_base_url:
         found["openai-compatible"] = ProviderConfig(
             "openai-compatible",
             "openai",
             settings.ai_openai_compatible_base_url,
-            secret(settings.ai_openai_compatible_api_key),
+            _secret(settings.ai_openai_compatible_api_key),
         )
     return found
 

@@ -37,7 +37,7 @@ from vpsapi.citypulse.ai.schemas import (
 )
 from vpsapi.config import Settings
 from vpsapi.core.db import Database
-from vpsapi.core.errors import AppError, GatewayTimeout, ValidationFailed
+from vpsapi.core.errors import AppError, GatewayTimeout, ServiceUnavailable, ValidationFailed
 from vpsapi.core.pagination import encode_cursor, older_than
 from vpsapi.core.security import Principal
 
@@ -248,11 +248,14 @@ async def _relay(ctx: AiContext, owner: str, stream: ChatStream) -> AsyncIterato
 
 
 def providers(settings: Settings) -> list[ProviderOut]:
-    available = configured_providers(settings)
-    default = None
-    if available:
-        default = settings.ai_default_provider or next(iter(available))
-    return [ProviderOut(name=name, default=name == default) for name in available]
+    """Configured providers, marking the one a chat without `provider` would use."""
+    try:
+        default: str | None = resolve_provider(settings, None).name
+    except ServiceUnavailable:  # none, or AI_DEFAULT_PROVIDER names an unconfigured one
+        default = None
+    return [
+        ProviderOut(name=name, default=name == default) for name in configured_providers(settings)
+    ]
 
 
 # ---- usage reports -----------------------------------------------------------------------
