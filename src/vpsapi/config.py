@@ -120,6 +120,7 @@ class Settings(BaseSettings):
     # ---- citypulse AI chat and swarm: a provider is usable once its key (or, for the
     # OpenAI-compatible endpoint, its base URL) is set. Base URLs end before the
     # endpoint path: OpenAI-style ones include `/v1`, Anthropic's does not.
+    ai_models_enabled: bool = True  # the seed's switch: false answers 503 on both
     openai_api_key: SecretStr | None = None
     openai_base_url: str = "https://api.openai.com/v1"
     anthropic_api_key: SecretStr | None = None

@@ -232,7 +232,9 @@ async def test_stream_left_by_the_client_is_recorded_as_cancelled(
         # The client has gone; the provider is still holding its answer.
         records: list[dict[str, Any]] = []
         for _ in range(300):
-            records = (await http.get("/api/v1/ai/usage", headers=headers)).json()["data"]["items"]
+            # The admin sees everyone's records, and the scale-out database is shared.
+            usage = await http.get("/api/v1/ai/usage?provider=groq", headers=headers)
+            records = [r for r in usage.json()["data"]["items"] if r["model"] == "gated-stream"]
             if records:
                 break
             await asyncio.sleep(0.05)
@@ -270,6 +272,14 @@ async def test_provider_not_configured_is_503(
     body = response.json()
     assert body["success"] is False and body["statusCode"] == 503
     assert "OPENAI_API_KEY" in body["message"]
+
+    switched_off = await make_client(**providers.settings(), ai_models_enabled=False)
+    for path, body in ((CHAT, {"message": "hi", "model": "m"}), ("/api/v1/swarm/orchestrate", {})):
+        response = await switched_off.post(path, json=body, headers=headers)
+        assert response.status_code == 503
+        assert response.json()["message"] == (
+            "AI is turned off on this server (AI_MODELS_ENABLED=false)"
+        )
 
     only_openai = await make_client(
         openai_api_key=OPENAI_KEY, openai_base_url=providers.settings()["openai_base_url"]

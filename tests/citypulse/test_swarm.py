@@ -199,6 +199,32 @@ async def test_failing_agents_are_reported_and_the_rest_aggregated(
     assert sorted(r["status"] for r in usage["items"]) == ["error", "ok", "ok", "timeout"]
 
 
+async def test_cancelled_swarm_records_the_cut_call(
+    client: httpx.AsyncClient,  # noqa: F811
+    providers: FakeProviders,  # noqa: F811
+    user_headers: dict[str, str],
+) -> None:
+    job_id = await _orchestrate(
+        client, user_headers, agents=[{"name": "waiter", "provider": "groq", "model": "gated"}]
+    )
+    for _ in range(3000):  # until the agent's call has reached the provider
+        if providers.received:
+            break
+        await asyncio.sleep(0.01)
+    cancelled = await client.delete(f"/api/jobs/{job_id}", headers=user_headers)
+    assert cancelled.json()["status"] == "CANCELLED"
+    records: list[dict[str, Any]] = []
+    for _ in range(3000):
+        usage = await client.get("/api/v1/ai/usage", headers=user_headers)
+        records = usage.json()["data"]["items"]
+        if records:
+            break
+        await asyncio.sleep(0.01)
+    assert [(r["model"], r["status"], r["jobId"]) for r in records] == [
+        ("gated", "cancelled", job_id)
+    ]
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [

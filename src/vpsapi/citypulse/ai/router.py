@@ -22,6 +22,7 @@ from vpsapi.citypulse.ai.schemas import (
 )
 from vpsapi.citypulse.metrics import record_frontend_source
 from vpsapi.core.db import SessionDep
+from vpsapi.core.errors import ServiceUnavailable
 from vpsapi.core.schemas import V1_ERROR_RESPONSES, Envelope, ErrorEnvelope, envelope
 from vpsapi.jobs.engine import JobEngine
 
@@ -33,17 +34,23 @@ _UPSTREAM_ERRORS: dict[int | str, dict[str, Any]] = {
 STREAM_HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
 PING_SECONDS = 15
 
+
+async def ai_enabled(request: Request) -> None:
+    if not request.app.state.settings.ai_models_enabled:
+        raise ServiceUnavailable("AI is turned off on this server (AI_MODELS_ENABLED=false)")
+
+
 router = APIRouter(
     prefix="/api/v1/ai",
     tags=["ai"],
     responses=V1_ERROR_RESPONSES,
-    dependencies=[Depends(record_frontend_source)],
+    dependencies=[Depends(ai_enabled), Depends(record_frontend_source)],
 )
 swarm_router = APIRouter(
     prefix="/api/v1/swarm",
     tags=["ai"],
     responses=V1_ERROR_RESPONSES,
-    dependencies=[Depends(record_frontend_source)],
+    dependencies=[Depends(ai_enabled), Depends(record_frontend_source)],
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -143,33 +144,33 @@ async def call_model(
     *,
     job_id: str | None = None,
 ) -> tuple[Completion, int]:
-    """One recorded, non-streaming call: (completion, latency in ms)."""
+    """One recorded, non-streaming call: (completion, latency in ms). Also a call
+    cut short by cancellation (a cancelled swarm job) leaves its usage record."""
     started = time.perf_counter()
+    completion: Completion | None = None
+    status = "error"
     try:
         completion = await complete(ctx.http, ctx.settings, config, call)
+        status = "ok"
     except AppError as exc:
-        await record_usage(
-            ctx.db,
-            owner=owner,
-            provider=config.name,
-            model=call.model,
-            usage=Usage(),
-            latency_ms=_elapsed_ms(started),
-            status=_status_of(exc),
-            job_id=job_id,
-        )
+        status = _status_of(exc)
         raise
-    latency = _elapsed_ms(started)
-    await record_usage(
-        ctx.db,
-        owner=owner,
-        provider=config.name,
-        model=completion.model,
-        usage=completion.usage,
-        latency_ms=latency,
-        status="ok",
-        job_id=job_id,
-    )
+    except asyncio.CancelledError:
+        status = "cancelled"
+        raise
+    finally:
+        latency = _elapsed_ms(started)
+        with anyio.CancelScope(shield=True):
+            await record_usage(
+                ctx.db,
+                owner=owner,
+                provider=config.name,
+                model=completion.model if completion else call.model,
+                usage=completion.usage if completion else Usage(),
+                latency_ms=latency,
+                status=status,
+                job_id=job_id,
+            )
     return completion, latency
 
 
