@@ -6,6 +6,8 @@ from vpsapi.citypulse.ai import models as ai_models
 from vpsapi.core.db import Base
 from vpsapi.devices import models as devices_models
 from vpsapi.jobs import models as jobs_models
+from vpsapi.ops.audit import models as ops_audit_models
+from vpsapi.ops.nginx import models as ops_nginx_models
 
 metadata = Base.metadata
 
@@ -16,4 +18,6 @@ __all__ = [
     "devices_models",
     "jobs_models",
     "metadata",
+    "ops_audit_models",
+    "ops_nginx_models",
 ]

@@ -4,14 +4,13 @@ A processor is any object with a `name`, an optional `timeout` (seconds) and
 
     async def process(items: list[dict], options: dict, report: Report) -> dict
 
-where `await report(percent)` publishes progress (0-100). Processors are found in
-the entry-point group `vpsapi.processors` (the built-ins are registered there too,
-see pyproject.toml) and may also be registered at run time with `register()`.
+where `await report(percent)` publishes progress (0-100). A processor that needs the
+service (settings, database, event bus, who submitted the job) reads `job_context()`
+while it runs. Processors are found in the entry-point group `vpsapi.processors` (the
+built-ins are registered there too, see pyproject.toml) and may also be registered at
+run time with `register()`. One with `public = False` can only be submitted by code (its
+domain's own endpoint), not through `POST /api/jobs`.
 CPU-heavy work belongs in `await asyncio.to_thread(...)` so the event loop stays free.
-
-A processor that needs more than its input (the settings, the database, who submitted
-the job) calls `current_job()` while it runs. One with `public = False` can only be
-submitted by code (its domain's own endpoint), not through `POST /api/jobs`.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ import structlog
 if TYPE_CHECKING:
     from vpsapi.config import Settings
     from vpsapi.core.db import Database
+    from vpsapi.core.events import EventBus
 
 log = structlog.get_logger("vpsapi.jobs")
 
@@ -47,25 +47,25 @@ class Processor(Protocol):
 
 @dataclass(frozen=True)
 class JobContext:
-    """The running job, for processors that need more than their input."""
+    """What the running job may use of the process it runs in."""
 
     job_id: str
-    owner: str  # the submitting principal's subject, e.g. "user:<id>"
-    attempt: int
+    owner: str  # who submitted the job: the principal's subject, e.g. "user:<id>"
     settings: Settings
     db: Database
+    events: EventBus
 
 
-_current_job: ContextVar[JobContext] = ContextVar("vpsapi_current_job")
+_job_context: ContextVar[JobContext] = ContextVar("job_context")
 
 
-def current_job() -> JobContext:
-    """The job this processor call runs for (only valid inside `process`)."""
-    return _current_job.get()
+def job_context() -> JobContext:
+    """The context of the job running in this task (only inside `process`)."""
+    return _job_context.get()
 
 
-def set_current_job(context: JobContext) -> None:
-    _current_job.set(context)
+def set_job_context(context: JobContext) -> None:
+    _job_context.set(context)
 
 
 _registry: dict[str, Processor] = {}

@@ -23,7 +23,7 @@ from vpsapi.core.errors import AppError
 from vpsapi.core.security import Principal
 from vpsapi.jobs import service as jobs_service
 from vpsapi.jobs.models import JobRecord
-from vpsapi.jobs.processors import Report, current_job
+from vpsapi.jobs.processors import Report, job_context
 from vpsapi.jobs.schemas import JobSubmit
 
 PROCESSING_TYPE = "swarm"
@@ -184,7 +184,7 @@ class SwarmProcessor:
     async def process(
         self, items: list[dict[str, Any]], options: dict[str, Any], report: Report
     ) -> dict[str, Any]:
-        job = current_job()
+        job = job_context()
         spec = SwarmIn.model_validate({**options.get("swarm", {}), "agents": items})
         async with new_http_client(job.settings) as http:
             ctx = AiContext(job.settings, http, job.db)
