@@ -239,9 +239,27 @@ async def test_stream_left_by_the_client_is_recorded_as_cancelled(
                 break
             await asyncio.sleep(0.05)
         providers.gate.set()
+        failed = await http.post(
+            CHAT, json={"message": "x", "model": "fail-500", "provider": "groq"}, headers=headers
+        )
+        assert failed.status_code == 502
     assert [(r["model"], r["status"], r["stream"]) for r in records] == [
         ("gated-stream", "cancelled", True)
     ]
+    server.stop()
+    log = server.log_path.read_text()
+    assert "ai_call_failed" in log
+    for key in (OPENAI_KEY, GROQ_KEY, ANTHROPIC_KEY):
+        assert key not in log
+
+
+def test_provider_keys_are_masked_in_the_effective_settings(
+    settings_factory: Any,
+    providers: FakeProviders,  # noqa: F811
+) -> None:
+    shown = settings_factory(**providers.settings()).masked()
+    assert shown["openai_api_key"] == shown["anthropic_api_key"] == shown["groq_api_key"] == "****"
+    assert shown["openai_base_url"].endswith("/openai/v1")
 
 
 async def _next_event(lines: Any) -> tuple[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 import httpx
+import structlog
 from prometheus_client import Counter, Histogram
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -41,6 +42,8 @@ from vpsapi.core.db import Database
 from vpsapi.core.errors import AppError, GatewayTimeout, ServiceUnavailable, ValidationFailed
 from vpsapi.core.pagination import encode_cursor, older_than
 from vpsapi.core.security import Principal
+
+log = structlog.get_logger("vpsapi.ai")
 
 AI_CALLS = Counter(
     "vpsapi_ai_calls_total", "Model calls by provider and outcome", ["provider", "status"]
@@ -110,7 +113,20 @@ async def record_usage(
     status: str,
     stream: bool = False,
     job_id: str | None = None,
+    error: str | None = None,
 ) -> None:
+    if status != "ok":
+        # A client that left, or a cancelled swarm, is no failure of the provider.
+        emit = log.info if status == "cancelled" else log.warning
+        emit(
+            f"ai_call_{'cancelled' if status == 'cancelled' else 'failed'}",
+            provider=provider,
+            model=model,
+            status=status,
+            owner=owner,
+            job_id=job_id,
+            error=error,  # already redacted: provider messages pass through `redact`
+        )
     AI_CALLS.labels(provider=provider, status=status).inc()
     AI_LATENCY.labels(provider=provider).observe(latency_ms / 1000)
     AI_TOKENS.labels(provider=provider, kind="prompt").inc(usage.prompt_tokens)
@@ -148,12 +164,12 @@ async def call_model(
     cut short by cancellation (a cancelled swarm job) leaves its usage record."""
     started = time.perf_counter()
     completion: Completion | None = None
-    status = "error"
+    status, error = "error", None
     try:
         completion = await complete(ctx.http, ctx.settings, config, call)
         status = "ok"
     except AppError as exc:
-        status = _status_of(exc)
+        status, error = _status_of(exc), exc.message
         raise
     except asyncio.CancelledError:
         status = "cancelled"
@@ -170,6 +186,7 @@ async def call_model(
                 latency_ms=latency,
                 status=status,
                 job_id=job_id,
+                error=error,
             )
     return completion, latency
 
@@ -213,13 +230,14 @@ async def open_chat_stream(
             latency_ms=_elapsed_ms(started),
             status=_status_of(exc),
             stream=True,
+            error=exc.message,
         )
         raise
     return _relay(ctx, owner, stream)
 
 
 async def _relay(ctx: AiContext, owner: str, stream: ChatStream) -> AsyncIterator[dict[str, Any]]:
-    status = "cancelled"
+    status, error = "cancelled", None
     try:
         async for text in stream.deltas():
             yield {"event": "delta", "data": json.dumps({"content": text})}
@@ -228,9 +246,12 @@ async def _relay(ctx: AiContext, owner: str, stream: ChatStream) -> AsyncIterato
         done = chat_out(stream.config.name, completion, _elapsed_ms(stream.started))
         yield {"event": "done", "data": done.model_dump_json(by_alias=True)}
     except AppError as exc:
-        status = _status_of(exc)
+        status, error = _status_of(exc), exc.message
         body = {"error": exc.code, "message": exc.message, "statusCode": exc.status_code}
         yield {"event": "error", "data": json.dumps(body)}
+    except Exception:
+        status = "error"
+        raise
     finally:
         # Also when the client went away: the stream's cancellation must not stop the
         # provider connection from closing or the usage from being recorded.
@@ -245,6 +266,7 @@ async def _relay(ctx: AiContext, owner: str, stream: ChatStream) -> AsyncIterato
                 latency_ms=_elapsed_ms(stream.started),
                 status=status,
                 stream=True,
+                error=error,
             )
 
 
