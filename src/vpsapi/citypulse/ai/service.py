@@ -115,18 +115,12 @@ async def record_usage(
     job_id: str | None = None,
     error: str | None = None,
 ) -> None:
-    if status != "ok":
-        # A client that left, or a cancelled swarm, is no failure of the provider.
-        emit = log.info if status == "cancelled" else log.warning
-        emit(
-            f"ai_call_{'cancelled' if status == 'cancelled' else 'failed'}",
-            provider=provider,
-            model=model,
-            status=status,
-            owner=owner,
-            job_id=job_id,
-            error=error,  # already redacted: provider messages pass through `redact`
-        )
+    context = {"provider": provider, "model": model, "owner": owner, "job_id": job_id}
+    if status == "cancelled":  # a client that left, or a cancelled swarm: no failure
+        log.info("ai_call_cancelled", **context)
+    elif status != "ok":
+        # `error` is already redacted: provider messages pass through `redact`.
+        log.warning("ai_call_failed", status=status, error=error, **context)
     AI_CALLS.labels(provider=provider, status=status).inc()
     AI_LATENCY.labels(provider=provider).observe(latency_ms / 1000)
     AI_TOKENS.labels(provider=provider, kind="prompt").inc(usage.prompt_tokens)
