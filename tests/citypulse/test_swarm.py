@@ -199,6 +199,26 @@ async def test_failing_agents_are_reported_and_the_rest_aggregated(
     assert sorted(r["status"] for r in usage["items"]) == ["error", "ok", "ok", "timeout"]
 
 
+async def test_nothing_to_aggregate_when_every_agent_failed(
+    client: httpx.AsyncClient,  # noqa: F811
+    user_headers: dict[str, str],
+) -> None:
+    job_id = await _orchestrate(
+        client,
+        user_headers,
+        agents=[{"name": "broken", "provider": "openai", "model": "fail-500"}],
+        aggregate={"provider": "openai", "model": "gpt-z"},
+    )
+    job = await wait_for_status(client, user_headers, job_id, {"COMPLETED", "FAILED"})
+    assert job["status"] == "COMPLETED"
+    assert job["result"]["agents"][0]["error"]["statusCode"] == 502
+    assert job["result"]["aggregate"]["error"] == {
+        "code": "NoAnswers",
+        "message": "No agent answered: nothing to combine",
+    }
+    assert job["result"]["usage"]["totalTokens"] == 0
+
+
 async def test_cancelled_swarm_records_the_cut_call(
     client: httpx.AsyncClient,  # noqa: F811
     providers: FakeProviders,  # noqa: F811

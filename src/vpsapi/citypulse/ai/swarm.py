@@ -113,6 +113,28 @@ def _sequential_prompt(task: str, previous: dict[str, Any] | None) -> str:
     return f"{task}\n\nThe previous agent ({previous['name']}) answered:\n\n{previous['content']}"
 
 
+async def _aggregate(
+    settings: Settings,
+    spec: SwarmIn,
+    aggregate: AggregateIn,
+    answers: list[dict[str, Any]],
+    caller: Caller,
+) -> dict[str, Any]:
+    result: dict[str, Any] = {"method": "model", "content": None, "usage": _usage_out(Usage())}
+    if not answers:
+        result["error"] = {"code": "NoAnswers", "message": "No agent answered: nothing to combine"}
+        return result
+    try:
+        config, call = _aggregate_call(settings, spec, aggregate, answers)
+        result.update(provider=config.name, model=call.model)
+        content, model, usage = await caller(config, call)
+    except AppError as exc:
+        result["error"] = _error_out(exc)
+        return result
+    result.update(content=content, model=model, usage=_usage_out(usage))
+    return result
+
+
 async def run_swarm(
     settings: Settings, spec: SwarmIn, caller: Caller, report: Report
 ) -> dict[str, Any]:
@@ -147,16 +169,7 @@ async def run_swarm(
     answers = [a for a in agents if "error" not in a]
     aggregate: dict[str, Any]
     if isinstance(spec.aggregate, AggregateIn):
-        aggregate = {"method": "model", "content": None, "usage": _usage_out(Usage())}
-        try:
-            if not answers:
-                raise AppError("No agent answered, nothing to aggregate", code="NoAnswers")
-            config, call = _aggregate_call(settings, spec, spec.aggregate, answers)
-            aggregate.update(provider=config.name, model=call.model)
-            content, model, usage = await caller(config, call)
-            aggregate.update(content=content, model=model, usage=_usage_out(usage))
-        except AppError as exc:
-            aggregate["error"] = _error_out(exc)
+        aggregate = await _aggregate(settings, spec, spec.aggregate, answers, caller)
         await step()
     else:
         aggregate = {
