@@ -46,7 +46,17 @@ async def _resolve(
     if credential.startswith(API_KEY_PREFIX):
         principal = await service.principal_from_api_key(session, credential, client_ip(request))
     else:
-        principal = await service.principal_from_token(session, codec, credential)
+        try:
+            principal = await service.principal_from_token(session, codec, credential)
+        except Unauthorized as exc:
+            service.security_log.warning(
+                "token_rejected",
+                reason=exc.message,
+                method=request.method,
+                path=request.url.path,
+                ip=client_ip(request),
+            )
+            raise
     request.state.user_id = principal.user_id or principal.subject
     request.scope.setdefault("state", {})["user_id"] = principal.user_id or principal.subject
     return principal

@@ -135,7 +135,8 @@ class JobEngine:
             log.warning("job_event_publish_failed", job_id=job.id, error=str(exc))
 
     async def dispatch_new(self, job_id: str) -> None:
-        """Hand a just-committed job to a worker; if that fails, the sweeper does soon."""
+        """Tell a worker about a committed new job. A lost hint costs a short delay:
+        workers and the sweeper also look for due rows on their own."""
         if self.dispatcher is not None:
             with contextlib.suppress(Exception):
                 await self.dispatcher.dispatch(job_id, 1)

@@ -8,6 +8,7 @@ from typing import Any
 
 from vpsapi.core.modules import Module
 from vpsapi.ops.backups.router import router as backups_router
+from vpsapi.ops.logs.background import lifespan as logs_lifespan
 from vpsapi.ops.logs.router import router as logs_router
 from vpsapi.ops.monitoring.router import router as monitoring_router
 from vpsapi.ops.nginx.control import NginxControl
@@ -42,7 +43,7 @@ async def ops_lifespan(app: Any) -> AsyncIterator[None]:
 
 
 # Background work of the ops subsystems (health checks, samplers, schedules), in start order.
-SUBSYSTEM_LIFESPANS: list[Any] = [backend_checks]
+SUBSYSTEM_LIFESPANS: list[Any] = [backend_checks, logs_lifespan]
 
 MODULE = Module(
     name="ops",
