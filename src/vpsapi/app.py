@@ -15,6 +15,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from vpsapi import __version__
 from vpsapi.auth import service as auth_service
 from vpsapi.auth.module import MODULE as AUTH
+from vpsapi.citypulse.ai.module import MODULE as AI
 from vpsapi.citypulse.module import MODULE as CITYPULSE
 from vpsapi.config import Settings, get_settings
 from vpsapi.console.module import MODULE as CONSOLE
@@ -31,11 +32,12 @@ from vpsapi.devices.module import MODULE as DEVICES
 from vpsapi.health.module import MODULE as HEALTH
 from vpsapi.info.module import MODULE as INFO
 from vpsapi.jobs.module import MODULE as JOBS
+from vpsapi.objects.module import MODULE as OBJECTS
 from vpsapi.ops.module import MODULE as OPS
 
 log = structlog.get_logger("vpsapi.app")
 
-MODULES: list[Module] = [HEALTH, AUTH, INFO, JOBS, OPS, DEVICES, CITYPULSE, CONSOLE]
+MODULES: list[Module] = [HEALTH, AUTH, INFO, OBJECTS, JOBS, OPS, DEVICES, CITYPULSE, AI, CONSOLE]
 
 
 def announce_admin_password(password: str, settings: Settings) -> None:

@@ -21,6 +21,12 @@ SECRET_FIELDS = frozenset(
         "database_url",
         "redis_url",
         "device_param_keys",
+        "openai_api_key",
+        "anthropic_api_key",
+        "groq_api_key",
+        "ai_openai_compatible_api_key",
+        "s3_secret_key",
+        "push_webhook_secret",
         "smtp_password",
     }
 )
@@ -75,7 +81,7 @@ class Settings(BaseSettings):
     rate_limit_default: str = "100/minute"
     rate_limit_auth: str = "5/15minutes"
     rate_limit_search: str = "60/minute"
-    rate_limit_ai: str = "50/hour"
+    rate_limit_ai: str = "100/15minutes"
     rate_limit_swarm: str = "50/15minutes"
     rate_limit_citypulse: str = "200/15minutes"
     # ---- devices: the seed-003 app polls /api/hello/query every 2 s during setup
@@ -87,12 +93,43 @@ class Settings(BaseSettings):
     device_offline_after: int = 300
     # When set, cameras must send `X-Device-Token` on register and heartbeat.
     device_api_token: SecretStr | None = None
+    # Seconds a camera's presigned upload URL stays valid; unconfirmed uploads are
+    # deleted by the hourly cleanup after that (plus a grace period).
+    cloud_upload_url_ttl: int = Field(default=900, ge=1, le=7 * 86400)
+    # Seconds a playback URL from /api/cloud/videos/urls stays valid (seed: 1 hour).
+    cloud_video_url_ttl: int = Field(default=3600, ge=1, le=7 * 86400)
+    # Push delivery. Each provider is active when its settings are present; a token whose
+    # platform has no configured provider goes to the webhook (when set).
+    push_webhook_url: str = ""
+    # Optional: signs webhook bodies (`X-Vpsapi-Signature: sha256=<hmac>`).
+    push_webhook_secret: SecretStr | None = None
+    # Path of a Firebase service-account JSON file (FCM HTTP v1).
+    fcm_credentials_file: Path | None = None
+    fcm_project_id: str = ""  # default: project_id of the service-account file
+    fcm_base_url: str = "https://fcm.googleapis.com"
+    # APNs token-based auth: the .p8 key file, its key id, the team id, the app's topic.
+    apns_key_file: Path | None = None
+    apns_key_id: str = ""
+    apns_team_id: str = ""
+    apns_topic: str = ""
+    apns_base_url: str = "https://api.push.apple.com"
     rate_limit_window_ms: int | None = None
     rate_limit_max_requests: int | None = None
 
     admin_email: str = "admin@example.com"
     admin_username: str = "admin"
     admin_password: SecretStr | None = None
+
+    # ---- object storage: S3-compatible when S3_ENDPOINT and S3_BUCKET are set,
+    # else files under DATA_DIR/objects served by the app through signed URLs.
+    s3_endpoint: str = ""
+    s3_bucket: str = ""
+    s3_access_key: str | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_region: str = "us-east-1"
+    # The URL clients reach this service at (e.g. https://api.example.com), for the
+    # signed object URLs of the embedded storage; unset: taken from each request.
+    public_url: str = ""
 
     # ---- jobs
     jobs_workers: int = Field(default=4, ge=1, le=256)
@@ -132,10 +169,21 @@ class Settings(BaseSettings):
     # Extra CA bundle to trust for the ACME directory (a private CA such as pebble's).
     acme_ca_bundle: str = ""
     cert_renew_before_days: int = Field(default=30, ge=1)
+    # HTTP-01: challenge files go under ACME_WEBROOT (empty: DATA_DIR/acme-webroot; nginx's
+    # worker user must be able to read it) and a temporary managed server block on
+    # ACME_HTTP_PORT (where the CA connects: 80 in production) serves them.
+    acme_webroot: Path | None = None
+    acme_http_port: int = Field(default=80, ge=1, le=65535)
+    # How often the scheduled certificate renewal runs (seconds; daily).
+    cert_renew_interval: float = Field(default=86400.0, gt=0)
     # Empty: DATA_DIR/backups.
     backup_dir: Path | None = None
     backup_keep_last: int = Field(default=10, ge=1)
     backup_keep_days: int = Field(default=30, ge=1)
+    # Where pg_dump/pg_restore/psql are (PostgreSQL backups); empty: found on PATH.
+    pg_bin_dir: str = ""
+    # How often the retention policy is applied to BACKUP_DIR (seconds; daily).
+    backup_retention_interval: float = Field(default=86400.0, gt=0)
     # Empty: DATA_DIR/logs. Structured streams: application, audit, performance, security.
     log_dir: Path | None = None
     log_retention_days: int = Field(default=30, ge=1)
@@ -166,6 +214,28 @@ class Settings(BaseSettings):
     # ---- citypulse
     citypulse_tariff_per_kwh: float = Field(default=0.30, ge=0)
     citypulse_currency: str = "EUR"
+
+    # ---- citypulse AI chat and swarm: a provider is usable once its key (or, for the
+    # OpenAI-compatible endpoint, its base URL) is set. Base URLs end before the
+    # endpoint path: OpenAI-style ones include `/v1`, Anthropic's does not.
+    ai_models_enabled: bool = True  # the seed's switch: false answers 503 on both
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str = "https://api.openai.com/v1"
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str = "https://api.anthropic.com"
+    groq_api_key: SecretStr | None = None
+    groq_base_url: str = "https://api.groq.com/openai/v1"
+    # A local Ollama (`http://127.0.0.1:11434/v1`) or vLLM server; the key is optional.
+    ai_openai_compatible_base_url: str = ""
+    ai_openai_compatible_api_key: SecretStr | None = None
+    # Provider used when a request names none; empty: the first configured one.
+    ai_default_provider: Literal["", "openai", "anthropic", "groq", "openai-compatible"] = ""
+    # Model used when a request names none; empty: requests must name one.
+    ai_default_model: str = ""
+    # Anthropic requires max_tokens; used when a request does not set it.
+    ai_default_max_tokens: int = Field(default=1024, ge=1, le=200_000)
+    # Whole call without streaming; longest silence between chunks when streaming.
+    ai_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
     workers: int = 1
 
     @field_validator(
@@ -222,6 +292,10 @@ class Settings(BaseSettings):
     @property
     def effective_backup_dir(self) -> Path:
         return self.backup_dir or self.data_dir / "backups"
+
+    @property
+    def effective_acme_webroot(self) -> Path:
+        return self.acme_webroot or self.data_dir / "acme-webroot"
 
     @property
     def effective_log_dir(self) -> Path:

@@ -33,7 +33,8 @@ _SK = re.compile(r"sk_live_[A-Za-z0-9_\-]+")
 # A JWT anywhere in a text (e.g. a URL with ?access_token= logged by an HTTP client).
 _JWT = re.compile(r"eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*")
 _SECRET_QUERY = re.compile(
-    r"([?&](?:access_token|refresh_token|token|api_?key|key|password|secret|signature)=)"
+    r"([?&](?:access_token|refresh_token|token|api_?key|key|password|secret|signature|sig"
+    r"|x-amz-signature)=)"
     r"[^&\s\"']+",
     re.IGNORECASE,
 )

@@ -93,6 +93,7 @@ class LeaseLost(Exception):
 @dataclass
 class ClaimedJob:
     id: str
+    owner: str
     processing_type: str
     payload: bytes
     attempts: int
@@ -132,6 +133,13 @@ class JobEngine:
             await self.events.publish(job_channel(job.id), job_event(job))
         except Exception as exc:  # subscribers re-read the table; never fail a job for this
             log.warning("job_event_publish_failed", job_id=job.id, error=str(exc))
+
+    async def dispatch_new(self, job_id: str) -> None:
+        """Tell a worker about a committed new job. A lost hint costs a short delay:
+        workers and the sweeper also look for due rows on their own."""
+        if self.dispatcher is not None:
+            with contextlib.suppress(Exception):
+                await self.dispatcher.dispatch(job_id, 1)
 
     async def request_cancel(self, job_id: str) -> None:
         with contextlib.suppress(Exception):
@@ -181,6 +189,7 @@ class JobEngine:
             ).scalar_one()
             claimed = ClaimedJob(
                 job.id,
+                job.owner,
                 job.processing_type,
                 job.payload,
                 job.attempts,
@@ -265,7 +274,7 @@ class JobEngine:
         assert task is not None
         self._running[job.id] = task
         keeper = asyncio.create_task(self._keep_lease(job.id))
-        set_job_context(JobContext(job.id, self.settings, self.db, self.events))
+        set_job_context(JobContext(job.id, job.owner, self.settings, self.db, self.events))
         try:
             result = await asyncio.wait_for(
                 processor.process(payload["data"], payload.get("options", {}), reporter), timeout

@@ -88,16 +88,8 @@ async def submit_job(
     if created:
         # Background tasks run after the response, i.e. after the commit: a worker
         # never looks for a row that is not there yet.
-        background.add_task(_dispatch_new, _engine(request), job.id)
+        background.add_task(_engine(request).dispatch_new, job.id)
     return JobAccepted(jobId=job.id, status=job.status)
-
-
-async def _dispatch_new(engine: JobEngine, job_id: str) -> None:
-    if engine.dispatcher is not None:
-        try:
-            await engine.dispatcher.dispatch(job_id, 1)
-        except Exception:  # the sweeper dispatches it a few seconds later
-            return
 
 
 @router.get(
