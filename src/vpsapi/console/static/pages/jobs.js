@@ -29,8 +29,11 @@ const BAR_TONE = { COMPLETED: "done", FAILED: "failed", CANCELLED: "cancelled" }
 const MAX_STREAMS = 3;
 const POLL_MS = 5000;
 const PAGE_SIZE = 25;
-// The built-in processors (docs/jobs.md); types seen in the list are added to the choice.
+// The built-in processors (docs/jobs.md), offered when the server does not list its types
+// (GET /api/jobs/types, `{types: [...]}`); a plug-in type can always be typed in.
 const BUILT_IN_TYPES = ["type1", "type2", "type3"];
+const TYPES_PATH = "/api/jobs/types";
+const OTHER_TYPE = "";
 const EXAMPLE_DATA = [
   { id: 1, value: "alpha" },
   { id: 2, value: "beta" },
@@ -54,7 +57,6 @@ class JobsView {
     this.stopped = false;
     this.cursor = null;
     this.statusFilter = "";
-    this.types = new Set(BUILT_IN_TYPES);
   }
 
   start() {
@@ -132,7 +134,6 @@ class JobsView {
     this.moreButton.hidden = !this.cursor;
     this.moreButton.parentElement.hidden = !this.cursor;
     this.renderList();
-    this.refreshTypes();
     this.followActive();
   }
 
@@ -199,7 +200,6 @@ class JobsView {
     this.rows.set(job.jobId, row);
     if (prepend) this.tbody.prepend(tr);
     else this.tbody.append(tr);
-    this.types.add(job.processingType);
     this.paint(row);
   }
 
@@ -335,6 +335,17 @@ class JobsView {
 
   submitForm() {
     this.typeSelect = h("select", { name: "processingType", required: true });
+    const customType = h("input", { type: "text", name: "customType", placeholder: "my-plugin-type" });
+    const customField = h(
+      "label",
+      { class: "field", hidden: true },
+      h("span", { text: "Plug-in processing type" }),
+      customType,
+      h("span", { class: "hint", text: "The name a processor plug-in registered (see docs/jobs.md)." }),
+    );
+    this.typeSelect.addEventListener("change", () => {
+      customField.hidden = this.typeSelect.value !== OTHER_TYPE;
+    });
     const dataText = h("textarea", {
       name: "data",
       rows: "7",
@@ -374,6 +385,7 @@ class JobsView {
       { class: "form", novalidate: true },
       feedback,
       h("label", { class: "field" }, h("span", { text: "Processing type" }), this.typeSelect),
+      customField,
       h("div", { class: "segmented", role: "group", "aria-label": "How to give the data" }, jsonMode, fileMode),
       textField,
       fileField,
@@ -400,7 +412,7 @@ class JobsView {
         let data = parseJson(raw, fromFile ? "dataFile" : "data");
         if (data && !Array.isArray(data) && Array.isArray(data.data)) data = data.data; // a saved submission
         body = {
-          processingType: this.typeSelect.value,
+          processingType: this.typeSelect.value || customType.value.trim(),
           data,
           options: options.value.trim() ? parseJson(options.value, "options") : {},
         };
@@ -433,17 +445,24 @@ class JobsView {
         submit.disabled = false;
       }
     });
-    this.refreshTypes();
+    this.loadTypes();
     return form;
   }
 
-  refreshTypes() {
-    const chosen = this.typeSelect.value;
+  async loadTypes() {
+    let types = BUILT_IN_TYPES;
+    if (api.offers("GET", TYPES_PATH)) {
+      try {
+        types = (await api.api(TYPES_PATH)).types;
+      } catch {
+        // The built-in names still work; the form stays usable.
+      }
+    }
     clear(
       this.typeSelect,
-      [...this.types].sort().map((t) => h("option", { value: t, text: t })),
+      types.map((t) => h("option", { value: t, text: t })),
+      h("option", { value: OTHER_TYPE, text: "Other (a plug-in type)…" }),
     );
-    if (chosen) this.typeSelect.value = chosen;
   }
 }
 
