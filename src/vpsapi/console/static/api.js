@@ -177,12 +177,14 @@ export function errorMessage(response, body) {
     if (listed.length && !Array.isArray(body.detail)) text = `${text}: ${listed.join("; ")}`;
   }
   if (text) return text;
-  return {
-    401: "You are not signed in (or your session expired). Sign in again.",
-    403: "You do not have permission for this. Ask an admin.",
-    404: "Not found. It may have been deleted.",
-    503: "The service is temporarily unavailable. Try again in a minute.",
-  }[status] || `The server answered ${status}. Try again, or check the server log.`;
+  return (
+    {
+      401: "You are not signed in (or your session expired). Sign in again.",
+      403: "You do not have permission for this. Ask an admin.",
+      404: "Not found. It may have been deleted.",
+      503: "The service is temporarily unavailable. Try again in a minute.",
+    }[status] || `The server answered ${status}. Try again, or check the server log.`
+  );
 }
 
 function locName(loc) {

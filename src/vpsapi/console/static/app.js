@@ -71,9 +71,7 @@ function renderLogin() {
       await api.login(identifier.value.trim(), password.value);
     } catch (err) {
       const text =
-        err.status === 401
-          ? "Wrong email, username or password. Check them and try again."
-          : err.message;
+        err.status === 401 ? "Wrong email, username or password. Check them and try again." : err.message;
       clear(error, notice("error", text));
       password.value = "";
       password.focus();
@@ -90,7 +88,13 @@ function renderLogin() {
       h(
         "div",
         { class: "login-card" },
-        h("div", { class: "brand" }, h("span", { class: "brand-mark", text: "v" }), "vpsapi", h("small", { text: "console" })),
+        h(
+          "div",
+          { class: "brand" },
+          h("span", { class: "brand-mark", text: "v" }),
+          "vpsapi",
+          h("small", { text: "console" }),
+        ),
         h("h1", { text: "Sign in" }),
         h("p", { class: "lead", text: "Operate jobs, sites, monitoring and devices of this server." }),
         signOutReason ? notice("info", signOutReason) : null,
@@ -119,10 +123,14 @@ function renderShell() {
     { class: "nav", id: "nav", "aria-label": "Sections" },
     visiblePages().map((p) => h("a", { href: `#/${p.path}`, "data-path": p.path, text: p.title })),
   );
-  const toggle = button("Menu", () => {
-    const open = nav.classList.toggle("open");
-    toggle.setAttribute("aria-expanded", String(open));
-  }, { kind: "ghost small menu-toggle", "aria-controls": "nav", "aria-expanded": "false" });
+  const toggle = button(
+    "Menu",
+    () => {
+      const open = nav.classList.toggle("open");
+      toggle.setAttribute("aria-expanded", String(open));
+    },
+    { kind: "ghost small menu-toggle", "aria-controls": "nav", "aria-expanded": "false" },
+  );
   nav.addEventListener("click", () => {
     nav.classList.remove("open");
     toggle.setAttribute("aria-expanded", "false");

@@ -12,7 +12,10 @@ const HEIGHT = 220;
  * (how many samples are drawn) so tests and scripts can tell it is alive.
  */
 export class TimeChart {
-  constructor(container, { series, format = (v) => String(v), bars = false, maxPoints = 720, empty = "Waiting for data…" }) {
+  constructor(
+    container,
+    { series, format = (v) => String(v), bars = false, maxPoints = 720, empty = "Waiting for data…" },
+  ) {
     this.container = container;
     this.maxPoints = maxPoints;
     this.emptyText = empty;
@@ -28,11 +31,19 @@ export class TimeChart {
         cursor: { drag: { x: false, y: false } },
         legend: { live: false },
         scales: bars
-          ? { x: { time: true, range: padHalfStep }, y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] } }
+          ? {
+              x: { time: true, range: padHalfStep },
+              y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] },
+            }
           : { x: { time: true } },
         axes: [
           { stroke: "#64748b", grid: { stroke: "#eef2f7" } },
-          { stroke: "#64748b", grid: { stroke: "#eef2f7" }, size: axisWidth, values: (_u, ticks) => ticks.map(format) },
+          {
+            stroke: "#64748b",
+            grid: { stroke: "#eef2f7" },
+            size: axisWidth,
+            values: (_u, ticks) => ticks.map(format),
+          },
         ],
         series: [
           {},

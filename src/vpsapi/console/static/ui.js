@@ -8,8 +8,7 @@ export function h(tag, props = {}, ...children) {
     if (key === "class") el.className = value;
     else if (key === "text") el.textContent = value;
     else if (key === "value" || key === "checked") el[key] = value;
-    else if (key.startsWith("on") && typeof value === "function")
-      el.addEventListener(key.slice(2), value);
+    else if (key.startsWith("on") && typeof value === "function") el.addEventListener(key.slice(2), value);
     else el.setAttribute(key, value === true ? "" : String(value));
   }
   append(el, children);
@@ -85,12 +84,7 @@ export function errorState(error, retry) {
         : error.status === 503
           ? "This service is unavailable right now"
           : "Something went wrong";
-  return state(
-    "error",
-    title,
-    error.message,
-    retry ? button("Try again", retry, { kind: "primary" }) : null,
-  );
+  return state("error", title, error.message, retry ? button("Try again", retry, { kind: "primary" }) : null);
 }
 
 export function unavailable(feature, path) {
@@ -117,6 +111,39 @@ export function notice(kind, text, detail) {
   );
 }
 
+// ---- tables ------------------------------------------------------------------------------
+
+/**
+ * A table that becomes stacked cards on a phone, each cell labelled by its column.
+ * `columns`: header texts, or [text, className] (e.g. "hide-phone"). Rows added to
+ * `tbody` later are labelled with `labelRow`.
+ */
+export function dataTable(columns, rows, { tbody = h("tbody"), className = "" } = {}) {
+  const specs = columns.map((c) => (Array.isArray(c) ? c : [c, null]));
+  const table = h(
+    "table",
+    { class: className || null },
+    h(
+      "thead",
+      {},
+      h(
+        "tr",
+        {},
+        specs.map(([text, cls]) => h("th", { class: cls, text })),
+      ),
+    ),
+    tbody,
+  );
+  table.labels = specs.map(([text]) => text);
+  tbody.append(...rows);
+  for (const row of rows) labelRow(table, row);
+  return h("div", { class: "table-wrap" }, table);
+}
+
+export function labelRow(table, row) {
+  [...row.children].forEach((cell, i) => cell.setAttribute("data-label", table.labels[i] || ""));
+}
+
 // ---- status chips and progress -----------------------------------------------------------
 
 export function chip(text, tone = "", live = false) {
@@ -126,12 +153,16 @@ export function chip(text, tone = "", live = false) {
 export function progressBar(value = 0) {
   const bar = h("div", { class: "progress-bar" });
   const label = h("span", { class: "progress-label" });
-  const track = h("div", {
-    class: "progress-track",
-    role: "progressbar",
-    "aria-valuemin": "0",
-    "aria-valuemax": "100",
-  }, bar);
+  const track = h(
+    "div",
+    {
+      class: "progress-track",
+      role: "progressbar",
+      "aria-valuemin": "0",
+      "aria-valuemax": "100",
+    },
+    bar,
+  );
   const root = h("div", { class: "progress" }, track, label);
   const set = (percent, tone = "") => {
     const clamped = Math.max(0, Math.min(100, Math.round(percent || 0)));
@@ -177,10 +208,14 @@ export function modal(title, body, footer = [], { narrow = false, onclose } = {}
 export function confirmDialog(title, text, { confirm = "Confirm", danger = false } = {}) {
   return new Promise((resolve) => {
     let answer = false;
-    const ok = button(confirm, () => {
-      answer = true;
-      view.close();
-    }, { kind: danger ? "danger solid" : "primary" });
+    const ok = button(
+      confirm,
+      () => {
+        answer = true;
+        view.close();
+      },
+      { kind: danger ? "danger solid" : "primary" },
+    );
     const cancel = button("Cancel", () => view.close());
     const view = modal(title, h("p", {}, text), [cancel, ok], {
       narrow: true,
@@ -206,7 +241,13 @@ export function ago(value) {
   const abs = Math.abs(seconds);
   if (abs < 5) return "just now";
   const [n, unit] =
-    abs < 60 ? [abs, "s"] : abs < 3600 ? [abs / 60, "min"] : abs < 86400 ? [abs / 3600, "h"] : [abs / 86400, "d"];
+    abs < 60
+      ? [abs, "s"]
+      : abs < 3600
+        ? [abs / 60, "min"]
+        : abs < 86400
+          ? [abs / 3600, "h"]
+          : [abs / 86400, "d"];
   const text = `${Math.floor(n)} ${unit}`;
   return seconds >= 0 ? `${text} ago` : `in ${text}`;
 }

@@ -9,6 +9,7 @@ import {
   chip,
   clear,
   confirmDialog,
+  dataTable,
   downloadBlob,
   errorState,
   h,
@@ -25,7 +26,11 @@ import {
 export default {
   render(main) {
     if (!api.offers("GET", "/api/backup/list")) {
-      clear(main, pageHead("Backups", "Archives of the managed configuration."), unavailable("Backups", "/api/backup/list"));
+      clear(
+        main,
+        pageHead("Backups", "Archives of the managed configuration."),
+        unavailable("Backups", "/api/backup/list"),
+      );
       return null;
     }
     const body = h("div");
@@ -38,7 +43,11 @@ export default {
     });
     clear(
       main,
-      pageHead("Backups", "Archives of nginx sites, pools, certificates and settings; restore one to roll back.", create),
+      pageHead(
+        "Backups",
+        "Archives of nginx sites, pools, certificates and settings; restore one to roll back.",
+        create,
+      ),
       progress,
       card("Backups", { flush: true }, body),
     );
@@ -59,46 +68,59 @@ async function list(body, reload) {
     return;
   }
   if (!backups.length) {
-    clear(body, state("empty", "No backups yet", "Create one before a risky change: it takes a few seconds and you can restore it from here."));
+    clear(
+      body,
+      state(
+        "empty",
+        "No backups yet",
+        "Create one before a risky change: it takes a few seconds and you can restore it from here.",
+      ),
+    );
     return;
   }
   backups.sort((a, b) => String(b.created_at).localeCompare(String(a.created_at)));
   clear(
     body,
-    h(
-      "div",
-      { class: "table-wrap" },
-      h(
-        "table",
-        {},
-        h("thead", {}, h("tr", {}, ["Backup", "Kind", "Created", "Size", ""].map((t) => h("th", { text: t })))),
+    dataTable(
+      ["Backup", "Kind", "Created", "Size", ""],
+      backups.map((backup) =>
         h(
-          "tbody",
-          {},
-          backups.map((backup) =>
-            h(
-              "tr",
-              { "data-filename": backup.filename },
-              h(
-                "td",
-                {},
-                h("span", { class: "mono", text: backup.filename }),
-                backup.description ? h("span", { class: "sub", text: backup.description }) : null,
-                h("span", { class: "sub", text: contents(backup) }),
-              ),
-              h("td", {}, chip(backup.kind === "safety" ? "before a restore" : "backup", backup.kind === "safety" ? "warn" : "")),
-              h("td", { class: "nowrap", text: when(backup.created_at) }),
-              h("td", { class: "num", text: bytes(backup.size) }),
-              h(
-                "td",
-                { class: "actions-cell" },
-                button("Download", () => download(backup), { kind: "small", "aria-label": `Download ${backup.filename}` }),
-                button("Restore", () => restore(backup, reload), { kind: "small", "aria-label": `Restore ${backup.filename}` }),
-                api.offers("DELETE", "/api/backup/delete/{filename}")
-                  ? button("Delete", () => remove(backup, reload), { kind: "small danger", "aria-label": `Delete ${backup.filename}` })
-                  : null,
-              ),
+          "tr",
+          { "data-filename": backup.filename },
+          h(
+            "td",
+            {},
+            h("span", { class: "mono", text: backup.filename }),
+            backup.description ? h("span", { class: "sub", text: backup.description }) : null,
+            h("span", { class: "sub", text: contents(backup) }),
+          ),
+          h(
+            "td",
+            {},
+            chip(
+              backup.kind === "safety" ? "before a restore" : "backup",
+              backup.kind === "safety" ? "warn" : "",
             ),
+          ),
+          h("td", { class: "nowrap", text: when(backup.created_at) }),
+          h("td", { class: "num", text: bytes(backup.size) }),
+          h(
+            "td",
+            { class: "actions-cell" },
+            button("Download", () => download(backup), {
+              kind: "small",
+              "aria-label": `Download ${backup.filename}`,
+            }),
+            button("Restore", () => restore(backup, reload), {
+              kind: "small",
+              "aria-label": `Restore ${backup.filename}`,
+            }),
+            api.offers("DELETE", "/api/backup/delete/{filename}")
+              ? button("Delete", () => remove(backup, reload), {
+                  kind: "small danger",
+                  "aria-label": `Delete ${backup.filename}`,
+                })
+              : null,
           ),
         ),
       ),
@@ -115,43 +137,64 @@ function contents(backup) {
 }
 
 function createBackup(trigger, progress, reload, watchers) {
-  const description = h("input", { type: "text", name: "description", placeholder: "before upgrading nginx" });
-  const start = button("Create backup", async () => {
-    view.close();
-    trigger.disabled = true;
-    const bar = progressBar(0);
-    clear(progress, card("Creating a backup…", {}, bar.root));
-    progress.hidden = false;
-    const finish = (ok, text) => {
-      trigger.disabled = false;
-      progress.hidden = true;
-      toast(text, ok ? "ok" : "error");
-      reload();
-    };
-    let accepted;
-    try {
-      accepted = await api.api("/api/backup/create", {
-        method: "POST",
-        json: { description: description.value.trim() || null },
-      });
-    } catch (error) {
-      finish(false, error.message);
-      return;
-    }
-    const jobId = accepted.jobId || accepted.job_id;
-    if (!jobId) {
-      finish(true, accepted.message || "Backup created.");
-      return;
-    }
-    const stop = followJob(jobId, (job) => bar.set(job.progress), (job) => {
-      watchers.delete(stop);
-      finish(job?.status === "COMPLETED", job?.status === "COMPLETED" ? "Backup created." : `The backup failed: ${job?.error || "see the job"}`);
-    });
-    watchers.add(stop);
-  }, { kind: "primary" });
+  const description = h("input", {
+    type: "text",
+    name: "description",
+    placeholder: "before upgrading nginx",
+  });
+  const start = button(
+    "Create backup",
+    async () => {
+      view.close();
+      trigger.disabled = true;
+      const bar = progressBar(0);
+      clear(progress, card("Creating a backup…", {}, bar.root));
+      progress.hidden = false;
+      const finish = (ok, text) => {
+        trigger.disabled = false;
+        progress.hidden = true;
+        toast(text, ok ? "ok" : "error");
+        reload();
+      };
+      let accepted;
+      try {
+        accepted = await api.api("/api/backup/create", {
+          method: "POST",
+          json: { description: description.value.trim() || null },
+        });
+      } catch (error) {
+        finish(false, error.message);
+        return;
+      }
+      const jobId = accepted.jobId || accepted.job_id;
+      if (!jobId) {
+        finish(true, accepted.message || "Backup created.");
+        return;
+      }
+      const stop = followJob(
+        jobId,
+        (job) => bar.set(job.progress),
+        (job) => {
+          watchers.delete(stop);
+          finish(
+            job?.status === "COMPLETED",
+            job?.status === "COMPLETED"
+              ? "Backup created."
+              : `The backup failed: ${job?.error || "see the job"}`,
+          );
+        },
+      );
+      watchers.add(stop);
+    },
+    { kind: "primary" },
+  );
   const view = modal(
     "Create a backup",
-    h("div", { class: "form" }, h("label", { class: "field" }, h("span", { text: "Description (optional)" }), description)),
+    h(
+      "div",
+      { class: "form" },
+      h("label", { class: "field" }, h("span", { text: "Description (optional)" }), description),
+    ),
     [start],
     { narrow: true },
   );
@@ -160,7 +203,9 @@ function createBackup(trigger, progress, reload, watchers) {
 
 async function download(backup) {
   try {
-    const response = await api.api(`/api/backup/download/${encodeURIComponent(backup.filename)}`, { raw: true });
+    const response = await api.api(`/api/backup/download/${encodeURIComponent(backup.filename)}`, {
+      raw: true,
+    });
     downloadBlob(await response.blob(), backup.filename);
   } catch (error) {
     toast(error.message, "error");
@@ -175,7 +220,9 @@ async function restore(backup, reload) {
   );
   if (!ok) return;
   try {
-    const answer = await api.api(`/api/backup/restore/${encodeURIComponent(backup.filename)}`, { method: "POST" });
+    const answer = await api.api(`/api/backup/restore/${encodeURIComponent(backup.filename)}`, {
+      method: "POST",
+    });
     const safety = answer?.safety_backup ? ` The previous state is kept as ${answer.safety_backup}.` : "";
     const message = (answer?.message || "Backup restored").replace(/\.?$/, ".");
     toast(`${message}${safety}`, "ok");
@@ -186,7 +233,13 @@ async function restore(backup, reload) {
 }
 
 async function remove(backup, reload) {
-  if (!(await confirmDialog(`Delete ${backup.filename}?`, "The archive is removed from the server for good.", { confirm: "Delete", danger: true }))) return;
+  if (
+    !(await confirmDialog(`Delete ${backup.filename}?`, "The archive is removed from the server for good.", {
+      confirm: "Delete",
+      danger: true,
+    }))
+  )
+    return;
   try {
     await api.api(`/api/backup/delete/${encodeURIComponent(backup.filename)}`, { method: "DELETE" });
     toast("Backup deleted.", "ok");

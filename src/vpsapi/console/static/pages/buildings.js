@@ -2,7 +2,20 @@
 import * as api from "../api.js";
 import { TimeChart } from "../charts.js";
 import { SocketIO } from "../socketio.js";
-import { ago, card, chip, clear, errorState, h, loading, notice, num, pageHead, state, unavailable } from "../ui.js";
+import {
+  ago,
+  card,
+  chip,
+  clear,
+  errorState,
+  h,
+  loading,
+  notice,
+  num,
+  pageHead,
+  state,
+  unavailable,
+} from "../ui.js";
 
 const BASE = "/api/v1/citypulse";
 const PERIODS = [
@@ -16,7 +29,11 @@ const ENERGY_RELOAD_MS = 15_000;
 export default {
   render(main) {
     if (!api.offers("GET", `${BASE}/buildings`)) {
-      clear(main, pageHead("Buildings", "Energy and sensors."), unavailable("CityPulse", `${BASE}/buildings`));
+      clear(
+        main,
+        pageHead("Buildings", "Energy and sensors."),
+        unavailable("CityPulse", `${BASE}/buildings`),
+      );
       return null;
     }
     const view = new BuildingsView(main);
@@ -59,7 +76,12 @@ class BuildingsView {
   }
 
   setLive(stateName) {
-    const text = { connected: "live", connecting: "connecting…", reconnecting: "reconnecting…", refused: "live updates refused" }[stateName];
+    const text = {
+      connected: "live",
+      connecting: "connecting…",
+      reconnecting: "reconnecting…",
+      refused: "live updates refused",
+    }[stateName];
     const tone = { connected: "ok", reconnecting: "warn", refused: "bad" }[stateName] || "";
     clear(this.liveChip, chip(text, tone, stateName === "connected"));
   }
@@ -71,19 +93,44 @@ class BuildingsView {
     try {
       buildings = (await api.api(`${BASE}/buildings?limit=200`)).data.items;
     } catch (error) {
-      clear(this.listBody, errorState(error, () => this.loadBuildings()));
+      clear(
+        this.listBody,
+        errorState(error, () => this.loadBuildings()),
+      );
       return;
     }
     if (!buildings.length) {
       clear(
         this.listBody,
-        state("empty", "No buildings yet", h("span", {}, "A manager adds them with ", h("code", { text: `POST ${BASE}/buildings` }), ", then their sensors and readings.")),
+        state(
+          "empty",
+          "No buildings yet",
+          h(
+            "span",
+            {},
+            "A manager adds them with ",
+            h("code", { text: `POST ${BASE}/buildings` }),
+            ", then their sensors and readings.",
+          ),
+        ),
       );
-      clear(this.detail, card("Energy", {}, state("empty", "Nothing to show", "Energy and readings appear once a building exists.")));
+      clear(
+        this.detail,
+        card(
+          "Energy",
+          {},
+          state("empty", "Nothing to show", "Energy and readings appear once a building exists."),
+        ),
+      );
       return;
     }
     const items = buildings.map((b) => {
-      const item = h("button", { type: "button", class: "item", "data-building-id": b.id }, h("strong", { text: b.name }), h("span", { class: "sub", text: [b.buildingType, b.city].filter(Boolean).join(" · ") || "—" }));
+      const item = h(
+        "button",
+        { type: "button", class: "item", "data-building-id": b.id },
+        h("strong", { text: b.name }),
+        h("span", { class: "sub", text: [b.buildingType, b.city].filter(Boolean).join(" · ") || "—" }),
+      );
       item.addEventListener("click", () => this.select(b, item));
       return h("li", {}, item);
     });
@@ -112,7 +159,8 @@ class BuildingsView {
       const el = h("button", { type: "button", "aria-pressed": String(p === this.period), text: p.label });
       el.addEventListener("click", () => {
         this.period = p;
-        for (const other of el.parentElement.children) other.setAttribute("aria-pressed", String(other === el));
+        for (const other of el.parentElement.children)
+          other.setAttribute("aria-pressed", String(other === el));
         this.loadEnergy();
       });
       return el;
@@ -120,10 +168,16 @@ class BuildingsView {
     this.chart?.destroy();
     clear(
       this.detail,
-      card(`Energy · ${b.name}`, {
-        subtitle: [b.address, b.city].filter(Boolean).join(", ") || "kWh per period from the electricity sensors",
-        actions: [h("div", { class: "segmented", role: "group", "aria-label": "Period" }, periodButtons)],
-      }, this.totals, this.chartBox),
+      card(
+        `Energy · ${b.name}`,
+        {
+          subtitle:
+            [b.address, b.city].filter(Boolean).join(", ") || "kWh per period from the electricity sensors",
+          actions: [h("div", { class: "segmented", role: "group", "aria-label": "Period" }, periodButtons)],
+        },
+        this.totals,
+        this.chartBox,
+      ),
       card("Latest readings", { subtitle: "Updated live as sensors report." }, this.readings),
     );
     this.chart = new TimeChart(this.chartBox, {
@@ -140,8 +194,21 @@ class BuildingsView {
     const building = this.building;
     const to = new Date();
     const from = new Date(to.getTime() - this.period.hours * HOUR_MS);
-    const params = new URLSearchParams({ building: building.id, from: from.toISOString(), to: to.toISOString(), step: this.period.step });
-    clear(this.totals, h("div", { class: "muted small" }, h("span", { class: "spinner small", "aria-hidden": "true" }), " Loading energy…"));
+    const params = new URLSearchParams({
+      building: building.id,
+      from: from.toISOString(),
+      to: to.toISOString(),
+      step: this.period.step,
+    });
+    clear(
+      this.totals,
+      h(
+        "div",
+        { class: "muted small" },
+        h("span", { class: "spinner small", "aria-hidden": "true" }),
+        " Loading energy…",
+      ),
+    );
     let report;
     try {
       report = (await api.api(`${BASE}/energy?${params}`)).data;
@@ -150,12 +217,26 @@ class BuildingsView {
       return;
     }
     if (this.building !== building || this.stopped) return;
-    this.chart.setData(report.buckets.map((x) => x.timestamp), [report.buckets.map((x) => x.kwh)]);
+    this.chart.setData(
+      report.buckets.map((x) => x.timestamp),
+      [report.buckets.map((x) => x.kwh)],
+    );
     const change = report.comparison?.changePercent;
-    const stat = (label, value, sub) => h("div", { class: "stat" }, h("div", { class: "label", text: label }), h("div", { class: "value", text: value }), sub ? h("div", { class: "sub", text: sub }) : null);
+    const stat = (label, value, sub) =>
+      h(
+        "div",
+        { class: "stat" },
+        h("div", { class: "label", text: label }),
+        h("div", { class: "value", text: value }),
+        sub ? h("div", { class: "sub", text: sub }) : null,
+      );
     clear(
       this.totals,
-      stat("Energy", `${num(report.totals.kwh, 1)} kWh`, change == null ? "no earlier data" : `${change > 0 ? "+" : ""}${num(change, 1)}% vs previous`),
+      stat(
+        "Energy",
+        `${num(report.totals.kwh, 1)} kWh`,
+        change == null ? "no earlier data" : `${change > 0 ? "+" : ""}${num(change, 1)}% vs previous`,
+      ),
       stat("Peak", `${num(report.totals.peakKw, 1)} kW`),
       stat("Cost", `${num(report.totals.cost, 2)} ${report.currency}`, `at ${report.tariffPerKwh} per kWh`),
     );
@@ -168,19 +249,41 @@ class BuildingsView {
     try {
       sensors = (await api.api(`${BASE}/buildings/${encodeURIComponent(building.id)}/sensors`)).data;
     } catch (error) {
-      clear(this.readings, errorState(error, () => this.loadReadings()));
+      clear(
+        this.readings,
+        errorState(error, () => this.loadReadings()),
+      );
       return;
     }
     if (this.building !== building || this.stopped) return;
     if (!sensors.length) {
-      clear(this.readings, state("empty", "No sensors in this building", h("span", {}, "Add one with ", h("code", { text: `POST ${BASE}/buildings/${building.id}/sensors` }), "; its readings show here.")));
+      clear(
+        this.readings,
+        state(
+          "empty",
+          "No sensors in this building",
+          h(
+            "span",
+            {},
+            "Add one with ",
+            h("code", { text: `POST ${BASE}/buildings/${building.id}/sensors` }),
+            "; its readings show here.",
+          ),
+        ),
+      );
       return;
     }
     this.readingCards.clear();
     const cards = sensors.map((sensor) => {
       const value = h("div", { class: "value", text: "—" });
       const at = h("div", { class: "sub muted small", text: "no readings yet" });
-      const el = h("div", { class: "reading", "data-sensor-id": sensor.id }, h("div", { class: "small muted", text: `${sensor.name} · ${sensor.kind}` }), value, at);
+      const el = h(
+        "div",
+        { class: "reading", "data-sensor-id": sensor.id },
+        h("div", { class: "small muted", text: `${sensor.name} · ${sensor.kind}` }),
+        value,
+        at,
+      );
       this.readingCards.set(sensor.id, { el, value, at, sensor });
       return el;
     });
@@ -190,9 +293,16 @@ class BuildingsView {
     const from = new Date(to.getTime() - 24 * HOUR_MS);
     await Promise.all(
       sensors.map(async (sensor) => {
-        const params = new URLSearchParams({ from: from.toISOString(), to: to.toISOString(), step: "5m", agg: "last" });
+        const params = new URLSearchParams({
+          from: from.toISOString(),
+          to: to.toISOString(),
+          step: "5m",
+          agg: "last",
+        });
         try {
-          const points = (await api.api(`${BASE}/sensors/${encodeURIComponent(sensor.id)}/readings?${params}`)).data.points;
+          const points = (
+            await api.api(`${BASE}/sensors/${encodeURIComponent(sensor.id)}/readings?${params}`)
+          ).data.points;
           const last = points[points.length - 1];
           if (last) this.showReading(sensor.id, last.value, last.timestamp, false);
         } catch {

@@ -1,7 +1,22 @@
 // Certificates: what SSL_CERT_DIR holds, days left, and renewal (an ACME job with progress).
 import * as api from "../api.js";
 import { followJob } from "../jobwatch.js";
-import { button, card, chip, clear, errorState, h, loading, pageHead, progressBar, state, toast, unavailable, when } from "../ui.js";
+import {
+  button,
+  card,
+  chip,
+  clear,
+  dataTable,
+  errorState,
+  h,
+  loading,
+  pageHead,
+  progressBar,
+  state,
+  toast,
+  unavailable,
+  when,
+} from "../ui.js";
 
 const STATUS_TONE = { valid: "ok", expiring: "warn", expired: "bad", invalid: "bad" };
 const RENEW_PATH = "/api/ssl/renew/{domain}";
@@ -9,7 +24,11 @@ const RENEW_PATH = "/api/ssl/renew/{domain}";
 export default {
   render(main) {
     if (!api.offers("GET", "/api/ssl/certificates")) {
-      clear(main, pageHead("Certificates", "TLS certificates of this server."), unavailable("Certificate management", "/api/ssl/certificates"));
+      clear(
+        main,
+        pageHead("Certificates", "TLS certificates of this server."),
+        unavailable("Certificate management", "/api/ssl/certificates"),
+      );
       return null;
     }
     const body = h("div");
@@ -18,7 +37,11 @@ export default {
     const reload = () => list(body, reload, watchers, failures);
     clear(
       main,
-      pageHead("Certificates", "TLS certificates nginx can use; ACME ones renew by themselves before they expire.", button("Refresh", reload, { kind: "small" })),
+      pageHead(
+        "Certificates",
+        "TLS certificates nginx can use; ACME ones renew by themselves before they expire.",
+        button("Refresh", reload, { kind: "small" }),
+      ),
       card("Certificates", { flush: true }, body),
     );
     reload();
@@ -43,7 +66,15 @@ async function list(body, reload, watchers, failures) {
       state(
         "empty",
         "No certificates yet",
-        h("span", {}, "Upload one with ", h("code", { text: "POST /api/ssl/upload" }), " or request one from Let's Encrypt with ", h("code", { text: "POST /api/ssl/request-letsencrypt" }), "; it then appears here with its expiry."),
+        h(
+          "span",
+          {},
+          "Upload one with ",
+          h("code", { text: "POST /api/ssl/upload" }),
+          " or request one from Let's Encrypt with ",
+          h("code", { text: "POST /api/ssl/request-letsencrypt" }),
+          "; it then appears here with its expiry.",
+        ),
       ),
     );
     return;
@@ -65,26 +96,31 @@ async function list(body, reload, watchers, failures) {
     return h(
       "tr",
       { "data-domain": cert.domain },
-      h("td", {}, h("strong", { text: cert.domain }), h("span", { class: "sub", text: (cert.names || []).join(", ") })),
+      h(
+        "td",
+        {},
+        h("strong", { text: cert.domain }),
+        h("span", { class: "sub", text: (cert.names || []).join(", ") }),
+      ),
       h("td", { class: "hide-phone", text: cert.issuer || "—" }),
       h("td", { class: "nowrap", text: when(cert.expires || cert.not_after) }),
-      h("td", { class: "num" }, days == null ? "—" : chip(`${days} d`, days < 0 ? "bad" : days < 30 ? "warn" : "ok")),
-      h("td", {}, chip(cert.status, STATUS_TONE[cert.status] || ""), cert.error ? h("span", { class: "sub", text: cert.error }) : null),
+      h(
+        "td",
+        { class: "num" },
+        days == null ? "—" : chip(`${days} d`, days < 0 ? "bad" : days < 30 ? "warn" : "ok"),
+      ),
+      h(
+        "td",
+        {},
+        chip(cert.status, STATUS_TONE[cert.status] || ""),
+        cert.error ? h("span", { class: "sub", text: cert.error }) : null,
+      ),
       progressCell,
     );
   });
   clear(
     body,
-    h(
-      "div",
-      { class: "table-wrap" },
-      h(
-        "table",
-        {},
-        h("thead", {}, h("tr", {}, ["Certificate", "Issuer", "Expires", "Days left", "Status", ""].map((t, i) => h("th", { class: i === 1 ? "hide-phone" : null, text: t })))),
-        h("tbody", {}, rows),
-      ),
-    ),
+    dataTable(["Certificate", ["Issuer", "hide-phone"], "Expires", "Days left", "Status", ""], rows),
   );
 }
 
@@ -101,7 +137,8 @@ async function renewCertificate(cert, cell, reload, watchers, failures) {
   }
   const stop = followJob(
     accepted.jobId || accepted.job_id,
-    (job) => bar.set(job.progress, job.status === "COMPLETED" ? "done" : job.status === "FAILED" ? "failed" : ""),
+    (job) =>
+      bar.set(job.progress, job.status === "COMPLETED" ? "done" : job.status === "FAILED" ? "failed" : ""),
     (job) => {
       watchers.delete(stop);
       if (job?.status === "COMPLETED") {

@@ -1,20 +1,42 @@
 // Devices: the cameras bound to the signed-in account, online or not.
 import * as api from "../api.js";
-import { ago, button, card, chip, clear, errorState, h, loading, pageHead, state, unavailable, when } from "../ui.js";
+import {
+  ago,
+  button,
+  card,
+  chip,
+  clear,
+  dataTable,
+  errorState,
+  h,
+  loading,
+  pageHead,
+  state,
+  unavailable,
+  when,
+} from "../ui.js";
 
 const REFRESH_MS = 30_000;
 
 export default {
   render(main) {
     if (!api.offers("GET", "/api/devices")) {
-      clear(main, pageHead("Devices", "Cameras bound to your account."), unavailable("Devices", "/api/devices"));
+      clear(
+        main,
+        pageHead("Devices", "Cameras bound to your account."),
+        unavailable("Devices", "/api/devices"),
+      );
       return null;
     }
     const body = h("div");
     const reload = () => list(body, reload);
     clear(
       main,
-      pageHead("Devices", "Cameras bound to your account; the online state refreshes every 30 s.", button("Refresh", reload, { kind: "small" })),
+      pageHead(
+        "Devices",
+        "Cameras bound to your account; the online state refreshes every 30 s.",
+        button("Refresh", reload, { kind: "small" }),
+      ),
       card("Your devices", { flush: true }, body),
     );
     reload();
@@ -38,7 +60,13 @@ async function list(body, reload, quiet = false) {
       state(
         "empty",
         "No devices bound to your account",
-        h("span", {}, "Bind a camera from the mobile app, or with ", h("code", { text: "POST /api/devices {vid, name}" }), " once the camera has registered with the server."),
+        h(
+          "span",
+          {},
+          "Bind a camera from the mobile app, or with ",
+          h("code", { text: "POST /api/devices {vid, name}" }),
+          " once the camera has registered with the server.",
+        ),
       ),
     );
     return;
@@ -47,26 +75,25 @@ async function list(body, reload, quiet = false) {
   const lastSeen = (d) => d.lastSeen ?? null;
   clear(
     body,
-    h(
-      "div",
-      { class: "table-wrap" },
-      h(
-        "table",
-        {},
-        h("thead", {}, h("tr", {}, ["Device", "Model", "State", "Last seen"].map((t) => h("th", { text: t })))),
+    dataTable(
+      ["Device", "Model", "State", "Last seen"],
+      devices.map((d) =>
         h(
-          "tbody",
-          {},
-          devices.map((d) =>
-            h(
-              "tr",
-              { "data-vid": d.vid },
-              h("td", {}, h("strong", { text: d.name }), h("span", { class: "sub mono", text: d.vid })),
-              h("td", { text: d.model || "—" }),
-              h("td", {}, chip(d.online ? "online" : "offline", d.online ? "ok" : ""), d.hasPassword ? h("span", { class: "sub", text: "password saved" }) : null),
-              h("td", { class: "nowrap", title: when(lastSeen(d)), text: lastSeen(d) ? ago(lastSeen(d)) : d.online ? "now" : "—" }),
-            ),
+          "tr",
+          { "data-vid": d.vid },
+          h("td", {}, h("strong", { text: d.name }), h("span", { class: "sub mono", text: d.vid })),
+          h("td", { text: d.model || "—" }),
+          h(
+            "td",
+            {},
+            chip(d.online ? "online" : "offline", d.online ? "ok" : ""),
+            d.hasPassword ? h("span", { class: "sub", text: "password saved" }) : null,
           ),
+          h("td", {
+            class: "nowrap",
+            title: when(lastSeen(d)),
+            text: lastSeen(d) ? ago(lastSeen(d)) : d.online ? "now" : "—",
+          }),
         ),
       ),
     ),

@@ -8,9 +8,11 @@ import {
   chip,
   clear,
   confirmDialog,
+  dataTable,
   downloadJson,
   errorState,
   h,
+  labelRow,
   loading,
   modal,
   notice,
@@ -28,6 +30,7 @@ const BAR_TONE = { COMPLETED: "done", FAILED: "failed", CANCELLED: "cancelled" }
 // A browser opens about six HTTP/1.1 connections per host: keep most for API calls.
 const MAX_STREAMS = 3;
 const POLL_MS = 5000;
+const JOB_COLUMNS = ["Job", "Status", "Progress", ["Created", "hide-phone"], ""];
 const PAGE_SIZE = 25;
 // The built-in processors (docs/jobs.md), offered when the server does not list its types
 // (GET /api/jobs/types, `{types: [...]}`); a plug-in type can always be typed in.
@@ -118,7 +121,11 @@ class JobsView {
     try {
       page = await api.api(`/api/jobs?${params}`);
     } catch (error) {
-      if (!more) clear(this.listBody, errorState(error, () => this.load(false)));
+      if (!more)
+        clear(
+          this.listBody,
+          errorState(error, () => this.load(false)),
+        );
       else toast(error.message, "error");
       return;
     }
@@ -153,28 +160,7 @@ class JobsView {
     }
     clear(
       this.listBody,
-      h(
-        "div",
-        { class: "table-wrap" },
-        h(
-          "table",
-          { class: "jobs-table" },
-          h(
-            "thead",
-            {},
-            h(
-              "tr",
-              {},
-              h("th", { text: "Job" }),
-              h("th", { text: "Status" }),
-              h("th", { text: "Progress" }),
-              h("th", { class: "hide-phone", text: "Created" }),
-              h("th", { class: "sr-actions", text: "Actions" }),
-            ),
-          ),
-          this.tbody,
-        ),
-      ),
+      dataTable(JOB_COLUMNS, [...this.tbody.children], { tbody: this.tbody, className: "jobs-table" }),
     );
   }
 
@@ -200,6 +186,8 @@ class JobsView {
     this.rows.set(job.jobId, row);
     if (prepend) this.tbody.prepend(tr);
     else this.tbody.append(tr);
+    const table = this.tbody.closest("table");
+    if (table) labelRow(table, tr);
     this.paint(row);
   }
 
@@ -324,7 +312,10 @@ class JobsView {
       job.error ? notice("error", "The job failed:", job.error) : null,
       job.lastError && !job.error ? notice("warn", "The last attempt failed:", job.lastError) : null,
       job.result !== undefined
-        ? [h("h3", { text: "Result" }), h("pre", { class: "json", tabindex: "0", text: prettyJson(job.result) })]
+        ? [
+            h("h3", { text: "Result" }),
+            h("pre", { class: "json", tabindex: "0", text: prettyJson(job.result) }),
+          ]
         : TERMINAL.has(job.status)
           ? null
           : h("p", { class: "muted", text: "The result appears here when the job completes." }),
@@ -354,7 +345,12 @@ class JobsView {
       "aria-describedby": "data-hint",
     });
     const dataFile = h("input", { type: "file", name: "dataFile", accept: ".json,application/json" });
-    const fileField = h("label", { class: "field", hidden: true }, h("span", { text: "Data file (JSON array)" }), dataFile);
+    const fileField = h(
+      "label",
+      { class: "field", hidden: true },
+      h("span", { text: "Data file (JSON array)" }),
+      dataFile,
+    );
     const textField = h(
       "label",
       { class: "field" },
@@ -386,7 +382,12 @@ class JobsView {
       feedback,
       h("label", { class: "field" }, h("span", { text: "Processing type" }), this.typeSelect),
       customField,
-      h("div", { class: "segmented", role: "group", "aria-label": "How to give the data" }, jsonMode, fileMode),
+      h(
+        "div",
+        { class: "segmented", role: "group", "aria-label": "How to give the data" },
+        jsonMode,
+        fileMode,
+      ),
       textField,
       fileField,
       h(
@@ -440,7 +441,10 @@ class JobsView {
         toast(`Job ${accepted.jobId} submitted.`, "ok");
       } catch (error) {
         const unplaced = showFieldErrors(form, error.fields);
-        clear(feedback, notice("error", unplaced.length ? `${error.message}` : "Fix the marked fields and submit again."));
+        clear(
+          feedback,
+          notice("error", unplaced.length ? `${error.message}` : "Fix the marked fields and submit again."),
+        );
       } finally {
         submit.disabled = false;
       }
@@ -480,6 +484,7 @@ function parseJson(text, field) {
 
 async function readFile(input) {
   const file = input.files && input.files[0];
-  if (!file) throw Object.assign(new Error("Choose a .json file with the data array."), { field: "dataFile" });
+  if (!file)
+    throw Object.assign(new Error("Choose a .json file with the data array."), { field: "dataFile" });
   return file.text();
 }

@@ -6,6 +6,7 @@ import {
   chip,
   clear,
   confirmDialog,
+  dataTable,
   errorState,
   h,
   loading,
@@ -22,7 +23,11 @@ import {
 export default {
   render(main) {
     if (!api.offers("GET", "/api/configs")) {
-      clear(main, pageHead("Sites", "nginx sites and load-balancer pools."), unavailable("Site management", "/api/configs"));
+      clear(
+        main,
+        pageHead("Sites", "nginx sites and load-balancer pools."),
+        unavailable("Site management", "/api/configs"),
+      );
       return null;
     }
     const sitesBody = h("div");
@@ -36,7 +41,11 @@ export default {
         button("New site", () => editSite(null, loadSites), { kind: "primary" }),
       ),
       card("Sites", { flush: true }, sitesBody),
-      card("Load-balancer pools", { subtitle: "Upstream groups a site can use as its backend.", flush: true }, poolsBody),
+      card(
+        "Load-balancer pools",
+        { subtitle: "Upstream groups a site can use as its backend.", flush: true },
+        poolsBody,
+      ),
     );
     loadSites();
     listPools(poolsBody);
@@ -69,7 +78,12 @@ async function listSites(body, reload) {
     h(
       "tr",
       { "data-site-id": site.id },
-      h("td", {}, h("strong", { text: site.id }), h("span", { class: "sub", text: site.server_name || "any host name" })),
+      h(
+        "td",
+        {},
+        h("strong", { text: site.id }),
+        h("span", { class: "sub", text: site.server_name || "any host name" }),
+      ),
       h("td", { class: "num", text: String(site.listen_port) }),
       h(
         "td",
@@ -88,32 +102,16 @@ async function listSites(body, reload) {
           kind: "small",
           "aria-label": `${site.is_active ? "Disable" : "Enable"} ${site.id}`,
         }),
-        button("Delete", () => remove(site, reload), { kind: "small danger", "aria-label": `Delete ${site.id}` }),
+        button("Delete", () => remove(site, reload), {
+          kind: "small danger",
+          "aria-label": `Delete ${site.id}`,
+        }),
       ),
     ),
   );
   clear(
     body,
-    h(
-      "div",
-      { class: "table-wrap" },
-      h(
-        "table",
-        {},
-        h(
-          "thead",
-          {},
-          h(
-            "tr",
-            {},
-            ["Site", "Port", "Routes", "Status", "Updated", "Actions"].map((t, i) =>
-              h("th", { class: [2, 4].includes(i) ? "hide-phone" : null, text: t }),
-            ),
-          ),
-        ),
-        h("tbody", {}, rows),
-      ),
-    ),
+    dataTable(["Site", "Port", ["Routes", "hide-phone"], "Status", ["Updated", "hide-phone"], ""], rows),
   );
 }
 
@@ -185,14 +183,53 @@ function locationRow(loc = { path: "/", backend: "" }) {
 function editSite(site, reload) {
   const editing = !!site;
   const field = (label, input, hint) =>
-    h("label", { class: "field" }, h("span", { text: label }), input, hint ? h("span", { class: "hint", text: hint }) : null);
+    h(
+      "label",
+      { class: "field" },
+      h("span", { text: label }),
+      input,
+      hint ? h("span", { class: "hint", text: hint }) : null,
+    );
   const inputs = {
-    id: h("input", { type: "text", name: "id", value: site?.id || "", disabled: editing, required: true, placeholder: "my-app" }),
-    server_name: h("input", { type: "text", name: "server_name", value: site?.server_name || "", placeholder: "app.example.com www.example.com" }),
-    listen_port: h("input", { type: "number", name: "listen_port", min: "1", max: "65535", value: String(site?.listen_port ?? 80) }),
-    ssl_cert: h("input", { type: "text", name: "ssl_cert", value: site?.ssl_cert || "", placeholder: "/etc/ssl/certs/app.pem" }),
-    ssl_key: h("input", { type: "text", name: "ssl_key", value: site?.ssl_key || "", placeholder: "/etc/ssl/private/app.key" }),
-    rate_limit_global: h("input", { type: "text", name: "rate_limit_global", value: site?.rate_limit_global || "", placeholder: "10r/s" }),
+    id: h("input", {
+      type: "text",
+      name: "id",
+      value: site?.id || "",
+      disabled: editing,
+      required: true,
+      placeholder: "my-app",
+    }),
+    server_name: h("input", {
+      type: "text",
+      name: "server_name",
+      value: site?.server_name || "",
+      placeholder: "app.example.com www.example.com",
+    }),
+    listen_port: h("input", {
+      type: "number",
+      name: "listen_port",
+      min: "1",
+      max: "65535",
+      value: String(site?.listen_port ?? 80),
+    }),
+    ssl_cert: h("input", {
+      type: "text",
+      name: "ssl_cert",
+      value: site?.ssl_cert || "",
+      placeholder: "/etc/ssl/certs/app.pem",
+    }),
+    ssl_key: h("input", {
+      type: "text",
+      name: "ssl_key",
+      value: site?.ssl_key || "",
+      placeholder: "/etc/ssl/private/app.key",
+    }),
+    rate_limit_global: h("input", {
+      type: "text",
+      name: "rate_limit_global",
+      value: site?.rate_limit_global || "",
+      placeholder: "10r/s",
+    }),
   };
   const flags = {
     is_active: ["Enabled", site?.is_active ?? true],
@@ -202,7 +239,10 @@ function editSite(site, reload) {
     access_log_enabled: ["Access log", site?.access_log_enabled ?? true],
   };
   const checks = Object.fromEntries(
-    Object.entries(flags).map(([name, [, value]]) => [name, h("input", { type: "checkbox", name, checked: value })]),
+    Object.entries(flags).map(([name, [, value]]) => [
+      name,
+      h("input", { type: "checkbox", name, checked: value }),
+    ]),
   );
   const locations = h("div", {}, (site?.locations || [{ path: "/", backend: "" }]).map(locationRow));
   const feedback = h("div", { class: "site-feedback" });
@@ -221,7 +261,9 @@ function editSite(site, reload) {
       { class: "field" },
       h("legend", { text: "Locations" }),
       locations,
-      button("Add location", () => locations.append(locationRow({ path: "", backend: "" })), { kind: "small" }),
+      button("Add location", () => locations.append(locationRow({ path: "", backend: "" })), {
+        kind: "small",
+      }),
     ),
     h(
       "details",
@@ -230,9 +272,18 @@ function editSite(site, reload) {
       h(
         "div",
         { class: "form" },
-        h("div", { class: "field-row" }, field("Certificate file", inputs.ssl_cert), field("Key file", inputs.ssl_key)),
+        h(
+          "div",
+          { class: "field-row" },
+          field("Certificate file", inputs.ssl_cert),
+          field("Key file", inputs.ssl_key),
+        ),
         field("Rate limit", inputs.rate_limit_global, "Per client IP, e.g. 10r/s or 300r/m."),
-        h("div", { class: "checks" }, Object.entries(flags).map(([name, [label]]) => h("label", { class: "check" }, checks[name], label))),
+        h(
+          "div",
+          { class: "checks" },
+          Object.entries(flags).map(([name, [label]]) => h("label", { class: "check" }, checks[name], label)),
+        ),
       ),
     ),
     feedback,
@@ -252,7 +303,15 @@ function editSite(site, reload) {
     return body;
   };
   const validate = async () => {
-    clear(feedback, h("p", { class: "muted" }, h("span", { class: "spinner small", "aria-hidden": "true" }), " Checking with nginx -t…"));
+    clear(
+      feedback,
+      h(
+        "p",
+        { class: "muted" },
+        h("span", { class: "spinner small", "aria-hidden": "true" }),
+        " Checking with nginx -t…",
+      ),
+    );
     showFieldErrors(form, {});
     try {
       await api.api("/api/configs/validate", { method: "POST", json: read() });
@@ -266,7 +325,9 @@ function editSite(site, reload) {
     if (await validate()) clear(feedback, notice("ok", "nginx accepts this configuration."));
   });
   // The dialog's footer is outside the form: its button submits the form explicitly.
-  const save = button(editing ? "Save changes" : "Create site", () => form.requestSubmit(), { kind: "primary" });
+  const save = button(editing ? "Save changes" : "Create site", () => form.requestSubmit(), {
+    kind: "primary",
+  });
   const view = modal(editing ? `Edit ${site.id}` : "New site", form, [checkButton, save]);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -290,12 +351,22 @@ function editSite(site, reload) {
 /** nginx's own text when it rejected the configuration; field errors next to the fields. */
 function showError(form, feedback, error) {
   if (error.body && typeof error.body.output === "string" && error.body.valid === false) {
-    clear(feedback, notice("error", "nginx rejected this configuration. Nothing was changed. nginx says:", error.body.output));
+    clear(
+      feedback,
+      notice(
+        "error",
+        "nginx rejected this configuration. Nothing was changed. nginx says:",
+        error.body.output,
+      ),
+    );
     return;
   }
   const unplaced = showFieldErrors(form, error.fields);
   const placed = Object.keys(error.fields || {}).length > unplaced.length;
-  clear(feedback, notice("error", placed && !unplaced.length ? "Fix the marked fields and try again." : error.message));
+  clear(
+    feedback,
+    notice("error", placed && !unplaced.length ? "Fix the marked fields and try again." : error.message),
+  );
 }
 
 // ---- pools ---------------------------------------------------------------------------------
@@ -310,7 +381,10 @@ async function listPools(body) {
   try {
     answer = await api.api("/api/load-balancer/pools");
   } catch (error) {
-    clear(body, errorState(error, () => listPools(body)));
+    clear(
+      body,
+      errorState(error, () => listPools(body)),
+    );
     return;
   }
   if (!answer.pools.length) {
@@ -319,32 +393,41 @@ async function listPools(body) {
       state(
         "empty",
         "No pools",
-        h("span", {}, "A pool spreads a site's traffic over several servers. Create one with ", h("code", { text: "POST /api/load-balancer/pools" }), "; then use its name as a location's backend."),
+        h(
+          "span",
+          {},
+          "A pool spreads a site's traffic over several servers. Create one with ",
+          h("code", { text: "POST /api/load-balancer/pools" }),
+          "; then use its name as a location's backend.",
+        ),
       ),
     );
     return;
   }
   clear(
     body,
-    h(
-      "div",
-      { class: "table-wrap" },
-      h(
-        "table",
-        {},
-        h("thead", {}, h("tr", {}, ["Pool", "Method", "Servers", "Health check"].map((t) => h("th", { text: t })))),
+    dataTable(
+      ["Pool", "Method", "Servers", "Health check"],
+      answer.pools.map((pool) =>
         h(
-          "tbody",
+          "tr",
           {},
-          answer.pools.map((pool) =>
-            h(
-              "tr",
-              {},
-              h("td", {}, h("strong", { text: pool.name })),
-              h("td", { text: pool.method.replace("_", " ") }),
-              h("td", {}, pool.servers.map((s) => h("span", { class: "sub mono", text: `${s.address}${s.backup ? " (backup)" : ""} ×${s.weight}` }))),
-              h("td", {}, chip(pool.health_check ? `on ${pool.health_path}` : "off", pool.health_check ? "ok" : "")),
+          h("td", {}, h("strong", { text: pool.name })),
+          h("td", { text: pool.method.replace("_", " ") }),
+          h(
+            "td",
+            {},
+            pool.servers.map((s) =>
+              h("span", {
+                class: "sub mono",
+                text: `${s.address}${s.backup ? " (backup)" : ""} ×${s.weight}`,
+              }),
             ),
+          ),
+          h(
+            "td",
+            {},
+            chip(pool.health_check ? `on ${pool.health_path}` : "off", pool.health_check ? "ok" : ""),
           ),
         ),
       ),
