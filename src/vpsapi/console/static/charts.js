@@ -18,7 +18,8 @@ export class TimeChart {
   ) {
     this.container = container;
     this.maxPoints = maxPoints;
-    this.emptyText = empty;
+    // A line needs two samples (one alone would stretch the time axis over years).
+    this.minPoints = bars ? 1 : 2;
     this.data = [[], ...series.map(() => [])];
     this.plotBox = h("div", { class: "chart" });
     this.placeholder = h("div", { class: "chart-empty", text: empty });
@@ -86,8 +87,9 @@ export class TimeChart {
   refresh() {
     const count = this.data[0].length;
     this.container.dataset.points = String(count);
-    this.placeholder.hidden = count > 0;
-    this.plotBox.hidden = count === 0;
+    const drawable = count >= this.minPoints;
+    this.placeholder.hidden = drawable;
+    this.plotBox.hidden = !drawable;
     this.plot.setData(this.data);
   }
 
