@@ -10,8 +10,10 @@ from vpsapi.core.modules import Module
 from vpsapi.ops.backups.router import router as backups_router
 from vpsapi.ops.logs.router import router as logs_router
 from vpsapi.ops.monitoring.router import router as monitoring_router
+from vpsapi.ops.monitoring.sampler import lifespan as monitoring_lifespan
 from vpsapi.ops.nginx.control import NginxControl
 from vpsapi.ops.nginx.router import backends_router, configs_router, pools_router
+from vpsapi.ops.performance.lifespan import lifespan as performance_lifespan
 from vpsapi.ops.performance.router import router as performance_router
 from vpsapi.ops.ssl.router import router as ssl_router
 from vpsapi.ops.system.router import router as system_router
@@ -42,6 +44,8 @@ async def ops_lifespan(app: Any) -> AsyncIterator[None]:
 
 # Background work of the ops subsystems (health checks, samplers, schedules), in start order.
 SUBSYSTEM_LIFESPANS: list[Any] = []
+SUBSYSTEM_LIFESPANS.append(performance_lifespan)  # the ops cache, used by system status
+SUBSYSTEM_LIFESPANS.append(monitoring_lifespan)
 
 MODULE = Module(
     name="ops",
