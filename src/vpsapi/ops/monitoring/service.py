@@ -184,14 +184,15 @@ async def create_rule(
 async def update_rule(
     session: AsyncSession, settings: Settings, rule_id: str, body: AlertRuleIn, actor: str
 ) -> AlertRule:
-    """Replace the rule; its evaluation starts over, and a disabled rule's alerts resolve."""
+    """Replace the rule. The duration is counted afresh; an active alert stays until the new
+    condition is false (then it resolves by itself), or at once when the rule is disabled."""
     check_channels(settings, body)
     rule = await get_rule(session, rule_id)
     for name, value in body.model_dump().items():
         setattr(rule, name, value)
     rule.pending_since = None
-    rule.fired = False
     if not rule.enabled:
+        rule.fired = False
         await _resolve_rule_alerts(session, rule.id, actor)
     await session.flush()
     return rule
