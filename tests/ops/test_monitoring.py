@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,8 +24,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from support import ADMIN_EMAIL, ADMIN_PASSWORD, free_port, login
+from vpsapi.core.db import Database, utcnow
 from vpsapi.ops.audit.models import AuditEntry
-from vpsapi.ops.monitoring.models import MetricSample
+from vpsapi.ops.monitoring.models import MetricSample, MonitorLease
 
 RULES = "/api/monitoring/alerts/rules"
 
@@ -511,9 +513,13 @@ async def test_websocket_streams_samples_and_alerts_from_every_process(
             RULES, json=rule(name="ws", operator=">=", threshold=0), headers=headers
         )
         assert created.status_code == 201, created.text
+        key = await http.post("/api/v1/api-keys", json={"name": "ws"}, headers=headers)
+        api_key = key.json()["data"]["key"]
 
-    # Unauthenticated or with a bad token: closed with 1008 (policy violation).
-    for url in (ws_url(servers[0].base_url), ws_url(servers[0].base_url) + "?access_token=x"):
+    # Unauthenticated, a bad token, or an API key in the URL (it would end up in proxy
+    # logs): closed with 1008 (policy violation).
+    base = ws_url(servers[0].base_url)
+    for url in (base, base + "?access_token=x", base + f"?access_token={api_key}"):
         async with connect(url) as websocket:
             with pytest.raises(ConnectionClosed) as closed:
                 await asyncio.wait_for(websocket.recv(), 30)
@@ -539,3 +545,40 @@ async def test_websocket_streams_samples_and_alerts_from_every_process(
 
             [alert] = await eventually(alert_arrives, "the alert in a pushed message")
             assert alert["status"] == "active" and alert["rule_id"] == created.json()["rule"]["id"]
+
+
+@pytest.mark.multiprocess
+async def test_another_process_takes_over_sampling_when_the_sampler_dies(
+    settings_factory: Any, server_factory: Any
+) -> None:
+    settings = settings_factory()
+    servers = [server_factory(settings, METRICS_INTERVAL="0.2") for _ in range(2)]
+    database = Database(settings)
+
+    async def sampler_pid() -> int | None:
+        async with database.session() as session:
+            lease = await session.get(MonitorLease, "sampler")
+            if lease is None or lease.expires_at < utcnow():
+                return None
+            return int(lease.owner.split(":")[1])
+
+    try:
+        pid = await eventually(sampler_pid, "a process holding the sampler lease")
+        [sampler] = [s for s in servers if s.process.pid == pid]
+        [survivor] = [s for s in servers if s is not sampler]
+        sampler.stop(signal.SIGKILL)  # no chance to release the lease
+
+        await eventually(
+            lambda: _is(sampler_pid(), survivor.process.pid), "the survivor taking over"
+        )
+        async with httpx.AsyncClient(base_url=survivor.base_url) as http:
+            token = (await login(http, ADMIN_EMAIL, ADMIN_PASSWORD))["accessToken"]
+        async with connect(ws_url(survivor.base_url) + f"?access_token={token}") as websocket:
+            messages = await receive_samples(websocket, 2)
+        assert messages[0]["timestamp"] < messages[1]["timestamp"]
+    finally:
+        await database.dispose()
+
+
+async def _is(value: Awaitable[Any], expected: Any) -> bool:
+    return await value == expected
