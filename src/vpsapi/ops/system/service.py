@@ -155,6 +155,11 @@ def tail_lines(path: Path, lines: int, grep: str | None) -> list[str]:
             handle.seek(position)
             block = handle.read(size) + partial
             scanned += size
+            if needle is not None and needle not in block:
+                # No match here; only the first line may continue in the earlier bytes.
+                newline = block.find(b"\n")
+                partial = b"" if position == 0 else block if newline < 0 else block[:newline]
+                continue
             pieces = block.split(b"\n")
             # The first piece may continue in the previous block (unless at the start).
             partial = pieces.pop(0) if position > 0 else b""
