@@ -88,7 +88,7 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
         server.server_close()
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], what: str, attempts: int = 200) -> Any:
+async def eventually(check: Callable[[], Awaitable[Any]], what: str, attempts: int = 600) -> Any:
     """Poll `check` until it returns something truthy (samples arrive every 0.2 s)."""
     for _ in range(attempts):
         result = await check()
@@ -283,6 +283,32 @@ async def test_history_is_downsampled_in_sql(
     assert (await client.get(url)).status_code == 401
 
 
+async def test_samples_older_than_the_retention_period_are_deleted(
+    mon_client: httpx.AsyncClient, mon_admin: dict[str, str]
+) -> None:
+    now = datetime.now(UTC)
+    async with mon_client.app.state.db.session() as session:  # type: ignore[attr-defined]
+        for age in (31, 29):  # METRICS_RETENTION_DAYS is 30
+            moment = now - timedelta(days=age)
+            session.add(MetricSample(timestamp_ms=int(moment.timestamp() * 1000), cpu_usage=1.0))
+    window = {
+        "from": (now - timedelta(days=32)).isoformat(),
+        "to": (now - timedelta(days=28)).isoformat(),
+        "step": 86400,
+        "metric": "cpu_usage",
+    }
+
+    async def kept() -> Any:
+        response = await mon_client.get(
+            "/api/monitoring/metrics/history", params=window, headers=mon_admin
+        )
+        points = response.json()["metrics"]
+        return points if sum(p["samples"] for p in points) == 1 else None
+
+    [point] = await eventually(kept, "the 31-day-old sample to go")
+    assert datetime.fromisoformat(point["timestamp"]) > now - timedelta(days=30)
+
+
 async def test_current_metrics_include_the_service_request_figures(
     mon_client: httpx.AsyncClient, mon_admin: dict[str, str]
 ) -> None:
@@ -436,6 +462,11 @@ async def test_resolved_by_hand_does_not_fire_again_while_the_condition_holds(
         (alert["id"], "resolved", "admin")
     ]
     assert "monitoring.alert.resolve" in await audit_actions(mon_client)
+    # Deleting the rule keeps its alerts as history.
+    deleted = await mon_client.delete(f"{RULES}/{alert['rule_id']}", headers=mon_admin)
+    assert deleted.status_code == 200
+    [kept] = (await mon_client.get("/api/monitoring/alerts", headers=mon_admin)).json()["alerts"]
+    assert kept["id"] == alert["id"] and kept["rule_id"] is None
     bad = await mon_client.get(
         "/api/monitoring/alerts", params={"status": "sleeping"}, headers=mon_admin
     )

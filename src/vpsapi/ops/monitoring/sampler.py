@@ -32,7 +32,7 @@ from vpsapi.core.db import Database, utcnow
 from vpsapi.core.events import EventBus
 from vpsapi.ops.monitoring import service
 from vpsapi.ops.monitoring.appmetrics import RequestCounter, latency_bounds, quantile_ms
-from vpsapi.ops.monitoring.models import Alert, MonitorLease
+from vpsapi.ops.monitoring.models import Alert, MetricSample, MonitorLease
 from vpsapi.ops.monitoring.notify import AlertNotifier
 from vpsapi.ops.monitoring.probe import SystemProbe
 from vpsapi.ops.monitoring.schemas import AlertOut, MonitoringMessage
@@ -41,7 +41,6 @@ log = structlog.get_logger("vpsapi.ops.monitoring")
 
 CHANNEL = "ops.monitoring"
 LEASE_NAME = "sampler"
-PURGE_EVERY = 300.0  # seconds between retention sweeps
 
 
 class MonitoringSampler:
@@ -59,7 +58,6 @@ class MonitoringSampler:
         self.probe = SystemProbe(settings.nginx_status_url)
         self.notifier = AlertNotifier(settings, http)
         self._last_sample: float | None = None
-        self._last_purge = 0.0
         self._last_forwarded_ms = 0
 
     async def run(self) -> None:
@@ -134,10 +132,9 @@ class MonitoringSampler:
             sample = await service.store_sample(session, values, now)
             notices = await service.evaluate_rules(session, self.settings, values, now)
             active = await service.list_alerts(session, "active", 100)
-            if clock - self._last_purge >= PURGE_EVERY:
-                self._last_purge = clock
-                cutoff = now - timedelta(days=self.settings.metrics_retention_days)
-                await service.purge_samples(session, cutoff)
+            # An index range probe: next to nothing when there is nothing to delete.
+            cutoff = now - timedelta(days=self.settings.metrics_retention_days)
+            await service.purge_samples(session, cutoff)
             message = monitoring_message(sample, active)
         self._last_forwarded_ms = sample.timestamp_ms
         for notice in notices:
@@ -172,7 +169,7 @@ def request_figures(
     }
 
 
-def monitoring_message(sample: Any, active: list[Alert]) -> dict[str, Any]:
+def monitoring_message(sample: MetricSample, active: list[Alert]) -> dict[str, Any]:
     snapshot = service.snapshot(sample)
     return MonitoringMessage(
         system=snapshot,
