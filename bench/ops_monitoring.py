@@ -1,13 +1,11 @@
-"""Monitoring benchmark: SQL-downsampled history over a full retention period, and the
-nginx log tail against reading the whole file. Prints figures; asserts nothing.
+"""Monitoring benchmark: SQL-downsampled history over a full retention period.
+Prints figures; asserts nothing.
 
-    PYTHONPATH=src .venv/bin/python bench/ops_monitoring.py [--days 30] [--log-mb 256] [--pg]
+    PYTHONPATH=src .venv/bin/python bench/ops_monitoring.py [--days 30] [--pg]
 
 History: `--days` of samples at the default 10 s interval (30 days = 259,200 rows) are
 written through the ORM, then `service.history` is timed for one metric and for all
 eleven, at a 1-hour step, on SQLite (and PostgreSQL with `--pg`).
-Tail: the last 100 lines (and a grep for a rare string) of a `--log-mb` access log with
-`tail_lines`, against `readlines()[-100:]` on the same file.
 """
 
 from __future__ import annotations
@@ -29,20 +27,9 @@ from vpsapi.config import Settings
 from vpsapi.core.db import Database
 from vpsapi.ops.monitoring import service
 from vpsapi.ops.monitoring.models import METRICS, MetricSample
-from vpsapi.ops.system.service import tail_lines
 
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 INTERVAL_MS = 10_000
-
-
-def timed(runs: int, work: object) -> float:
-    """Median milliseconds of `runs` calls of `work` (sync)."""
-    samples = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        work()  # type: ignore[operator]
-        samples.append((time.perf_counter() - started) * 1000)
-    return statistics.median(samples)
 
 
 async def history_figures(settings: Settings, days: int, label: str) -> None:
@@ -94,34 +81,9 @@ async def pg_history(days: int) -> None:
         await admin.close()
 
 
-def tail_figures(directory: Path, megabytes: int) -> None:
-    path = directory / "access.log"
-    line = '127.0.0.1 - - [30/Nov/2026:08:00:00 +0000] "GET /api/x HTTP/1.1" 200 512 "-" "curl"\n'
-    with path.open("w") as handle:
-        block = line * 10_000
-        for _ in range(megabytes * 1024 * 1024 // len(block)):
-            handle.write(block)
-        handle.write(line.replace("/api/x", "/rare"))
-        handle.write(block)
-
-    def naive() -> list[str]:
-        with path.open() as handle:
-            return handle.readlines()[-100:]
-
-    ours = timed(5, lambda: tail_lines(path, 100, None))
-    whole = timed(3, naive)
-    rare = timed(5, lambda: tail_lines(path, 100, "/rare"))
-    print(
-        f"tail of a {megabytes} MiB log, last 100 lines: tail_lines {ours:.2f} ms, "
-        f"readlines {whole:.0f} ms (x{whole / ours:.0f}); grep for a line 10,000 lines "
-        f"from the end: {rare:.1f} ms"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--days", type=int, default=30)
-    parser.add_argument("--log-mb", type=int, default=256)
     parser.add_argument("--pg", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="vpsapi-bench-") as tmp:
@@ -131,7 +93,6 @@ def main() -> None:
         asyncio.run(history_figures(settings, args.days, "SQLite"))
         if args.pg:
             asyncio.run(pg_history(args.days))
-        tail_figures(Path(tmp), args.log_mb)
 
 
 if __name__ == "__main__":

@@ -30,11 +30,12 @@ from vpsapi.devices.module import MODULE as DEVICES
 from vpsapi.health.module import MODULE as HEALTH
 from vpsapi.info.module import MODULE as INFO
 from vpsapi.jobs.module import MODULE as JOBS
+from vpsapi.objects.module import MODULE as OBJECTS
 from vpsapi.ops.module import MODULE as OPS
 
 log = structlog.get_logger("vpsapi.app")
 
-MODULES: list[Module] = [HEALTH, AUTH, INFO, JOBS, OPS, DEVICES, CITYPULSE]
+MODULES: list[Module] = [HEALTH, AUTH, INFO, OBJECTS, JOBS, OPS, DEVICES, CITYPULSE]
 
 
 def announce_admin_password(password: str, settings: Settings) -> None:

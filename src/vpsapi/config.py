@@ -21,6 +21,8 @@ SECRET_FIELDS = frozenset(
         "database_url",
         "redis_url",
         "device_param_keys",
+        "s3_secret_key",
+        "push_webhook_secret",
         "smtp_password",
     }
 )
@@ -87,12 +89,43 @@ class Settings(BaseSettings):
     device_offline_after: int = 300
     # When set, cameras must send `X-Device-Token` on register and heartbeat.
     device_api_token: SecretStr | None = None
+    # Seconds a camera's presigned upload URL stays valid; unconfirmed uploads are
+    # deleted by the hourly cleanup after that (plus a grace period).
+    cloud_upload_url_ttl: int = Field(default=900, ge=1, le=7 * 86400)
+    # Seconds a playback URL from /api/cloud/videos/urls stays valid (seed: 1 hour).
+    cloud_video_url_ttl: int = Field(default=3600, ge=1, le=7 * 86400)
+    # Push delivery. Each provider is active when its settings are present; a token whose
+    # platform has no configured provider goes to the webhook (when set).
+    push_webhook_url: str = ""
+    # Optional: signs webhook bodies (`X-Vpsapi-Signature: sha256=<hmac>`).
+    push_webhook_secret: SecretStr | None = None
+    # Path of a Firebase service-account JSON file (FCM HTTP v1).
+    fcm_credentials_file: Path | None = None
+    fcm_project_id: str = ""  # default: project_id of the service-account file
+    fcm_base_url: str = "https://fcm.googleapis.com"
+    # APNs token-based auth: the .p8 key file, its key id, the team id, the app's topic.
+    apns_key_file: Path | None = None
+    apns_key_id: str = ""
+    apns_team_id: str = ""
+    apns_topic: str = ""
+    apns_base_url: str = "https://api.push.apple.com"
     rate_limit_window_ms: int | None = None
     rate_limit_max_requests: int | None = None
 
     admin_email: str = "admin@example.com"
     admin_username: str = "admin"
     admin_password: SecretStr | None = None
+
+    # ---- object storage: S3-compatible when S3_ENDPOINT and S3_BUCKET are set,
+    # else files under DATA_DIR/objects served by the app through signed URLs.
+    s3_endpoint: str = ""
+    s3_bucket: str = ""
+    s3_access_key: str | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_region: str = "us-east-1"
+    # The URL clients reach this service at (e.g. https://api.example.com), for the
+    # signed object URLs of the embedded storage; unset: taken from each request.
+    public_url: str = ""
 
     # ---- jobs
     jobs_workers: int = Field(default=4, ge=1, le=256)
@@ -132,14 +165,36 @@ class Settings(BaseSettings):
     # Extra CA bundle to trust for the ACME directory (a private CA such as pebble's).
     acme_ca_bundle: str = ""
     cert_renew_before_days: int = Field(default=30, ge=1)
+    # HTTP-01: challenge files go under ACME_WEBROOT (empty: DATA_DIR/acme-webroot; nginx's
+    # worker user must be able to read it) and a temporary managed server block on
+    # ACME_HTTP_PORT (where the CA connects: 80 in production) serves them.
+    acme_webroot: Path | None = None
+    acme_http_port: int = Field(default=80, ge=1, le=65535)
+    # How often the scheduled certificate renewal runs (seconds; daily).
+    cert_renew_interval: float = Field(default=86400.0, gt=0)
     # Empty: DATA_DIR/backups.
     backup_dir: Path | None = None
     backup_keep_last: int = Field(default=10, ge=1)
     backup_keep_days: int = Field(default=30, ge=1)
+    # Where pg_dump/pg_restore/psql are (PostgreSQL backups); empty: found on PATH.
+    pg_bin_dir: str = ""
+    # How often the retention policy is applied to BACKUP_DIR (seconds; daily).
+    backup_retention_interval: float = Field(default=86400.0, gt=0)
     # Empty: DATA_DIR/logs. Structured streams: application, audit, performance, security.
     log_dir: Path | None = None
     log_retention_days: int = Field(default=30, ge=1)
     log_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # Write the streams to files at all (the console output is unaffected).
+    log_to_files: bool = True
+    # Rotated files kept per stream: application.log.1 … .N (cleanup may remove older ones).
+    log_backup_count: int = Field(default=5, ge=1, le=100)
+    # How often each server applies the retention policy when its auto_cleanup is on.
+    log_cleanup_interval: float = Field(default=3600.0, gt=0)
+    # GET /api/logs/system: the journal first (empty: skip it), then the first of these files.
+    journalctl_bin: str = "journalctl"
+    system_log_files: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["/var/log/syslog", "/var/log/messages"]
+    )
     metrics_interval: float = Field(default=10.0, gt=0)
     metrics_retention_days: int = Field(default=30, ge=1)
     backend_check_interval: float = Field(default=30.0, gt=0)
@@ -157,7 +212,9 @@ class Settings(BaseSettings):
     citypulse_currency: str = "EUR"
     workers: int = 1
 
-    @field_validator("allowed_origins", "trusted_proxies", "alert_email_to", mode="before")
+    @field_validator(
+        "allowed_origins", "trusted_proxies", "alert_email_to", "system_log_files", mode="before"
+    )
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -209,6 +266,10 @@ class Settings(BaseSettings):
     @property
     def effective_backup_dir(self) -> Path:
         return self.backup_dir or self.data_dir / "backups"
+
+    @property
+    def effective_acme_webroot(self) -> Path:
+        return self.acme_webroot or self.data_dir / "acme-webroot"
 
     @property
     def effective_log_dir(self) -> Path:

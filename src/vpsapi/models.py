@@ -6,6 +6,7 @@ from vpsapi.core.db import Base
 from vpsapi.devices import models as devices_models
 from vpsapi.jobs import models as jobs_models
 from vpsapi.ops.audit import models as ops_audit_models
+from vpsapi.ops.logs import models as ops_logs_models
 from vpsapi.ops.monitoring import models as ops_monitoring_models
 from vpsapi.ops.nginx import models as ops_nginx_models
 
@@ -18,6 +19,7 @@ __all__ = [
     "jobs_models",
     "metadata",
     "ops_audit_models",
+    "ops_logs_models",
     "ops_monitoring_models",
     "ops_nginx_models",
 ]

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import secrets
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 
 async def test_push_token_register_and_delete(client: httpx.AsyncClient, create_user: Any) -> None:
@@ -23,3 +26,22 @@ async def test_push_token_register_and_delete(client: httpx.AsyncClient, create_
     assert deleted.status_code == 204
     again = await client.request("DELETE", "/api/push/tokens", json=body, headers=alice)
     assert again.status_code == 404
+
+
+async def test_alarm_without_a_configured_provider_notifies_nobody(
+    client: httpx.AsyncClient, create_user: Any
+) -> None:
+    alice, auth = await create_user()
+    body = {"realDeviceId": "REAL" + secrets.token_hex(8).upper(), "userId": alice["id"]}
+    vid = (await client.post("/api/hello/register", json=body)).json()["virtualId"]
+    assert (await client.post("/api/devices", json={"vid": vid}, headers=auth)).status_code == 201
+    token = {"deviceType": "android", "token": "fcm-token-nobody-sends"}
+    assert (await client.post("/api/push/tokens", json=token, headers=auth)).status_code == 204
+    event = await client.post(f"/api/devices/{vid}/events", json={"alarmType": "motion"})
+    assert event.status_code == 202
+    assert event.json() == {"success": True, "notifications": 0}
+
+
+async def test_missing_provider_key_file_stops_the_start(make_client: Any, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        await make_client(fcm_credentials_file=tmp_path / "no-such-service-account.json")

@@ -32,6 +32,7 @@ async def test_ready_reports_checks(client: httpx.AsyncClient, backend) -> None:
         "checks": {
             "database": "healthy",
             "redis": "healthy" if backend.scaleout else "not_configured",
+            "storage": "healthy",
         },
     }
 

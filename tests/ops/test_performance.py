@@ -107,7 +107,7 @@ async def test_nginx_test_task_runs_as_a_job(
     queued = await perf_client.post("/api/tasks/queue", json={"task": "nginx_test"}, headers=admin)
     assert queued.status_code == 202, queued.text
     body = queued.json()
-    assert body["job_id"] == body["jobId"] and body["job_url"] == f"/api/jobs/{body['job_id']}"
+    assert body["job_id"] == body["jobId"] and body["status_url"] == f"/api/jobs/{body['job_id']}"
     job = await wait_for_job(perf_client, body["job_id"], admin)
     assert job["status"] == "COMPLETED", job
     assert job["result"]["task"] == "nginx_test"
@@ -162,7 +162,7 @@ async def test_ops_task_jobs_cannot_be_forged_through_the_jobs_api(
         "/api/jobs",
         json={
             "processingType": "ops_task",
-            "data": [{"task": "nginx_test", "params": {}, "signature": "0" * 64}],
+            "data": [{"task": "nginx_test", "params": {}, "ops_seal": "0" * 64}],
             "options": {"attempts": 1},
         },
         headers=viewer,
@@ -170,4 +170,4 @@ async def test_ops_task_jobs_cannot_be_forged_through_the_jobs_api(
     assert response.status_code == 202, response.text
     job = await wait_for_job(perf_client, response.json()["jobId"], viewer)
     assert job["status"] == "FAILED"
-    assert "POST /api/tasks/queue" in job["error"]
+    assert "ops API only" in job["error"]

@@ -17,6 +17,7 @@ from vpsapi.auth.models import ApiKey, AuthSession, User
 from vpsapi.config import Settings
 from vpsapi.core.db import new_id, utcnow
 from vpsapi.core.errors import BadRequest, Conflict, NotFound, Unauthorized
+from vpsapi.core.logging import SECURITY_LOGGER
 from vpsapi.core.security import (
     API_KEY_PREFIX,
     ROLES,
@@ -31,7 +32,7 @@ from vpsapi.core.security import (
     verify_password,
 )
 
-security_log = structlog.get_logger("vpsapi.security")
+security_log = structlog.get_logger(SECURITY_LOGGER)
 
 SHARED_CLIENT = "client:shared"
 

@@ -18,9 +18,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from vpsapi.core.context import request_id_var
+from vpsapi.core.context import client_ip_var, request_id_var
+from vpsapi.core.logging import SECURITY_LOGGER
 
 log = structlog.get_logger("vpsapi.errors")
+security_log = structlog.get_logger(SECURITY_LOGGER)
 
 V1_PREFIX = "/api/v1"
 # Filled from the modules at app creation (`register_fastapi_style`).
@@ -241,6 +243,15 @@ async def _app_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
     if isinstance(exc, ValidationFailed):
         return validation_response(request, exc.details, exc.message)
+    if isinstance(exc, Forbidden):
+        security_log.warning(
+            "permission_denied",
+            method=request.method,
+            path=request.url.path,
+            reason=exc.message,
+            user_id=getattr(request.state, "user_id", None),
+            ip=client_ip_var.get() or None,
+        )
     return error_response(
         request,
         exc.status_code,

@@ -1,19 +1,28 @@
 """Structured logging: JSON lines in production, readable console in development.
 
 Secrets never reach the log: values of keys that name credentials are masked by a
-processor that every log line passes through.
+processor that every log line passes through, whatever the destination.
+
+Besides the console, the service writes JSON lines into separate files in LOG_DIR
+(`LOG_TO_FILES`): `application.log` takes everything at LOG_LEVEL and above; the
+named streams take their loggers' lines at INFO and above whatever LOG_LEVEL says:
+`audit.log` (AUDIT_LOGGER), `performance.log` (ACCESS_LOGGER, one line per request)
+and `security.log` (SECURITY_LOGGER: auth failures, rate-limit hits, denials).
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 import structlog
 
-from vpsapi.config import Settings
+from vpsapi.config import Settings, SettingsError
 
 _SECRET_KEYS = re.compile(
     r"pass(word)?|secret|token|authorization|api[_-]?key|cookie|dsn|credential|private",
@@ -21,11 +30,43 @@ _SECRET_KEYS = re.compile(
 )
 _BEARER = re.compile(r"(Bearer|ApiKey)\s+[A-Za-z0-9._\-~+/=]+", re.IGNORECASE)
 _SK = re.compile(r"sk_live_[A-Za-z0-9_\-]+")
+# A JWT anywhere in a text (e.g. a URL with ?access_token= logged by an HTTP client).
+_JWT = re.compile(r"eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*")
+_SECRET_QUERY = re.compile(
+    r"([?&](?:access_token|refresh_token|token|api_?key|key|password|secret|signature|sig"
+    r"|x-amz-signature)=)"
+    r"[^&\s\"']+",
+    re.IGNORECASE,
+)
+
+
+AUDIT_LOGGER = "vpsapi.audit"
+ACCESS_LOGGER = "vpsapi.access"
+SECURITY_LOGGER = "vpsapi.security"
+APPLICATION_STREAM = "application"
+# Stream name -> the logger (and its children) whose lines it holds.
+STREAM_LOGGERS = {
+    "audit": AUDIT_LOGGER,
+    "performance": ACCESS_LOGGER,
+    "security": SECURITY_LOGGER,
+}
+LOG_STREAMS = (APPLICATION_STREAM, *STREAM_LOGGERS)
+
+
+def stream_path(log_dir: Path, stream: str) -> Path:
+    """The active file of a stream; rotated ones are `<name>.1` (newest) … `<name>.N`."""
+    return log_dir / f"{stream}.log"
+
+
+def redact(value: Any) -> Any:
+    """A copy of `value` with credential-named keys masked and tokens cut from strings."""
+    return _redact_value(value)
 
 
 def _redact_value(value: Any) -> Any:
     if isinstance(value, str):
-        return _SK.sub("sk_live_****", _BEARER.sub(r"\1 ****", value))
+        value = _SECRET_QUERY.sub(r"\1****", _BEARER.sub(r"\1 ****", value))
+        return _JWT.sub("****", _SK.sub("sk_live_****", value))
     if isinstance(value, dict):
         return {
             k: ("****" if _SECRET_KEYS.search(str(k)) else _redact_value(v))
@@ -47,6 +88,110 @@ def redact_secrets(_logger: Any, _method: str, event_dict: dict[str, Any]) -> di
         else:
             event_dict[key] = _redact_value(event_dict[key])
     return event_dict
+
+
+class SharedRotatingFileHandler(logging.Handler):
+    """A size-rotated JSON-lines file that several processes may append to at once.
+
+    Every line is one `write()` on an O_APPEND descriptor, so lines of different
+    processes never interleave. The writer that finds the file full renames
+    `x.log` -> `x.log.1` -> … under an exclusive flock on `.x.log.lock` (re-checking
+    the size first: another process may have rotated while it waited), and every
+    writer re-opens the path as soon as it no longer names the file it holds, as
+    WatchedFileHandler does. An external logrotate (rename + new file, no
+    copytruncate) therefore works as well.
+    """
+
+    def __init__(self, path: Path, *, max_bytes: int, backup_count: int) -> None:
+        super().__init__()
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backup_count = backup_count
+        self._lock_path = path.with_name(f".{path.name}.lock")
+        self._fd = -1
+        self._identity = (0, 0)
+        self._open()
+
+    def _open(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = fd
+        info = os.fstat(fd)
+        self._identity = (info.st_dev, info.st_ino)
+
+    def _size_of_current_file(self) -> int:
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:  # rotated away and not recreated yet
+            self._open()
+            return 0
+        if (info.st_dev, info.st_ino) != self._identity:
+            self._open()
+        return info.st_size
+
+    def _rotate(self, incoming: int) -> None:
+        with open(self._lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            try:
+                size = os.stat(self.path).st_size
+            except FileNotFoundError:
+                size = 0
+            full = size > 0 and size + incoming > self.max_bytes
+            if full:
+                for number in range(self.backup_count - 1, 0, -1):
+                    older = self.path.with_name(f"{self.path.name}.{number}")
+                    if older.exists():
+                        os.replace(older, self.path.with_name(f"{self.path.name}.{number + 1}"))
+                os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        self._open()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
+            size = self._size_of_current_file()
+            if size and size + len(line) > self.max_bytes:
+                self._rotate(len(line))
+            os.write(self._fd, line)
+        except Exception:
+            self.handleError(record)
+
+    def close(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+        super().close()
+
+
+def _stream_handlers(
+    settings: Settings, formatter: logging.Formatter, level: int
+) -> list[logging.Handler]:
+    log_dir = settings.effective_log_dir
+
+    def handler(stream: str, handler_level: int) -> logging.Handler:
+        made = SharedRotatingFileHandler(
+            stream_path(log_dir, stream),
+            max_bytes=settings.log_max_bytes,
+            backup_count=settings.log_backup_count,
+        )
+        made.setFormatter(formatter)
+        made.setLevel(handler_level)
+        return made
+
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        handlers = [handler(APPLICATION_STREAM, level)]
+        for stream, logger_name in STREAM_LOGGERS.items():
+            made = handler(stream, min(level, logging.INFO))
+            made.addFilter(logging.Filter(logger_name))
+            handlers.append(made)
+    except OSError as exc:
+        raise SettingsError(
+            f"cannot write the log files in LOG_DIR {log_dir} ({exc.strerror}): point LOG_DIR "
+            "at a writable directory or set LOG_TO_FILES=false"
+        ) from exc
+    return handlers
 
 
 def configure_logging(settings: Settings) -> None:
@@ -84,9 +229,30 @@ def configure_logging(settings: Settings) -> None:
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
+    handler.setLevel(level)
+    handlers: list[logging.Handler] = [handler]
+    if settings.log_to_files:
+        file_formatter = structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+        handlers += _stream_handlers(settings, file_formatter, level)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    for previous in root.handlers:
+        if isinstance(previous, SharedRotatingFileHandler):
+            previous.close()
+    root.handlers[:] = handlers
     root.setLevel(level)
+    # The streams keep their INFO lines even when LOG_LEVEL is higher; the console
+    # and application.log still filter at LOG_LEVEL through their handler level.
+    for logger_name in STREAM_LOGGERS.values():
+        logging.getLogger(logger_name).setLevel(
+            min(level, logging.INFO) if settings.log_to_files else logging.NOTSET
+        )
     # Our access log replaces uvicorn's, which would log full query strings.
     logging.getLogger("uvicorn.access").handlers[:] = []
     logging.getLogger("uvicorn.access").propagate = False

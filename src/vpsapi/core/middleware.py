@@ -19,9 +19,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vpsapi.core.context import client_ip_var, request_id_var
 from vpsapi.core.errors import error_body
+from vpsapi.core.logging import ACCESS_LOGGER
 from vpsapi.core.metrics import IN_FLIGHT, LATENCY, REQUESTS
 
-access_log = structlog.get_logger("vpsapi.access")
+access_log = structlog.get_logger(ACCESS_LOGGER)  # the performance stream
 error_log = structlog.get_logger("vpsapi.errors")
 
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")

@@ -6,7 +6,7 @@ Core never imports a domain: domains describe themselves with this dataclass.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 # An async context manager run for the app's lifetime (start workers, subscribers...).
 Lifespan = Callable[["FastAPI"], AbstractAsyncContextManager[Any]]
 AsgiMount = tuple[str, Callable[["FastAPI"], Any]]
+# (name, probe(app)) shown by /health/ready; the probe raises when its dependency is down.
+ReadinessCheck = tuple[str, Callable[["FastAPI"], Awaitable[None]]]
 
 
 @dataclass
@@ -33,6 +35,7 @@ class Module:
     rate_limit_rules: list[TierRule] = field(default_factory=list)
     # (path, factory(app) -> ASGI app) mounted after the routers, e.g. Socket.IO.
     mounts: list[AsgiMount] = field(default_factory=list)
+    readiness_checks: list[ReadinessCheck] = field(default_factory=list)
     # Path prefixes whose errors take FastAPI's `{"detail": ...}` shape (seed 002).
     fastapi_error_prefixes: list[str] = field(default_factory=list)
     description: str = ""

@@ -25,9 +25,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from vpsapi.config import Settings
 from vpsapi.core.context import client_ip_var
 from vpsapi.core.errors import error_body
+from vpsapi.core.logging import SECURITY_LOGGER
 from vpsapi.core.security import TokenCodec
 
 log = structlog.get_logger("vpsapi.ratelimit")
+security_log = structlog.get_logger(SECURITY_LOGGER)
 
 AUTH_TIER = "auth"
 UNLIMITED_PREFIXES = ("/health", "/metrics")
@@ -131,7 +133,14 @@ class RateLimitMiddleware:
         ]
         if not allowed:
             retry_after = max(1, math.ceil(stats.reset_time - time.time()))
-            log.warning("rate_limit_exceeded", ip=key.removeprefix("ip:"), path=path, tier=tier)
+            security_log.warning(
+                "rate_limit_exceeded",
+                ip=client_ip_var.get() or key.removeprefix("ip:"),
+                subject=key.removeprefix("sub:") if key.startswith("sub:") else None,
+                method=scope.get("method"),
+                path=path,
+                tier=tier,
+            )
             body = error_body(
                 path,
                 scope.get("method", "GET"),

@@ -84,8 +84,17 @@ push_router = APIRouter(prefix="/api/push", tags=["devices"])
 
 
 class PushTokenIn(BaseModel):
+    """Seed 003's `{deviceType: ios|android, token}`, or `{platform: fcm|apns|webhook}`."""
+
     token: str = Field(min_length=1, max_length=4096)
-    platform: Literal["fcm", "apns", "webhook"] = "fcm"
+    platform: Literal["fcm", "apns", "webhook"] | None = None
+    deviceType: Literal["ios", "android"] | None = None
+
+    @property
+    def provider_platform(self) -> str:
+        if self.platform is not None:
+            return self.platform
+        return "apns" if self.deviceType == "ios" else "fcm"
 
 
 class PushTokenDeleteIn(BaseModel):
@@ -95,7 +104,7 @@ class PushTokenDeleteIn(BaseModel):
 @push_router.post("/tokens", status_code=204, response_class=Response)
 async def save_push_token(body: PushTokenIn, user: CurrentUser, session: SessionDep) -> Response:
     assert user.user_id is not None
-    await push.save_token(session, user.user_id, body.platform, body.token)
+    await push.save_token(session, user.user_id, body.provider_platform, body.token)
     return Response(status_code=204)
 
 

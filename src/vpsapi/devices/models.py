@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, String, Text
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from vpsapi.core.db import Base, IdMixin, TimestampMixin, UTCDateTime
@@ -67,7 +67,9 @@ class UserDevice(IdMixin, TimestampMixin, Base):
 
 
 class PushToken(IdMixin, TimestampMixin, Base):
-    """A phone's push token (FCM, APNs or a webhook URL) owned by one user."""
+    """A phone's push token owned by one user; `platform` (fcm, apns, webhook) picks the
+    provider. Webhook tokens are opaque ids forwarded to the operator's PUSH_WEBHOOK_URL,
+    never addresses the server would call."""
 
     __tablename__ = "push_tokens"
 
@@ -81,4 +83,31 @@ class PushToken(IdMixin, TimestampMixin, Base):
     __table_args__ = (
         Index("ix_push_tokens_token_hash", "token_hash", unique=True),
         Index("ix_push_tokens_user_id", "user_id"),
+    )
+
+
+class CloudVideo(IdMixin, TimestampMixin, Base):
+    """A clip a camera uploaded (or is uploading) to object storage (seed 003's schema;
+    signed URLs are made per request, so only the upload URL's expiry is kept)."""
+
+    __tablename__ = "cloud_videos"
+
+    device_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("devices.id", ondelete="CASCADE"), nullable=False
+    )
+    filename: Mapped[str] = mapped_column(String(255), nullable=False)
+    file_size: Mapped[int | None] = mapped_column(BigInteger)
+    duration: Mapped[int | None] = mapped_column(Integer)  # seconds
+    start_time: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    end_time: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    alarm_type: Mapped[str | None] = mapped_column(String(32))
+    storage_path: Mapped[str] = mapped_column(String(512), nullable=False)
+    thumbnail_path: Mapped[str | None] = mapped_column(String(512))
+    is_uploaded: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # Until when the camera's upload URL is valid; unconfirmed rows are removed after it.
+    upload_expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+    __table_args__ = (
+        Index("ix_cloud_videos_device_time", "device_id", "start_time"),
+        Index("ix_cloud_videos_pending", "is_uploaded", "upload_expires_at"),
     )

@@ -9,9 +9,11 @@ import structlog
 
 from vpsapi.core.modules import Module
 from vpsapi.core.ratelimit import TierRule
-from vpsapi.devices import service
+from vpsapi.devices import cloud, service
 from vpsapi.devices.app_router import push_router
 from vpsapi.devices.app_router import router as app_router
+from vpsapi.devices.cloud_router import router as cloud_router
+from vpsapi.devices.push_providers import providers_for
 from vpsapi.devices.router import router
 from vpsapi.devices.search import DeviceSearch
 
@@ -24,7 +26,8 @@ async def _cleanup_loop(app: Any) -> None:
         try:
             async with app.state.db.session() as session:
                 removed = await service.delete_expired_bindings(session)
-            log.info("devices.bindings_cleaned", removed=removed)
+                uploads = await cloud.delete_expired_uploads(session, app.state.storage)
+            log.info("devices.cleaned", bindings=removed, unconfirmed_uploads=uploads)
         except Exception:  # keep the loop alive; the next hour retries
             log.exception("devices.cleanup_failed")
         await asyncio.sleep(CLEANUP_INTERVAL_S)
@@ -32,6 +35,7 @@ async def _cleanup_loop(app: Any) -> None:
 
 @contextlib.asynccontextmanager
 async def devices_lifespan(app: Any) -> AsyncIterator[None]:
+    providers_for(app.state.settings)  # a missing FCM/APNs key file stops the start here
     task = asyncio.create_task(_cleanup_loop(app))
     try:
         yield
@@ -43,8 +47,8 @@ async def devices_lifespan(app: Any) -> AsyncIterator[None]:
 
 MODULE = Module(
     name="devices",
-    description="Camera devices: seed-003 registration, binding and VID resolution",
-    routers=[router, app_router, push_router],
+    description="Camera devices: seed-003 binding, VID resolution, cloud videos and push",
+    routers=[router, app_router, push_router, cloud_router],
     lifespan=devices_lifespan,
     search_providers=[DeviceSearch()],
     rate_limit_rules=[
@@ -52,5 +56,6 @@ MODULE = Module(
         TierRule("/api/vuid", "devices"),
         TierRule("/api/auth/service-param", "devices"),
         TierRule("/api/devices", "devices"),
+        TierRule("/api/cloud", "devices"),
     ],
 )

@@ -5,14 +5,15 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from vpsapi.core.db import SessionDep
+from vpsapi.core.db import SessionDep, utcnow
 from vpsapi.core.errors import BadRequest, NotFound, Unauthorized
-from vpsapi.devices import service
+from vpsapi.devices import push, service
 from vpsapi.devices.params import ParamKeys
+from vpsapi.devices.schemas import AlarmType, Moment
 
 router = APIRouter(prefix="/api", tags=["devices"])
 
@@ -49,7 +50,7 @@ class HeartbeatOut(BaseModel):
     lastSeen: str
 
 
-def _require_device_token(request: Request) -> None:
+def require_device_token(request: Request) -> None:
     expected = request.app.state.settings.device_api_token
     if expected is None:
         return
@@ -125,7 +126,7 @@ async def query(request: Request, session: SessionDep) -> ValueOut:
 
 @router.post("/hello/register", response_model=RegisterOut)
 async def register(request: Request, session: SessionDep) -> RegisterOut:
-    _require_device_token(request)
+    require_device_token(request)
     body = await _json_body(request)
     _validate_registration(body)
     vid = await service.register(
@@ -162,11 +163,45 @@ async def resolve(vid: str, request: Request, session: SessionDep) -> VuidOut | 
     responses={401: {"description": "Invalid device token"}, 404: {"description": "Unknown"}},
 )
 async def heartbeat(vid: str, request: Request, session: SessionDep) -> HeartbeatOut:
-    _require_device_token(request)
+    require_device_token(request)
     device = await service.heartbeat(session, vid)
     if device is None or device.last_seen is None:
         raise NotFound(body={"error": "Device not found"})
     return HeartbeatOut(lastSeen=device.last_seen.isoformat().replace("+00:00", "Z"))
+
+
+class AlarmIn(BaseModel):
+    alarmType: AlarmType = Field(description="motion, human, pir, sound, face, cry, doorbell, ...")
+    time: Moment | None = Field(default=None, description="when it happened (default: now)")
+    videoId: str | None = Field(default=None, max_length=32, description="the clip, if any")
+
+
+class AlarmOut(BaseModel):
+    success: bool = True
+    notifications: int = Field(description="delivery jobs queued (one per owner's token)")
+
+
+@router.post(
+    "/devices/{vid}/events",
+    response_model=AlarmOut,
+    status_code=202,
+    summary="Camera: an alarm; every owner's phones get a push notification",
+    responses={401: {"description": "Invalid device token"}, 404: {"description": "Unknown"}},
+)
+async def alarm_event(
+    vid: str, body: AlarmIn, request: Request, session: SessionDep, background: BackgroundTasks
+) -> AlarmOut:
+    require_device_token(request)
+    device = await service.heartbeat(session, vid)  # an alarm also proves it is online
+    if device is None:
+        raise NotFound(body={"error": "Device not found"})
+    alarm = push.Alarm(body.alarmType, body.time or utcnow(), body.videoId)
+    job_ids = await push.notify_owners(session, request.app.state.settings, device, alarm)
+    engine = request.app.state.jobs_engine
+    for job_id in job_ids:
+        # After the response, i.e. after the commit: workers find the rows.
+        background.add_task(engine.dispatch_new, job_id)
+    return AlarmOut(notifications=len(job_ids))
 
 
 def param_keys(request: Request) -> ParamKeys:

@@ -177,15 +177,20 @@ async def delete_expired_bindings(session: AsyncSession) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-async def service_param(session: AsyncSession, keys: ParamKeys, device_id: str) -> str | None:
-    """The device's sealed service parameter, cached until the current key changes."""
-    device = (
+async def find_device(session: AsyncSession, device_id: str) -> Device | None:
+    """A device by its virtual id or its real id (the app and cameras use either)."""
+    return (
         await session.execute(
             select(Device)
             .where(or_(Device.virtual_id == device_id, Device.real_device_id == device_id))
             .limit(1)
         )
     ).scalar_one_or_none()
+
+
+async def service_param(session: AsyncSession, keys: ParamKeys, device_id: str) -> str | None:
+    """The device's sealed service parameter, cached until the current key changes."""
+    device = await find_device(session, device_id)
     if device is None:
         return None
     if device.service_param is None or keys.key_id(device.service_param) != keys.current:

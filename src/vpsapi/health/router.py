@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -82,7 +83,7 @@ async def _check(name: str, probe: Any) -> tuple[str, str, str | None]:
 @router.get(
     "/health/ready",
     response_model=ReadyOut,
-    summary="Readiness probe: database and Redis reachable",
+    summary="Readiness probe: database, Redis and the modules' dependencies (storage)",
     responses={503: {"model": ReadyOut, "description": "A dependency is down"}},
 )
 async def ready(request: Request) -> JSONResponse:
@@ -93,6 +94,9 @@ async def ready(request: Request) -> JSONResponse:
         probes.append(_check("redis", state.redis.ping))
     else:
         checks["redis"] = "not_configured"
+    for module in state.modules:
+        for name, probe in module.readiness_checks:
+            probes.append(_check(name, functools.partial(probe, request.app)))
     errors: dict[str, str] = {}
     for name, status, error in await asyncio.gather(*probes):
         checks[name] = status

@@ -133,6 +133,13 @@ class JobEngine:
         except Exception as exc:  # subscribers re-read the table; never fail a job for this
             log.warning("job_event_publish_failed", job_id=job.id, error=str(exc))
 
+    async def dispatch_new(self, job_id: str) -> None:
+        """Tell a worker about a committed new job. A lost hint costs a short delay:
+        workers and the sweeper also look for due rows on their own."""
+        if self.dispatcher is not None:
+            with contextlib.suppress(Exception):
+                await self.dispatcher.dispatch(job_id, 1)
+
     async def request_cancel(self, job_id: str) -> None:
         with contextlib.suppress(Exception):
             await self.events.publish(CONTROL_CHANNEL, {"cancel": job_id})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -76,7 +77,8 @@ class SaqDispatcher:
         self.settings = settings
 
     async def dispatch(self, job_id: str, attempt: int, at: datetime | None = None) -> None:
-        scheduled = int(at.timestamp()) if at is not None and at > utcnow() else 0
+        # Rounded up: saq runs a job at or after `scheduled`, never before the row is due.
+        scheduled = math.ceil(at.timestamp()) if at is not None and at > utcnow() else 0
         await self.queue.enqueue(
             "run_job",
             key=f"{job_id}:{attempt}:{scheduled}",

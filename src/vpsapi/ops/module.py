@@ -8,14 +8,18 @@ from typing import Any
 
 from vpsapi.core.modules import Module
 from vpsapi.ops.backups.router import router as backups_router
+from vpsapi.ops.backups.schedule import lifespan as backup_retention_lifespan
+from vpsapi.ops.logs.background import lifespan as logs_lifespan
 from vpsapi.ops.logs.router import router as logs_router
 from vpsapi.ops.monitoring.router import router as monitoring_router
 from vpsapi.ops.monitoring.sampler import lifespan as monitoring_lifespan
 from vpsapi.ops.nginx.control import NginxControl
+from vpsapi.ops.nginx.health import backend_checks
 from vpsapi.ops.nginx.router import backends_router, configs_router, pools_router
 from vpsapi.ops.performance.lifespan import lifespan as performance_lifespan
 from vpsapi.ops.performance.router import router as performance_router
 from vpsapi.ops.ssl.router import router as ssl_router
+from vpsapi.ops.ssl.schedule import lifespan as ssl_renewal_lifespan
 from vpsapi.ops.system.router import router as system_router
 
 # Seed 002 is a FastAPI application: its clients expect `{"detail": ...}` error bodies.
@@ -43,9 +47,14 @@ async def ops_lifespan(app: Any) -> AsyncIterator[None]:
 
 
 # Background work of the ops subsystems (health checks, samplers, schedules), in start order.
-SUBSYSTEM_LIFESPANS: list[Any] = []
-SUBSYSTEM_LIFESPANS.append(performance_lifespan)  # the ops cache, used by system status
-SUBSYSTEM_LIFESPANS.append(monitoring_lifespan)
+SUBSYSTEM_LIFESPANS: list[Any] = [
+    backend_checks,
+    logs_lifespan,
+    ssl_renewal_lifespan,
+    backup_retention_lifespan,
+    performance_lifespan,  # the ops cache, used by system status
+    monitoring_lifespan,
+]
 
 MODULE = Module(
     name="ops",

@@ -1,3 +1,108 @@
-from fastapi import APIRouter
+"""`/api/backup/*` (seed 002): create (a job), list, download, restore, delete."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, Body, Request, status
+from fastapi.responses import FileResponse
+
+from vpsapi.auth.dependencies import AdminUser, CurrentUser
+from vpsapi.core.db import SessionDep
+from vpsapi.ops.audit.service import actor_name, record_audit
+from vpsapi.ops.backups import service
+from vpsapi.ops.backups.schemas import (
+    BackupAccepted,
+    BackupCreate,
+    BackupList,
+    DeleteResult,
+    RestoreResult,
+)
+from vpsapi.ops.dependencies import NginxDep
+from vpsapi.ops.jobs import accepted, dispatch_job, submit_ops_job
 
 router = APIRouter(prefix="/api/backup", tags=["ops: backups"])
+
+
+@router.get("/list", response_model=BackupList, summary="Backups, newest first")
+async def list_backups(request: Request, _: CurrentUser) -> BackupList:
+    settings = request.app.state.settings
+    return BackupList(backups=await asyncio.to_thread(service.list_backups, settings))
+
+
+@router.post(
+    "/create",
+    response_model=BackupAccepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Write a backup archive (a job)",
+)
+async def create_backup(
+    request: Request,
+    principal: AdminUser,
+    session: SessionDep,
+    background: BackgroundTasks,
+    body: Annotated[BackupCreate | None, Body()] = None,
+) -> BackupAccepted:
+    filename = service.new_filename()
+    job = await submit_ops_job(
+        session,
+        request.app.state.settings,
+        principal,
+        service.BACKUP_JOB,
+        {
+            "filename": filename,
+            "created_by": actor_name(principal),
+            "description": body.description if body else None,
+        },
+        attempts=2,
+    )
+    await record_audit(session, principal, "backup.create", filename, after={"job_id": job.id})
+    background.add_task(dispatch_job, request.app.state.jobs_engine, job.id)
+    return BackupAccepted(**accepted(job, message="Backup started", filename=filename))
+
+
+@router.get(
+    "/download/{filename}",
+    response_class=FileResponse,
+    summary="Download an archive (admins: it holds private keys)",
+    responses={200: {"content": {"application/gzip": {}}}},
+)
+async def download_backup(filename: str, request: Request, _: AdminUser) -> FileResponse:
+    path = service.backup_path(request.app.state.settings, filename)
+    return FileResponse(path, filename=path.name, media_type="application/gzip")
+
+
+@router.post(
+    "/restore/{filename}",
+    response_model=RestoreResult,
+    summary="Restore nginx files, certificates and the ops tables from a backup",
+)
+async def restore_backup(
+    filename: str,
+    request: Request,
+    principal: AdminUser,
+    session: SessionDep,
+    nginx: NginxDep,
+) -> RestoreResult:
+    result = await service.restore_backup(
+        request.app.state.settings, nginx, filename, restored_by=actor_name(principal)
+    )
+    await record_audit(
+        session,
+        principal,
+        "backup.restore",
+        filename,
+        before={"safety_backup": result.safety_backup},
+        after=result.restored.model_dump(),
+    )
+    return result
+
+
+@router.delete("/delete/{filename}", response_model=DeleteResult, summary="Delete a backup")
+async def delete_backup(
+    filename: str, request: Request, principal: AdminUser, session: SessionDep
+) -> DeleteResult:
+    entry = await asyncio.to_thread(service.delete_backup, request.app.state.settings, filename)
+    await record_audit(session, principal, "backup.delete", filename, before=service.summary(entry))
+    return DeleteResult(message="Backup deleted successfully", filename=filename)

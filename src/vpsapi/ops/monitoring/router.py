@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import math
 from datetime import datetime, timedelta
-from typing import Annotated, Literal, cast
+from typing import Annotated, Literal
 
 import structlog
 from fastapi import APIRouter, Query, Request, WebSocket, status
@@ -194,8 +194,7 @@ async def websocket_principal(websocket: WebSocket) -> Principal | None:
     state = websocket.app.state
     try:
         async with state.db.session() as session:
-            # get_stream_principal reads only what a WebSocket has too (headers, query, client).
-            principal = await get_stream_principal(cast(Request, websocket), session, state.codec)
+            principal = await get_stream_principal(websocket, session, state.codec)
     except AppError:
         return None
     return principal if principal.user_id is not None else None

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import structlog
 
 from vpsapi.config import Settings
@@ -31,6 +32,7 @@ log = structlog.get_logger(__name__)
 
 MANAGED_PREFIX = "vpsapi-"
 COMMAND_TIMEOUT_S = 30
+RELOAD_WAIT_S = 5.0
 _NOT_RUNNING = re.compile(r"invalid PID number|nginx\.pid\" failed|No such process")
 
 Changes = Mapping[str, str | None]
@@ -133,15 +135,39 @@ class NginxControl:
         return result.output
 
     async def reload(self) -> str:
+        """Reload and wait until the new workers run, so the change is live on return."""
         command = (
             shlex.split(self.settings.nginx_reload_cmd)
             if self.settings.nginx_reload_cmd
             else [*self.base_args(), "-s", "reload"]
         )
+        master = await self.master_process()
+        old_workers = {child.pid for child in master.children()} if master else set()
         result = await self.run(command)
         if not result.ok:
             raise NginxRejected("nginx reload failed", result.output)
+        if master is not None:
+            await _wait_for_new_workers(master, old_workers)
         return result.output
+
+    async def pid_file(self) -> Path:
+        main_conf = await self.main_conf()
+        with contextlib.suppress(OSError):
+            match = re.search(r"^\s*pid\s+([^;\s]+)\s*;", main_conf.read_text(), re.MULTILINE)
+            if match:
+                return Path(match.group(1))
+        result = await self.run([self.settings.nginx_bin, "-V"])
+        match = re.search(r"--pid-path=(\S+)", result.output)
+        return Path(match.group(1) if match else "/run/nginx.pid")
+
+    async def master_process(self) -> psutil.Process | None:
+        """The running nginx master of this configuration, None when nginx is not running."""
+        try:
+            pid = int((await self.pid_file()).read_text().strip())
+            process = psutil.Process(pid)
+            return process if "nginx" in process.name() else None
+        except (OSError, ValueError, psutil.Error):
+            return None
 
     async def restart(self) -> str:
         command = shlex.split(self.settings.nginx_restart_cmd or "systemctl restart nginx")
@@ -231,6 +257,30 @@ class NginxControl:
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 os.close(fd)
+
+
+async def _wait_for_new_workers(master: psutil.Process, old: set[int]) -> None:
+    """Until a new worker runs and every old one has left or is shutting down (stopped
+    accepting); old workers may live on for their open connections (SSE, WebSocket)."""
+    deadline = asyncio.get_running_loop().time() + RELOAD_WAIT_S
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            children = master.children()
+            if any(child.pid not in old for child in children) and all(
+                child.pid not in old or _shutting_down(child) for child in children
+            ):
+                return
+        except psutil.Error:
+            return
+        await asyncio.sleep(0.02)
+    log.warning("ops.nginx.reload_slow", waited_s=RELOAD_WAIT_S)
+
+
+def _shutting_down(process: psutil.Process) -> bool:
+    try:
+        return "shutting down" in " ".join(process.cmdline())
+    except psutil.Error:
+        return True  # gone
 
 
 def _read(path: Path) -> str | None:

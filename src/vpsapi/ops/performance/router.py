@@ -6,8 +6,8 @@ from fastapi import APIRouter, BackgroundTasks, Request, status
 
 from vpsapi.auth.dependencies import AdminUser
 from vpsapi.core.db import SessionDep
-from vpsapi.jobs.engine import JobEngine
 from vpsapi.ops.audit.service import record_audit
+from vpsapi.ops.jobs import accepted, dispatch_job
 from vpsapi.ops.performance import service
 from vpsapi.ops.performance.cache import OpsCache
 from vpsapi.ops.performance.schemas import (
@@ -63,25 +63,8 @@ async def queue_task(
         session, admin, "tasks.queue", body.task, after={"job_id": job.id, "params": body.params}
     )
     # Runs after the response, i.e. after the commit: the worker finds the row.
-    background.add_task(_dispatch, request.app.state.jobs_engine, job.id)
-    return TaskQueued(
-        message="Task queued",
-        task=body.task,
-        job_id=job.id,
-        jobId=job.id,
-        status=job.status,
-        job_url=f"/api/jobs/{job.id}",
-        progress_url=f"/api/sse/job-progress/{job.id}",
-    )
-
-
-async def _dispatch(engine: JobEngine, job_id: str) -> None:
-    dispatcher = engine.dispatcher
-    if dispatcher is not None:
-        try:
-            await dispatcher.dispatch(job_id, 1)
-        except Exception:  # the jobs sweeper dispatches it a few seconds later
-            return
+    background.add_task(dispatch_job, request.app.state.jobs_engine, job.id)
+    return TaskQueued(**accepted(job, message="Task queued", task=body.task))
 
 
 @router.get("/api/tasks/queue/status", response_model=QueueStatus)

@@ -40,7 +40,7 @@ class TaskQueued(BaseModel):
     job_id: str
     jobId: str
     status: str
-    job_url: str
+    status_url: str
     progress_url: str = Field(description="Server-Sent Events with the job's progress")
 
 

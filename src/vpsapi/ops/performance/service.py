@@ -13,11 +13,10 @@ from vpsapi.config import Settings
 from vpsapi.core.db import Database
 from vpsapi.core.errors import Unprocessable
 from vpsapi.core.security import Principal
-from vpsapi.jobs import service as jobs_service
 from vpsapi.jobs.models import JobRecord
-from vpsapi.jobs.schemas import JobSubmit
+from vpsapi.ops.jobs import submit_ops_job
 from vpsapi.ops.performance.cache import OpsCache
-from vpsapi.ops.performance.tasks import PROCESSING_TYPE, available_tasks, task_item
+from vpsapi.ops.performance.tasks import PROCESSING_TYPE, available_tasks
 
 REDIS_INFO_FIELDS = (
     "redis_version",
@@ -104,9 +103,9 @@ async def queue_task(
         raise Unprocessable(
             f"unknown task {task!r}; available: {', '.join(sorted(available_tasks()))}"
         )
-    body = JobSubmit(processingType=PROCESSING_TYPE, data=[task_item(settings, task, params)])
-    job, _ = await jobs_service.submit_job(session, settings, principal, body, None)
-    return job
+    # One attempt: an operator's task that failed is looked at, not repeated behind their back.
+    payload = {"task": task, "params": params}
+    return await submit_ops_job(session, settings, principal, PROCESSING_TYPE, payload, attempts=1)
 
 
 async def queue_status(session: AsyncSession, settings: Settings) -> dict[str, Any]:

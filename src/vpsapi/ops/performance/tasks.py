@@ -4,24 +4,20 @@ A task is `async def task(params: dict, report: Report) -> dict`, found by name 
 entry-point group `vpsapi.ops_tasks` (pyproject.toml), so the areas that own an operation
 (backups, certificate renewal) plug theirs in with one line there.
 
-`/api/jobs` accepts any registered processing type from any user, so an ops job carries
-an HMAC of its task and params made by `POST /api/tasks/queue` (admins only); the
-processor refuses items without a valid one.
+Ops-task jobs are sealed (vpsapi.ops.jobs): only `POST /api/tasks/queue` (admins) can
+start one, not the generic `/api/jobs`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 from collections.abc import Awaitable, Callable
 from importlib.metadata import entry_points
 from typing import Any
 
 import structlog
 
-from vpsapi.config import Settings
 from vpsapi.jobs.processors import Report, job_context
+from vpsapi.ops.jobs import unseal
 from vpsapi.ops.nginx.control import NginxControl, NginxRejected
 
 log = structlog.get_logger("vpsapi.ops.tasks")
@@ -43,20 +39,6 @@ def available_tasks() -> dict[str, OpsTask]:
     return _tasks
 
 
-def _signing_key(settings: Settings) -> bytes:
-    return hashlib.sha256(b"vpsapi ops task\0" + settings.jwt_signing_key().encode()).digest()
-
-
-def sign_task(settings: Settings, task: str, params: dict[str, Any]) -> str:
-    payload = json.dumps({"task": task, "params": params}, sort_keys=True, default=str)
-    return hmac.new(_signing_key(settings), payload.encode(), hashlib.sha256).hexdigest()
-
-
-def task_item(settings: Settings, task: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The job item for `task`: what the processor runs, signed."""
-    return {"task": task, "params": params, "signature": sign_task(settings, task, params)}
-
-
 class OpsTaskProcessor:
     """Runs the ops task named in the job's single item: `{task, params}`."""
 
@@ -66,19 +48,14 @@ class OpsTaskProcessor:
     async def process(
         self, items: list[dict[str, Any]], options: dict[str, Any], report: Report
     ) -> dict[str, Any]:
-        item = items[0]
-        params = item.get("params")
-        if not isinstance(params, dict):
-            raise ValueError("an ops task item needs params (an object)")
-        expected = sign_task(job_context().settings, str(item.get("task")), params)
-        if not hmac.compare_digest(expected, str(item.get("signature", ""))):
-            raise PermissionError("ops tasks are queued through POST /api/tasks/queue only")
-        task = available_tasks().get(item["task"])
-        if task is None:
-            raise RuntimeError(f"ops task {item['task']!r} is not installed in this process")
+        request = unseal(job_context().settings, self.name, items)
+        name, params = request.get("task"), request.get("params")
+        task = available_tasks().get(str(name))
+        if task is None or not isinstance(params, dict):
+            raise RuntimeError(f"ops task {name!r} is not installed in this process")
         result = await task(params, report)
         await report(100)
-        return {"task": item["task"], "result": result}
+        return {"task": name, "result": result}
 
 
 async def nginx_test(params: dict[str, Any], report: Report) -> dict[str, Any]:

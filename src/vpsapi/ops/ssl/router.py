@@ -1,3 +1,153 @@
-from fastapi import APIRouter
+"""`/api/ssl/*` (seed 002): certificates in SSL_CERT_DIR, uploads, ACME issuance jobs."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, Body, Query, Request, status
+
+from vpsapi.auth.dependencies import AdminUser, CurrentUser
+from vpsapi.core.db import SessionDep
+from vpsapi.ops.audit.service import record_audit
+from vpsapi.ops.jobs import accepted, dispatch_job
+from vpsapi.ops.ssl import service, store
+from vpsapi.ops.ssl.schemas import (
+    CertificateContent,
+    CertificateJobAccepted,
+    CertificateList,
+    CertificateUpload,
+    DomainList,
+    LetsEncryptRequest,
+    UploadResult,
+)
 
 router = APIRouter(prefix="/api/ssl", tags=["ops: TLS certificates"])
+
+
+@router.get("/certificates", response_model=CertificateList, summary="List certificates")
+async def list_certificates(request: Request, _: CurrentUser) -> CertificateList:
+    settings = request.app.state.settings
+    return CertificateList(
+        certificates=await asyncio.to_thread(service.list_certificates, settings)
+    )
+
+
+@router.post("/upload", response_model=UploadResult, summary="Upload a certificate and its key")
+async def upload_certificate(
+    request: Request, body: CertificateUpload, principal: AdminUser, session: SessionDep
+) -> UploadResult:
+    settings = request.app.state.settings
+    saved, replaced = await asyncio.to_thread(
+        service.upload, settings, body.domain, body.cert_content, body.key_content
+    )
+    await record_audit(
+        session,
+        principal,
+        "ssl.upload",
+        saved.domain,
+        before=service.summary(replaced),
+        after=service.summary(saved),
+    )
+    return UploadResult(
+        message="SSL certificate uploaded successfully",
+        domain=saved.domain,
+        cert_path=str(saved.cert_path),
+        key_path=str(saved.key_path),
+        certificate=service.certificate_out(saved, settings),
+    )
+
+
+@router.get(
+    "/certificate/{domain}/content",
+    response_model=CertificateContent,
+    summary="The public certificate (PEM); never the key",
+)
+async def certificate_content(domain: str, request: Request, _: CurrentUser) -> CertificateContent:
+    item = await asyncio.to_thread(store.find, request.app.state.settings, domain)
+    return CertificateContent(
+        domain=item.domain,
+        cert_content=await asyncio.to_thread(item.cert_path.read_text),
+        source=item.source,
+        cert_path=str(item.cert_path),
+    )
+
+
+@router.get("/domains", response_model=DomainList, summary="Names covered by certificates")
+async def list_domains(
+    request: Request,
+    _: CurrentUser,
+    domain: Annotated[
+        str | None,
+        Query(max_length=253, description="only certificates that cover this host name"),
+    ] = None,
+) -> DomainList:
+    return await asyncio.to_thread(service.domains, request.app.state.settings, domain)
+
+
+@router.post(
+    "/request-letsencrypt",
+    response_model=CertificateJobAccepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Issue a certificate with ACME (HTTP-01) as a job",
+)
+async def request_certificate(
+    request: Request,
+    principal: AdminUser,
+    session: SessionDep,
+    background: BackgroundTasks,
+    body: Annotated[LetsEncryptRequest | None, Body()] = None,
+    domain: Annotated[
+        str | None, Query(max_length=253, description="the original's query parameter")
+    ] = None,
+) -> CertificateJobAccepted:
+    names = service.requested_names(body, domain)
+    email = str(body.email) if body and body.email else None
+    job = await service.submit_issuance(
+        session, request.app.state.settings, principal, names, email
+    )
+    await record_audit(
+        session, principal, "ssl.request", names[0], after={"names": names, "job_id": job.id}
+    )
+    background.add_task(dispatch_job, request.app.state.jobs_engine, job.id)
+    return CertificateJobAccepted(
+        **accepted(
+            job,
+            message=f"Certificate requested for {', '.join(names)}",
+            domain=names[0],
+            domains=names,
+        )
+    )
+
+
+@router.post(
+    "/renew/{domain}",
+    response_model=CertificateJobAccepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Renew an ACME-issued certificate as a job",
+)
+async def renew_certificate(
+    domain: str,
+    request: Request,
+    principal: AdminUser,
+    session: SessionDep,
+    background: BackgroundTasks,
+) -> CertificateJobAccepted:
+    settings = request.app.state.settings
+    item = await asyncio.to_thread(store.find, settings, domain)
+    names, email = service.renewal_names(item)
+    job = await service.submit_issuance(session, settings, principal, names, email)
+    await record_audit(
+        session,
+        principal,
+        "ssl.renew",
+        item.domain,
+        before=service.summary(item),
+        after={"job_id": job.id},
+    )
+    background.add_task(dispatch_job, request.app.state.jobs_engine, job.id)
+    return CertificateJobAccepted(
+        **accepted(
+            job, message=f"Renewal of {item.domain} started", domain=item.domain, domains=names
+        )
+    )

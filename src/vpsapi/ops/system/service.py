@@ -15,16 +15,12 @@ import psutil
 from vpsapi import __version__
 from vpsapi.config import Settings
 from vpsapi.core.errors import NotFound, ServiceUnavailable
+from vpsapi.ops.logs import reader
 from vpsapi.ops.nginx.control import NginxControl
 from vpsapi.ops.performance.cache import OpsCache
 
 GB = 1024**3
 NGINX_VERSION_TTL = 300  # seconds; `nginx -v` is a process start
-TAIL_BLOCK = 64 * 1024
-# A grep reads at most this much of the file's end, so a rare pattern cannot make a
-# request scan gigabytes.
-GREP_SCAN_LIMIT = 64 * 1024 * 1024
-MAX_LINE_CHARS = 8192
 
 NginxLog = Literal["access", "error"]
 _PID_DIRECTIVE = re.compile(r"^\s*pid\s+([^;\s]+)\s*;", re.MULTILINE)
@@ -132,56 +128,15 @@ def nginx_log_path(settings: Settings, log: NginxLog) -> Path:
     return settings.nginx_log_dir / f"{log}.log"
 
 
-def tail_lines(path: Path, lines: int, grep: str | None) -> list[str]:
-    """The last `lines` lines of a file (containing `grep`, a plain substring), oldest first.
-
-    Reads backwards in blocks from the end, so the cost follows what is returned, not the
-    file's size; with `grep` at most GREP_SCAN_LIMIT bytes are scanned."""
-    try:
-        handle = path.open("rb")
-    except FileNotFoundError as exc:
-        raise NotFound(f"nginx log {path.name} does not exist") from exc
-    except OSError as exc:
-        raise ServiceUnavailable(f"cannot read nginx log {path.name}: {exc.strerror}") from exc
-    needle = grep.encode() if grep else None
-    found: list[bytes] = []
-    with handle:
-        position = handle.seek(0, os.SEEK_END)
-        scanned = 0
-        partial = b""
-        while position > 0 and len(found) < lines and scanned < GREP_SCAN_LIMIT:
-            size = min(TAIL_BLOCK, position)
-            position -= size
-            handle.seek(position)
-            block = handle.read(size) + partial
-            scanned += size
-            if needle is not None and needle not in block:
-                # No match here; only the first line may continue in the earlier bytes.
-                newline = block.find(b"\n")
-                partial = b"" if position == 0 else block if newline < 0 else block[:newline]
-                continue
-            pieces = block.split(b"\n")
-            # The first piece may continue in the previous block (unless at the start).
-            partial = pieces.pop(0) if position > 0 else b""
-            for line in reversed(pieces):
-                if line and (needle is None or needle in line):
-                    found.append(line)
-                    if len(found) == lines:
-                        break
-    return [line.decode(errors="replace")[:MAX_LINE_CHARS] for line in reversed(found)]
-
-
 async def nginx_logs(
     settings: Settings, logs: list[NginxLog], lines: int, grep: str | None
 ) -> dict[str, list[str]]:
-    """The asked logs' tails; when both are asked, a log nginx has not written yet is empty."""
+    """The asked logs' tails (the logs area's bounded backwards reader, rotated copies
+    included); when both are asked, a log nginx has not written yet is empty."""
     found: dict[str, list[str]] = {}
     for log in logs:
-        try:
-            path = nginx_log_path(settings, log)
-            found[log] = await asyncio.to_thread(tail_lines, path, lines, grep)
-        except NotFound:
-            if len(logs) == 1:
-                raise
-            found[log] = []
+        path = nginx_log_path(settings, log)
+        if not path.is_file() and len(logs) == 1:
+            raise NotFound(f"nginx log {path.name} does not exist")
+        found[log] = await asyncio.to_thread(reader.tail_lines, path, lines, grep)
     return found

@@ -1,0 +1,78 @@
+"""Serves the embedded storage's objects through signed, expiring URLs."""
+
+from __future__ import annotations
+
+import mimetypes
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse
+from pydantic import BaseModel
+
+from vpsapi.core.errors import BadRequest, Forbidden, NotFound
+from vpsapi.core.storage import OBJECTS_PATH, InvalidKey, LocalStorage, SignatureError
+
+router = APIRouter(prefix=OBJECTS_PATH, tags=["objects"])
+
+_ERRORS: dict[int | str, dict[str, str]] = {
+    403: {"description": '`{"error": "Invalid signature" | "Signature expired"}`'},
+    404: {"description": '`{"error": "Object not found"}`'},
+}
+Expires = Annotated[str, Query(max_length=20)]
+Signature = Annotated[str, Query(alias="sig", max_length=128)]
+
+
+class StoredOut(BaseModel):
+    key: str
+    size: int
+
+
+def _authorized(request: Request, key: str, expires: str, signature: str) -> LocalStorage:
+    storage = request.app.state.storage
+    if not isinstance(storage, LocalStorage):
+        raise NotFound(body={"error": "Object not found"})  # objects live in S3
+    try:
+        storage.verify(request.method, key, expires, signature)
+    except SignatureError as exc:
+        raise Forbidden(str(exc), body={"error": str(exc)}) from None
+    try:
+        storage.path_for(key)
+    except InvalidKey:
+        raise BadRequest(body={"error": "Invalid object key"}) from None
+    return storage
+
+
+@router.api_route(
+    "/{key:path}",
+    methods=["GET", "HEAD"],
+    response_class=FileResponse,
+    summary="Download an object through a signed URL",
+    responses=_ERRORS,
+)
+async def get_object(
+    key: str, request: Request, expires: Expires = "", signature: Signature = ""
+) -> FileResponse:
+    storage = _authorized(request, key, expires, signature)
+    path = storage.path_for(key)
+    if not path.is_file():
+        raise NotFound(body={"error": "Object not found"})
+    # Only media types are served as themselves: an uploaded .html or .svg must not
+    # become a page on this origin.
+    media_type = mimetypes.guess_type(path.name)[0] or ""
+    if not media_type.startswith(("video/", "audio/", "image/")) or "svg" in media_type:
+        media_type = "application/octet-stream"
+    return FileResponse(path, media_type=media_type)
+
+
+@router.put(
+    "/{key:path}",
+    response_model=StoredOut,
+    summary="Upload an object through a signed URL (raw body, like an S3 presigned PUT)",
+    responses=_ERRORS,
+)
+async def put_object(
+    key: str, request: Request, expires: Expires = "", signature: Signature = ""
+) -> StoredOut:
+    storage = _authorized(request, key, expires, signature)
+    size = await storage.write(key, request.stream())
+    return StoredOut(key=key, size=size)

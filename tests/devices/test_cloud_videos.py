@@ -1,0 +1,228 @@
+"""Cloud videos: camera registers a clip → uploads through the presigned URL → confirms;
+the owner lists signed playback URLs (seed-003 body); others get 403."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+
+from vpsapi.core.db import utcnow
+from vpsapi.devices import cloud
+from vpsapi.devices.models import CloudVideo
+
+DAY = {"startTime": "2024-05-01T00:00:00Z", "endTime": "2024-05-01T23:59:59Z"}
+
+
+async def owned_device(client: httpx.AsyncClient, user_id: str, auth: dict[str, str]) -> str:
+    body = {"realDeviceId": "REAL" + secrets.token_hex(8).upper(), "userId": user_id}
+    vid = str((await client.post("/api/hello/register", json=body)).json()["virtualId"])
+    bound = await client.post("/api/devices", json={"vid": vid}, headers=auth)
+    assert bound.status_code == 201, bound.text
+    return vid
+
+
+async def transfer(
+    client: httpx.AsyncClient, method: str, url: str, content: bytes | None = None
+) -> httpx.Response:
+    """Local storage URLs point at the app under test; S3 URLs at the real server."""
+    if url.startswith(str(client.base_url)):
+        return await client.request(method, url, content=content)
+    async with httpx.AsyncClient() as http:
+        return await http.request(method, url, content=content)
+
+
+@pytest.fixture(params=["embedded", "s3"])
+async def client(request: pytest.FixtureRequest, make_client: Any) -> httpx.AsyncClient:
+    """Every test here runs on the embedded storage and on a real S3 server."""
+    if request.param == "embedded":
+        app_client: httpx.AsyncClient = await make_client()
+        return app_client
+    seaweed = request.getfixturevalue("seaweed")
+    app_client = await make_client(**seaweed.settings(request.getfixturevalue("s3_bucket")))
+    return app_client
+
+
+async def test_upload_confirm_list_and_play(client: httpx.AsyncClient, create_user: Any) -> None:
+    alice, alice_auth = await create_user()
+    _, bob_auth = await create_user()
+    vid = await owned_device(client, alice["id"], alice_auth)
+
+    clip = {
+        "deviceId": vid,
+        "filename": "clip-0001.mp4",
+        "startTime": "2024-05-01T10:00:00Z",
+        "duration": 15,
+        "alarmType": "motion",
+        "thumbnail": True,
+    }
+    registered = await client.post("/api/cloud/videos", json=clip)
+    assert registered.status_code == 201, registered.text
+    upload = registered.json()
+    assert set(upload) == {"videoId", "uploadUrl", "thumbnailUploadUrl", "expiresIn"}
+    assert upload["expiresIn"] == 900
+    assert upload["uploadUrl"].startswith("http")
+
+    # Not confirmed yet: nothing to play, and confirming before the upload is refused.
+    listed = await client.post(
+        "/api/cloud/videos/urls", json={"deviceId": vid, **DAY}, headers=alice_auth
+    )
+    assert listed.json() == {"urls": []}
+    early = await client.post(f"/api/cloud/videos/{upload['videoId']}/confirm")
+    assert early.status_code == 409
+    assert early.json()["error"] == "Upload not found"
+
+    put = await transfer(client, "PUT", upload["uploadUrl"], b"mp4-bytes-of-a-clip")
+    assert put.status_code == 200, put.text
+    thumb = await transfer(client, "PUT", upload["thumbnailUploadUrl"], b"jpeg")
+    assert thumb.status_code == 200, thumb.text
+    confirmed = await client.post(f"/api/cloud/videos/{upload['videoId']}/confirm")
+    assert confirmed.status_code == 200, confirmed.text
+    assert confirmed.json() == {"success": True, "videoId": upload["videoId"], "fileSize": 19}
+
+    listed = await client.post(
+        "/api/cloud/videos/urls", json={"deviceId": vid, **DAY}, headers=alice_auth
+    )
+    assert listed.status_code == 200, listed.text
+    [item] = listed.json()["urls"]
+    assert set(item) == {"filename", "url", "startTime", "duration", "thumbnail", "alarmType"}
+    assert item["filename"] == "clip-0001.mp4"
+    assert item["startTime"] == "2024-05-01T10:00:00.000Z"
+    assert item["duration"] == 15
+    assert item["alarmType"] == "motion"
+    played = await transfer(client, "GET", item["url"])
+    assert played.status_code == 200
+    assert played.content == b"mp4-bytes-of-a-clip"
+    assert (await transfer(client, "GET", item["thumbnail"])).content == b"jpeg"
+    # A playback URL does not allow overwriting the clip.
+    assert (await transfer(client, "PUT", item["url"], b"evil")).status_code == 403
+
+    # Only owners: another user, an unknown device and no token are all refused.
+    bobs = await client.post(
+        "/api/cloud/videos/urls", json={"deviceId": vid, **DAY}, headers=bob_auth
+    )
+    assert bobs.status_code == 403
+    assert bobs.json()["error"] == "Access denied"
+    unknown = await client.post(
+        "/api/cloud/videos/urls", json={"deviceId": "VENOSUCHDEVICE1", **DAY}, headers=alice_auth
+    )
+    assert unknown.status_code == 403
+    anonymous = await client.post("/api/cloud/videos/urls", json={"deviceId": vid, **DAY})
+    assert anonymous.status_code == 401
+
+
+async def test_time_range_and_units(client: httpx.AsyncClient, create_user: Any) -> None:
+    alice, auth = await create_user()
+    vid = await owned_device(client, alice["id"], auth)
+    # 2024-05-01T08:00Z as epoch seconds, 12:00Z as epoch milliseconds, 20:00Z naive.
+    starts = [1714550400, 1714564800000, "2024-05-01 20:00:00"]
+    for index, start in enumerate(starts):
+        clip = {"deviceId": vid, "filename": f"c{index}.mp4", "startTime": start}
+        upload = (await client.post("/api/cloud/videos", json=clip)).json()
+        assert "thumbnailUploadUrl" not in upload
+        assert (await transfer(client, "PUT", upload["uploadUrl"], b"x")).status_code == 200
+        assert (
+            await client.post(f"/api/cloud/videos/{upload['videoId']}/confirm")
+        ).status_code == 200
+
+    async def listed(start: Any, end: Any) -> list[str]:
+        body = {"deviceId": vid, "startTime": start, "endTime": end}
+        response = await client.post("/api/cloud/videos/urls", json=body, headers=auth)
+        assert response.status_code == 200, response.text
+        return [item["startTime"] for item in response.json()["urls"]]
+
+    assert await listed(*DAY.values()) == [
+        "2024-05-01T08:00:00.000Z",
+        "2024-05-01T12:00:00.000Z",
+        "2024-05-01T20:00:00.000Z",
+    ]
+    assert await listed("2024-05-01T09:00:00Z", 1714564800) == ["2024-05-01T12:00:00.000Z"]
+    assert await listed("2024-05-01T21:00:00+02:00", "2024-05-01T22:00:00+02:00") == [
+        "2024-05-01T20:00:00.000Z"
+    ]
+
+
+async def test_bad_input_is_400(client: httpx.AsyncClient, create_user: Any) -> None:
+    alice, auth = await create_user()
+    vid = await owned_device(client, alice["id"], auth)
+    good = {"deviceId": vid, "filename": "a.mp4", "startTime": "2024-05-01T10:00:00Z"}
+    for change in (
+        {"deviceId": None},
+        {"deviceId": ""},
+        {"filename": "../etc/passwd"},
+        {"filename": "a/b.mp4"},
+        {"filename": ""},
+        {"startTime": "yesterday"},
+        {"startTime": None},
+        {"duration": -1},
+        {"duration": "long"},
+        {"alarmType": "x" * 33},
+        {"alarmType": "motion detected"},
+    ):
+        response = await client.post("/api/cloud/videos", json={**good, **change})
+        assert response.status_code == 400, change
+        assert response.json()["error"]
+    for body in (
+        {"deviceId": vid},
+        {"deviceId": vid, "startTime": "2024-05-02T00:00:00Z", "endTime": "2024-05-01T00:00:00Z"},
+        {"deviceId": vid, "startTime": "nope", "endTime": "2024-05-01T00:00:00Z"},
+        [],
+    ):
+        response = await client.post("/api/cloud/videos/urls", json=body, headers=auth)
+        assert response.status_code == 400, body
+        assert response.json()["error"]
+    unknown = await client.post("/api/cloud/videos", json={**good, "deviceId": "VENOSUCHDEVICE1"})
+    assert unknown.status_code == 404
+    assert unknown.json()["error"] == "Device not found"
+    missing = await client.post("/api/cloud/videos/0123456789abcdef/confirm")
+    assert missing.status_code == 404
+    assert missing.json()["error"] == "Video not found"
+
+
+async def test_camera_endpoints_need_the_device_token_when_set(
+    make_client: Any,
+) -> None:
+    client = await make_client(device_api_token="cam-fleet-token")
+    body = {"realDeviceId": "REAL" + secrets.token_hex(8).upper(), "userId": "u1"}
+    headers = {"X-Device-Token": "cam-fleet-token"}
+    vid = (await client.post("/api/hello/register", json=body, headers=headers)).json()["virtualId"]
+    clip = {"deviceId": vid, "filename": "a.mp4", "startTime": "2024-05-01T10:00:00Z"}
+    assert (await client.post("/api/cloud/videos", json=clip)).status_code == 401
+    registered = await client.post("/api/cloud/videos", json=clip, headers=headers)
+    assert registered.status_code == 201
+    video_id = registered.json()["videoId"]
+    assert (await client.post(f"/api/cloud/videos/{video_id}/confirm")).status_code == 401
+
+
+async def test_unconfirmed_expired_uploads_are_cleaned(client: httpx.AsyncClient) -> None:
+    app = client._transport.app  # type: ignore[attr-defined]
+    body = {"realDeviceId": "REAL" + secrets.token_hex(8).upper(), "userId": "u2"}
+    vid = (await client.post("/api/hello/register", json=body)).json()["virtualId"]
+    ids = []
+    for name in ("stale.mp4", "fresh.mp4", "kept.mp4"):
+        clip = {"deviceId": vid, "filename": name, "startTime": "2024-05-01T10:00:00Z"}
+        upload = (await client.post("/api/cloud/videos", json=clip)).json()
+        put = await transfer(client, "PUT", upload["uploadUrl"], b"partial")
+        assert put.status_code == 200
+        ids.append(upload["videoId"])
+    stale, fresh, kept = ids
+    assert (await client.post(f"/api/cloud/videos/{kept}/confirm")).status_code == 200
+    long_ago = utcnow() - timedelta(days=1)
+    async with app.state.db.session() as session:
+        await session.execute(
+            update(CloudVideo)
+            .where(CloudVideo.id.in_([stale, kept]))
+            .values(upload_expires_at=long_ago)
+        )
+    async with app.state.db.session() as session:
+        assert await cloud.delete_expired_uploads(session, app.state.storage) == 1
+    async with app.state.db.session() as session:
+        assert await cloud.delete_expired_uploads(session, app.state.storage) == 0
+        remaining = set((await session.execute(select(CloudVideo.id))).scalars())
+    assert stale not in remaining
+    assert {fresh, kept} <= remaining
+    assert await app.state.storage.head(f"videos/{vid}/{stale}/stale.mp4") is None

@@ -1,0 +1,553 @@
+"""/api/logs: the stream files written by the service, read back through the API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from support import ADMIN_EMAIL, ADMIN_PASSWORD, free_port, login
+from vpsapi.app import create_app
+from vpsapi.config import SettingsError
+from vpsapi.ops.audit.models import AuditEntry
+
+STREAM_ENDPOINTS = ["application", "structured", "performance", "security", "audit"]
+READ_ENDPOINTS = [*STREAM_ENDPOINTS, "nginx", "system", "retention-policy"]
+
+
+def log_dir(client: httpx.AsyncClient) -> Path:
+    path: Path = client.app.state.settings.effective_log_dir  # type: ignore[attr-defined]
+    return path
+
+
+async def get_logs(
+    client: httpx.AsyncClient, headers: dict[str, str], endpoint: str, **params: Any
+) -> dict[str, Any]:
+    response = await client.get(f"/api/logs/{endpoint}", params=params, headers=headers)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_a_request_shows_in_the_performance_log(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    request_id = f"perf-{uuid.uuid4().hex}"
+    response = await client.get("/api/v1/me", headers={**admin_headers, "X-Request-ID": request_id})
+    assert response.status_code == 200
+    me = response.json()["data"]
+
+    page = await get_logs(client, admin_headers, "performance", q=request_id)
+    assert len(page["entries"]) == 1
+    entry = page["entries"][0]
+    assert entry["method"] == "GET"
+    assert entry["path"] == "/api/v1/me"
+    assert entry["status"] == 200
+    assert entry["duration_ms"] >= 0
+    assert entry["user_id"] == me["user"]["id"]
+    assert entry["request_id"] == request_id
+    assert entry["level"] == "info"
+    assert page["source"] == "performance"
+    assert page["next_cursor"] is None
+    # The file itself holds one JSON object per line.
+    lines = (log_dir(client) / "performance.log").read_text().splitlines()
+    assert any(json.loads(line).get("request_id") == request_id for line in lines)
+
+
+async def test_auth_failures_and_denials_show_in_the_security_log(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], create_user: Any
+) -> None:
+    response = await client.post(
+        "/api/auth/login", json={"username": "admin", "password": "not-the-password-1"}
+    )
+    assert response.status_code == 401
+    response = await client.get(
+        "/api/logs/application", headers={"Authorization": "Bearer not.a.token"}
+    )
+    assert response.status_code == 401
+    user, user_headers = await create_user()
+    response = await client.get("/api/logs/application", headers=user_headers)
+    assert response.status_code == 403
+
+    page = await get_logs(client, admin_headers, "security")
+    events = [entry["event"] for entry in page["entries"]]
+    assert "login_failed" in events
+    assert "token_rejected" in events
+    denied = [e for e in page["entries"] if e["event"] == "permission_denied"]
+    assert denied and denied[0]["user_id"] == user["id"]
+    assert denied[0]["path"] == "/api/logs/application"
+    # Filtered by user: only that user's denial.
+    mine = await get_logs(client, admin_headers, "security", user=user["id"])
+    assert [e["event"] for e in mine["entries"]] == ["permission_denied", "login_succeeded"]
+
+
+async def test_rate_limit_hits_show_in_the_security_log(make_client: Any) -> None:
+    client = await make_client(rate_limit_enabled=True, rate_limit_auth="2/minute")
+    tokens = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    headers = {"Authorization": f"Bearer {tokens['accessToken']}"}
+    statuses = [
+        (
+            await client.post(
+                "/api/auth/login", json={"username": "admin", "password": "wrong-password-1"}
+            )
+        ).status_code
+        for _ in range(3)
+    ]
+    assert statuses == [401, 401, 429]
+    page = await get_logs(client, headers, "security", q="rate_limit_exceeded")
+    assert len(page["entries"]) == 1
+    assert page["entries"][0]["tier"] == "auth"
+    assert page["entries"][0]["path"] == "/api/auth/login"
+
+
+async def test_policy_change_is_audited_in_the_table_and_the_audit_stream(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    before = await get_logs(client, admin_headers, "retention-policy")
+    assert before["retention_days"] == 30 and before["updated_at"] is None
+    request_id = f"audit-{uuid.uuid4().hex}"
+    response = await client.put(
+        "/api/logs/retention-policy",
+        json={"retention_days": 7, "audit_retention_days": 90, "max_size_mb": 100},
+        headers={**admin_headers, "X-Request-ID": request_id},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["retention_days"] == 7
+    assert response.json()["updated_by"] == "admin"
+    after = await get_logs(client, admin_headers, "retention-policy")
+    assert after["retention_days"] == 7 and after["max_size_mb"] == 100
+
+    audit = await get_logs(client, admin_headers, "audit", action="logs.retention_policy.update")
+    assert audit["total"] == 1
+    entry = audit["entries"][0]
+    assert entry["actor"] == "admin"
+    assert entry["target"] == "retention-policy"
+    assert entry["before"]["retention_days"] == 30
+    assert entry["after"]["retention_days"] == 7
+    assert entry["request_id"] == request_id
+    assert entry["ip"] == "127.0.0.1"
+    # The same change, echoed to audit.log.
+    stream = await get_logs(client, admin_headers, "structured", source="audit", q=request_id)
+    assert [e["action"] for e in stream["entries"]] == ["logs.retention_policy.update"]
+
+
+async def test_filters_limit_and_cursor_paging(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    marker = uuid.uuid4().hex
+    started = datetime.now(UTC)
+    for index in range(5):
+        response = await client.get(
+            "/api/v1/me", headers={**admin_headers, "X-Request-ID": f"{marker}-{index}"}
+        )
+        assert response.status_code == 200
+
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"q": marker, "limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        page = await get_logs(client, admin_headers, "performance", **params)
+        seen += [entry["request_id"] for entry in page["entries"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    # Newest first, each entry once.
+    assert seen == [f"{marker}-{index}" for index in reversed(range(5))]
+
+    # Text with quotes is matched on the parsed line.
+    quoted = await get_logs(client, admin_headers, "performance", q=f'"request_id": "{marker}-3"')
+    assert [entry["request_id"] for entry in quoted["entries"]] == [f"{marker}-3"]
+
+    recent = await get_logs(
+        client, admin_headers, "performance", q=marker, **{"from": started.isoformat()}
+    )
+    assert len(recent["entries"]) == 5
+    for edge in ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59+00:00"):
+        for endpoint in ("performance", "audit"):
+            await get_logs(
+                client, admin_headers, endpoint, **{"from": edge, "to": "9999-12-31T23:59:59Z"}
+            )
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    assert (await get_logs(client, admin_headers, "performance", **{"from": future}))[
+        "entries"
+    ] == []
+    past = (started - timedelta(hours=1)).replace(tzinfo=None).isoformat()  # naive: UTC
+    assert (await get_logs(client, admin_headers, "performance", q=marker, to=past))[
+        "entries"
+    ] == []
+    # Access lines are INFO: nothing at warning and above carries the marker.
+    assert (await get_logs(client, admin_headers, "performance", q=marker, level="warning"))[
+        "entries"
+    ] == []
+    assert (
+        len(
+            (await get_logs(client, admin_headers, "performance", q=marker, level="info"))[
+                "entries"
+            ]
+        )
+        == 5
+    )
+
+    # The audit table pages the same way.
+    for days in (10, 11, 12):
+        response = await client.put(
+            "/api/logs/retention-policy", json={"retention_days": days}, headers=admin_headers
+        )
+        assert response.status_code == 200
+    first = await get_logs(client, admin_headers, "audit", limit=2, user="admin")
+    assert first["total"] == 3
+    assert [e["after"]["retention_days"] for e in first["entries"]] == [12, 11]
+    second = await get_logs(
+        client, admin_headers, "audit", limit=2, user="admin", cursor=first["next_cursor"]
+    )
+    assert [e["after"]["retention_days"] for e in second["entries"]] == [10]
+    assert second["next_cursor"] is None
+    assert (await get_logs(client, admin_headers, "audit", user="somebody-else"))["total"] == 0
+    assert (await get_logs(client, admin_headers, "audit", q="RETENTION"))["total"] == 3
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "params"),
+    [
+        ("application", {"level": "verbose"}),
+        ("application", {"limit": 0}),
+        ("application", {"limit": 1001}),
+        ("application", {"from": "yesterday"}),
+        ("application", {"cursor": "%%%not-a-cursor"}),
+        ("application", {"cursor": "eyJubyI6MX0"}),  # valid base64 JSON, wrong fields
+        ("performance", {"from": "2030-01-02T00:00:00Z", "to": "2030-01-01T00:00:00Z"}),
+        ("performance", {"from": "0001-01-01T00:00:00+05:00"}),
+        ("audit", {"to": "9999-12-31T23:59:59-05:00"}),
+        ("security", {"q": ""}),
+        ("security", {"q": "a\x00b"}),
+        ("audit", {"user": "\x00"}),
+        ("audit", {"action": "x\x00"}),
+        ("nginx", {"grep": "\x00"}),
+        ("structured", {"source": "passwords"}),
+        ("audit", {"cursor": "bm9wZQ"}),
+        ("audit", {"limit": "many"}),
+        ("nginx", {"log": "secrets"}),
+        ("nginx", {"lines": 0}),
+        ("nginx", {"lines": 5001}),
+        ("system", {"lines": -1}),
+    ],
+)
+async def test_bad_parameters_are_refused(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], endpoint: str, params: dict[str, Any]
+) -> None:
+    response = await client.get(f"/api/logs/{endpoint}", params=params, headers=admin_headers)
+    assert response.status_code == 422, response.text
+    assert isinstance(response.json()["detail"], list)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"retention_days": 0},
+        {"retention_days": 3651},
+        {"retention_days": "soon"},
+        {"retention_days": 7, "max_size_mb": 0},
+        {"retention_days": 7, "delete_everything": True},
+        {},
+    ],
+)
+async def test_bad_retention_policy_is_refused(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], body: dict[str, Any]
+) -> None:
+    response = await client.put("/api/logs/retention-policy", json=body, headers=admin_headers)
+    assert response.status_code == 422, response.text
+    assert (await get_logs(client, admin_headers, "retention-policy"))["updated_at"] is None
+
+
+async def test_only_admins_read_or_change_logs(client: httpx.AsyncClient, create_user: Any) -> None:
+    _, manager_headers = await create_user("manager")
+    for endpoint in READ_ENDPOINTS:
+        response = await client.get(f"/api/logs/{endpoint}", headers=manager_headers)
+        assert response.status_code == 403, endpoint
+        assert (await client.get(f"/api/logs/{endpoint}")).status_code == 401, endpoint
+    response = await client.put(
+        "/api/logs/retention-policy", json={"retention_days": 1}, headers=manager_headers
+    )
+    assert response.status_code == 403
+    response = await client.post("/api/logs/cleanup", headers=manager_headers)
+    assert response.status_code == 403
+
+
+def _age(path: Path, days: float) -> None:
+    moment = time.time() - days * 86400
+    os.utime(path, (moment, moment))
+
+
+async def test_cleanup_removes_what_the_policy_says(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    logs = log_dir(client)
+    old_app = logs / "application.log.3"
+    old_security = logs / "security.log.2"
+    fresh_app = logs / "application.log.1"
+    big_perf = [logs / "performance.log.1", logs / "performance.log.2"]
+    for path in (old_app, old_security, fresh_app):
+        path.write_text('{"event": "old"}\n')
+    for path in big_perf:
+        path.write_bytes(b"x" * (700 * 1024))
+    _age(old_app, 40)
+    _age(old_security, 31)
+    _age(big_perf[1], 1)
+    async with client.app.state.db.session() as session:  # type: ignore[attr-defined]
+        session.add(
+            AuditEntry(
+                actor="someone",
+                action="test.old",
+                target="",
+                created_at=datetime.now(UTC) - timedelta(days=400),
+            )
+        )
+
+    response = await client.put(
+        "/api/logs/retention-policy",
+        json={"retention_days": 30, "audit_retention_days": 365, "max_size_mb": 1},
+        headers=admin_headers,
+    )
+    assert response.status_code == 200
+    response = await client.post("/api/logs/cleanup", headers=admin_headers)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    removed = {item["file"]: item["reason"] for item in result["removed_files"]}
+    assert removed == {
+        "application.log.3": "retention_days",
+        "security.log.2": "retention_days",
+        "performance.log.2": "max_size_mb",
+    }
+    assert result["removed_audit_entries"] == 1
+    assert result["freed_bytes"] == sum(item["size_bytes"] for item in result["removed_files"])
+    assert not old_app.exists() and not old_security.exists() and not big_perf[1].exists()
+    assert fresh_app.exists() and big_perf[0].exists()
+    assert (logs / "application.log").exists()
+
+    audit = await get_logs(client, admin_headers, "audit", action="logs.cleanup")
+    assert audit["entries"][0]["after"]["removed_audit_entries"] == 1
+    assert (await get_logs(client, admin_headers, "audit", action="test.old"))["total"] == 0
+    # Nothing left to remove the second time.
+    again = (await client.post("/api/logs/cleanup", headers=admin_headers)).json()
+    assert again["removed_files"] == [] and again["removed_audit_entries"] == 0
+
+
+async def test_secrets_never_reach_the_log_files(make_client: Any, tmp_path: Path) -> None:
+    # DEBUG: every line of every logger goes to application.log too.
+    client = await make_client(log_level="DEBUG")
+    password = "Sup3r-Secret-Passw0rd-" + uuid.uuid4().hex[:8]
+    response = await client.post(
+        "/api/auth/login", json={"username": "admin", "password": password}
+    )
+    assert response.status_code == 401
+    response = await client.post("/api/v1/auth/login", json={"email": "x", "password": password})
+    assert response.status_code in (401, 422)
+    tokens = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    access, refresh = tokens["accessToken"], tokens["refreshToken"]
+    headers = {"Authorization": f"Bearer {access}"}
+    assert (await client.get("/api/logs/security", headers=headers)).status_code == 200
+    forged = access[:-4] + "AAAA"
+    response = await client.get("/api/v1/me", headers={"Authorization": f"Bearer {forged}"})
+    assert response.status_code == 401
+    await client.post("/api/v1/auth/refresh", json={"refreshToken": refresh})
+    # Tokens in a query string (SSE) and API keys, good and bad.
+    await client.get(f"/api/sse/job-progress/nope?access_token={access}")
+    created = await client.post("/api/v1/api-keys", json={"name": "logs"}, headers=headers)
+    key = created.json()["data"]["key"]
+    assert (await client.get("/api/v1/me", headers={"Authorization": f"ApiKey {key}"})).is_success
+    wrong_key = key[:-6] + "zzzzzz"
+    response = await client.get("/api/v1/me", headers={"Authorization": f"ApiKey {wrong_key}"})
+    assert response.status_code == 401
+
+    contents = "".join(
+        path.read_text(errors="replace") for path in log_dir(client).iterdir() if path.is_file()
+    )
+    assert "login_failed" in contents and "token_rejected" in contents
+    assert "Invalid API key attempt" in contents
+    secrets = (password, ADMIN_PASSWORD, access, refresh, forged, key, wrong_key)
+    for secret in (*secrets, access.split(".")[2], key.removeprefix("sk_live_")):
+        assert secret not in contents
+
+
+async def test_rotation_keeps_paging_across_files(
+    make_client: Any, backend: Any, tmp_path: Path
+) -> None:
+    client = await make_client(log_max_bytes=4096, log_backup_count=50)
+    tokens = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    headers = {"Authorization": f"Bearer {tokens['accessToken']}"}
+    marker = uuid.uuid4().hex
+    for index in range(40):
+        await client.get("/health/live", headers={"X-Request-ID": f"{marker}-{index}"})
+    logs = log_dir(client)
+    assert (logs / "performance.log.1").exists()
+    assert all(p.stat().st_size <= 4096 for p in logs.glob("performance.log*"))
+
+    first = await get_logs(client, headers, "performance", q=marker, limit=15)
+    # More lines arrive and the files rotate between the two pages.
+    for index in range(40, 60):
+        await client.get("/health/live", headers={"X-Request-ID": f"{marker}-{index}"})
+    rest: list[str] = []
+    cursor = first["next_cursor"]
+    while cursor:
+        page = await get_logs(client, headers, "performance", q=marker, limit=15, cursor=cursor)
+        rest += [entry["request_id"] for entry in page["entries"]]
+        cursor = page["next_cursor"]
+    seen = [entry["request_id"] for entry in first["entries"]] + rest
+    assert seen == [f"{marker}-{index}" for index in reversed(range(40))]
+
+
+async def test_file_logging_can_be_turned_off(make_client: Any) -> None:
+    client = await make_client(log_to_files=False)
+    tokens = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    headers = {"Authorization": f"Bearer {tokens['accessToken']}"}
+    page = await get_logs(client, headers, "performance")
+    assert page["entries"] == [] and page["next_cursor"] is None
+    assert not log_dir(client).exists()
+
+
+async def test_system_log_falls_back_to_a_file_then_to_nothing(
+    make_client: Any, tmp_path: Path
+) -> None:
+    syslog = tmp_path / "syslog"
+    syslog.write_text("".join(f"Nov 30 host daemon[{n}]: line {n}\n" for n in range(300)))
+    client = await make_client(journalctl_bin="", system_log_files=[str(syslog)])
+    tokens = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    headers = {"Authorization": f"Bearer {tokens['accessToken']}"}
+    page = await get_logs(client, headers, "system", lines=3)
+    assert page["source"] == str(syslog)
+    assert page["logs"] == [f"Nov 30 host daemon[{n}]: line {n}" for n in (297, 298, 299)]
+    assert page["lines"] == 3
+    grep = await get_logs(client, headers, "system", lines=5, grep="LINE 12")
+    assert grep["logs"] == [f"Nov 30 host daemon[{n}]: line {n}" for n in range(125, 130)]
+
+    other = await make_client(journalctl_bin="", system_log_files=[str(tmp_path / "missing")])
+    tokens = await login(other, ADMIN_EMAIL, ADMIN_PASSWORD)
+    page = await get_logs(
+        other, {"Authorization": f"Bearer {tokens['accessToken']}"}, "system", lines=10
+    )
+    assert page["logs"] == [] and page["source"] is None and page["message"]
+
+
+async def test_system_log_with_the_machine_defaults_answers(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    page = await get_logs(client, admin_headers, "system", lines=5)
+    assert len(page["logs"]) <= 5
+    assert page["source"] in (None, "journalctl", "/var/log/syslog", "/var/log/messages")
+
+
+async def test_nginx_logs_are_read_from_the_end(
+    ops_client: httpx.AsyncClient, ops_admin: dict[str, str], private_nginx: Any
+) -> None:
+    port = free_port()
+    missing_root = private_nginx.prefix / "no-such-dir"
+    (private_nginx.conf_dir / "logs-test.conf").write_text(
+        f"server {{\n    listen 127.0.0.1:{port};\n"
+        f"    location / {{ return 200 'ok'; }}\n"
+        f"    location /static/ {{ root {missing_root}; }}\n}}\n"
+    )
+    os.kill(int(private_nginx.pid_file.read_text()), signal.SIGHUP)  # reload
+    marker = uuid.uuid4().hex
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as nginx_client:
+        for _ in range(100):  # the reload is asynchronous
+            try:
+                await nginx_client.get("/ready")
+                break
+            except httpx.TransportError:
+                await asyncio.sleep(0.1)
+        for index in range(5):
+            assert (await nginx_client.get(f"/{marker}/{index}")).status_code == 200
+        assert (await nginx_client.get(f"/static/{marker}.css")).status_code == 404
+
+    access = await get_logs(
+        ops_client, ops_admin, "nginx", log="access", grep=f"/{marker}/", lines=3
+    )
+    assert access["log_type"] == "access" and access["lines"] == 3
+    assert [
+        f"/{marker}/{i} " in line for line, i in zip(access["logs"], (2, 3, 4), strict=True)
+    ] == [True] * 3
+    assert access["source"] == str(private_nginx.log_dir / "access.log")
+    error = await get_logs(ops_client, ops_admin, "nginx", grep=marker)
+    assert error["log_type"] == "error"
+    assert len(error["logs"]) == 1 and "No such file or directory" in error["logs"][0]
+    nothing = await get_logs(ops_client, ops_admin, "nginx", log="access", grep="no-such-text")
+    assert nothing["logs"] == [] and nothing["lines"] == 0
+
+
+async def test_nginx_log_missing_is_an_empty_answer(make_client: Any, tmp_path: Path) -> None:
+    client = await make_client(nginx_log_dir=tmp_path / "empty")
+    tokens = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    page = await get_logs(
+        client, {"Authorization": f"Bearer {tokens['accessToken']}"}, "nginx", log="access"
+    )
+    assert page == {
+        "logs": [],
+        "lines": 0,
+        "source": None,
+        "message": "Log file not found",
+        "log_type": "access",
+    }
+
+
+async def test_auto_cleanup_applies_the_policy_by_itself(make_client: Any) -> None:
+    client = await make_client(log_cleanup_interval=0.2)
+    tokens = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    headers = {"Authorization": f"Bearer {tokens['accessToken']}"}
+    old = log_dir(client) / "security.log.4"
+    old.write_text('{"event": "old"}\n')
+    _age(old, 10)
+    response = await client.put(
+        "/api/logs/retention-policy",
+        json={"retention_days": 5, "auto_cleanup": True},
+        headers=headers,
+    )
+    assert response.status_code == 200
+    for _ in range(300):
+        if not old.exists():
+            break
+        await asyncio.sleep(0.05)
+    assert not old.exists()
+    for _ in range(100):  # the audit row commits just after the file goes
+        audit = await get_logs(client, headers, "audit", action="logs.cleanup")
+        if audit["total"]:
+            break
+        await asyncio.sleep(0.05)
+    assert audit["entries"][0]["actor"] == "log-retention"
+    assert audit["entries"][0]["after"]["removed_files"] == ["security.log.4"]
+
+
+def test_an_unwritable_log_dir_stops_the_start_with_a_clear_message(
+    settings_factory: Any, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(SettingsError, match="LOG_TO_FILES=false"):
+        create_app(settings_factory(log_dir=blocker / "logs"))
+
+
+async def test_console_keeps_filtering_at_log_level(
+    capsys: pytest.CaptureFixture[str], make_client: Any
+) -> None:
+    client = await make_client(log_level="WARNING", log_format="json")
+    marker = uuid.uuid4().hex
+    await client.get("/health/live", headers={"X-Request-ID": marker})
+    response = await client.post(
+        "/api/auth/login", json={"username": "admin", "password": "wrong-password-1"}
+    )
+    assert response.status_code == 401
+    console = capsys.readouterr().err
+    assert "login_failed" in console  # a warning: shown as before
+    assert marker not in console  # an INFO access line: still not on the console
+    assert marker in (log_dir(client) / "performance.log").read_text()
+    assert marker not in (log_dir(client) / "application.log").read_text()
