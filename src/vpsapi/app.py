@@ -15,6 +15,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from vpsapi import __version__
 from vpsapi.auth import service as auth_service
 from vpsapi.auth.module import MODULE as AUTH
+from vpsapi.citypulse.ai.module import MODULE as AI
 from vpsapi.citypulse.module import MODULE as CITYPULSE
 from vpsapi.config import Settings, get_settings
 from vpsapi.core.db import Database
@@ -35,7 +36,7 @@ from vpsapi.ops.module import MODULE as OPS
 
 log = structlog.get_logger("vpsapi.app")
 
-MODULES: list[Module] = [HEALTH, AUTH, INFO, OBJECTS, JOBS, OPS, DEVICES, CITYPULSE]
+MODULES: list[Module] = [HEALTH, AUTH, INFO, OBJECTS, JOBS, OPS, DEVICES, CITYPULSE, AI]
 
 
 def announce_admin_password(password: str, settings: Settings) -> None:

@@ -21,6 +21,10 @@ SECRET_FIELDS = frozenset(
         "database_url",
         "redis_url",
         "device_param_keys",
+        "openai_api_key",
+        "anthropic_api_key",
+        "groq_api_key",
+        "ai_openai_compatible_api_key",
         "s3_secret_key",
         "push_webhook_secret",
         "smtp_password",
@@ -77,7 +81,7 @@ class Settings(BaseSettings):
     rate_limit_default: str = "100/minute"
     rate_limit_auth: str = "5/15minutes"
     rate_limit_search: str = "60/minute"
-    rate_limit_ai: str = "50/hour"
+    rate_limit_ai: str = "100/15minutes"
     rate_limit_swarm: str = "50/15minutes"
     rate_limit_citypulse: str = "200/15minutes"
     # ---- devices: the seed-003 app polls /api/hello/query every 2 s during setup
@@ -210,6 +214,28 @@ class Settings(BaseSettings):
     # ---- citypulse
     citypulse_tariff_per_kwh: float = Field(default=0.30, ge=0)
     citypulse_currency: str = "EUR"
+
+    # ---- citypulse AI chat and swarm: a provider is usable once its key (or, for the
+    # OpenAI-compatible endpoint, its base URL) is set. Base URLs end before the
+    # endpoint path: OpenAI-style ones include `/v1`, Anthropic's does not.
+    ai_models_enabled: bool = True  # the seed's switch: false answers 503 on both
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str = "https://api.openai.com/v1"
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str = "https://api.anthropic.com"
+    groq_api_key: SecretStr | None = None
+    groq_base_url: str = "https://api.groq.com/openai/v1"
+    # A local Ollama (`http://127.0.0.1:11434/v1`) or vLLM server; the key is optional.
+    ai_openai_compatible_base_url: str = ""
+    ai_openai_compatible_api_key: SecretStr | None = None
+    # Provider used when a request names none; empty: the first configured one.
+    ai_default_provider: Literal["", "openai", "anthropic", "groq", "openai-compatible"] = ""
+    # Model used when a request names none; empty: requests must name one.
+    ai_default_model: str = ""
+    # Anthropic requires max_tokens; used when a request does not set it.
+    ai_default_max_tokens: int = Field(default=1024, ge=1, le=200_000)
+    # Whole call without streaming; longest silence between chunks when streaming.
+    ai_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
     workers: int = 1
 
     @field_validator(

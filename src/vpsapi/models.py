@@ -2,6 +2,7 @@
 
 from vpsapi.auth import models as auth_models
 from vpsapi.citypulse import models as citypulse_models
+from vpsapi.citypulse.ai import models as ai_models
 from vpsapi.core.db import Base
 from vpsapi.devices import models as devices_models
 from vpsapi.jobs import models as jobs_models
@@ -13,6 +14,7 @@ from vpsapi.ops.nginx import models as ops_nginx_models
 metadata = Base.metadata
 
 __all__ = [
+    "ai_models",
     "auth_models",
     "citypulse_models",
     "devices_models",

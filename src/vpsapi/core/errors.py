@@ -117,10 +117,26 @@ class TooManyRequests(AppError):
     message = "Too many requests, please try again later"
 
 
+class BadGateway(AppError):
+    """An upstream service answered with an error or with nonsense."""
+
+    status_code = 502
+    code = "BadGateway"
+    message = "Upstream service failed"
+
+
 class ServiceUnavailable(AppError):
     status_code = 503
     code = "ServiceUnavailable"
     message = "Service temporarily unavailable"
+
+
+class GatewayTimeout(AppError):
+    """An upstream service did not answer in time."""
+
+    status_code = 504
+    code = "GatewayTimeout"
+    message = "Upstream service timed out"
 
 
 class ValidationFailed(AppError):

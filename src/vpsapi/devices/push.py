@@ -144,6 +144,8 @@ class PushDelivery:
 
     name = PUSH_JOB_TYPE
     timeout: int | None = 60
+    # Started by the service only, never through POST /api/jobs.
+    public = False
 
     async def process(
         self, items: list[dict[str, Any]], options: dict[str, Any], report: Report

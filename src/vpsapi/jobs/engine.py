@@ -93,6 +93,7 @@ class LeaseLost(Exception):
 @dataclass
 class ClaimedJob:
     id: str
+    owner: str
     processing_type: str
     payload: bytes
     attempts: int
@@ -188,6 +189,7 @@ class JobEngine:
             ).scalar_one()
             claimed = ClaimedJob(
                 job.id,
+                job.owner,
                 job.processing_type,
                 job.payload,
                 job.attempts,
@@ -272,7 +274,7 @@ class JobEngine:
         assert task is not None
         self._running[job.id] = task
         keeper = asyncio.create_task(self._keep_lease(job.id))
-        set_job_context(JobContext(job.id, self.settings, self.db, self.events))
+        set_job_context(JobContext(job.id, job.owner, self.settings, self.db, self.events))
         try:
             result = await asyncio.wait_for(
                 processor.process(payload["data"], payload.get("options", {}), reporter), timeout

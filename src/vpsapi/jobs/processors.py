@@ -5,9 +5,11 @@ A processor is any object with a `name`, an optional `timeout` (seconds) and
     async def process(items: list[dict], options: dict, report: Report) -> dict
 
 where `await report(percent)` publishes progress (0-100). A processor that needs the
-service (settings, database, event bus) reads `job_context()` while it runs. Processors are found in
-the entry-point group `vpsapi.processors` (the built-ins are registered there too,
-see pyproject.toml) and may also be registered at run time with `register()`.
+service (settings, database, event bus, who submitted the job) reads `job_context()`
+while it runs. Processors are found in the entry-point group `vpsapi.processors` (the
+built-ins are registered there too, see pyproject.toml) and may also be registered at
+run time with `register()`. One with `public = False` can only be submitted by code (its
+domain's own endpoint), not through `POST /api/jobs`.
 CPU-heavy work belongs in `await asyncio.to_thread(...)` so the event loop stays free.
 """
 
@@ -48,6 +50,7 @@ class JobContext:
     """What the running job may use of the process it runs in."""
 
     job_id: str
+    owner: str  # who submitted the job: the principal's subject, e.g. "user:<id>"
     settings: Settings
     db: Database
     events: EventBus
@@ -82,6 +85,11 @@ def get_processor(name: str) -> Processor | None:
 
 def processor_names() -> list[str]:
     return sorted(_registry)
+
+
+def public_processor_names() -> list[str]:
+    """Types anyone may submit through the jobs API."""
+    return sorted(name for name, p in _registry.items() if getattr(p, "public", True))
 
 
 def load_entry_points() -> None:

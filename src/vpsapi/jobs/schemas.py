@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from vpsapi.jobs.processors import processor_names
+from vpsapi.jobs.processors import public_processor_names
 
 JobStatus = Literal["PENDING", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]
 MAX_ITEMS = 1000
@@ -23,7 +23,7 @@ class JobSubmit(BaseModel):
     @field_validator("processingType")
     @classmethod
     def _known_type(cls, value: str) -> str:
-        if value not in processor_names():
+        if value not in public_processor_names():
             raise ValueError("Invalid processing type")
         return value
 

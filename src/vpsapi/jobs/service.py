@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vpsapi.config import Settings
 from vpsapi.core.db import utcnow
 from vpsapi.core.errors import BadRequest, Conflict, NotFound
+from vpsapi.core.pagination import encode_cursor, older_than
 from vpsapi.core.search import SearchHit
 from vpsapi.core.security import Principal
 from vpsapi.jobs.engine import (
@@ -122,19 +121,6 @@ async def get_job(session: AsyncSession, principal: Principal, job_id: str) -> J
     return job
 
 
-def _encode_cursor(job: JobRecord) -> str:
-    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        created, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(created), str(job_id)
-    except (ValueError, TypeError) as exc:
-        raise BadRequest("Invalid cursor") from exc
-
-
 async def list_jobs(
     session: AsyncSession,
     principal: Principal,
@@ -152,16 +138,12 @@ async def list_jobs(
     if processing_type is not None:
         query = query.where(JobRecord.processing_type == processing_type)
     if cursor is not None:
-        created, job_id = _decode_cursor(cursor)
-        query = query.where(
-            or_(
-                JobRecord.created_at < created,
-                and_(JobRecord.created_at == created, JobRecord.id < job_id),
-            )
-        )
+        query = query.where(older_than(JobRecord.created_at, JobRecord.id, cursor))
     query = query.order_by(JobRecord.created_at.desc(), JobRecord.id.desc()).limit(limit + 1)
     jobs = list((await session.execute(query)).scalars())
-    next_cursor = _encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None
+    next_cursor = (
+        encode_cursor(jobs[limit - 1].created_at, jobs[limit - 1].id) if len(jobs) > limit else None
+    )
     return jobs[:limit], next_cursor
 
 

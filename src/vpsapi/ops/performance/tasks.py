@@ -44,6 +44,7 @@ class OpsTaskProcessor:
 
     name = PROCESSING_TYPE
     timeout: int | None = None
+    public = False  # queued through POST /api/tasks/queue only
 
     async def process(
         self, items: list[dict[str, Any]], options: dict[str, Any], report: Report

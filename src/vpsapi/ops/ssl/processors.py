@@ -16,6 +16,8 @@ class IssueCertificate:
 
     name = ISSUE_JOB
     timeout: int | None = 300
+    # Started by the service only, never through POST /api/jobs.
+    public = False
 
     async def process(
         self, items: list[dict[str, Any]], options: dict[str, Any], report: Report

@@ -1,0 +1,165 @@
+"""HTTP routes of /api/v1/ai (chat, providers, usage) and /api/v1/swarm (thin)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request, Response, status
+from sse_starlette.sse import EventSourceResponse
+
+from vpsapi.auth.dependencies import CurrentUser
+from vpsapi.citypulse.ai import service, swarm
+from vpsapi.citypulse.ai.providers import ProviderName
+from vpsapi.citypulse.ai.schemas import (
+    ChatIn,
+    ChatOut,
+    ProviderOut,
+    SwarmAccepted,
+    SwarmIn,
+    SwarmLinks,
+    UsagePage,
+)
+from vpsapi.citypulse.metrics import record_frontend_source
+from vpsapi.core.db import SessionDep
+from vpsapi.core.errors import ServiceUnavailable
+from vpsapi.core.schemas import V1_ERROR_RESPONSES, Envelope, ErrorEnvelope, envelope
+from vpsapi.jobs.engine import JobEngine
+
+_UPSTREAM_ERRORS: dict[int | str, dict[str, Any]] = {
+    502: {"model": ErrorEnvelope, "description": "the provider answered an error (its message)"},
+    503: {"model": ErrorEnvelope, "description": "the provider is not configured"},
+    504: {"model": ErrorEnvelope, "description": "the provider did not answer in time"},
+}
+STREAM_HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
+PING_SECONDS = 15
+
+
+async def ai_enabled(request: Request) -> None:
+    if not request.app.state.settings.ai_models_enabled:
+        raise ServiceUnavailable("AI is turned off on this server (AI_MODELS_ENABLED=false)")
+
+
+router = APIRouter(
+    prefix="/api/v1/ai",
+    tags=["ai"],
+    responses=V1_ERROR_RESPONSES,
+    dependencies=[Depends(ai_enabled), Depends(record_frontend_source)],
+)
+swarm_router = APIRouter(
+    prefix="/api/v1/swarm",
+    tags=["ai"],
+    responses=V1_ERROR_RESPONSES,
+    dependencies=[Depends(ai_enabled), Depends(record_frontend_source)],
+)
+
+
+def _context(request: Request) -> service.AiContext:
+    state = request.app.state
+    return service.AiContext(state.settings, state.ai_http, state.db)
+
+
+@router.post(
+    "/chat",
+    response_model=Envelope[ChatOut],
+    summary="Chat with a model (OpenAI, Anthropic, Groq or an OpenAI-compatible server)",
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "With `stream: true`: `event: delta` `{content}` per piece, then "
+            "`event: done` with the chat answer's data (or `event: error`).",
+        },
+        **_UPSTREAM_ERRORS,
+    },
+)
+async def chat(
+    body: ChatIn, request: Request, principal: CurrentUser, session: SessionDep
+) -> Envelope[ChatOut] | EventSourceResponse:
+    config, call = service.resolve_call(
+        request.app.state.settings,
+        body.provider,
+        body.model,
+        body.conversation(),
+        body.temperature,
+        body.max_tokens,
+    )
+    await session.close()  # a model may take a minute: do not hold a database connection
+    if body.stream:
+        events = await service.open_chat_stream(_context(request), principal.subject, config, call)
+        return EventSourceResponse(events, ping=PING_SECONDS, headers=STREAM_HEADERS)
+    return envelope(await service.chat(_context(request), principal.subject, config, call))
+
+
+@router.get(
+    "/providers",
+    response_model=Envelope[list[ProviderOut]],
+    summary="Configured AI providers",
+)
+async def list_providers(request: Request, _: CurrentUser) -> Envelope[list[ProviderOut]]:
+    return envelope(service.providers(request.app.state.settings))
+
+
+@router.get(
+    "/usage",
+    response_model=Envelope[UsagePage],
+    summary="AI usage records, newest first (yours; admins: everyone's)",
+)
+async def usage(
+    principal: CurrentUser,
+    session: SessionDep,
+    owner: Annotated[
+        str | None, Query(max_length=80, description="admins: one owner, e.g. user:<id>")
+    ] = None,
+    provider: ProviderName | None = None,
+    since: Annotated[datetime | None, Query(alias="from")] = None,
+    until: Annotated[datetime | None, Query(alias="to")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> Envelope[UsagePage]:
+    items, next_cursor, totals = await service.list_usage(
+        session,
+        principal,
+        owner=owner,
+        provider=provider,
+        since=since,
+        until=until,
+        limit=limit,
+        cursor=cursor,
+    )
+    return envelope(UsagePage(items=items, next_cursor=next_cursor, totals=totals))
+
+
+@swarm_router.post(
+    "/orchestrate",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Envelope[SwarmAccepted],
+    summary="Run several agents on one task as a job (follow it with the jobs API)",
+    responses={503: _UPSTREAM_ERRORS[503]},
+)
+async def orchestrate(
+    body: SwarmIn,
+    request: Request,
+    response: Response,
+    principal: CurrentUser,
+    session: SessionDep,
+    background: BackgroundTasks,
+) -> Envelope[SwarmAccepted]:
+    job = await swarm.submit(session, request.app.state.settings, principal, body)
+    engine: JobEngine = request.app.state.jobs_engine
+    # Runs after the response, so after the commit: a worker finds the row.
+    background.add_task(engine.dispatch_new, job.id)
+    status_url = f"/api/jobs/{job.id}"
+    response.headers["Location"] = status_url
+    return envelope(
+        SwarmAccepted(
+            job_id=job.id,
+            status=job.status,
+            strategy=body.strategy,
+            agents=len(body.agents),
+            links=SwarmLinks(
+                status=status_url,
+                events=f"/api/sse/job-progress/{job.id}",
+                cancel=f"/api/jobs/{job.id}/cancel",
+            ),
+        )
+    )
