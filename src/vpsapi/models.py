@@ -8,6 +8,7 @@ from vpsapi.devices import models as devices_models
 from vpsapi.jobs import models as jobs_models
 from vpsapi.ops.audit import models as ops_audit_models
 from vpsapi.ops.logs import models as ops_logs_models
+from vpsapi.ops.monitoring import models as ops_monitoring_models
 from vpsapi.ops.nginx import models as ops_nginx_models
 
 metadata = Base.metadata
@@ -21,5 +22,6 @@ __all__ = [
     "metadata",
     "ops_audit_models",
     "ops_logs_models",
+    "ops_monitoring_models",
     "ops_nginx_models",
 ]

@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
 from vpsapi.auth import service
 from vpsapi.core.db import SessionDep
@@ -36,12 +37,12 @@ def get_codec(request: Request) -> TokenCodec:
 CodecDep = Annotated[TokenCodec, Depends(get_codec)]
 
 
-def client_ip(request: Request) -> str | None:
+def client_ip(request: HTTPConnection) -> str | None:
     return request.client.host if request.client else None
 
 
 async def _resolve(
-    request: Request, session: SessionDep, codec: TokenCodec, credential: str
+    request: HTTPConnection, session: SessionDep, codec: TokenCodec, credential: str
 ) -> Principal:
     if credential.startswith(API_KEY_PREFIX):
         principal = await service.principal_from_api_key(session, credential, client_ip(request))
@@ -52,7 +53,7 @@ async def _resolve(
             service.security_log.warning(
                 "token_rejected",
                 reason=exc.message,
-                method=request.method,
+                method=request.scope.get("method", "WEBSOCKET"),
                 path=request.url.path,
                 ip=client_ip(request),
             )
@@ -62,7 +63,7 @@ async def _resolve(
     return principal
 
 
-def _header_credential(request: Request) -> str | None:
+def _header_credential(request: HTTPConnection) -> str | None:
     header = request.headers.get("authorization")
     if not header:
         return None
@@ -89,7 +90,7 @@ async def get_principal(
 
 
 async def get_stream_principal(
-    request: Request,
+    request: HTTPConnection,  # a Request (SSE) or a WebSocket
     session: SessionDep,
     codec: CodecDep,
     _b: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,

@@ -12,9 +12,11 @@ from vpsapi.ops.backups.schedule import lifespan as backup_retention_lifespan
 from vpsapi.ops.logs.background import lifespan as logs_lifespan
 from vpsapi.ops.logs.router import router as logs_router
 from vpsapi.ops.monitoring.router import router as monitoring_router
+from vpsapi.ops.monitoring.sampler import lifespan as monitoring_lifespan
 from vpsapi.ops.nginx.control import NginxControl
 from vpsapi.ops.nginx.health import backend_checks
 from vpsapi.ops.nginx.router import backends_router, configs_router, pools_router
+from vpsapi.ops.performance.lifespan import lifespan as performance_lifespan
 from vpsapi.ops.performance.router import router as performance_router
 from vpsapi.ops.ssl.router import router as ssl_router
 from vpsapi.ops.ssl.schedule import lifespan as ssl_renewal_lifespan
@@ -50,6 +52,8 @@ SUBSYSTEM_LIFESPANS: list[Any] = [
     logs_lifespan,
     ssl_renewal_lifespan,
     backup_retention_lifespan,
+    performance_lifespan,  # the ops cache, used by system status
+    monitoring_lifespan,
 ]
 
 MODULE = Module(

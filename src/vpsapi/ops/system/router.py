@@ -1,3 +1,69 @@
-from fastapi import APIRouter
+"""Host and nginx status, nginx restart/reload, nginx log tails (seed 002)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from vpsapi.auth.dependencies import AdminUser, CurrentUser
+from vpsapi.core.db import SessionDep, utcnow
+from vpsapi.ops.audit.service import record_audit
+from vpsapi.ops.dependencies import NginxDep
+from vpsapi.ops.system import service
+from vpsapi.ops.system.schemas import NginxActionResult, NginxLogs, SystemStatus
 
 router = APIRouter(prefix="/api/system", tags=["ops: system"])
+
+MAX_LOG_LINES = 1000
+
+
+@router.get("/status", response_model=SystemStatus)
+async def system_status(request: Request, _user: CurrentUser, nginx: NginxDep) -> SystemStatus:
+    state = request.app.state
+    status = await service.system_status(state.settings, nginx, state.ops_cache, state.started_at)
+    return SystemStatus(**status)
+
+
+@router.post("/nginx/restart", response_model=NginxActionResult)
+async def restart_nginx(
+    admin: AdminUser, session: SessionDep, nginx: NginxDep
+) -> NginxActionResult:
+    output = await nginx.restart()
+    await record_audit(session, admin, "system.nginx.restart", "nginx")
+    return NginxActionResult(message="Nginx restarted successfully", output=output.strip())
+
+
+@router.post("/nginx/reload", response_model=NginxActionResult)
+async def reload_nginx(admin: AdminUser, session: SessionDep, nginx: NginxDep) -> NginxActionResult:
+    # `nginx -s reload` succeeds even when the new config is broken (the old one stays):
+    # test first, so the caller hears why.
+    tested = await nginx.test()
+    output = await nginx.reload()
+    await record_audit(session, admin, "system.nginx.reload", "nginx")
+    return NginxActionResult(
+        message="Nginx configuration reloaded successfully", output=(tested + output).strip()
+    )
+
+
+@router.get("/nginx/logs", response_model=NginxLogs, response_model_exclude_none=True)
+async def nginx_logs(
+    request: Request,
+    _admin: AdminUser,
+    lines: Annotated[int, Query(ge=1, le=MAX_LOG_LINES)] = 100,
+    grep: Annotated[
+        str | None, Query(min_length=1, max_length=200, description="plain substring")
+    ] = None,
+    log: Annotated[
+        service.NginxLog | None, Query(description="access or error; both when absent")
+    ] = None,
+) -> NginxLogs:
+    logs: list[service.NginxLog] = [log] if log else ["access", "error"]
+    found = await service.nginx_logs(request.app.state.settings, logs, lines, grep)
+    return NginxLogs(
+        access_logs=found.get("access"),
+        error_logs=found.get("error"),
+        lines=lines,
+        grep=grep,
+        timestamp=utcnow(),
+    )

@@ -1,0 +1,164 @@
+"""System status, nginx restart/reload and log tails against a private real nginx."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from vpsapi.ops.audit.models import AuditEntry
+
+
+async def audit_actions(client: httpx.AsyncClient) -> list[str]:
+    async with client.app.state.db.session() as session:  # type: ignore[attr-defined]
+        entries = (await session.execute(select(AuditEntry))).scalars().all()
+        return [entry.action for entry in entries]
+
+
+async def test_status_reports_host_nginx_and_service(
+    ops_client: httpx.AsyncClient, ops_user: dict[str, str]
+) -> None:
+    response = await ops_client.get("/api/system/status", headers=ops_user)
+    assert response.status_code == 200, response.text
+    status = response.json()
+    assert status["nginx_running"] is True and status["nginx_status"] == "active"
+    assert status["nginx_version"] != "unknown"
+    assert 0 <= status["cpu_usage"] <= 100 and 0 < status["memory_usage"] <= 100
+    assert status["memory_total"] > 0 and status["disk_total"] > 0
+    assert len(status["load_averages"]) == 3 and status["uptime"].endswith("h")
+    assert status["network"]["bytes_recv"] >= 0
+    assert status["service_version"] and status["api_pid"] > 0
+
+
+async def test_status_needs_login(ops_client: httpx.AsyncClient) -> None:
+    response = await ops_client.get("/api/system/status")
+    assert response.status_code == 401
+    assert response.json()["detail"]
+
+
+async def test_status_sees_nginx_stopped(
+    ops_client: httpx.AsyncClient, ops_admin: dict[str, str], private_nginx: Any
+) -> None:
+    private_nginx.stop()
+    response = await ops_client.get("/api/system/status", headers=ops_admin)
+    assert response.json()["nginx_running"] is False
+    assert response.json()["nginx_status"] == "inactive"
+
+
+async def test_reload_and_restart_are_admin_only_and_audited(
+    ops_client: httpx.AsyncClient, ops_admin: dict[str, str], ops_user: dict[str, str]
+) -> None:
+    for action in ("reload", "restart"):
+        denied = await ops_client.post(f"/api/system/nginx/{action}", headers=ops_user)
+        assert denied.status_code == 403
+    assert await audit_actions(ops_client) == []
+
+    reloaded = await ops_client.post("/api/system/nginx/reload", headers=ops_admin)
+    assert reloaded.status_code == 200, reloaded.text
+    assert "successful" in reloaded.json()["output"]  # nginx -t's words
+    restarted = await ops_client.post("/api/system/nginx/restart", headers=ops_admin)
+    assert restarted.status_code == 200, restarted.text
+    status = await ops_client.get("/api/system/status", headers=ops_admin)
+    assert status.json()["nginx_running"] is True
+    assert sorted(await audit_actions(ops_client)) == [
+        "system.nginx.reload",
+        "system.nginx.restart",
+    ]
+
+
+async def test_reload_of_a_broken_config_is_refused_with_nginx_text(
+    ops_client: httpx.AsyncClient, ops_admin: dict[str, str], private_nginx: Any
+) -> None:
+    (private_nginx.conf_dir / "vpsapi-broken.conf").write_text("server { listen nonsense; }\n")
+    response = await ops_client.post("/api/system/nginx/reload", headers=ops_admin)
+    assert response.status_code == 422
+    assert "listen" in response.json()["detail"]
+    assert await audit_actions(ops_client) == []
+    status = await ops_client.get("/api/system/status", headers=ops_admin)
+    assert status.json()["nginx_running"] is True  # the old configuration keeps serving
+
+
+async def test_failed_restart_is_a_422_with_the_command_output(
+    make_client: Any, private_nginx: Any
+) -> None:
+    from support import ADMIN_EMAIL, ADMIN_PASSWORD, login
+
+    settings = private_nginx.settings()
+    settings["nginx_restart_cmd"] = "sh -c 'echo restart refused; exit 3'"
+    client = await make_client(**settings)
+    token = (await login(client, ADMIN_EMAIL, ADMIN_PASSWORD))["accessToken"]
+    response = await client.post(
+        "/api/system/nginx/restart", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 422
+    assert "restart refused" in response.json()["detail"]
+
+
+def write_log(private_nginx: Any, name: str, lines: list[str]) -> None:
+    with (private_nginx.log_dir / name).open("a") as handle:
+        handle.write("".join(line + "\n" for line in lines))
+
+
+async def test_nginx_logs_tail_grep_and_bounds(
+    ops_client: httpx.AsyncClient,
+    ops_admin: dict[str, str],
+    ops_user: dict[str, str],
+    private_nginx: Any,
+) -> None:
+    # Enough text that the tail spans several read blocks.
+    write_log(private_nginx, "access.log", [f"GET /page/{i} abc" for i in range(20000)])
+    write_log(private_nginx, "access.log", ["GET /a.c literal", "GET /last abc"])
+    write_log(private_nginx, "error.log", ["[error] upstream timed out"])
+
+    url = "/api/system/nginx/logs"
+    tail = await ops_client.get(url, params={"log": "access", "lines": 3}, headers=ops_admin)
+    assert tail.status_code == 200, tail.text
+    assert tail.json()["access_logs"] == [
+        "GET /page/19999 abc",
+        "GET /a.c literal",
+        "GET /last abc",
+    ]
+    assert "error_logs" not in tail.json()
+
+    # grep is a plain substring: "a.c" is not a regular expression matching "abc".
+    grep = await ops_client.get(url, params={"log": "access", "grep": "a.c"}, headers=ops_admin)
+    assert grep.json()["access_logs"] == ["GET /a.c literal"]
+    far = await ops_client.get(
+        url, params={"log": "access", "grep": "/page/5 ", "lines": 1000}, headers=ops_admin
+    )
+    assert far.json()["access_logs"] == ["GET /page/5 abc"]
+
+    both = await ops_client.get(url, params={"lines": 1}, headers=ops_admin)
+    assert both.json()["access_logs"] == ["GET /last abc"]
+    assert both.json()["error_logs"][-1].endswith("upstream timed out")
+
+    many = await ops_client.get(url, params={"log": "access", "lines": 1000}, headers=ops_admin)
+    assert len(many.json()["access_logs"]) == 1000
+
+    for bad in (
+        {"lines": 0},
+        {"lines": 1001},
+        {"lines": "many"},
+        {"log": "secrets"},
+        {"grep": ""},
+        {"grep": "x" * 201},
+    ):
+        response = await ops_client.get(url, params=bad, headers=ops_admin)
+        assert response.status_code == 422, bad
+        assert response.json()["detail"]
+
+    denied = await ops_client.get(url, headers=ops_user)
+    assert denied.status_code == 403
+
+
+async def test_nginx_log_not_written_yet(
+    ops_client: httpx.AsyncClient, ops_admin: dict[str, str], private_nginx: Any
+) -> None:
+    (private_nginx.log_dir / "access.log").unlink(missing_ok=True)
+    alone = await ops_client.get(
+        "/api/system/nginx/logs", params={"log": "access"}, headers=ops_admin
+    )
+    assert alone.status_code == 404
+    both = await ops_client.get("/api/system/nginx/logs", headers=ops_admin)
+    assert both.status_code == 200 and both.json()["access_logs"] == []
