@@ -28,11 +28,14 @@ async def test_bind_list_rename_unbind(client: httpx.AsyncClient, create_user: A
         headers=alice_auth,
     )
     assert bound.status_code == 201, bound.text
-    assert bound.json() == {
+    last_seen = bound.json().pop("lastSeen")
+    assert last_seen is not None  # registration counts as a sign of life
+    assert bound.json() | {"lastSeen": last_seen} == {
         "vid": vid,
         "name": "Porch",
         "model": None,
         "online": True,
+        "lastSeen": last_seen,
         "hasPassword": True,
     }
     assert "cam-secret" not in bound.text

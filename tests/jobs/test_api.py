@@ -25,6 +25,18 @@ async def test_submit_returns_202_pending(
     assert set(body) == {"jobId", "status"}
 
 
+async def test_types_lists_what_a_client_may_submit(
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str]
+) -> None:
+    response = await jobs_client.get("/api/jobs/types", headers=token_headers)
+    assert response.status_code == 200
+    types = response.json()["types"]
+    assert {"type1", "type2", "type3"} <= set(types)
+    # Internal job types (backups, certificates, push) are not offered.
+    assert "ops.backup.create" not in types and "push" not in types
+    assert (await jobs_client.get("/api/jobs/types")).status_code == 401
+
+
 @pytest.mark.parametrize(
     ("processing_type", "options", "check"),
     [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from fastapi import APIRouter, Request, Response
@@ -31,6 +32,7 @@ class MyDeviceOut(BaseModel):
     name: str
     model: str | None
     online: bool
+    lastSeen: datetime | None
     hasPassword: bool
 
 
@@ -42,6 +44,7 @@ def _out(request: Request, owned: ownership.OwnedDevice) -> MyDeviceOut:
         name=link.name,
         model=device.model,
         online=service.is_online(device, offline_after),
+        lastSeen=device.last_seen,
         hasPassword=link.password_sealed is not None,
     )
 

@@ -19,6 +19,7 @@ from vpsapi.core.schemas import V1_ERROR_RESPONSES, Envelope, envelope
 from vpsapi.core.security import Principal
 from vpsapi.jobs import service
 from vpsapi.jobs.engine import FAILED, TERMINAL, JobEngine, job_channel
+from vpsapi.jobs.processors import public_processor_names
 from vpsapi.jobs.schemas import JobAccepted, JobList, JobOut, JobPage, JobStatus, JobSubmit
 
 router = APIRouter(tags=["jobs"])
@@ -90,6 +91,11 @@ async def submit_job(
         # never looks for a row that is not there yet.
         background.add_task(_engine(request).dispatch_new, job.id)
     return JobAccepted(jobId=job.id, status=job.status)
+
+
+@router.get("/api/jobs/types", summary="Processing types a client may submit")
+async def job_types(_: CurrentPrincipal) -> dict[str, list[str]]:
+    return {"types": public_processor_names()}
 
 
 @router.get(
