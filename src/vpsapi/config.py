@@ -21,6 +21,7 @@ SECRET_FIELDS = frozenset(
         "database_url",
         "redis_url",
         "device_param_keys",
+        "mqtt_url",
     }
 )
 
@@ -112,6 +113,12 @@ class Settings(BaseSettings):
     # ---- citypulse
     citypulse_tariff_per_kwh: float = Field(default=0.30, ge=0)
     citypulse_currency: str = "EUR"
+    # MQTT ingestion: unset = no subscriber; mqtt://[user:pass@]host[:port] (mqtts:// for TLS).
+    mqtt_url: str = ""
+    citypulse_mqtt_topic_prefix: str = "citypulse"
+    # MQTT v5 shared-subscription group: the broker hands each message to one of the serve
+    # processes in the group, so a reading is stored once. Empty = plain subscription.
+    citypulse_mqtt_shared_group: str = "vpsapi"
     workers: int = 1
 
     @field_validator("allowed_origins", "trusted_proxies", mode="before")

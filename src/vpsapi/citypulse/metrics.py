@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import structlog
 from fastapi import Request
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 # Seed 004 names the frontends it serves; anything else is counted as "other" so a client
 # cannot grow the label set.
 KNOWN_FRONTENDS = {"flowmind", "citypulse", "quantum", "velocity"}
 
 READINGS_INGESTED = Counter(
-    "vpsapi_citypulse_readings_ingested_total", "Sensor readings stored by CityPulse"
+    "vpsapi_citypulse_readings_ingested_total",
+    "Sensor readings stored by CityPulse, by transport (http, mqtt)",
+    ["transport"],
+)
+MQTT_MESSAGES = Counter(
+    "vpsapi_citypulse_mqtt_messages_total",
+    "MQTT messages received by the CityPulse subscriber, by outcome",
+    ["outcome"],
+)
+MQTT_CONNECTED = Gauge(
+    "vpsapi_citypulse_mqtt_connected", "1 while the CityPulse MQTT subscriber is connected"
 )
 ALERTS_OPENED = Counter(
     "vpsapi_citypulse_alerts_opened_total", "CityPulse alerts opened", ["severity"]

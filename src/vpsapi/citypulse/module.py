@@ -1,4 +1,5 @@
 from vpsapi.citypulse.router import router
+from vpsapi.citypulse.runtime import lifespan
 from vpsapi.citypulse.search import BuildingSearch
 from vpsapi.core.modules import Module
 from vpsapi.core.ratelimit import TierRule
@@ -7,6 +8,7 @@ MODULE = Module(
     name="citypulse",
     description="Buildings, sensors and time-series readings (seed 004)",
     routers=[router],
+    lifespan=lifespan,
     search_providers=[BuildingSearch()],
     rate_limit_rules=[
         TierRule("/api/v1/citypulse", "citypulse"),

@@ -8,9 +8,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from vpsapi.auth.dependencies import CurrentPrincipal, ManagerUser
-from vpsapi.citypulse import alerts, energy, service
+from vpsapi.citypulse import alerts, energy, ingest, service
 from vpsapi.citypulse.etag import ETagRoute
-from vpsapi.citypulse.metrics import READINGS_INGESTED, record_frontend_source
+from vpsapi.citypulse.metrics import record_frontend_source
+from vpsapi.citypulse.runtime import RuntimeDep
 from vpsapi.citypulse.schemas import (
     Aggregate,
     AlertOut,
@@ -143,12 +144,14 @@ async def delete_sensor(sensor_id: str, session: SessionDep, _: ManagerUser) -> 
     "/sensors/{sensor_id}/readings", status_code=201, response_model=Envelope[IngestResult]
 )
 async def ingest_readings(
-    sensor_id: str, body: ReadingIn | ReadingBatchIn, session: SessionDep, _: ManagerUser
+    sensor_id: str,
+    body: ReadingIn | ReadingBatchIn,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    _: ManagerUser,
 ) -> Envelope[IngestResult]:
     readings = body.readings if isinstance(body, ReadingBatchIn) else [body]
-    accepted = await service.ingest_readings(session, sensor_id, readings)
-    await alerts.evaluate_sensor(session, sensor_id)
-    READINGS_INGESTED.inc(accepted)
+    accepted = await ingest.record_readings(session, runtime, sensor_id, readings, transport="http")
     return envelope(IngestResult(accepted=accepted))
 
 
@@ -202,10 +205,10 @@ async def list_alert_rules(
 
 @router.post("/alerts/rules", status_code=201, response_model=Envelope[AlertRuleOut])
 async def create_alert_rule(
-    body: AlertRuleIn, session: SessionDep, _: ManagerUser
+    body: AlertRuleIn, session: SessionDep, runtime: RuntimeDep, _: ManagerUser
 ) -> Envelope[AlertRuleOut]:
     rule = await alerts.create_rule(session, body)
-    await alerts.evaluate_sensor(session, body.sensor_id)
+    ingest.announce_alerts(session, runtime, await alerts.evaluate_sensor(session, body.sensor_id))
     return envelope(AlertRuleOut.model_validate(rule))
 
 
@@ -242,7 +245,8 @@ async def acknowledge_alert(
 
 @router.post("/alerts/{alert_id}/resolve", response_model=Envelope[AlertOut])
 async def resolve_alert(
-    alert_id: str, session: SessionDep, principal: ManagerUser
+    alert_id: str, session: SessionDep, runtime: RuntimeDep, principal: ManagerUser
 ) -> Envelope[AlertOut]:
     alert = await alerts.resolve(session, alert_id, principal.subject)
+    ingest.announce_alerts(session, runtime, [alert])
     return envelope(AlertOut.model_validate(alert))
