@@ -20,6 +20,9 @@ MQTT_MESSAGES = Counter(
     "MQTT messages received by the CityPulse subscriber, by outcome",
     ["outcome"],
 )
+SOCKET_CONNECTIONS = Gauge(
+    "vpsapi_citypulse_socketio_connections", "Socket.IO clients connected to this process"
+)
 MQTT_CONNECTED = Gauge(
     "vpsapi_citypulse_mqtt_connected", "1 while the CityPulse MQTT subscriber is connected"
 )

@@ -1,3 +1,4 @@
+from vpsapi.citypulse import realtime
 from vpsapi.citypulse.router import router
 from vpsapi.citypulse.runtime import lifespan
 from vpsapi.citypulse.search import BuildingSearch
@@ -9,6 +10,8 @@ MODULE = Module(
     description="Buildings, sensors and time-series readings (seed 004)",
     routers=[router],
     lifespan=lifespan,
+    # After the routers, so the ops module's plain WebSocket /ws/monitoring still wins.
+    mounts=[("/ws", realtime.mount)],
     search_providers=[BuildingSearch()],
     rate_limit_rules=[
         TierRule("/api/v1/citypulse", "citypulse"),

@@ -102,6 +102,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = app.state.settings
     runtime = CityPulseRuntime()
     app.state.citypulse = runtime
+    realtime = getattr(app.state, "citypulse_realtime", None)  # set when /ws is mounted
+    if realtime is not None:
+        runtime.emitters.append(realtime.emit)
     background: list[asyncio.Task[None]] = []
     if settings.mqtt_url:
         ingestor = MqttIngestor(settings, app.state.db, runtime)
@@ -115,3 +118,5 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await runtime.drain()
+        if realtime is not None:
+            await realtime.shutdown()
