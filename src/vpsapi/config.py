@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     # MQTT v5 shared-subscription group: the broker hands each message to one of the serve
     # processes in the group, so a reading is stored once. Empty = plain subscription.
     citypulse_mqtt_shared_group: str = "vpsapi"
+    # Analytics answers are cached this long (0 = off); new readings drop a building's entries.
+    citypulse_analytics_cache_seconds: int = Field(default=300, ge=0)
     workers: int = 1
 
     @field_validator("allowed_origins", "trusted_proxies", mode="before")

@@ -28,6 +28,7 @@ async def record_readings(
     accepted = await service.ingest_readings(session, sensor_id, readings)
     changed = await alerts.evaluate_sensor(session, sensor_id)
     READINGS_INGESTED.labels(transport=transport).inc(accepted)
+    runtime.after_commit(session, lambda: runtime.cache.invalidate(sensor.building_id))
     _announce_readings(session, runtime, sensor, readings)
     announce_alerts(session, runtime, changed)
     return accepted

@@ -20,6 +20,11 @@ MQTT_MESSAGES = Counter(
     "MQTT messages received by the CityPulse subscriber, by outcome",
     ["outcome"],
 )
+ANALYTICS_CACHE = Counter(
+    "vpsapi_citypulse_analytics_cache_total",
+    "CityPulse analytics cache lookups, by result (hit, miss)",
+    ["result"],
+)
 SOCKET_CONNECTIONS = Gauge(
     "vpsapi_citypulse_socketio_connections", "Socket.IO clients connected to this process"
 )

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from vpsapi.auth.dependencies import CurrentPrincipal, ManagerUser
-from vpsapi.citypulse import alerts, energy, ingest, service
+from vpsapi.citypulse import alerts, analytics, energy, ingest, service
 from vpsapi.citypulse.etag import ETagRoute
 from vpsapi.citypulse.metrics import record_frontend_source
 from vpsapi.citypulse.runtime import RuntimeDep
@@ -17,11 +17,17 @@ from vpsapi.citypulse.schemas import (
     AlertOut,
     AlertRuleIn,
     AlertRuleOut,
+    AnalyticsStep,
+    AnomalyReport,
+    BaselineMethod,
+    BaselineReport,
     BuildingIn,
     BuildingOut,
     BuildingPatch,
+    EnergyIntensity,
     EnergyReport,
     IngestResult,
+    OccupancyReport,
     ReadingBatchIn,
     ReadingIn,
     ReadingSeries,
@@ -30,6 +36,7 @@ from vpsapi.citypulse.schemas import (
     SensorOut,
     SensorPatch,
     Step,
+    TopConsumers,
 )
 from vpsapi.core.db import SessionDep
 from vpsapi.core.schemas import V1_ERROR_RESPONSES, Envelope, Page, envelope
@@ -191,6 +198,106 @@ async def energy_usage(
         step=step,
         tariff=settings.citypulse_tariff_per_kwh,
         currency=settings.citypulse_currency,
+    )
+    return envelope(report)
+
+
+# ---- analytics (definitions in docs/citypulse.md) --------------------------------------
+
+From = Annotated[datetime, Query(alias="from")]
+To = Annotated[datetime, Query(alias="to")]
+
+
+@router.get(
+    "/analytics/buildings/{building_id}/energy-intensity",
+    response_model=Envelope[EnergyIntensity],
+)
+async def energy_intensity(
+    building_id: str,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    _: CurrentPrincipal,
+    start: From,
+    end: To,
+) -> Envelope[EnergyIntensity]:
+    return envelope(
+        await analytics.energy_intensity(session, runtime.cache, building_id, start, end)
+    )
+
+
+@router.get("/analytics/buildings/{building_id}/baseline", response_model=Envelope[BaselineReport])
+async def energy_baseline(
+    building_id: str,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    _: CurrentPrincipal,
+    start: From,
+    end: To,
+    step: AnalyticsStep = "1d",
+    method: BaselineMethod = "previous-year",
+    weeks: Annotated[int, Query(ge=1, le=52)] = 4,
+) -> Envelope[BaselineReport]:
+    report = await analytics.baseline(
+        session,
+        runtime.cache,
+        building_id,
+        start=start,
+        end=end,
+        step=step,
+        method=method,
+        weeks=weeks,
+    )
+    return envelope(report)
+
+
+@router.get(
+    "/analytics/buildings/{building_id}/occupancy-normalised",
+    response_model=Envelope[OccupancyReport],
+)
+async def occupancy_normalised(
+    building_id: str,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    _: CurrentPrincipal,
+    start: From,
+    end: To,
+    step: AnalyticsStep = "1d",
+) -> Envelope[OccupancyReport]:
+    report = await analytics.occupancy_normalised(
+        session, runtime.cache, building_id, start=start, end=end, step=step
+    )
+    return envelope(report)
+
+
+@router.get("/analytics/sensors/{sensor_id}/anomalies", response_model=Envelope[AnomalyReport])
+async def sensor_anomalies(
+    sensor_id: str,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    _: CurrentPrincipal,
+    start: From,
+    end: To,
+    threshold: Annotated[float, Query(gt=0, le=100)] = 3.5,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1_000,
+) -> Envelope[AnomalyReport]:
+    report = await analytics.anomalies(
+        session, runtime.cache, sensor_id, start=start, end=end, threshold=threshold, limit=limit
+    )
+    return envelope(report)
+
+
+@router.get("/analytics/top-consumers", response_model=Envelope[TopConsumers])
+async def top_consumers(
+    session: SessionDep,
+    runtime: RuntimeDep,
+    _: CurrentPrincipal,
+    start: From,
+    end: To,
+    by: Literal["kwh", "intensity"] = "kwh",
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> Envelope[TopConsumers]:
+    report = await analytics.top_consumers(
+        session, runtime.cache, start=start, end=end, by=by, limit=limit
     )
     return envelope(report)
 

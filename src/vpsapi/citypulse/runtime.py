@@ -19,6 +19,8 @@ from fastapi import Depends, Request
 from sqlalchemy import event as orm_event
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from vpsapi.citypulse.cache import AnalyticsCache, RedisAnalyticsCache
+
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
@@ -36,7 +38,8 @@ def building_room(building_id: str) -> str:
 
 
 class CityPulseRuntime:
-    def __init__(self) -> None:
+    def __init__(self, cache: AnalyticsCache) -> None:
+        self.cache = cache
         self.emitters: list[Emitter] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -100,7 +103,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     from vpsapi.citypulse.mqtt import MqttIngestor
 
     settings = app.state.settings
-    runtime = CityPulseRuntime()
+    ttl = settings.citypulse_analytics_cache_seconds
+    cache = (
+        RedisAnalyticsCache(ttl, app.state.redis, settings.redis_prefix)
+        if app.state.redis is not None
+        else AnalyticsCache(ttl)
+    )
+    runtime = CityPulseRuntime(cache)
     app.state.citypulse = runtime
     realtime = getattr(app.state, "citypulse_realtime", None)  # set when /ws is mounted
     if realtime is not None:
