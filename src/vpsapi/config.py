@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     citypulse_mqtt_shared_group: str = "vpsapi"
     # Analytics answers are cached this long (0 = off); new readings drop a building's entries.
     citypulse_analytics_cache_seconds: int = Field(default=300, ge=0)
+    # Readings older than this many days are deleted by a periodic task (0 = keep forever).
+    citypulse_readings_retention_days: int = Field(default=0, ge=0)
+    citypulse_retention_interval_seconds: int = Field(default=3600, ge=1)
     workers: int = 1
 
     @field_validator("allowed_origins", "trusted_proxies", mode="before")

@@ -15,6 +15,10 @@ READINGS_INGESTED = Counter(
     "Sensor readings stored by CityPulse, by transport (http, mqtt)",
     ["transport"],
 )
+READINGS_PURGED = Counter(
+    "vpsapi_citypulse_readings_purged_total",
+    "Readings deleted by CITYPULSE_READINGS_RETENTION_DAYS",
+)
 MQTT_MESSAGES = Counter(
     "vpsapi_citypulse_mqtt_messages_total",
     "MQTT messages received by the CityPulse subscriber, by outcome",

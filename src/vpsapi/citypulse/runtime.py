@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 import structlog
@@ -20,6 +21,8 @@ from sqlalchemy import event as orm_event
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vpsapi.citypulse.cache import AnalyticsCache, RedisAnalyticsCache
+from vpsapi.citypulse.metrics import READINGS_PURGED
+from vpsapi.citypulse.service import purge_readings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -90,6 +93,23 @@ class CityPulseRuntime:
         self.after_commit(session, send)
 
 
+async def enforce_retention(app: FastAPI) -> None:
+    """Delete readings past CITYPULSE_READINGS_RETENTION_DAYS now and every interval. Every
+    process may run it: deleting what is already gone is a no-op."""
+    settings = app.state.settings
+    keep = timedelta(days=settings.citypulse_readings_retention_days)
+    while True:
+        try:
+            async with app.state.db.session() as session:
+                purged = await purge_readings(session, datetime.now(UTC) - keep)
+            if purged:
+                READINGS_PURGED.inc(purged)
+                log.info("citypulse_readings_purged", count=purged)
+        except Exception as exc:  # the database may be briefly away: try next round
+            log.warning("citypulse_retention_failed", error=str(exc))
+        await asyncio.sleep(settings.citypulse_retention_interval_seconds)
+
+
 def get_runtime(request: Request) -> CityPulseRuntime:
     runtime: CityPulseRuntime = request.app.state.citypulse
     return runtime
@@ -100,7 +120,7 @@ RuntimeDep = Annotated[CityPulseRuntime, Depends(get_runtime)]
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    from vpsapi.citypulse.mqtt import MqttIngestor
+    from vpsapi.citypulse.mqtt import MqttIngestor  # imports this module: import at use
 
     settings = app.state.settings
     ttl = settings.citypulse_analytics_cache_seconds
@@ -115,6 +135,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if realtime is not None:
         runtime.emitters.append(realtime.emit)
     background: list[asyncio.Task[None]] = []
+    if settings.citypulse_readings_retention_days:
+        background.append(asyncio.create_task(enforce_retention(app), name="citypulse-retention"))
     if settings.mqtt_url:
         ingestor = MqttIngestor(settings, app.state.db, runtime)
         background.append(asyncio.create_task(ingestor.run(), name="citypulse-mqtt"))

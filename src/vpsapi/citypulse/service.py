@@ -247,3 +247,22 @@ async def query_readings(
     return [
         ReadingPoint(timestamp=from_ms(int(b)), value=float(v), count=int(n)) for b, v, n in rows
     ]
+
+
+# Retention deletes in slices of this much time, so no single statement holds locks long.
+PURGE_SLICE_MS = 86_400_000
+
+
+async def purge_readings(session: AsyncSession, before: datetime) -> int:
+    """Delete readings older than `before`, one day of data per transaction (committed as
+    it goes, so a huge backlog never holds one long lock); returns how many went."""
+    cutoff = to_ms(before)
+    purged = 0
+    while True:
+        oldest = await session.scalar(select(func.min(Reading.ts_ms)))
+        if oldest is None or oldest >= cutoff:
+            return purged
+        upto = min(cutoff, oldest + PURGE_SLICE_MS)
+        result = await session.execute(delete(Reading).where(Reading.ts_ms < upto))
+        purged += result.rowcount or 0  # type: ignore[attr-defined]
+        await session.commit()
