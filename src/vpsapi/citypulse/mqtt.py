@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import socket
 import ssl
 from datetime import UTC, datetime
@@ -97,7 +98,8 @@ class MqttIngestor:
             port=url.port or (8883 if secure else 1883),
             username=unquote(url.username) if url.username else None,
             password=unquote(url.password) if url.password else None,
-            identifier=f"vpsapi-{socket.gethostname()}-{os.getpid()}",
+            # Unique per subscriber: a broker disconnects the older of two equal client ids.
+            identifier=f"vpsapi-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}",
             protocol=aiomqtt.ProtocolVersion.V5,
             tls_context=ssl.create_default_context() if secure else None,
             keepalive=30,
