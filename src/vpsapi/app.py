@@ -18,7 +18,7 @@ from vpsapi.auth.module import MODULE as AUTH
 from vpsapi.citypulse.module import MODULE as CITYPULSE
 from vpsapi.config import Settings, get_settings
 from vpsapi.core.db import Database
-from vpsapi.core.errors import install_error_handlers
+from vpsapi.core.errors import install_error_handlers, register_fastapi_style
 from vpsapi.core.events import EventBus, RedisEventBus
 from vpsapi.core.logging import configure_logging, init_sentry
 from vpsapi.core.middleware import OriginGuard, RequestMiddleware
@@ -118,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.started_at = time.monotonic()
     app.state.modules = MODULES
     install_error_handlers(app)
+    register_fastapi_style([p for module in MODULES for p in module.fastapi_error_prefixes])
     for module in MODULES:
         for router in module.routers:
             app.include_router(router)

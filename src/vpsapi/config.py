@@ -22,6 +22,7 @@ SECRET_FIELDS = frozenset(
         "redis_url",
         "device_param_keys",
         "mqtt_url",
+        "smtp_password",
     }
 )
 
@@ -110,6 +111,48 @@ class Settings(BaseSettings):
     sentry_dsn: SecretStr | None = None
     shutdown_timeout: int = 30
 
+    # ---- ops (seed 002): the nginx this service manages
+    nginx_bin: str = "nginx"
+    # Empty: nginx's compiled-in prefix and main config (/etc/nginx/nginx.conf on Debian).
+    nginx_prefix: str = ""
+    nginx_main_conf: str = ""
+    # Managed site and upstream files are written here; the main config must include
+    # `<NGINX_CONF_DIR>/*.conf` in its http block (Debian's conf.d already is).
+    nginx_conf_dir: Path = Path("/etc/nginx/conf.d")
+    nginx_log_dir: Path = Path("/var/log/nginx")
+    # Empty: `nginx [-p prefix] [-c conf] -s reload`; restart: `systemctl restart nginx`.
+    nginx_reload_cmd: str = ""
+    nginx_restart_cmd: str = ""
+    # stub_status URL for connection/request figures, e.g. http://127.0.0.1/nginx_status
+    nginx_status_url: str = ""
+    ssl_cert_dir: Path = Path("/etc/ssl/vpsapi")
+    default_ssl_cert: str = ""
+    default_ssl_key: str = ""
+    letsencrypt_email: str = ""
+    acme_directory_url: str = "https://acme-v02.api.letsencrypt.org/directory"
+    # Extra CA bundle to trust for the ACME directory (a private CA such as pebble's).
+    acme_ca_bundle: str = ""
+    cert_renew_before_days: int = Field(default=30, ge=1)
+    # Empty: DATA_DIR/backups.
+    backup_dir: Path | None = None
+    backup_keep_last: int = Field(default=10, ge=1)
+    backup_keep_days: int = Field(default=30, ge=1)
+    # Empty: DATA_DIR/logs. Structured streams: application, audit, performance, security.
+    log_dir: Path | None = None
+    log_retention_days: int = Field(default=30, ge=1)
+    log_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    metrics_interval: float = Field(default=10.0, gt=0)
+    metrics_retention_days: int = Field(default=30, ge=1)
+    backend_check_interval: float = Field(default=30.0, gt=0)
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_username: str = ""
+    smtp_password: SecretStr | None = None
+    smtp_from: str = "vpsapi@localhost"
+    smtp_starttls: bool = False
+    alert_email_to: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    alert_webhook_url: str = ""
+
     # ---- citypulse
     citypulse_tariff_per_kwh: float = Field(default=0.30, ge=0)
     citypulse_currency: str = "EUR"
@@ -126,7 +169,7 @@ class Settings(BaseSettings):
     citypulse_retention_interval_seconds: int = Field(default=3600, ge=1)
     workers: int = 1
 
-    @field_validator("allowed_origins", "trusted_proxies", mode="before")
+    @field_validator("allowed_origins", "trusted_proxies", "alert_email_to", mode="before")
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -174,6 +217,14 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def effective_backup_dir(self) -> Path:
+        return self.backup_dir or self.data_dir / "backups"
+
+    @property
+    def effective_log_dir(self) -> Path:
+        return self.log_dir or self.data_dir / "logs"
 
     def ensure_data_dir(self) -> Path:
         self.data_dir.mkdir(parents=True, exist_ok=True)

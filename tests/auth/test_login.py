@@ -144,6 +144,7 @@ async def test_seed002_login_json_with_username(client: httpx.AsyncClient) -> No
     assert body["token_type"] == "bearer"
     assert body["expires_in"] == 1800
     assert body["access_token"] and body["refresh_token"]
+    assert body["token"] == body["access_token"]  # what the seed-002 frontend reads
     assert body["user"]["email"] == ADMIN_EMAIL
 
 

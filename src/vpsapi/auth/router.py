@@ -107,6 +107,7 @@ def _oauth_answer(tokens: service.IssuedTokens) -> dict[str, Any]:
         "token_type": "bearer",
         "expires_in": tokens.expires_in,
         "refresh_token": tokens.refresh_token,
+        "token": tokens.access_token,
         "user": UserOut.model_validate(tokens.user).model_dump(by_alias=True, mode="json"),
     }
 

@@ -79,6 +79,8 @@ class OAuthTokenResponse(CamelModel):
     token_type: Literal["bearer"] = Field(default="bearer", serialization_alias="token_type")
     expires_in: int = Field(serialization_alias="expires_in")
     refresh_token: str = Field(serialization_alias="refresh_token")
+    # The seed-002 project's own frontend reads `token`: the same access token.
+    token: str = Field(serialization_alias="token")
     user: UserOut
 
 

@@ -1,7 +1,9 @@
 """One error hierarchy and the handlers that turn it into the documented bodies.
 
-Two body families exist on the wire:
+Three body families exist on the wire:
 - `/api/v1/...` uses the seed-001 envelope (`success: false, error, message, statusCode, ...`);
+- paths registered as FastAPI-style (seed 002's VPS manager) answer as FastAPI does,
+  `{"detail": ...}` with 422 for validation, plus `error` and `requestId`;
 - every other path keeps the seed-000/003 body `{"error": "..."}` (400 for validation).
 """
 
@@ -21,6 +23,16 @@ from vpsapi.core.context import request_id_var
 log = structlog.get_logger("vpsapi.errors")
 
 V1_PREFIX = "/api/v1"
+# Filled from the modules at app creation (`register_fastapi_style`).
+_fastapi_style_prefixes: set[str] = set()
+
+
+def register_fastapi_style(prefixes: list[str]) -> None:
+    _fastapi_style_prefixes.update(prefix.rstrip("/") for prefix in prefixes)
+
+
+def is_fastapi_style(path: str) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in _fastapi_style_prefixes)
 
 
 class AppError(Exception):
@@ -149,6 +161,8 @@ def error_body(
             "method": method,
             "requestId": request_id,
         }
+    elif is_fastapi_style(path) and legacy_body is None:
+        body = {"detail": message, "error": message, "requestId": request_id}
     else:
         body = dict(legacy_body) if legacy_body is not None else {"error": message}
         body.setdefault("requestId", request_id)
@@ -203,6 +217,17 @@ def validation_response(
         for item in details:
             grouped.setdefault(item["field"], []).append(item["message"])
         return error_response(request, 422, "ValidationError", message, extra={"errors": grouped})
+    if is_fastapi_style(request.url.path):
+        detail = [
+            {"loc": ["body", *item["field"].split(".")], "msg": item["message"]} for item in details
+        ]
+        return error_response(
+            request,
+            422,
+            "ValidationError",
+            message,
+            legacy_body={"detail": detail, "error": message},
+        )
     return error_response(
         request,
         400,

@@ -33,4 +33,6 @@ class Module:
     rate_limit_rules: list[TierRule] = field(default_factory=list)
     # (path, factory(app) -> ASGI app) mounted after the routers, e.g. Socket.IO.
     mounts: list[AsgiMount] = field(default_factory=list)
+    # Path prefixes whose errors take FastAPI's `{"detail": ...}` shape (seed 002).
+    fastapi_error_prefixes: list[str] = field(default_factory=list)
     description: str = ""

@@ -32,7 +32,7 @@ from vpsapi.config import Settings
 from vpsapi.core.db import Database, utcnow
 from vpsapi.core.events import EventBus
 from vpsapi.jobs.models import JobRecord
-from vpsapi.jobs.processors import get_processor
+from vpsapi.jobs.processors import JobContext, get_processor, set_job_context
 
 log = structlog.get_logger("vpsapi.jobs")
 
@@ -265,6 +265,7 @@ class JobEngine:
         assert task is not None
         self._running[job.id] = task
         keeper = asyncio.create_task(self._keep_lease(job.id))
+        set_job_context(JobContext(job.id, self.settings, self.db, self.events))
         try:
             result = await asyncio.wait_for(
                 processor.process(payload["data"], payload.get("options", {}), reporter), timeout

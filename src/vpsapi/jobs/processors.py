@@ -4,7 +4,8 @@ A processor is any object with a `name`, an optional `timeout` (seconds) and
 
     async def process(items: list[dict], options: dict, report: Report) -> dict
 
-where `await report(percent)` publishes progress (0-100). Processors are found in
+where `await report(percent)` publishes progress (0-100). A processor that needs the
+service (settings, database, event bus) reads `job_context()` while it runs. Processors are found in
 the entry-point group `vpsapi.processors` (the built-ins are registered there too,
 see pyproject.toml) and may also be registered at run time with `register()`.
 CPU-heavy work belongs in `await asyncio.to_thread(...)` so the event loop stays free.
@@ -14,11 +15,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import entry_points
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
+
+if TYPE_CHECKING:
+    from vpsapi.config import Settings
+    from vpsapi.core.db import Database
+    from vpsapi.core.events import EventBus
 
 log = structlog.get_logger("vpsapi.jobs")
 
@@ -33,6 +41,28 @@ class Processor(Protocol):
     async def process(
         self, items: list[dict[str, Any]], options: dict[str, Any], report: Report
     ) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What the running job may use of the process it runs in."""
+
+    job_id: str
+    settings: Settings
+    db: Database
+    events: EventBus
+
+
+_job_context: ContextVar[JobContext] = ContextVar("job_context")
+
+
+def job_context() -> JobContext:
+    """The context of the job running in this task (only inside `process`)."""
+    return _job_context.get()
+
+
+def set_job_context(context: JobContext) -> None:
+    _job_context.set(context)
 
 
 _registry: dict[str, Processor] = {}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, BackgroundTasks, Header, Query, Request, status
 from pydantic import ValidationError
 from sse_starlette.sse import EventSourceResponse
@@ -23,6 +25,9 @@ router = APIRouter(tags=["jobs"])
 v1_router = APIRouter(prefix="/api/v1", tags=["jobs"], responses=V1_ERROR_RESPONSES)
 
 HEARTBEAT_SECONDS = 15
+# On SIGTERM open streams get this long to say goodbye and end cleanly; clients then
+# reconnect (through the proxy, to another process) with Last-Event-ID.
+SHUTDOWN_GRACE_SECONDS = 5
 _LEGACY_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": '`{"error": "Validation failed", "details": [{field, message}]}`'},
     401: {"description": '`{"error": "No token provided" | "Invalid token" | "Token expired"}`'},
@@ -209,6 +214,7 @@ async def job_progress(
     last_seen = _last_event_id(request)
     database = request.app.state.db
     events = request.app.state.events
+    shutdown = anyio.Event()
     await session.close()  # a stream may last hours: do not hold a connection
 
     async def stream() -> AsyncIterator[dict[str, Any]]:
@@ -244,7 +250,18 @@ async def job_progress(
                     return
                 # Any message, a lost one, or a quiet heartbeat period: re-read the row.
                 # A burst of progress events thus collapses into one snapshot.
-                await subscription.get(timeout=HEARTBEAT_SECONDS)
+                change = asyncio.ensure_future(subscription.get(timeout=HEARTBEAT_SECONDS))
+                stopping = asyncio.ensure_future(shutdown.wait())
+                await asyncio.wait({change, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                for waiter in (change, stopping):
+                    waiter.cancel()
+                if shutdown.is_set():
+                    yield {
+                        "event": "reconnect",
+                        "retry": 500,
+                        "data": json.dumps({"reason": "server shutting down", "jobId": job_id}),
+                    }
+                    return
                 while not subscription.queue.empty():
                     subscription.queue.get_nowait()
                 subscription.lost = False
@@ -252,5 +269,7 @@ async def job_progress(
     return EventSourceResponse(
         stream(),
         ping=HEARTBEAT_SECONDS,
+        shutdown_event=shutdown,
+        shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
         headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"},
     )

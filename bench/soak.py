@@ -1,0 +1,250 @@
+"""Soak: a mixed workload at a fixed arrival rate through nginx against the scale-out setup.
+
+    python bench/soak.py --rate 300 --duration 60
+    python bench/soak.py --rate 1000 --duration 300     # the issue's aim
+
+Starts, on 127.0.0.1 only: a fresh PostgreSQL database on the machine's server, a Redis key
+prefix, 2 `vpsapi serve` + 2 `vpsapi worker` processes and a private nginx running the
+repository's own site file (deploy/nginx/vpsapi.conf). Requests arrive open-loop (a new one
+every 1/rate s whatever the answers do), mixed as below. Prints throughput, p50/p99 per
+operation, errors, and the RSS of every process at start and end. Stops everything by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import httpx
+import psutil
+from common import API_KEY, ROOT, bench_env, free_port
+
+sys.path.insert(0, str(ROOT / "tests"))
+from support import render_nginx_site
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+# operation -> share of requests
+MIX = {
+    "token": 0.05,
+    "submit": 0.15,
+    "status": 0.35,
+    "list": 0.25,
+    "info": 0.15,
+    "sse_follow": 0.05,
+}
+MAX_IN_FLIGHT = 4000
+
+
+async def pg(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "vpsapi", *args],
+        env=env,
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+        cwd=str(log.parent),
+    )
+
+
+def wait_live(base: str, verify: bool = True) -> None:
+    for _ in range(300):
+        try:
+            if httpx.get(base + "/health/live", timeout=1, verify=verify).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{base} did not start")
+
+
+def rss_mib(process: psutil.Process) -> float:
+    try:
+        return process.memory_info().rss / 2**20
+    except psutil.Error:
+        return float("nan")
+
+
+class Soak:
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.latency: dict[str, list[float]] = defaultdict(list)
+        self.errors: dict[str, list[str]] = defaultdict(list)
+        self.job_ids: list[str] = []
+        self.token = ""
+
+    async def run_op(self, client: httpx.AsyncClient, op: str) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        started = time.perf_counter()
+        try:
+            if op == "token":
+                response = await client.post("/api/auth/token", headers={"X-API-Key": API_KEY})
+            elif op == "submit":
+                response = await client.post(
+                    "/api/jobs",
+                    json={"processingType": "type1", "data": [{"i": 1}, {"i": 2}]},
+                    headers=headers,
+                )
+                if response.status_code == 202:
+                    self.job_ids.append(response.json()["jobId"])
+            elif op == "status" and self.job_ids:
+                job_id = random.choice(self.job_ids[-500:])
+                response = await client.get(f"/api/jobs/{job_id}", headers=headers)
+            elif op == "list":
+                response = await client.get("/api/jobs?limit=20", headers=headers)
+            elif op == "sse_follow" and self.job_ids:
+                await self.follow(client, self.job_ids[-1], started)
+                return
+            else:
+                response = await client.get("/api/v1/info")
+                op = "info"
+        except httpx.HTTPError as exc:
+            self.errors[op].append(type(exc).__name__)
+            return
+        self.latency[op].append(time.perf_counter() - started)
+        if response.status_code >= 400:
+            self.errors[op].append(str(response.status_code))
+
+    async def follow(self, client: httpx.AsyncClient, job_id: str, started: float) -> None:
+        """Open the job's SSE stream and read to its terminal event; latency = whole follow."""
+        url = f"/api/sse/job-progress/{job_id}?access_token={self.token}"
+        try:
+            async with client.stream("GET", url, timeout=60) as stream:
+                if stream.status_code != 200:
+                    self.errors["sse_follow"].append(str(stream.status_code))
+                    return
+                async for line in stream.aiter_lines():
+                    terminal = ("COMPLETED", "FAILED", "CANCELLED")
+                    if line.startswith("data:") and json.loads(line[5:]).get("status") in terminal:
+                        break
+        except httpx.HTTPError as exc:
+            self.errors["sse_follow"].append(type(exc).__name__)
+            return
+        self.latency["sse_follow"].append(time.perf_counter() - started)
+
+    async def drive(self, rate: float, duration: float) -> float:
+        limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+        async with httpx.AsyncClient(
+            base_url=self.base, verify=False, timeout=30, limits=limits
+        ) as client:
+            response = await client.post("/api/auth/token", headers={"X-API-Key": API_KEY})
+            self.token = response.json()["token"]
+            ops, weights = list(MIX), list(MIX.values())
+            tasks: set[asyncio.Task[None]] = set()
+            started = time.perf_counter()
+            sent = 0
+            while (now := time.perf_counter() - started) < duration:
+                due = int(now * rate) - sent
+                for _ in range(due):
+                    if len(tasks) >= MAX_IN_FLIGHT:
+                        self.errors["client"].append("in-flight cap")
+                        continue
+                    task = asyncio.create_task(self.run_op(client, random.choices(ops, weights)[0]))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                sent += due
+                await asyncio.sleep(0.002)
+            if tasks:
+                await asyncio.wait(tasks, timeout=60)
+            return time.perf_counter() - started
+
+
+def report(soak: Soak, elapsed: float) -> None:
+    total = sum(len(v) for v in soak.latency.values())
+    errors = sum(len(v) for v in soak.errors.values())
+    print(f"\n{total} requests in {elapsed:.1f} s = {total / elapsed:.0f} req/s, {errors} errors")
+    print(f"{'operation':<12} {'count':>7} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}")
+    for op in MIX:
+        values = sorted(soak.latency.get(op, []))
+        if not values:
+            continue
+        p50 = statistics.median(values) * 1000
+        p99 = values[min(len(values) - 1, int(len(values) * 0.99))] * 1000
+        print(f"{op:<12} {len(values):>7} {p50:>9.1f} {p99:>9.1f} {len(soak.errors[op]):>7}")
+    for op, kinds in soak.errors.items():
+        if kinds:
+            common = defaultdict(int)
+            for kind in kinds:
+                common[kind] += 1
+            print(f"  errors {op}: {dict(common)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=300, help="requests per second")
+    parser.add_argument("--duration", type=float, default=60, help="seconds")
+    args = parser.parse_args()
+
+    db = f"vpsapi_soak_{uuid.uuid4().hex[:8]}"
+    asyncio.run(pg(f'CREATE DATABASE "{db}"'))
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        env = bench_env(
+            tmp / "data",
+            DATABASE_URL=f"postgresql://postgres@127.0.0.1:5432/{db}",
+            REDIS_URL="redis://127.0.0.1:6379/0",
+            REDIS_PREFIX=f"soak-{uuid.uuid4().hex[:8]}",
+            JOBS_INPROCESS_WORKERS="false",
+            JOBS_WORKERS="8",
+        )
+        ports = [free_port(), free_port()]
+        processes = [start(["migrate"], env, tmp / "migrate.log")]
+        processes[0].wait(120)
+        env["AUTO_MIGRATE"] = "false"
+        processes = [
+            start(["serve", "--port", str(port)], env, tmp / f"serve{port}.log") for port in ports
+        ]
+        processes += [start(["worker"], env, tmp / f"worker{i}.log") for i in range(2)]
+        nginx_port = free_port()
+        conf = render_nginx_site(tmp, [f"127.0.0.1:{port}" for port in ports], nginx_port)
+        nginx = subprocess.Popen(["nginx", "-p", str(tmp), "-c", str(conf)])
+        try:
+            for port in ports:
+                wait_live(f"http://127.0.0.1:{port}")
+            base = f"https://127.0.0.1:{nginx_port}"
+            wait_live(base, verify=False)
+            watched = {
+                **{f"serve:{p.pid}": psutil.Process(p.pid) for p in processes[:2]},
+                **{f"worker:{p.pid}": psutil.Process(p.pid) for p in processes[2:]},
+                "nginx": psutil.Process(nginx.pid),
+            }
+            rss_start = {name: rss_mib(proc) for name, proc in watched.items()}
+            print(f"soak: {args.rate:.0f} req/s for {args.duration:.0f} s through nginx, 2+2")
+            soak = Soak(base)
+            elapsed = asyncio.run(soak.drive(args.rate, args.duration))
+            report(soak, elapsed)
+            print("\nRSS MiB     start     end")
+            for name, proc in watched.items():
+                print(f"{name:<14} {rss_start[name]:>6.1f} {rss_mib(proc):>7.1f}")
+        finally:
+            nginx.terminate()
+            for process in processes:
+                process.terminate()
+            for process in [nginx, *processes]:
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+            asyncio.run(pg(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+
+
+if __name__ == "__main__":
+    main()

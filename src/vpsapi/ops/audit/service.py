@@ -1,0 +1,53 @@
+"""Record administrative changes: who, what, before/after, from where, in which request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from vpsapi.core.context import client_ip_var, request_id_var
+from vpsapi.core.security import Principal
+from vpsapi.ops.audit.models import AuditEntry
+
+# Its own logger name, so the log streams route these lines to the audit stream.
+audit_log = structlog.get_logger("vpsapi.audit")
+
+
+def actor_name(principal: Principal) -> str:
+    return principal.username or principal.email or principal.subject
+
+
+async def record_audit(
+    session: AsyncSession,
+    actor: Principal,
+    action: str,
+    target: str = "",
+    *,
+    before: Any = None,
+    after: Any = None,
+    outcome: str = "success",
+) -> AuditEntry:
+    """Add an audit entry to the caller's transaction and echo it to the audit log."""
+    entry = AuditEntry(
+        actor=actor_name(actor),
+        actor_id=actor.user_id,
+        action=action,
+        target=target,
+        before=before,
+        after=after,
+        ip=client_ip_var.get() or None,
+        request_id=request_id_var.get() or None,
+        outcome=outcome,
+    )
+    session.add(entry)
+    audit_log.info(
+        "audit",
+        actor=entry.actor,
+        action=action,
+        target=target,
+        outcome=outcome,
+        ip=entry.ip,
+    )
+    return entry

@@ -1,0 +1,305 @@
+"""Drive the real nginx: validate candidate configurations, apply them atomically, reload.
+
+Managed files live in `NGINX_CONF_DIR`, which the main configuration includes. A change is
+a mapping `file name -> new content` (None deletes the file). It goes live only after the
+real `nginx -t` accepted the whole candidate configuration (the main config with the
+managed directory replaced by a staged copy that has the change); then the files are
+swapped in and nginx reloaded; if the reload fails the previous files come back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import re
+import secrets
+import shlex
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import structlog
+
+from vpsapi.config import Settings
+from vpsapi.core.errors import ServiceUnavailable, Unprocessable
+
+log = structlog.get_logger(__name__)
+
+MANAGED_PREFIX = "vpsapi-"
+COMMAND_TIMEOUT_S = 30
+RELOAD_WAIT_S = 5.0
+_NOT_RUNNING = re.compile(r"invalid PID number|nginx\.pid\" failed|No such process")
+
+Changes = Mapping[str, str | None]
+
+
+class NginxRejected(Unprocessable):
+    """nginx refused the configuration (or the reload); `nginx_output` has its words."""
+
+    code = "NginxConfigInvalid"
+
+    def __init__(self, message: str, output: str) -> None:
+        super().__init__(f"{message}: {output.strip()}", extra={"nginx_output": output.strip()})
+        self.output = output
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    returncode: int
+    output: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    output: str
+    reloaded: bool
+
+
+class NginxControl:
+    """One per app; safe to use from several processes (changes take a file lock)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.conf_dir = settings.nginx_conf_dir
+        self._lock = asyncio.Lock()
+        self._main_conf: Path | None = None
+
+    # ---- commands
+    def base_args(self, main_conf: Path | None = None) -> list[str]:
+        args = [self.settings.nginx_bin]
+        if self.settings.nginx_prefix:
+            args += ["-p", self.settings.nginx_prefix]
+        conf = main_conf or (
+            Path(self.settings.nginx_main_conf) if self.settings.nginx_main_conf else None
+        )
+        if conf is not None:
+            args += ["-c", str(conf)]
+        return args
+
+    async def run(self, args: list[str]) -> CommandResult:
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        except FileNotFoundError as exc:
+            raise ServiceUnavailable(
+                f"{args[0]!r} was not found: install nginx or set NGINX_BIN"
+            ) from exc
+        try:
+            stdout, _ = await asyncio.wait_for(process.communicate(), COMMAND_TIMEOUT_S)
+        except TimeoutError as exc:
+            process.kill()
+            await process.wait()
+            raise ServiceUnavailable(f"{shlex.join(args)} did not finish in time") from exc
+        return CommandResult(process.returncode or 0, stdout.decode(errors="replace"))
+
+    async def version(self) -> str | None:
+        try:
+            result = await self.run([self.settings.nginx_bin, "-v"])
+        except ServiceUnavailable:
+            return None
+        match = re.search(r"nginx/(\S+)", result.output)
+        return match.group(1) if match else None
+
+    async def main_conf(self) -> Path:
+        """The main configuration file: NGINX_MAIN_CONF, else the one nginx was built with."""
+        if self._main_conf is None:
+            if self.settings.nginx_main_conf:
+                self._main_conf = Path(self.settings.nginx_main_conf)
+            else:
+                result = await self.run([self.settings.nginx_bin, "-V"])
+                match = re.search(r"--conf-path=(\S+)", result.output)
+                path = Path(match.group(1) if match else "conf/nginx.conf")
+                if not path.is_absolute():
+                    path = Path(self.settings.nginx_prefix or "/etc/nginx") / path
+                self._main_conf = path
+        return self._main_conf
+
+    async def test(self) -> str:
+        """`nginx -t` on the live configuration; raises NginxRejected with nginx's text."""
+        result = await self.run([*self.base_args(), "-t"])
+        if not result.ok:
+            raise NginxRejected("nginx rejected the configuration", result.output)
+        return result.output
+
+    async def reload(self) -> str:
+        """Reload and wait until the new workers run, so the change is live on return."""
+        command = (
+            shlex.split(self.settings.nginx_reload_cmd)
+            if self.settings.nginx_reload_cmd
+            else [*self.base_args(), "-s", "reload"]
+        )
+        master = await self.master_process()
+        old_workers = {child.pid for child in master.children()} if master else set()
+        result = await self.run(command)
+        if not result.ok:
+            raise NginxRejected("nginx reload failed", result.output)
+        if master is not None:
+            await _wait_for_new_workers(master, old_workers)
+        return result.output
+
+    async def pid_file(self) -> Path:
+        main_conf = await self.main_conf()
+        with contextlib.suppress(OSError):
+            match = re.search(r"^\s*pid\s+([^;\s]+)\s*;", main_conf.read_text(), re.MULTILINE)
+            if match:
+                return Path(match.group(1))
+        result = await self.run([self.settings.nginx_bin, "-V"])
+        match = re.search(r"--pid-path=(\S+)", result.output)
+        return Path(match.group(1) if match else "/run/nginx.pid")
+
+    async def master_process(self) -> psutil.Process | None:
+        """The running nginx master of this configuration, None when nginx is not running."""
+        try:
+            pid = int((await self.pid_file()).read_text().strip())
+            process = psutil.Process(pid)
+            return process if "nginx" in process.name() else None
+        except (OSError, ValueError, psutil.Error):
+            return None
+
+    async def restart(self) -> str:
+        command = shlex.split(self.settings.nginx_restart_cmd or "systemctl restart nginx")
+        result = await self.run(command)
+        if not result.ok:
+            raise NginxRejected("nginx restart failed", result.output)
+        return result.output
+
+    # ---- managed files
+    def managed_files(self) -> dict[str, str]:
+        if not self.conf_dir.is_dir():
+            return {}
+        return {
+            path.name: path.read_text()
+            for path in sorted(self.conf_dir.glob(f"{MANAGED_PREFIX}*.conf"))
+        }
+
+    async def test_candidate(self, changes: Changes) -> str:
+        """Run `nginx -t` on the full configuration as it would be with `changes` applied."""
+        main_conf = await self.main_conf()
+        try:
+            main_text = main_conf.read_text()
+        except OSError as exc:
+            raise ServiceUnavailable(f"cannot read nginx main config {main_conf}: {exc}") from exc
+        staged = Path(tempfile.mkdtemp(prefix=".vpsapi-candidate-", dir=self.conf_dir.parent))
+        candidate_main = main_conf.with_name(f".vpsapi-candidate-{secrets.token_hex(6)}.conf")
+        try:
+            if self.conf_dir.is_dir():
+                shutil.copytree(self.conf_dir, staged, dirs_exist_ok=True)
+            _write_files(staged, changes)
+            candidate_main.write_text(self._redirect_include(main_text, main_conf, staged))
+            result = await self.run([*self.base_args(candidate_main), "-t"])
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+            candidate_main.unlink(missing_ok=True)
+        output = result.output.replace(str(candidate_main), str(main_conf))
+        output = output.replace(str(staged), str(self.conf_dir))
+        if not result.ok:
+            raise NginxRejected("nginx rejected the configuration", output)
+        return output
+
+    def _redirect_include(self, main_text: str, main_conf: Path, staged: Path) -> str:
+        for spelling in (str(self.conf_dir), os.path.relpath(self.conf_dir, main_conf.parent)):
+            pattern = re.compile(r"(\binclude\s+)" + re.escape(spelling.rstrip("/")) + r"(/)")
+            if pattern.search(main_text):
+                return pattern.sub(lambda m: m.group(1) + str(staged) + m.group(2), main_text)
+        raise ServiceUnavailable(
+            f"the nginx main config {main_conf} does not include {self.conf_dir}/*.conf; "
+            "add `include <NGINX_CONF_DIR>/*.conf;` to its http block"
+        )
+
+    async def apply(self, changes: Changes) -> ApplyResult:
+        """Validate, swap the files in and reload; on a failed reload restore the old files.
+
+        When nginx is not running the validated files stay (it loads them when started)."""
+        async with self.exclusive():
+            output = await self.test_candidate(changes)
+            previous = {name: _read(self.conf_dir / name) for name in changes}
+            _write_files(self.conf_dir, changes)
+            try:
+                await self.reload()
+            except NginxRejected as exc:
+                if _NOT_RUNNING.search(exc.output):
+                    log.warning("ops.nginx.not_running", output=exc.output.strip())
+                    return ApplyResult(output, reloaded=False)
+                _write_files(self.conf_dir, previous)
+                with contextlib.suppress(NginxRejected):
+                    await self.reload()
+                raise
+            return ApplyResult(output, reloaded=True)
+
+    async def replace_all(self, files: Mapping[str, str]) -> ApplyResult:
+        """Make the managed files exactly `files` (restoring a backup, for one)."""
+        changes: dict[str, str | None] = {name: None for name in self.managed_files()}
+        changes.update(files)
+        return await self.apply(changes)
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """Serialise changes within this process and across processes sharing the files."""
+        async with self._lock:
+            self.conf_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.conf_dir.parent / ".vpsapi-nginx.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+
+
+async def _wait_for_new_workers(master: psutil.Process, old: set[int]) -> None:
+    """Until a new worker runs and every old one has left or is shutting down (stopped
+    accepting); old workers may live on for their open connections (SSE, WebSocket)."""
+    deadline = asyncio.get_running_loop().time() + RELOAD_WAIT_S
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            children = master.children()
+            if any(child.pid not in old for child in children) and all(
+                child.pid not in old or _shutting_down(child) for child in children
+            ):
+                return
+        except psutil.Error:
+            return
+        await asyncio.sleep(0.02)
+    log.warning("ops.nginx.reload_slow", waited_s=RELOAD_WAIT_S)
+
+
+def _shutting_down(process: psutil.Process) -> bool:
+    try:
+        return "shutting down" in " ".join(process.cmdline())
+    except psutil.Error:
+        return True  # gone
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+
+
+def _write_files(directory: Path, changes: Changes) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, content in changes.items():
+        if "/" in name or not name.startswith(MANAGED_PREFIX):
+            raise ValueError(f"not a managed nginx file name: {name!r}")
+        target = directory / name
+        if content is None:
+            target.unlink(missing_ok=True)
+            continue
+        staging = directory / f".{name}.{secrets.token_hex(4)}.tmp"
+        staging.write_text(content)
+        os.chmod(staging, 0o644)
+        os.replace(staging, target)

@@ -1,0 +1,111 @@
+"""Load-balancer pools become nginx upstreams that sites proxy through; backends are
+health-checked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from ops_support import NamedBackend, PrivateNginx, site_body, through_nginx
+from support import free_port
+
+
+async def test_pool_balances_over_its_servers(
+    ops_client: httpx.AsyncClient,
+    ops_admin: dict[str, str],
+    private_nginx: PrivateNginx,
+    backends: list[NamedBackend],
+) -> None:
+    pool = {
+        "name": "web_backend",
+        "method": "round_robin",
+        "servers": [{"address": b.address, "weight": 1} for b in backends],
+    }
+    created = await ops_client.post("/api/load-balancer/pools", json=pool, headers=ops_admin)
+    assert created.status_code == 201, created.text
+    assert created.json()["pool"]["name"] == "web_backend"
+    text = (private_nginx.conf_dir / "vpsapi-upstream-web_backend.conf").read_text()
+    assert "upstream web_backend {" in text
+
+    port = free_port()
+    site = site_body("balanced", port, "web_backend")
+    assert (await ops_client.post("/api/configs", json=site, headers=ops_admin)).status_code == 201
+    seen = {through_nginx(port).text for _ in range(6)}
+    assert seen == {"backend one", "backend two"}
+
+    listed = (await ops_client.get("/api/load-balancer/pools", headers=ops_admin)).json()
+    assert [p["name"] for p in listed["pools"]] == ["web_backend"]
+
+    # In use: cannot be deleted; a changed pool is applied.
+    in_use = await ops_client.delete("/api/load-balancer/pools/web_backend", headers=ops_admin)
+    assert in_use.status_code == 409 and "balanced" in in_use.json()["detail"]
+    pool["servers"] = [{"address": backends[1].address}]
+    pool["method"] = "least_conn"
+    updated = await ops_client.put(
+        "/api/load-balancer/pools/web_backend", json=pool, headers=ops_admin
+    )
+    assert updated.status_code == 200, updated.text
+    assert {through_nginx(port).text for _ in range(4)} == {"backend two"}
+
+    await ops_client.delete("/api/configs/balanced", headers=ops_admin)
+    gone = await ops_client.delete("/api/load-balancer/pools/web_backend", headers=ops_admin)
+    assert gone.status_code == 200
+    assert not (private_nginx.conf_dir / "vpsapi-upstream-web_backend.conf").exists()
+
+
+BAD_POOLS: list[dict[str, Any]] = [
+    {"name": "a;b", "servers": ["127.0.0.1:1"]},
+    {"name": "ok", "servers": []},
+    {"name": "ok", "servers": ["127.0.0.1"]},
+    {"name": "ok", "servers": ["127.0.0.1:1; evil"]},
+    {"name": "ok", "servers": ["127.0.0.1:1"], "method": "random"},
+    {"name": "ok", "servers": [{"address": "127.0.0.1:1", "backup": True}]},
+    {"name": "ok", "servers": [{"address": "127.0.0.1:1", "weight": 0}]},
+    {"name": "ok", "servers": ["127.0.0.1:1"], "health_path": "/x;y"},
+]
+
+
+async def test_bad_pools_are_refused(
+    ops_client: httpx.AsyncClient, ops_admin: dict[str, str], private_nginx: PrivateNginx
+) -> None:
+    for body in BAD_POOLS:
+        response = await ops_client.post("/api/load-balancer/pools", json=body, headers=ops_admin)
+        assert response.status_code == 422, (body, response.text)
+    assert list(private_nginx.conf_dir.glob("vpsapi-*")) == []
+    missing = await ops_client.get("/api/load-balancer/pools/none", headers=ops_admin)
+    assert missing.status_code == 404
+
+
+async def test_backend_health_checks(
+    ops_client: httpx.AsyncClient,
+    ops_admin: dict[str, str],
+    ops_user: dict[str, str],
+    backends: list[NamedBackend],
+) -> None:
+    pool = {"name": "checked", "servers": [backends[0].address, "127.0.0.1:9"]}
+    assert (
+        await ops_client.post("/api/load-balancer/pools", json=pool, headers=ops_admin)
+    ).status_code == 201
+
+    url = f"http://{backends[0].address}/"
+    one = await ops_client.get(f"/api/health/backend/{url}", headers=ops_user)
+    assert one.status_code == 200, one.text
+    assert one.json()["healthy"] is True and one.json()["status_code"] == 200
+
+    report = await ops_client.get("/api/health/backends?refresh=true", headers=ops_user)
+    data = report.json()
+    assert data["total_backends"] == 2 and data["healthy_backends"] == 1
+    down = data["backends"]["http://127.0.0.1:9/"]
+    assert down["healthy"] is False and down["error"] and down["pool"] == "checked"
+
+    # Arbitrary URLs (not in the managed config) are for admins only; junk is refused.
+    other = "http://127.0.0.1:1/"
+    assert (
+        await ops_client.get(f"/api/health/backend/{other}", headers=ops_user)
+    ).status_code == 403
+    assert (await ops_client.get(f"/api/health/backend/{other}", headers=ops_admin)).json()[
+        "healthy"
+    ] is False
+    bad = await ops_client.get("/api/health/backend/http://a b/", headers=ops_admin)
+    assert bad.status_code == 400

@@ -1,0 +1,251 @@
+"""nginx sites through the API against a private real nginx: a created site really proxies,
+a broken one is refused with nginx's words and changes nothing, injections never pass."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from ops_support import NamedBackend, PrivateNginx, site_body, through_nginx
+from support import free_port
+from vpsapi.ops.audit.models import AuditEntry
+
+
+async def test_created_site_proxies_to_its_backend(
+    ops_client: httpx.AsyncClient,
+    ops_admin: dict[str, str],
+    private_nginx: PrivateNginx,
+    backends: list[NamedBackend],
+) -> None:
+    port = free_port()
+    body = site_body("example-app", port, f"http://{backends[0].address}")
+    response = await ops_client.post("/api/configs", json=body, headers=ops_admin)
+    assert response.status_code == 201, response.text
+    site = response.json()
+    assert site["id"] == "example-app" and site["is_active"] is True
+    assert (private_nginx.conf_dir / "vpsapi-site-example-app.conf").is_file()
+
+    assert through_nginx(port).text == "backend one"
+
+    listed = (await ops_client.get("/api/configs", headers=ops_admin)).json()
+    assert [item["id"] for item in listed] == ["example-app"]
+    got = await ops_client.get("/api/configs/example-app", headers=ops_admin)
+    assert got.json()["locations"][0]["backend"] == f"http://{backends[0].address}"
+
+    # The audit trail names who did it and what.
+    async with ops_client.app.state.db.session() as session:  # type: ignore[attr-defined]
+        entries = (await session.scalars(select(AuditEntry))).all()
+    assert [(e.action, e.target, e.actor) for e in entries] == [
+        ("nginx.site.create", "example-app", "admin")
+    ]
+
+
+async def test_seed_body_with_host_port_backend(
+    ops_client: httpx.AsyncClient, ops_admin: dict[str, str], backends: list[NamedBackend]
+) -> None:
+    port = free_port()
+    response = await ops_client.post(
+        "/api/configs", json=site_body("plain", port, backends[1].address), headers=ops_admin
+    )
+    assert response.status_code == 201, response.text
+    assert through_nginx(port).text == "backend two"
+
+
+async def test_update_toggle_and_delete(
+    ops_client: httpx.AsyncClient,
+    ops_admin: dict[str, str],
+    private_nginx: PrivateNginx,
+    backends: list[NamedBackend],
+) -> None:
+    port = free_port()
+    body = site_body("app", port, backends[0].address)
+    assert (await ops_client.post("/api/configs", json=body, headers=ops_admin)).status_code == 201
+
+    body["locations"][0]["backend"] = backends[1].address
+    updated = await ops_client.put("/api/configs/app", json=body, headers=ops_admin)
+    assert updated.status_code == 200, updated.text
+    assert through_nginx(port).text == "backend two"
+
+    toggled = await ops_client.post("/api/configs/app/toggle", headers=ops_admin)
+    assert toggled.status_code == 200 and toggled.json()["is_active"] is False
+    assert not (private_nginx.conf_dir / "vpsapi-site-app.conf").exists()
+    with pytest.raises(httpx.ConnectError):
+        through_nginx(port)
+
+    toggled = await ops_client.post("/api/configs/app/toggle", headers=ops_admin)
+    assert toggled.json()["is_active"] is True
+    assert through_nginx(port).text == "backend two"
+
+    deleted = await ops_client.delete("/api/configs/app", headers=ops_admin)
+    assert deleted.status_code == 200
+    assert (await ops_client.get("/api/configs/app", headers=ops_admin)).status_code == 404
+    assert not (private_nginx.conf_dir / "vpsapi-site-app.conf").exists()
+
+
+async def test_config_nginx_rejects_is_refused_and_changes_nothing(
+    ops_client: httpx.AsyncClient,
+    ops_admin: dict[str, str],
+    private_nginx: PrivateNginx,
+    backends: list[NamedBackend],
+) -> None:
+    good_port = free_port()
+    good = site_body("good", good_port, backends[0].address)
+    assert (await ops_client.post("/api/configs", json=good, headers=ops_admin)).status_code == 201
+    before = private_nginx.conf_dir.joinpath("vpsapi-site-good.conf").read_text()
+
+    # Valid to our schema, but nginx cannot load the certificate: the real `nginx -t` says so.
+    broken = site_body(
+        "broken",
+        free_port(),
+        backends[1].address,
+        ssl_cert="/nonexistent/cert.pem",
+        ssl_key="/nonexistent/key.pem",
+    )
+    response = await ops_client.post("/api/configs", json=broken, headers=ops_admin)
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert "/nonexistent/cert.pem" in body["detail"]
+    assert "nginx_output" in body
+
+    # The same site made invalid through an update is refused too, and the good one stays.
+    good["ssl_cert"], good["ssl_key"] = "/nonexistent/cert.pem", "/nonexistent/key.pem"
+    response = await ops_client.put("/api/configs/good", json=good, headers=ops_admin)
+    assert response.status_code == 422
+    assert private_nginx.conf_dir.joinpath("vpsapi-site-good.conf").read_text() == before
+    assert not (private_nginx.conf_dir / "vpsapi-site-broken.conf").exists()
+    listed = (await ops_client.get("/api/configs", headers=ops_admin)).json()
+    assert [item["id"] for item in listed] == ["good"]
+    assert listed[0]["ssl_cert"] is None
+    assert through_nginx(good_port).text == "backend one"
+
+
+async def test_validate_and_test_run_the_real_nginx(
+    ops_client: httpx.AsyncClient,
+    ops_admin: dict[str, str],
+    private_nginx: PrivateNginx,
+    backends: list[NamedBackend],
+) -> None:
+    body = site_body("candidate", free_port(), backends[0].address)
+    response = await ops_client.post("/api/configs/validate", json=body, headers=ops_admin)
+    assert response.status_code == 200, response.text
+    assert response.json()["valid"] is True
+    assert "proxy_pass http://" in response.json()["config_preview"]
+    assert not (private_nginx.conf_dir / "vpsapi-site-candidate.conf").exists()
+
+    body.update(ssl_cert="/nonexistent/c.pem", ssl_key="/nonexistent/k.pem")
+    response = await ops_client.post("/api/configs/validate", json=body, headers=ops_admin)
+    assert response.status_code == 422
+    assert response.json()["valid"] is False and "/nonexistent/c.pem" in response.json()["output"]
+
+    body = site_body("stored", free_port(), backends[0].address)
+    await ops_client.post("/api/configs", json=body, headers=ops_admin)
+    tested = await ops_client.post("/api/configs/stored/test", headers=ops_admin)
+    assert tested.status_code == 200 and tested.json()["success"] is True
+    form = await ops_client.get("/api/configs/stored/form", headers=ops_admin)
+    assert form.status_code == 200
+    assert form.json()["listen_port"] == body["listen_port"] and "form_schema" in form.json()
+    assert (await ops_client.post("/api/configs/nope/test", headers=ops_admin)).status_code == 404
+
+
+async def test_site_metrics_come_from_its_access_log(
+    ops_client: httpx.AsyncClient, ops_admin: dict[str, str], backends: list[NamedBackend]
+) -> None:
+    port = free_port()
+    body = site_body("measured", port, backends[0].address)
+    assert (await ops_client.post("/api/configs", json=body, headers=ops_admin)).status_code == 201
+    for _ in range(3):
+        assert through_nginx(port).status_code == 200
+    metrics = await ops_client.get("/api/configs/measured/metrics", headers=ops_admin)
+    assert metrics.status_code == 200, metrics.text
+    data = metrics.json()
+    assert data["total_requests"] == 3
+    assert data["status_classes"]["2xx"] == 3
+    assert data["requests_by_method"] == {"GET": 3}
+    assert data["bytes_sent"] == 3 * len("backend one")
+
+
+INJECTIONS = [
+    {"server_name": "example.com; include /etc/passwd"},
+    {"server_name": "a.com\nlisten 1"},
+    {"server_name": "a{b}.com"},
+    {"id": "../etc"},
+    {"locations": [{"path": "/x { return 200; }", "backend": "127.0.0.1:1"}]},
+    {"locations": [{"path": "/../", "backend": "127.0.0.1:1"}]},
+    {"locations": [{"path": "/", "backend": "http://127.0.0.1:1;evil"}]},
+    {"locations": [{"path": "/", "backend": "http://a.com/x y"}]},
+    {"locations": [{"path": "/", "backend": "127.0.0.1:99999"}]},
+    {"locations": [{"path": "/", "backend": "127.0.0.1:1", "custom_headers": {"X": 'a"; b'}}]},
+    {"locations": [{"path": "/", "backend": "127.0.0.1:1", "custom_headers": {"X Y": "a"}}]},
+    {"locations": [{"path": "/", "backend": "127.0.0.1:1", "client_max_body_size": "1m;"}]},
+    {"locations": [{"path": "/", "root": "/var/www; deny all"}]},
+    {"locations": [{"path": "/"}]},
+    {"locations": []},
+    {"listen_port": 70000},
+    {"ssl_cert": "/etc/c.pem"},
+    {"rate_limit_global": "10r/s;"},
+]
+
+
+@pytest.mark.parametrize("change", INJECTIONS)
+async def test_injections_and_bad_input_are_refused(
+    ops_client: httpx.AsyncClient,
+    ops_admin: dict[str, str],
+    private_nginx: PrivateNginx,
+    change: dict[str, Any],
+) -> None:
+    body = {**site_body("victim", free_port(), "127.0.0.1:9"), **change}
+    response = await ops_client.post("/api/configs", json=body, headers=ops_admin)
+    assert response.status_code == 422, response.text
+    assert isinstance(response.json()["detail"], list)
+    assert list(private_nginx.conf_dir.glob("vpsapi-*")) == []
+    assert (await ops_client.get("/api/configs", headers=ops_admin)).json() == []
+
+
+async def test_unknown_pool_duplicate_id_and_missing_site(
+    ops_client: httpx.AsyncClient, ops_admin: dict[str, str], backends: list[NamedBackend]
+) -> None:
+    body = site_body("dup", free_port(), backends[0].address)
+    assert (await ops_client.post("/api/configs", json=body, headers=ops_admin)).status_code == 201
+    again = await ops_client.post("/api/configs", json=body, headers=ops_admin)
+    assert again.status_code == 409 and "already exists" in again.json()["detail"]
+
+    unknown_pool = site_body("other", free_port(), "nosuchpool")
+    response = await ops_client.post("/api/configs", json=unknown_pool, headers=ops_admin)
+    assert response.status_code == 422 and "nosuchpool" in response.json()["detail"]
+
+    missing = await ops_client.get("/api/configs/missing", headers=ops_admin)
+    assert missing.status_code == 404 and missing.json()["detail"].startswith("Config with ID")
+    body["id"] = "other-id"
+    mismatch = await ops_client.put("/api/configs/dup", json=body, headers=ops_admin)
+    assert mismatch.status_code == 400
+
+
+async def test_mutations_need_admin(
+    ops_client: httpx.AsyncClient,
+    ops_admin: dict[str, str],
+    ops_user: dict[str, str],
+    private_nginx: PrivateNginx,
+    backends: list[NamedBackend],
+) -> None:
+    body = site_body("owned", free_port(), backends[0].address)
+    assert (await ops_client.post("/api/configs", json=body, headers=ops_admin)).status_code == 201
+    pool = {"name": "pool_a", "servers": [backends[0].address]}
+    calls = [
+        ("POST", "/api/configs", site_body("x", free_port(), backends[0].address)),
+        ("PUT", "/api/configs/owned", body),
+        ("DELETE", "/api/configs/owned", None),
+        ("POST", "/api/configs/owned/toggle", None),
+        ("POST", "/api/load-balancer/pools", pool),
+        ("PUT", "/api/load-balancer/pools/pool_a", pool),
+        ("DELETE", "/api/load-balancer/pools/pool_a", None),
+    ]
+    for method, path, payload in calls:
+        response = await ops_client.request(method, path, json=payload, headers=ops_user)
+        assert response.status_code == 403, (method, path, response.text)
+    # Reading is fine for any signed-in user; anonymous callers are refused.
+    assert (await ops_client.get("/api/configs", headers=ops_user)).status_code == 200
+    assert (await ops_client.get("/api/configs")).status_code == 401
+    assert [p.name for p in private_nginx.conf_dir.glob("vpsapi-*")] == ["vpsapi-site-owned.conf"]
