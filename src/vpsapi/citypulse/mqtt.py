@@ -37,6 +37,8 @@ from vpsapi.core.schemas import CamelModel
 log = structlog.get_logger("vpsapi.citypulse.mqtt")
 
 MAX_READINGS_PER_MESSAGE = 10_000
+MAX_MESSAGES_PER_BATCH = 500
+MAX_BATCH_BYTES = 4 * 1024 * 1024
 BACKOFF_START, BACKOFF_MAX = 0.5, 30.0
 
 
@@ -116,7 +118,18 @@ class MqttIngestor:
                     log.info("mqtt_subscribed", topic=self.topic)
                     backoff = BACKOFF_START
                     async for message in client.messages:
-                        await self.handle(message.topic.value, bytes(message.payload or b""))
+                        # Take whatever else has already arrived, up to a bound, so a burst
+                        # of small messages costs one transaction per sensor, not per message.
+                        batch = [message]
+                        size = len(message.payload or b"")
+                        while (
+                            len(client.messages)
+                            and len(batch) < MAX_MESSAGES_PER_BATCH
+                            and size < MAX_BATCH_BYTES
+                        ):
+                            batch.append(await anext(client.messages))
+                            size += len(batch[-1].payload or b"")
+                        await self.handle([(m.topic.value, bytes(m.payload or b"")) for m in batch])
             except aiomqtt.MqttError as exc:
                 log.warning("mqtt_disconnected", error=str(exc), retry_in=backoff)
             finally:
@@ -124,30 +137,47 @@ class MqttIngestor:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
 
-    async def handle(self, topic: str, payload: bytes) -> None:
-        """Store one message's readings; bad messages are logged and counted."""
-        try:
-            building_id, sensor_id = self._route(topic)
-            readings = parse_payload(payload, datetime.now(UTC))
-            async with self.db.session() as session:
-                try:
-                    sensor = await service.get_sensor(session, sensor_id)
-                except NotFound:
-                    sensor = None
-                if sensor is None or sensor.building_id != building_id:
-                    raise BadMessage("unknown_sensor", "no such sensor in that building")
-                await ingest.record_readings(
-                    session, self.runtime, sensor_id, readings, transport="mqtt"
-                )
-        except BadMessage as exc:
-            MQTT_MESSAGES.labels(outcome=exc.outcome).inc()
-            log.warning("mqtt_message_rejected", topic=topic, reason=exc.outcome, detail=str(exc))
-            return
-        except Exception as exc:  # database down, etc.: count it, keep the subscriber alive
-            MQTT_MESSAGES.labels(outcome="error").inc()
-            log.error("mqtt_message_failed", topic=topic, error=str(exc))
-            return
-        MQTT_MESSAGES.labels(outcome="stored").inc()
+    async def handle(self, messages: list[tuple[str, bytes]]) -> None:
+        """Store the readings of (topic, payload) messages, one transaction per sensor (as one
+        HTTP batch would be); bad messages are logged and counted, the rest still stored."""
+        received = datetime.now(UTC)
+        by_sensor: dict[tuple[str, str], tuple[list[ReadingIn], list[str]]] = {}
+        for topic, payload in messages:
+            try:
+                route = self._route(topic)
+                readings = parse_payload(payload, received)
+            except BadMessage as exc:
+                self._reject(topic, exc)
+                continue
+            group = by_sensor.setdefault(route, ([], []))
+            group[0].extend(readings)
+            group[1].append(topic)
+        for (building_id, sensor_id), (readings, topics) in by_sensor.items():
+            try:
+                async with self.db.session() as session:
+                    try:
+                        sensor = await service.get_sensor(session, sensor_id)
+                    except NotFound:
+                        sensor = None
+                    if sensor is None or sensor.building_id != building_id:
+                        raise BadMessage("unknown_sensor", "no such sensor in that building")
+                    await ingest.record_readings(
+                        session, self.runtime, sensor_id, readings, transport="mqtt"
+                    )
+            except BadMessage as exc:
+                for topic in topics:
+                    self._reject(topic, exc)
+                continue
+            except Exception as exc:  # database down, etc.: count it, keep the subscriber alive
+                MQTT_MESSAGES.labels(outcome="error").inc(len(topics))
+                log.error("mqtt_message_failed", topic=topics[0], error=str(exc))
+                continue
+            MQTT_MESSAGES.labels(outcome="stored").inc(len(topics))
+
+    @staticmethod
+    def _reject(topic: str, exc: BadMessage) -> None:
+        MQTT_MESSAGES.labels(outcome=exc.outcome).inc()
+        log.warning("mqtt_message_rejected", topic=topic, reason=exc.outcome, detail=str(exc))
 
     def _route(self, topic: str) -> tuple[str, str]:
         parts = topic.split("/")
