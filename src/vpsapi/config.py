@@ -27,6 +27,7 @@ SECRET_FIELDS = frozenset(
         "ai_openai_compatible_api_key",
         "s3_secret_key",
         "push_webhook_secret",
+        "mqtt_url",
         "smtp_password",
     }
 )
@@ -236,6 +237,17 @@ class Settings(BaseSettings):
     ai_default_max_tokens: int = Field(default=1024, ge=1, le=200_000)
     # Whole call without streaming; longest silence between chunks when streaming.
     ai_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # MQTT ingestion: unset = no subscriber; mqtt://[user:pass@]host[:port] (mqtts:// for TLS).
+    mqtt_url: str = ""
+    citypulse_mqtt_topic_prefix: str = "citypulse"
+    # MQTT v5 shared-subscription group: the broker hands each message to one of the serve
+    # processes in the group, so a reading is stored once. Empty = plain subscription.
+    citypulse_mqtt_shared_group: str = "vpsapi"
+    # Analytics answers are cached this long (0 = off); new readings drop a building's entries.
+    citypulse_analytics_cache_seconds: int = Field(default=300, ge=0)
+    # Readings older than this many days are deleted by a periodic task (0 = keep forever).
+    citypulse_readings_retention_days: int = Field(default=0, ge=0)
+    citypulse_retention_interval_seconds: int = Field(default=3600, ge=1)
     workers: int = 1
 
     @field_validator(

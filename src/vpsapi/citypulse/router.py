@@ -8,19 +8,26 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from vpsapi.auth.dependencies import CurrentPrincipal, ManagerUser
-from vpsapi.citypulse import alerts, energy, service
+from vpsapi.citypulse import alerts, analytics, energy, ingest, service
 from vpsapi.citypulse.etag import ETagRoute
-from vpsapi.citypulse.metrics import READINGS_INGESTED, record_frontend_source
+from vpsapi.citypulse.metrics import record_frontend_source
+from vpsapi.citypulse.runtime import RuntimeDep
 from vpsapi.citypulse.schemas import (
     Aggregate,
     AlertOut,
     AlertRuleIn,
     AlertRuleOut,
+    AnalyticsStep,
+    AnomalyReport,
+    BaselineMethod,
+    BaselineReport,
     BuildingIn,
     BuildingOut,
     BuildingPatch,
+    EnergyIntensity,
     EnergyReport,
     IngestResult,
+    OccupancyReport,
     ReadingBatchIn,
     ReadingIn,
     ReadingSeries,
@@ -29,6 +36,7 @@ from vpsapi.citypulse.schemas import (
     SensorOut,
     SensorPatch,
     Step,
+    TopConsumers,
 )
 from vpsapi.core.db import SessionDep
 from vpsapi.core.schemas import V1_ERROR_RESPONSES, Envelope, Page, envelope
@@ -143,12 +151,14 @@ async def delete_sensor(sensor_id: str, session: SessionDep, _: ManagerUser) -> 
     "/sensors/{sensor_id}/readings", status_code=201, response_model=Envelope[IngestResult]
 )
 async def ingest_readings(
-    sensor_id: str, body: ReadingIn | ReadingBatchIn, session: SessionDep, _: ManagerUser
+    sensor_id: str,
+    body: ReadingIn | ReadingBatchIn,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    _: ManagerUser,
 ) -> Envelope[IngestResult]:
     readings = body.readings if isinstance(body, ReadingBatchIn) else [body]
-    accepted = await service.ingest_readings(session, sensor_id, readings)
-    await alerts.evaluate_sensor(session, sensor_id)
-    READINGS_INGESTED.inc(accepted)
+    accepted = await ingest.record_readings(session, runtime, sensor_id, readings, transport="http")
     return envelope(IngestResult(accepted=accepted))
 
 
@@ -192,6 +202,106 @@ async def energy_usage(
     return envelope(report)
 
 
+# ---- analytics (definitions in docs/citypulse.md) --------------------------------------
+
+From = Annotated[datetime, Query(alias="from")]
+To = Annotated[datetime, Query(alias="to")]
+
+
+@router.get(
+    "/analytics/buildings/{building_id}/energy-intensity",
+    response_model=Envelope[EnergyIntensity],
+)
+async def energy_intensity(
+    building_id: str,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    _: CurrentPrincipal,
+    start: From,
+    end: To,
+) -> Envelope[EnergyIntensity]:
+    return envelope(
+        await analytics.energy_intensity(session, runtime.cache, building_id, start, end)
+    )
+
+
+@router.get("/analytics/buildings/{building_id}/baseline", response_model=Envelope[BaselineReport])
+async def energy_baseline(
+    building_id: str,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    _: CurrentPrincipal,
+    start: From,
+    end: To,
+    step: AnalyticsStep = "1d",
+    method: BaselineMethod = "previous-year",
+    weeks: Annotated[int, Query(ge=1, le=52)] = 4,
+) -> Envelope[BaselineReport]:
+    report = await analytics.baseline(
+        session,
+        runtime.cache,
+        building_id,
+        start=start,
+        end=end,
+        step=step,
+        method=method,
+        weeks=weeks,
+    )
+    return envelope(report)
+
+
+@router.get(
+    "/analytics/buildings/{building_id}/occupancy-normalised",
+    response_model=Envelope[OccupancyReport],
+)
+async def occupancy_normalised(
+    building_id: str,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    _: CurrentPrincipal,
+    start: From,
+    end: To,
+    step: AnalyticsStep = "1d",
+) -> Envelope[OccupancyReport]:
+    report = await analytics.occupancy_normalised(
+        session, runtime.cache, building_id, start=start, end=end, step=step
+    )
+    return envelope(report)
+
+
+@router.get("/analytics/sensors/{sensor_id}/anomalies", response_model=Envelope[AnomalyReport])
+async def sensor_anomalies(
+    sensor_id: str,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    _: CurrentPrincipal,
+    start: From,
+    end: To,
+    threshold: Annotated[float, Query(gt=0, le=100)] = 3.5,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1_000,
+) -> Envelope[AnomalyReport]:
+    report = await analytics.anomalies(
+        session, runtime.cache, sensor_id, start=start, end=end, threshold=threshold, limit=limit
+    )
+    return envelope(report)
+
+
+@router.get("/analytics/top-consumers", response_model=Envelope[TopConsumers])
+async def top_consumers(
+    session: SessionDep,
+    runtime: RuntimeDep,
+    _: CurrentPrincipal,
+    start: From,
+    end: To,
+    by: Literal["kwh", "intensity"] = "kwh",
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> Envelope[TopConsumers]:
+    report = await analytics.top_consumers(
+        session, runtime.cache, start=start, end=end, by=by, limit=limit
+    )
+    return envelope(report)
+
+
 @router.get("/alerts/rules", response_model=Envelope[list[AlertRuleOut]])
 async def list_alert_rules(
     session: SessionDep, _: CurrentPrincipal, sensor: str | None = None
@@ -202,10 +312,10 @@ async def list_alert_rules(
 
 @router.post("/alerts/rules", status_code=201, response_model=Envelope[AlertRuleOut])
 async def create_alert_rule(
-    body: AlertRuleIn, session: SessionDep, _: ManagerUser
+    body: AlertRuleIn, session: SessionDep, runtime: RuntimeDep, _: ManagerUser
 ) -> Envelope[AlertRuleOut]:
     rule = await alerts.create_rule(session, body)
-    await alerts.evaluate_sensor(session, body.sensor_id)
+    ingest.announce_alerts(session, runtime, await alerts.evaluate_sensor(session, body.sensor_id))
     return envelope(AlertRuleOut.model_validate(rule))
 
 
@@ -242,7 +352,8 @@ async def acknowledge_alert(
 
 @router.post("/alerts/{alert_id}/resolve", response_model=Envelope[AlertOut])
 async def resolve_alert(
-    alert_id: str, session: SessionDep, principal: ManagerUser
+    alert_id: str, session: SessionDep, runtime: RuntimeDep, principal: ManagerUser
 ) -> Envelope[AlertOut]:
     alert = await alerts.resolve(session, alert_id, principal.subject)
+    ingest.announce_alerts(session, runtime, [alert])
     return envelope(AlertOut.model_validate(alert))

@@ -123,6 +123,111 @@ class EnergyReport(CamelModel):
     comparison: EnergyComparison
 
 
+# ---- analytics -------------------------------------------------------------------------
+
+AnalyticsStep = Literal["1h", "1d"]
+BaselineMethod = Literal["previous-year", "trailing"]
+
+
+class EnergyIntensity(CamelModel):
+    """Energy use intensity: kWh per m² per year, extrapolated from the hours with data."""
+
+    building_id: str
+    from_: datetime = Field(alias="from")
+    to: datetime
+    floor_area_m2: float
+    kwh: float
+    covered_hours: int
+    annualised_kwh: float | None
+    eui_kwh_per_m2_year: float | None
+
+
+class BaselineBucket(CamelModel):
+    timestamp: datetime
+    actual_kwh: float | None
+    baseline_kwh: float | None
+    deviation_kwh: float | None
+    deviation_percent: float | None
+
+
+class BaselineTotals(CamelModel):
+    actual_kwh: float
+    baseline_kwh: float
+    deviation_kwh: float
+    deviation_percent: float | None
+
+
+class BaselineReport(CamelModel):
+    building_id: str
+    from_: datetime = Field(alias="from")
+    to: datetime
+    step: str
+    method: str
+    weeks: int | None
+    buckets: list[BaselineBucket]
+    totals: BaselineTotals
+
+
+class Anomaly(CamelModel):
+    timestamp: datetime
+    value: float
+    score: float
+
+
+class AnomalyReport(CamelModel):
+    sensor_id: str
+    building_id: str
+    from_: datetime = Field(alias="from")
+    to: datetime
+    threshold: float
+    readings: int
+    median: float | None
+    mad: float | None
+    scale_method: str | None
+    anomaly_count: int
+    anomalies: list[Anomaly]
+
+
+class OccupancyBucket(CamelModel):
+    timestamp: datetime
+    kwh: float
+    person_hours: float
+    mean_occupancy: float | None
+    kwh_per_person_hour: float | None
+
+
+class OccupancyTotals(CamelModel):
+    kwh: float
+    person_hours: float
+    kwh_per_person_hour: float | None
+
+
+class OccupancyReport(CamelModel):
+    building_id: str
+    from_: datetime = Field(alias="from")
+    to: datetime
+    step: str
+    buckets: list[OccupancyBucket]
+    totals: OccupancyTotals
+
+
+class TopConsumer(CamelModel):
+    rank: int
+    building_id: str
+    name: str
+    kwh: float
+    covered_hours: int
+    floor_area_m2: float | None
+    kwh_per_m2: float | None
+
+
+class TopConsumers(CamelModel):
+    from_: datetime = Field(alias="from")
+    to: datetime
+    by: str
+    items: list[TopConsumer]
+
+
 class AlertRuleIn(CamelModel):
     sensor_id: str = Field(min_length=1, max_length=32)
     name: str = Field(min_length=1, max_length=200)

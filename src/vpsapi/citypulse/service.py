@@ -6,7 +6,8 @@ import base64
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vpsapi.citypulse.models import Building, Reading, Sensor
@@ -174,17 +175,20 @@ async def ingest_readings(session: AsyncSession, sensor_id: str, readings: list[
     """Store readings; a repeated timestamp for the same sensor keeps the last value sent."""
     await get_sensor(session, sensor_id)
     latest: dict[int, float] = {to_ms(r.timestamp): r.value for r in readings}
-    stamps = list(latest)
-    for start in range(0, len(stamps), INSERT_CHUNK):
-        await session.execute(
-            delete(Reading).where(
-                Reading.sensor_id == sensor_id,
-                Reading.ts_ms.in_(stamps[start : start + INSERT_CHUNK]),
-            )
-        )
     rows = [{"sensor_id": sensor_id, "ts_ms": ts, "value": value} for ts, value in latest.items()]
+    # An upsert on the primary key: a DELETE ... IN (thousands of stamps) first degraded
+    # to a scan of the whole table per chunk on PostgreSQL as the table grew.
+    upsert = (
+        postgresql.insert(Reading)
+        if session.get_bind().dialect.name == "postgresql"
+        else sqlite.insert(Reading)
+    )
+    statement = upsert.on_conflict_do_update(
+        index_elements=[Reading.sensor_id, Reading.ts_ms],
+        set_={"value": upsert.excluded.value},
+    )
     for start in range(0, len(rows), INSERT_CHUNK):
-        await session.execute(insert(Reading), rows[start : start + INSERT_CHUNK])
+        await session.execute(statement, rows[start : start + INSERT_CHUNK])
     await session.flush()
     return len(readings)
 
@@ -247,3 +251,22 @@ async def query_readings(
     return [
         ReadingPoint(timestamp=from_ms(int(b)), value=float(v), count=int(n)) for b, v, n in rows
     ]
+
+
+# Retention deletes in slices of this much time, so no single statement holds locks long.
+PURGE_SLICE_MS = 86_400_000
+
+
+async def purge_readings(session: AsyncSession, before: datetime) -> int:
+    """Delete readings older than `before`, one day of data per transaction (committed as
+    it goes, so a huge backlog never holds one long lock); returns how many went."""
+    cutoff = to_ms(before)
+    purged = 0
+    while True:
+        oldest = await session.scalar(select(func.min(Reading.ts_ms)))
+        if oldest is None or oldest >= cutoff:
+            return purged
+        upto = min(cutoff, oldest + PURGE_SLICE_MS)
+        result = await session.execute(delete(Reading).where(Reading.ts_ms < upto))
+        purged += result.rowcount or 0  # type: ignore[attr-defined]
+        await session.commit()

@@ -1,0 +1,318 @@
+"""MQTT ingestion end to end against a real Mosquitto broker.
+
+Each test uses its own topic prefix, so runs (and the two CI backends) never see each
+other's messages. Readings are published with paho-mqtt and read back through the API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as paho
+import pytest
+
+from support import ADMIN_EMAIL, ADMIN_PASSWORD, free_port, login
+
+BASE = "/api/v1/citypulse"
+BROKER = ("127.0.0.1", 1883)
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def _broker_up(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), 1):
+            return True
+    except OSError:
+        return False
+
+
+pytestmark = pytest.mark.skipif(not _broker_up(*BROKER), reason="needs Mosquitto on :1883")
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def publish(port: int, topic: str, payload: Any) -> None:
+    """Publish one QoS-1 message and wait for the broker's acknowledgement."""
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        client.publish(topic, raw, qos=1).wait_for_publish(10)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+async def poll(check: Any, what: str, timeout: float = 20) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = await check()
+        if result:
+            return result
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def readings(client: httpx.AsyncClient, headers: dict, sensor_id: str) -> list[dict]:
+    response = await client.get(
+        f"{BASE}/sensors/{sensor_id}/readings",
+        params={"from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"},
+        headers=headers,
+    )
+    assert response.status_code == 200, response.text
+    points: list[dict] = response.json()["data"]["points"]
+    return points
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    label_text = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = re.escape(f"{name}{{{label_text}}}" if labels else name) + r" ([0-9.e+]+)"
+    match = re.search(pattern, text)
+    return float(match.group(1)) if match else 0.0
+
+
+async def wait_subscribed(
+    client: httpx.AsyncClient, headers: dict, port: int, topic: str, sensor_id: str
+) -> None:
+    """Publish one probe reading (fixed timestamp, so repeats are idempotent) until it is
+    stored: from then on the subscription is live."""
+    probe = {"value": -1.0, "time": "2000-01-02T00:00:00Z"}
+
+    async def stored() -> bool:
+        publish(port, topic, probe)
+        return any(p["value"] == -1.0 for p in await readings(client, headers, sensor_id))
+
+    await poll(stored, "the subscriber to receive the probe")
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"cptest-{uuid.uuid4().hex[:10]}"
+
+
+async def _building_with_sensor(
+    client: httpx.AsyncClient, headers: dict, kind: str = "co2", unit: str = "ppm"
+) -> tuple[str, str]:
+    building = await client.post(f"{BASE}/buildings", json={"name": "Rathaus"}, headers=headers)
+    building_id = building.json()["data"]["id"]
+    sensor = await client.post(
+        f"{BASE}/buildings/{building_id}/sensors",
+        json={"name": "Saal", "kind": kind, "unit": unit},
+        headers=headers,
+    )
+    return building_id, sensor.json()["data"]["id"]
+
+
+@pytest.fixture
+async def mqtt_client(make_client: Any, prefix: str) -> tuple[httpx.AsyncClient, dict]:
+    client = await make_client(
+        mqtt_url=f"mqtt://{BROKER[0]}:{BROKER[1]}", citypulse_mqtt_topic_prefix=prefix
+    )
+    tokens = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    return client, {"Authorization": f"Bearer {tokens['accessToken']}"}
+
+
+async def test_payload_forms_alerts_and_metrics(mqtt_client: Any, prefix: str) -> None:
+    client, headers = mqtt_client
+    building_id, sensor_id = await _building_with_sensor(client, headers)
+    topic = f"{prefix}/{building_id}/{sensor_id}"
+    await wait_subscribed(client, headers, BROKER[1], topic, sensor_id)
+    rule = await client.post(
+        f"{BASE}/alerts/rules",
+        json={"sensorId": sensor_id, "name": "Luft", "condition": "above", "threshold": 1000},
+        headers=headers,
+    )
+    assert rule.status_code == 201, rule.text
+    before = metric(
+        (await client.get("/metrics")).text,
+        "vpsapi_citypulse_readings_ingested_total",
+        transport="mqtt",
+    )
+
+    publish(BROKER[1], topic, {"value": 650, "time": _iso(T0)})
+    publish(BROKER[1], topic, [{"value": 700, "timestamp": _iso(T0 + timedelta(minutes=1))}])
+    publish(BROKER[1], topic, {"value": 720, "time": int((T0 + timedelta(minutes=2)).timestamp())})
+    publish(BROKER[1], topic, 1500)  # bare number: stamped with the receive time
+
+    async def all_stored() -> list[dict] | None:
+        points = await readings(client, headers, sensor_id)
+        return points if len(points) == 5 else None
+
+    points = await poll(all_stored, "five readings")
+    by_value = {p["value"]: p["timestamp"] for p in points}
+    assert by_value[650] == _iso(T0)
+    assert by_value[700] == _iso(T0 + timedelta(minutes=1))
+    assert by_value[720] == _iso(T0 + timedelta(minutes=2))
+    assert datetime.fromisoformat(by_value[1500]) > datetime.now(UTC) - timedelta(minutes=5)
+
+    # The same service path as HTTP: the 1500 ppm reading opened an alert.
+    async def alert_open() -> list[dict]:
+        listed = await client.get(
+            f"{BASE}/alerts", params={"building": building_id, "status": "open"}, headers=headers
+        )
+        return listed.json()["data"]
+
+    opened = await poll(alert_open, "the alert")
+    assert opened[0]["triggerValue"] == 1500
+
+    after = metric(
+        (await client.get("/metrics")).text,
+        "vpsapi_citypulse_readings_ingested_total",
+        transport="mqtt",
+    )
+    assert after - before == 4
+
+
+async def test_bad_messages_are_counted_and_ingestion_continues(
+    mqtt_client: Any, prefix: str
+) -> None:
+    client, headers = mqtt_client
+    building_id, sensor_id = await _building_with_sensor(client, headers)
+    other_building, _ = await _building_with_sensor(client, headers)
+    topic = f"{prefix}/{building_id}/{sensor_id}"
+    await wait_subscribed(client, headers, BROKER[1], topic, sensor_id)
+    text = (await client.get("/metrics")).text
+    name = "vpsapi_citypulse_mqtt_messages_total"
+    before = {
+        o: metric(text, name, outcome=o)
+        for o in ("invalid_payload", "invalid_topic", "unknown_sensor")
+    }
+
+    bad = [
+        (topic, b"not json"),
+        (topic, b'{"value": "warm"}'),
+        (topic, b'{"time": "2026-01-01T00:00:00Z"}'),
+        (topic, b"[]"),
+        (topic, b"true"),
+        (topic, b'{"value": 1e999}'),
+        (f"{prefix}/{building_id}", b"1"),
+        (f"{prefix}/{building_id}/{sensor_id}/extra", b"1"),
+        (f"{prefix}/{building_id}/{uuid.uuid4().hex}", b"1"),
+        (f"{prefix}/{other_building}/{sensor_id}", b"1"),  # sensor of another building
+    ]
+    for bad_topic, payload in bad:
+        publish(BROKER[1], bad_topic, payload)
+    publish(BROKER[1], topic, {"value": 42.0, "time": _iso(T0)})
+
+    async def good_stored() -> bool:
+        return any(p["value"] == 42.0 for p in await readings(client, headers, sensor_id))
+
+    await poll(good_stored, "the good reading after the bad ones")
+    assert len(await readings(client, headers, sensor_id)) == 2  # probe + good reading
+    text = (await client.get("/metrics")).text
+    delta = {o: metric(text, name, outcome=o) - before[o] for o in before}
+    assert delta == {"invalid_payload": 6, "invalid_topic": 2, "unknown_sensor": 2}
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[Any]:
+    """A Mosquitto of our own on a free port, so the test can stop and restart it."""
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start() -> int:
+        process = subprocess.Popen(
+            [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        processes.append(process)
+        deadline = time.monotonic() + 10
+        while not _broker_up("127.0.0.1", port):
+            assert time.monotonic() < deadline, "mosquitto did not start"
+            time.sleep(0.05)
+        return port
+
+    def stop() -> None:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(10)
+
+    if not Path(binary).exists():
+        pytest.skip("mosquitto binary not installed")
+    yield start, stop
+    stop()
+
+
+async def test_reconnects_after_the_broker_restarts(
+    own_broker: Any, make_client: Any, prefix: str
+) -> None:
+    start, stop = own_broker
+    port = start()
+    client = await make_client(
+        mqtt_url=f"mqtt://127.0.0.1:{port}", citypulse_mqtt_topic_prefix=prefix
+    )
+    headers = {
+        "Authorization": f"Bearer {(await login(client, ADMIN_EMAIL, ADMIN_PASSWORD))['accessToken']}"
+    }
+    building_id, sensor_id = await _building_with_sensor(client, headers)
+    topic = f"{prefix}/{building_id}/{sensor_id}"
+    await wait_subscribed(client, headers, port, topic, sensor_id)
+
+    stop()
+    start()
+
+    async def stored_after_restart() -> bool:
+        publish(port, topic, {"value": 7.0, "time": _iso(T0)})
+        return any(p["value"] == 7.0 for p in await readings(client, headers, sensor_id))
+
+    await poll(stored_after_restart, "ingestion after the broker came back", timeout=60)
+
+
+@pytest.mark.multiprocess
+async def test_shared_subscription_stores_each_message_once(
+    server_factory: Any, settings_factory: Any, prefix: str
+) -> None:
+    settings = settings_factory()
+    env = {"MQTT_URL": "mqtt://127.0.0.1:1883", "CITYPULSE_MQTT_TOPIC_PREFIX": prefix}
+    servers = [server_factory(settings, **env), server_factory(settings, **env)]
+    async with httpx.AsyncClient(base_url=servers[0].base_url) as client:
+        tokens = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+        headers = {"Authorization": f"Bearer {tokens['accessToken']}"}
+        building_id, sensor_id = await _building_with_sensor(client, headers, "electricity", "kW")
+        topic = f"{prefix}/{building_id}/{sensor_id}"
+        await wait_subscribed(client, headers, BROKER[1], topic, sensor_id)
+
+        async def stored_per_process() -> list[float]:
+            counts = []
+            for server in servers:
+                text = httpx.get(server.base_url + "/metrics").text
+                counts.append(
+                    metric(text, "vpsapi_citypulse_mqtt_messages_total", outcome="stored")
+                )
+            return counts
+
+        # Both processes must be subscribed before counting: probe until each stored one.
+        async def both_live() -> bool:
+            publish(BROKER[1], topic, {"value": -1.0, "time": "2000-01-02T00:00:00Z"})
+            return all(count > 0 for count in await stored_per_process())
+
+        await poll(both_live, "both processes to receive messages")
+        before = sum(await stored_per_process())
+        # No timestamps: each delivery stores a new row, so a duplicate would show.
+        for value in range(20):
+            publish(BROKER[1], topic, value)
+
+        async def twenty_more() -> bool:
+            return sum(await stored_per_process()) >= before + 20
+
+        await poll(twenty_more, "twenty deliveries")
+        points = [p for p in await readings(client, headers, sensor_id) if p["value"] >= 0]
+        assert sorted(p["value"] for p in points) == [float(v) for v in range(20)]
+        assert sum(await stored_per_process()) == before + 20

@@ -1,0 +1,59 @@
+"""CITYPULSE_READINGS_RETENTION_DAYS: a periodic task deletes readings past the limit."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from support import ADMIN_EMAIL, ADMIN_PASSWORD, login
+
+BASE = "/api/v1/citypulse"
+
+
+def _counter(text: str, sample: str) -> float:
+    match = re.search(re.escape(sample) + r" ([0-9.e+]+)", text)
+    return float(match.group(1)) if match else 0.0
+
+
+async def test_old_readings_are_purged_and_counted(make_client: Any) -> None:
+    client = await make_client(
+        citypulse_readings_retention_days=30, citypulse_retention_interval_seconds=1
+    )
+    headers = {
+        "Authorization": f"Bearer {(await login(client, ADMIN_EMAIL, ADMIN_PASSWORD))['accessToken']}"
+    }
+    building = await client.post(f"{BASE}/buildings", json={"name": "Archiv"}, headers=headers)
+    sensor = await client.post(
+        f"{BASE}/buildings/{building.json()['data']['id']}/sensors",
+        json={"name": "Keller", "kind": "humidity", "unit": "%"},
+        headers=headers,
+    )
+    url = f"{BASE}/sensors/{sensor.json()['data']['id']}/readings"
+    metrics = (await client.get("/metrics")).text
+    purged_before = _counter(metrics, "vpsapi_citypulse_readings_purged_total")
+    http_before = _counter(metrics, 'vpsapi_citypulse_readings_ingested_total{transport="http"}')
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    ages = [timedelta(days=400), timedelta(days=31), timedelta(days=29), timedelta(hours=1)]
+    body = {"readings": [{"timestamp": (now - a).isoformat(), "value": 50.0} for a in ages]}
+    assert (await client.post(url, json=body, headers=headers)).status_code == 201
+    metrics = (await client.get("/metrics")).text
+    assert _counter(metrics, 'vpsapi_citypulse_readings_ingested_total{transport="http"}') == (
+        http_before + 4
+    )
+
+    window = {"from": (now - timedelta(days=500)).isoformat(), "to": now.isoformat()}
+    deadline = time.monotonic() + 30
+    while True:
+        points = (await client.get(url, params=window, headers=headers)).json()["data"]["points"]
+        if len(points) == 2:
+            break
+        assert time.monotonic() < deadline, f"old readings still there: {points}"
+        await asyncio.sleep(0.2)
+    kept = [datetime.fromisoformat(p["timestamp"]) for p in points]
+    assert kept == [now - timedelta(days=29), now - timedelta(hours=1)]
+    metrics = (await client.get("/metrics")).text
+    assert _counter(metrics, "vpsapi_citypulse_readings_purged_total") == purged_before + 2
