@@ -96,3 +96,41 @@ def login(base: str) -> str:
         timeout=30,
     )
     return str(response.json()["data"]["accessToken"])
+
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+async def pg(sql: str) -> None:
+    """Run one statement on the machine's PostgreSQL (create/drop bench databases)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """A `vpsapi` subprocess logging to `log` (stop it by PID)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "vpsapi", *args],
+        env=env,
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+        cwd=str(log.parent),
+    )
+
+
+def wait_live(base: str, proc: subprocess.Popen[bytes] | None = None, verify: bool = True) -> None:
+    for _ in range(300):
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit("server exited; see its log")
+        try:
+            if httpx.get(base + "/health/live", timeout=1, verify=verify).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{base} did not start")

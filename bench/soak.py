@@ -27,12 +27,11 @@ from pathlib import Path
 
 import httpx
 import psutil
-from common import API_KEY, ROOT, bench_env, free_port
+from common import API_KEY, ROOT, bench_env, free_port, pg, start, wait_live
 
 sys.path.insert(0, str(ROOT / "tests"))
 from support import render_nginx_site
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 # operation -> share of requests
 MIX = {
     "token": 0.05,
@@ -43,37 +42,6 @@ MIX = {
     "sse_follow": 0.05,
 }
 MAX_IN_FLIGHT = 4000
-
-
-async def pg(sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_ADMIN)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "vpsapi", *args],
-        env=env,
-        stdout=open(log, "ab"),
-        stderr=subprocess.STDOUT,
-        cwd=str(log.parent),
-    )
-
-
-def wait_live(base: str, verify: bool = True) -> None:
-    for _ in range(300):
-        try:
-            if httpx.get(base + "/health/live", timeout=1, verify=verify).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{base} did not start")
 
 
 def rss_mib(process: psutil.Process) -> float:

@@ -109,7 +109,8 @@ async def notify_owners(
             session,
             settings,
             PUSH_JOB_OWNER,
-            JobSubmit(processingType=PUSH_JOB_TYPE, data=[item]),
+            # `push` is not a public type (POST /api/jobs refuses it): skip that check.
+            JobSubmit.model_construct(processingType=PUSH_JOB_TYPE, data=[item], options={}),
             idempotency_key=None,
         )
         job_ids.append(job.id)

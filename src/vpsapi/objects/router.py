@@ -42,9 +42,9 @@ def _authorized(request: Request, key: str, expires: str, signature: str) -> Loc
     return storage
 
 
-@router.api_route(
+@router.head("/{key:path}", response_class=FileResponse, include_in_schema=False)
+@router.get(
     "/{key:path}",
-    methods=["GET", "HEAD"],
     response_class=FileResponse,
     summary="Download an object through a signed URL",
     responses=_ERRORS,
