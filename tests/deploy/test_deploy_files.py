@@ -88,7 +88,11 @@ def test_kubernetes_manifests() -> None:
 def test_compose_and_dockerfile() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"postgres", "redis", "api", "worker", "nginx"} <= set(services)
+    assert {"postgres", "redis", "seaweedfs", "mosquitto", "api", "worker", "nginx"} <= set(
+        services
+    )
+    app_env = services["api"]["environment"]
+    assert app_env["S3_ENDPOINT"].startswith("http://seaweedfs") and app_env["MQTT_URL"]
     for name in ("postgres", "redis"):
         assert "healthcheck" in services[name]
     assert services["api"]["depends_on"]["postgres"]["condition"] == "service_healthy"
