@@ -5,6 +5,7 @@ losing a process loses nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import signal
@@ -13,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ CLUSTER_ENV = {
     "JOBS_INPROCESS_WORKERS": "false",
     "JOB_LEASE_SECONDS": "2",
     "JOBS_WORKERS": "8",
+    "METRICS_INTERVAL": "0.5",
 }
 
 
@@ -319,3 +321,56 @@ def test_sigterm_ends_streams_cleanly_and_clients_move_on(cluster: Cluster) -> N
     for job_id, record in records.items():
         assert record.events and record.events[-1][2]["status"] == "COMPLETED", job_id
         assert record.broken_connections == 0, job_id
+
+
+async def test_websocket_and_socketio_through_nginx(cluster: Cluster) -> None:
+    """`WS /ws/monitoring` and Socket.IO connect through nginx and receive what either
+    process publishes."""
+    import ssl
+
+    import socketio
+    from websockets.asyncio.client import connect
+
+    a, b = (server.base_url for server in cluster.servers)
+    token = httpx.post(
+        a + "/api/v1/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+    ).json()["data"]["accessToken"]
+    headers = {"Authorization": f"Bearer {token}"}
+    insecure = ssl.create_default_context()
+    insecure.check_hostname = False
+    insecure.verify_mode = ssl.CERT_NONE
+
+    ws_base = cluster.base_url.replace("https://", "wss://")
+    async with connect(f"{ws_base}/ws/monitoring?access_token={token}", ssl=insecure) as ws:
+        samples = [json.loads(await asyncio.wait_for(ws.recv(), 30)) for _ in range(2)]
+    assert all("system" in sample and "alerts" in sample for sample in samples)
+    assert samples[0]["timestamp"] < samples[1]["timestamp"]
+
+    base = "/api/v1/citypulse"
+    building = httpx.post(a + f"{base}/buildings", json={"name": "Nord"}, headers=headers)
+    building_id = building.json()["data"]["id"]
+    sensor = httpx.post(
+        a + f"{base}/buildings/{building_id}/sensors",
+        json={"name": "T1", "kind": "temperature", "unit": "°C"},
+        headers=headers,
+    ).json()["data"]["id"]
+    readings: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    client = socketio.AsyncClient(reconnection=False, ssl_verify=False)
+    client.on("sensor:reading", readings.put)
+    await client.connect(
+        cluster.base_url, socketio_path="ws", transports=["websocket"], auth={"token": token}
+    )
+    try:
+        ack = await client.call("subscribe", {"buildingId": building_id}, timeout=10)
+        assert ack["ok"] is True
+        for origin, value in ((a, 20.5), (b, 21.5)):  # one reading through each process
+            posted = httpx.post(
+                origin + f"{base}/sensors/{sensor}/readings",
+                json={"value": value, "timestamp": datetime.now(UTC).isoformat()},
+                headers=headers,
+            )
+            assert posted.status_code == 201, posted.text
+            event = await asyncio.wait_for(readings.get(), 15)
+            assert event["value"] == value
+    finally:
+        await client.disconnect()
