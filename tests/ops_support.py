@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 NGINX = shutil.which("nginx")
 
@@ -50,22 +51,26 @@ class PrivateNginx:
         while not self.pid_file.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    def stop(self) -> None:
+    def masters(self) -> list[psutil.Process]:
+        """The nginx master(s) of this prefix: the pid file's, and any a restart raced past it."""
+        found: dict[int, psutil.Process] = {}
         try:
             pid = int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.05)
+            found[pid] = psutil.Process(pid)
+        except (OSError, ValueError, psutil.Error):
+            pass
+        for process in psutil.process_iter(["name", "cmdline"]):
+            line = " ".join(process.info["cmdline"] or [])
+            if "master process" in line and f"-p {self.prefix} " in line:
+                found[process.pid] = process
+        return list(found.values())
+
+    def stop(self) -> None:
+        masters = self.masters()
+        for master in masters:
+            with contextlib.suppress(psutil.Error):
+                master.terminate()
+        psutil.wait_procs(masters, timeout=10)
 
 
 def write_main_conf(prefix: Path, conf_dir: Path, log_dir: Path) -> Path:
