@@ -159,7 +159,7 @@ def render_nginx_site(tmp: Path, upstreams: list[str], port: int) -> Path:
     (tmp / "logs").mkdir(exist_ok=True)
     conf = tmp / "nginx.conf"
     conf.write_text(
-        f"daemon off;\npid {tmp}/nginx.pid;\nerror_log {tmp}/logs/error.log;\nevents {{}}\n"
+        f"daemon off;\npid {tmp}/nginx.pid;\nerror_log {tmp}/logs/error.log;\nevents {{ worker_connections 4096; }}\n"
         f"http {{\naccess_log {tmp}/logs/access.log;\nclient_body_temp_path {tmp}/body;\n"
         f"proxy_temp_path {tmp}/proxy;\n{site}\n}}\n"
     )
