@@ -5,6 +5,11 @@ batches of 10,000 through the service layer (the code path of POST .../readings)
 downsampled range queries and energy reports. Prints figures; asserts nothing.
 
     PYTHONPATH=src /work/main/.venv/bin/python bench/citypulse.py [--sensors 4] [--days 365]
+    PYTHONPATH=src .venv/bin/python bench/citypulse.py --filler-readings 35000000
+
+`--filler-readings N` first fills the table with N readings of other buildings' meters
+(one year of 15-minute data each, generated in SQL), so the aggregates are timed on a
+table of realistic size.
 """
 
 from __future__ import annotations
@@ -27,7 +32,37 @@ ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 START = datetime(2025, 1, 1, tzinfo=UTC)
 
 
-async def run(sensors: int, days: int, batch: int) -> None:
+async def fill(database: Database, dsn: str, readings: int, days: int) -> None:
+    """Other meters' readings, inserted by PostgreSQL itself (generate_series)."""
+    per_sensor = days * 96
+    meters = max(1, -(-readings // per_sensor))
+    async with database.session() as session:
+        filler = await service.create_building(session, BuildingIn(name="Filler"), "bench")
+        for index in range(meters):
+            await service.create_sensor(
+                session, filler.id, SensorIn(name=f"f{index}", kind="electricity", unit="kW")
+            )
+        await session.commit()
+    began = time.perf_counter()
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO citypulse_readings (sensor_id, ts_ms, value) "
+            "SELECT s.id, $2::bigint + g::bigint * 900000, 5 + random() * 10 "
+            "FROM citypulse_sensors s CROSS JOIN generate_series(0, $3 - 1) AS g "
+            "WHERE s.building_id = $1",
+            filler.id,
+            int(START.timestamp() * 1000),
+            per_sensor,
+        )
+        await conn.execute("ANALYZE citypulse_readings")
+        total = await conn.fetchval("SELECT count(*) FROM citypulse_readings")
+    finally:
+        await conn.close()
+    print(f"filled {total:,} readings ({meters} meters) in {time.perf_counter() - began:.0f} s")
+
+
+async def run(sensors: int, days: int, batch: int, filler: int) -> None:
     dbname = f"vpsapi_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(ADMIN_DSN)
     await admin.execute(f'CREATE DATABASE "{dbname}"')
@@ -52,6 +87,8 @@ async def run(sensors: int, days: int, batch: int) -> None:
                 for i in range(sensors)
             ]
             await session.commit()
+        if filler:
+            await fill(database, f"postgresql://postgres@127.0.0.1:5432/{dbname}", filler, days)
         per_sensor = days * 96
         total = 0
         began = time.perf_counter()
@@ -87,6 +124,9 @@ async def run(sensors: int, days: int, batch: int) -> None:
             "energy step=1d building, whole range": lambda s: energy.energy_report(
                 s, building.id, start=START, end=end, step="1d", tariff=0.3, currency="EUR"
             ),
+            "energy step=1h building, whole range": lambda s: energy.energy_report(
+                s, building.id, start=START, end=end, step="1h", tariff=0.3, currency="EUR"
+            ),
             "energy step=1h building, 30 days": lambda s: energy.energy_report(
                 s,
                 building.id,
@@ -119,8 +159,9 @@ def main() -> None:
     parser.add_argument("--sensors", type=int, default=4)
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument("--filler-readings", type=int, default=0)
     args = parser.parse_args()
-    asyncio.run(run(args.sensors, args.days, args.batch))
+    asyncio.run(run(args.sensors, args.days, args.batch, args.filler_readings))
 
 
 if __name__ == "__main__":
