@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
@@ -63,27 +65,51 @@ async def prepare_database(db: Database, settings: Settings) -> None:
         announce_admin_password(password, settings)
 
 
+# A part that cannot stop (a stuck task, a server that does not answer) must not keep
+# the process from exiting: each shutdown step gets this long, then the next one runs.
+SHUTDOWN_STEP_SECONDS = 10
+
+
+async def _bounded(step: str, stop: Callable[[], Awaitable[Any]]) -> None:
+    try:
+        async with asyncio.timeout(SHUTDOWN_STEP_SECONDS):
+            await stop()
+    except TimeoutError:
+        log.error("shutdown_step_timeout", step=step)
+
+
+@asynccontextmanager
+async def bounded_shutdown(module: Module, app: FastAPI) -> AsyncIterator[None]:
+    assert module.lifespan is not None
+    context = module.lifespan(app)
+    await context.__aenter__()
+    try:
+        yield
+    finally:
+        await _bounded(f"module {module.name}", lambda: context.__aexit__(None, None, None))
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     db = Database(settings)
     app.state.db = db
     async with AsyncExitStack() as stack:
-        stack.push_async_callback(db.dispose)
+        stack.push_async_callback(_bounded, "database", db.dispose)
         await prepare_database(db, settings)
         if settings.redis_url:
             redis = create_redis(settings.redis_url)
-            stack.push_async_callback(redis.aclose)
+            stack.push_async_callback(_bounded, "redis", redis.aclose)
             app.state.redis = redis
             app.state.events = RedisEventBus(redis, settings.redis_prefix)
         else:
             app.state.redis = None
             app.state.events = EventBus()
         await app.state.events.start()
-        stack.push_async_callback(app.state.events.close)
+        stack.push_async_callback(_bounded, "event bus", app.state.events.close)
         for module in app.state.modules:
             if module.lifespan is not None:
-                await stack.enter_async_context(module.lifespan(app))
+                await stack.enter_async_context(bounded_shutdown(module, app))
         log.info(
             "started",
             version=__version__,
