@@ -95,7 +95,7 @@ def test_a_submitted_job_reaches_completed_with_a_full_bar(
 
     row.locator("button", has_text="View").click()
     dialog = page.locator("dialog[open]")
-    expect(dialog.locator("pre.json")).to_contain_text('"count": 3')
+    expect(dialog.locator("pre.json")).to_contain_text('"count": 3', timeout=WAIT_MS)
     with page.expect_download() as download:
         dialog.locator("button", has_text="Download JSON").click()
     assert download.value.suggested_filename.endswith(".json")

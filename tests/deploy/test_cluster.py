@@ -159,12 +159,19 @@ def follow(
 def wait_all_finished(
     client: httpx.Client, headers: dict[str, str], ids: list[str], rounds: int = 1200
 ) -> list[dict[str, Any]]:
+    """Poll the list (one request per round, well inside the rate limit) until every
+    job in `ids` has ended."""
+    wanted = set(ids)
     jobs: list[dict[str, Any]] = []
     for _ in range(rounds):
-        jobs = [client.get(f"/api/jobs/{job_id}", headers=headers).json() for job_id in ids]
-        if all(job["status"] in ("COMPLETED", "FAILED", "CANCELLED") for job in jobs):
+        response = client.get("/api/jobs?limit=200", headers=headers)
+        assert response.status_code == 200, response.text
+        jobs = [job for job in response.json()["jobs"] if job["jobId"] in wanted]
+        if len(jobs) == len(wanted) and all(
+            job["status"] in ("COMPLETED", "FAILED", "CANCELLED") for job in jobs
+        ):
             return jobs
-        time.sleep(0.2)
+        time.sleep(0.5)
     return jobs
 
 

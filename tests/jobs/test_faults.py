@@ -32,7 +32,9 @@ def _submit_slow_jobs(base_url: str, headers: dict[str, str]) -> list[str]:
             json={
                 "processingType": "type1",
                 "data": [{"i": i} for i in range(5)],
-                "options": {"delayMs": 150},
+                # Long enough per step that the kill lands inside a running job even
+                # on a loaded machine.
+                "options": {"delayMs": 400},
             },
             headers=headers,
         )
