@@ -51,6 +51,30 @@ export default {
   },
 };
 
+function jobFacts(job) {
+  return [
+    h(
+      "dl",
+      { class: "facts" },
+      fact("Status", chip(job.status.toLowerCase(), TONE[job.status], !TERMINAL.has(job.status))),
+      fact("Type", job.processingType),
+      fact("Progress", `${job.progress}%`),
+      fact("Attempts", `${job.attempts} of ${job.maxAttempts}`),
+      fact("Created", when(job.createdAt)),
+      job.startedAt ? fact("Started", when(job.startedAt)) : null,
+      job.completedAt ? fact("Finished", when(job.completedAt)) : null,
+      job.nextAttemptAt ? fact("Next attempt", when(job.nextAttemptAt)) : null,
+    ),
+    job.error ? notice("error", "The job failed:", job.error) : null,
+    job.lastError && !job.error ? notice("warn", "The last attempt failed:", job.lastError) : null,
+    job.result !== undefined
+      ? [h("h3", { text: "Result" }), h("pre", { class: "json", tabindex: "0", text: prettyJson(job.result) })]
+      : TERMINAL.has(job.status)
+        ? null
+        : h("p", { class: "muted", text: "The result appears here when the job completes." }),
+  ];
+}
+
 class JobsView {
   constructor(main) {
     this.main = main;
@@ -278,48 +302,29 @@ class JobsView {
     }
   }
 
+  /** The job's facts and result; a running job's dialog follows it live until it ends. */
   async showDetails(jobId) {
     const body = h("div", {}, loading("Loading job…"));
     const download = button("Download JSON", null, { kind: "", disabled: true });
-    modal(`Job ${jobId}`, body, [download]);
-    let job;
+    let latest = null;
+    download.addEventListener("click", () =>
+      downloadJson(latest.status === "COMPLETED" ? latest.result : latest, `${jobId}.json`),
+    );
+    let stopFollowing = () => {};
+    modal(`Job ${jobId}`, body, [download], { onclose: () => stopFollowing() });
+    const show = (job) => {
+      latest = { ...latest, ...job };
+      this.update(latest);
+      download.disabled = (latest.status === "FAILED" ? latest.error : latest.result) === undefined;
+      clear(body, jobFacts(latest));
+    };
     try {
-      job = await api.api(`/api/jobs/${encodeURIComponent(jobId)}`);
+      show(await api.api(`/api/jobs/${encodeURIComponent(jobId)}`));
     } catch (error) {
       clear(body, errorState(error));
       return;
     }
-    this.update(job);
-    const payload = job.status === "FAILED" ? { error: job.error } : job.result;
-    download.disabled = payload === undefined;
-    download.addEventListener("click", () =>
-      downloadJson(job.status === "COMPLETED" ? job.result : job, `${jobId}.json`),
-    );
-    clear(
-      body,
-      h(
-        "dl",
-        { class: "facts" },
-        fact("Status", chip(job.status.toLowerCase(), TONE[job.status])),
-        fact("Type", job.processingType),
-        fact("Progress", `${job.progress}%`),
-        fact("Attempts", `${job.attempts} of ${job.maxAttempts}`),
-        fact("Created", when(job.createdAt)),
-        job.startedAt ? fact("Started", when(job.startedAt)) : null,
-        job.completedAt ? fact("Finished", when(job.completedAt)) : null,
-        job.nextAttemptAt ? fact("Next attempt", when(job.nextAttemptAt)) : null,
-      ),
-      job.error ? notice("error", "The job failed:", job.error) : null,
-      job.lastError && !job.error ? notice("warn", "The last attempt failed:", job.lastError) : null,
-      job.result !== undefined
-        ? [
-            h("h3", { text: "Result" }),
-            h("pre", { class: "json", tabindex: "0", text: prettyJson(job.result) }),
-          ]
-        : TERMINAL.has(job.status)
-          ? null
-          : h("p", { class: "muted", text: "The result appears here when the job completes." }),
-    );
+    if (!TERMINAL.has(latest.status)) stopFollowing = followJob(jobId, show);
   }
 
   // ---- submit ---------------------------------------------------------------------------
