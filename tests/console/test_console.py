@@ -33,6 +33,21 @@ def is_job_submission(response: Any) -> bool:
     return response.request.method == "POST" and response.url.endswith("/api/jobs")
 
 
+def job_form_filled(open_console: Any, server: Any, options: str) -> Any:
+    """A signed-in console on the jobs page, its form filled for a three-item type2 job."""
+    console = open_console(server)
+    console.login()
+    console.visit("jobs")
+    console.page.select_option("select[name=processingType]", "type2")
+    console.page.fill("textarea[name=options]", options)
+    return console
+
+
+def submitted_row(page: Any, submitted: Any) -> Any:
+    # Its own row: on a shared database other tests' jobs are listed too.
+    return page.locator(f'tr[data-job-id="{submitted.value.json()["jobId"]}"]')
+
+
 def test_console_page_is_served_with_a_strict_csp(console_server: Any) -> None:
     page = httpx.get(console_server.base_url + "/", timeout=10)
     assert page.status_code == 200
@@ -82,18 +97,13 @@ def test_wrong_password_shows_an_error_and_a_user_sees_no_ops_pages(
 def test_a_submitted_job_reaches_completed_with_a_full_bar(
     open_console: Any, console_server: Any
 ) -> None:
-    console = open_console(console_server)
-    console.login()
-    console.visit("jobs")
+    console = job_form_filled(open_console, console_server, '{"delayMs": 400}')
     page = console.page
-    page.select_option("select[name=processingType]", "type2")
-    page.fill("textarea[name=options]", '{"delayMs": 400}')
     page.keyboard.press("Tab")  # from the options to the submit button: keyboard only
     expect(page.locator("form button[type=submit]")).to_be_focused()
     with page.expect_response(is_job_submission) as submitted:
         page.keyboard.press("Enter")
-    # Its own row: on a shared database other tests' jobs are listed too.
-    row = page.locator(f'tr[data-job-id="{submitted.value.json()["jobId"]}"]')
+    row = submitted_row(page, submitted)
     expect(row).to_have_attribute("data-status", "COMPLETED", timeout=WAIT_MS)
     expect(row.locator("[role=progressbar]")).to_have_attribute("aria-valuenow", "100")
     expect(row.locator(".chip")).to_have_text("completed")
@@ -113,16 +123,10 @@ def test_a_submitted_job_reaches_completed_with_a_full_bar(
 def test_a_job_opened_while_it_runs_shows_its_result_when_it_ends(
     open_console: Any, console_server: Any
 ) -> None:
-    console = open_console(console_server)
-    console.login()
-    console.visit("jobs")
-    page = console.page
-    page.select_option("select[name=processingType]", "type2")
-    page.fill("textarea[name=options]", '{"delayMs": 2000}')
+    page = job_form_filled(open_console, console_server, '{"delayMs": 2000}').page
     with page.expect_response(is_job_submission) as submitted:
         page.locator("form button[type=submit]").click()
-    row = page.locator(f'tr[data-job-id="{submitted.value.json()["jobId"]}"]')
-    row.locator("button", has_text="View").click()
+    submitted_row(page, submitted).locator("button", has_text="View").click()
     dialog = page.locator("dialog[open]")
     expect(dialog).to_contain_text("The result appears here when the job completes.")
     expect(dialog.locator("pre.json")).to_contain_text('"count": 3', timeout=WAIT_MS)

@@ -1,6 +1,6 @@
 // The console shell: sign-in, navigation by role, and a hash router over the pages.
 import * as api from "./api.js";
-import { button, chip, clear, h, notice } from "./ui.js";
+import { button, chip, clear, h, notice, pageHead, unavailable } from "./ui.js";
 import backups from "./pages/backups.js";
 import buildings from "./pages/buildings.js";
 import certificates from "./pages/certificates.js";
@@ -9,15 +9,50 @@ import jobs from "./pages/jobs.js";
 import sites from "./pages/sites.js";
 import system from "./pages/system.js";
 
-// Ops pages change the server itself: admins only (the API enforces it too).
+// Ops pages change the server itself: admins only (the API enforces it too). A page whose
+// API this server does not offer (`needs`: feature and path) explains that instead.
 const PAGES = [
   { path: "jobs", title: "Jobs", page: jobs },
-  { path: "devices", title: "Devices", page: devices },
-  { path: "buildings", title: "Buildings", page: buildings },
-  { path: "system", title: "System", page: system, admin: true },
-  { path: "sites", title: "Sites", page: sites, admin: true },
-  { path: "certificates", title: "Certificates", page: certificates, admin: true },
-  { path: "backups", title: "Backups", page: backups, admin: true },
+  {
+    path: "devices",
+    title: "Devices",
+    page: devices,
+    needs: ["Devices", "/api/devices", "Cameras bound to your account."],
+  },
+  {
+    path: "buildings",
+    title: "Buildings",
+    page: buildings,
+    needs: ["CityPulse", "/api/v1/citypulse/buildings", "Energy and sensors."],
+  },
+  {
+    path: "system",
+    title: "System",
+    page: system,
+    admin: true,
+    needs: ["Monitoring", "/api/monitoring/metrics/history", "Live host metrics and alerts."],
+  },
+  {
+    path: "sites",
+    title: "Sites",
+    page: sites,
+    admin: true,
+    needs: ["Site management", "/api/configs", "nginx sites and load-balancer pools."],
+  },
+  {
+    path: "certificates",
+    title: "Certificates",
+    page: certificates,
+    admin: true,
+    needs: ["Certificate management", "/api/ssl/certificates", "TLS certificates nginx can use."],
+  },
+  {
+    path: "backups",
+    title: "Backups",
+    page: backups,
+    admin: true,
+    needs: ["Backups", "/api/backup/list", "Archives of the managed configuration."],
+  },
 ];
 
 const root = document.getElementById("app");
@@ -188,6 +223,11 @@ function route() {
   }
   document.title = `${entry.title} · vpsapi console`;
   clear(main);
+  if (entry.needs && !api.offers("GET", entry.needs[1])) {
+    const [feature, path, subtitle] = entry.needs;
+    clear(main, pageHead(entry.title, subtitle), unavailable(feature, path));
+    return;
+  }
   const context = { admin: api.isAdmin(), user: api.currentUser() };
   cleanup = entry.page.render(main, context) || null;
 }

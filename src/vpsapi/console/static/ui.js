@@ -87,6 +87,28 @@ export function errorState(error, retry) {
   return state("error", title, error.message, retry ? button("Try again", retry, { kind: "primary" }) : null);
 }
 
+/**
+ * Fill `body` from one API list read: a loading line, then the items; a failed read shows
+ * the API's error with a retry, an empty list the `empty` state ([title, text, action?]).
+ * Returns the items to draw, or null when `body` already says what happened. `quiet`
+ * (a periodic refresh) keeps what is shown while reading and after a failure.
+ */
+export async function loadList(body, { loadingText, read, retry, empty, quiet = false }) {
+  if (!quiet) clear(body, loading(loadingText));
+  let items;
+  try {
+    items = await read();
+  } catch (error) {
+    if (!quiet) clear(body, errorState(error, retry));
+    return null;
+  }
+  if (!items.length) {
+    clear(body, state("empty", ...empty));
+    return null;
+  }
+  return items;
+}
+
 export function unavailable(feature, path) {
   const body = state(
     "unavailable",

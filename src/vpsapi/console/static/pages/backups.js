@@ -11,28 +11,17 @@ import {
   confirmDialog,
   dataTable,
   downloadBlob,
-  errorState,
   h,
-  loading,
+  loadList,
   modal,
   pageHead,
   progressBar,
-  state,
   toast,
-  unavailable,
   when,
 } from "../ui.js";
 
 export default {
   render(main) {
-    if (!api.offers("GET", "/api/backup/list")) {
-      clear(
-        main,
-        pageHead("Backups", "Archives of the managed configuration."),
-        unavailable("Backups", "/api/backup/list"),
-      );
-      return null;
-    }
     const body = h("div");
     const progress = h("div", { hidden: true });
     const watchers = new Set();
@@ -59,25 +48,16 @@ export default {
 };
 
 async function list(body, reload) {
-  clear(body, loading("Loading backups…"));
-  let backups;
-  try {
-    backups = (await api.api("/api/backup/list")).backups;
-  } catch (error) {
-    clear(body, errorState(error, reload));
-    return;
-  }
-  if (!backups.length) {
-    clear(
-      body,
-      state(
-        "empty",
-        "No backups yet",
-        "Create one before a risky change: it takes a few seconds and you can restore it from here.",
-      ),
-    );
-    return;
-  }
+  const backups = await loadList(body, {
+    loadingText: "Loading backups…",
+    read: async () => (await api.api("/api/backup/list")).backups,
+    retry: reload,
+    empty: [
+      "No backups yet",
+      "Create one before a risky change: it takes a few seconds and you can restore it from here.",
+    ],
+  });
+  if (!backups) return;
   backups.sort((a, b) => String(b.created_at).localeCompare(String(a.created_at)));
   clear(
     body,

@@ -14,7 +14,6 @@ import {
   num,
   pageHead,
   state,
-  unavailable,
 } from "../ui.js";
 
 const BASE = "/api/v1/citypulse";
@@ -28,14 +27,6 @@ const ENERGY_RELOAD_MS = 15_000;
 
 export default {
   render(main) {
-    if (!api.offers("GET", `${BASE}/buildings`)) {
-      clear(
-        main,
-        pageHead("Buildings", "Energy and sensors."),
-        unavailable("CityPulse", `${BASE}/buildings`),
-      );
-      return null;
-    }
     const view = new BuildingsView(main);
     view.start();
     return () => view.stop();

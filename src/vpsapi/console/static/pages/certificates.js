@@ -7,14 +7,11 @@ import {
   chip,
   clear,
   dataTable,
-  errorState,
   h,
-  loading,
+  loadList,
   pageHead,
   progressBar,
-  state,
   toast,
-  unavailable,
   when,
 } from "../ui.js";
 
@@ -23,14 +20,6 @@ const RENEW_PATH = "/api/ssl/renew/{domain}";
 
 export default {
   render(main) {
-    if (!api.offers("GET", "/api/ssl/certificates")) {
-      clear(
-        main,
-        pageHead("Certificates", "TLS certificates of this server."),
-        unavailable("Certificate management", "/api/ssl/certificates"),
-      );
-      return null;
-    }
     const body = h("div");
     const watchers = new Set();
     const failures = new Map(); // domain -> why its last renewal here failed
@@ -52,33 +41,24 @@ export default {
 };
 
 async function list(body, reload, watchers, failures) {
-  clear(body, loading("Reading certificates…"));
-  let certificates;
-  try {
-    certificates = (await api.api("/api/ssl/certificates")).certificates;
-  } catch (error) {
-    clear(body, errorState(error, reload));
-    return;
-  }
-  if (!certificates.length) {
-    clear(
-      body,
-      state(
-        "empty",
-        "No certificates yet",
-        h(
-          "span",
-          {},
-          "Upload one with ",
-          h("code", { text: "POST /api/ssl/upload" }),
-          " or request one from Let's Encrypt with ",
-          h("code", { text: "POST /api/ssl/request-letsencrypt" }),
-          "; it then appears here with its expiry.",
-        ),
+  const certificates = await loadList(body, {
+    loadingText: "Reading certificates…",
+    read: async () => (await api.api("/api/ssl/certificates")).certificates,
+    retry: reload,
+    empty: [
+      "No certificates yet",
+      h(
+        "span",
+        {},
+        "Upload one with ",
+        h("code", { text: "POST /api/ssl/upload" }),
+        " or request one from Let's Encrypt with ",
+        h("code", { text: "POST /api/ssl/request-letsencrypt" }),
+        "; it then appears here with its expiry.",
       ),
-    );
-    return;
-  }
+    ],
+  });
+  if (!certificates) return;
   const canRenew = api.offers("POST", RENEW_PATH);
   const rows = certificates.map((cert) => {
     const progressCell = h("td", { class: "actions-cell" });

@@ -7,12 +7,9 @@ import {
   chip,
   clear,
   dataTable,
-  errorState,
   h,
-  loading,
+  loadList,
   pageHead,
-  state,
-  unavailable,
   when,
 } from "../ui.js";
 
@@ -20,14 +17,6 @@ const REFRESH_MS = 30_000;
 
 export default {
   render(main) {
-    if (!api.offers("GET", "/api/devices")) {
-      clear(
-        main,
-        pageHead("Devices", "Cameras bound to your account."),
-        unavailable("Devices", "/api/devices"),
-      );
-      return null;
-    }
     const body = h("div");
     const reload = () => list(body, reload);
     clear(
@@ -46,31 +35,23 @@ export default {
 };
 
 async function list(body, reload, quiet = false) {
-  if (!quiet) clear(body, loading("Loading devices…"));
-  let devices;
-  try {
-    devices = await api.api("/api/devices");
-  } catch (error) {
-    if (!quiet) clear(body, errorState(error, reload));
-    return;
-  }
-  if (!devices.length) {
-    clear(
-      body,
-      state(
-        "empty",
-        "No devices bound to your account",
-        h(
-          "span",
-          {},
-          "Bind a camera from the mobile app, or with ",
-          h("code", { text: "POST /api/devices {vid, name}" }),
-          " once the camera has registered with the server.",
-        ),
+  const devices = await loadList(body, {
+    loadingText: "Loading devices…",
+    read: () => api.api("/api/devices"),
+    retry: reload,
+    quiet,
+    empty: [
+      "No devices bound to your account",
+      h(
+        "span",
+        {},
+        "Bind a camera from the mobile app, or with ",
+        h("code", { text: "POST /api/devices {vid, name}" }),
+        " once the camera has registered with the server.",
       ),
-    );
-    return;
-  }
+    ],
+  });
+  if (!devices) return;
   // `lastSeen` is shown when the API sends it (the device list does not carry it yet).
   const lastSeen = (d) => d.lastSeen ?? null;
   clear(

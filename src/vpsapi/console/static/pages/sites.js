@@ -7,14 +7,12 @@ import {
   clear,
   confirmDialog,
   dataTable,
-  errorState,
   h,
-  loading,
+  loadList,
   modal,
   notice,
   pageHead,
   showFieldErrors,
-  state,
   toast,
   unavailable,
   when,
@@ -22,14 +20,6 @@ import {
 
 export default {
   render(main) {
-    if (!api.offers("GET", "/api/configs")) {
-      clear(
-        main,
-        pageHead("Sites", "nginx sites and load-balancer pools."),
-        unavailable("Site management", "/api/configs"),
-      );
-      return null;
-    }
     const sitesBody = h("div");
     const poolsBody = h("div");
     const loadSites = () => listSites(sitesBody, loadSites);
@@ -54,26 +44,17 @@ export default {
 };
 
 async function listSites(body, reload) {
-  clear(body, loading("Loading sites…"));
-  let sites;
-  try {
-    sites = await api.api("/api/configs");
-  } catch (error) {
-    clear(body, errorState(error, reload));
-    return;
-  }
-  if (!sites.length) {
-    clear(
-      body,
-      state(
-        "empty",
-        "No sites yet",
-        "Create a site to put an app behind nginx: a name, a port and where requests go.",
-        button("New site", () => editSite(null, reload), { kind: "primary" }),
-      ),
-    );
-    return;
-  }
+  const sites = await loadList(body, {
+    loadingText: "Loading sites…",
+    read: () => api.api("/api/configs"),
+    retry: reload,
+    empty: [
+      "No sites yet",
+      "Create a site to put an app behind nginx: a name, a port and where requests go.",
+      button("New site", () => editSite(null, reload), { kind: "primary" }),
+    ],
+  });
+  if (!sites) return;
   const rows = sites.map((site) =>
     h(
       "tr",
@@ -376,39 +357,27 @@ async function listPools(body) {
     clear(body, unavailable("Load balancing", "/api/load-balancer/pools"));
     return;
   }
-  clear(body, loading("Loading pools…"));
-  let answer;
-  try {
-    answer = await api.api("/api/load-balancer/pools");
-  } catch (error) {
-    clear(
-      body,
-      errorState(error, () => listPools(body)),
-    );
-    return;
-  }
-  if (!answer.pools.length) {
-    clear(
-      body,
-      state(
-        "empty",
-        "No pools",
-        h(
-          "span",
-          {},
-          "A pool spreads a site's traffic over several servers. Create one with ",
-          h("code", { text: "POST /api/load-balancer/pools" }),
-          "; then use its name as a location's backend.",
-        ),
+  const pools = await loadList(body, {
+    loadingText: "Loading pools…",
+    read: async () => (await api.api("/api/load-balancer/pools")).pools,
+    retry: () => listPools(body),
+    empty: [
+      "No pools",
+      h(
+        "span",
+        {},
+        "A pool spreads a site's traffic over several servers. Create one with ",
+        h("code", { text: "POST /api/load-balancer/pools" }),
+        "; then use its name as a location's backend.",
       ),
-    );
-    return;
-  }
+    ],
+  });
+  if (!pools) return;
   clear(
     body,
     dataTable(
       ["Pool", "Method", "Servers", "Health check"],
-      answer.pools.map((pool) =>
+      pools.map((pool) =>
         h(
           "tr",
           {},

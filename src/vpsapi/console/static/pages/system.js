@@ -22,7 +22,6 @@ import {
   showFieldErrors,
   state,
   toast,
-  unavailable,
 } from "../ui.js";
 
 const SEVERITY_TONE = { info: "info", warning: "warn", critical: "bad" };
@@ -69,14 +68,6 @@ const RECONNECT_MS = [1000, 2000, 5000, 10000, 30000];
 
 export default {
   render(main) {
-    if (!api.offers("GET", "/api/monitoring/metrics/history")) {
-      clear(
-        main,
-        pageHead("System", "Live host metrics and alerts."),
-        unavailable("Monitoring", "/api/monitoring/metrics/history"),
-      );
-      return null;
-    }
     const view = new SystemView(main);
     view.start();
     return () => view.stop();
