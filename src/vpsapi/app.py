@@ -140,6 +140,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "`{success, data}` envelope; seed-000/003 paths keep their documented bodies."
         ),
         lifespan=lifespan,
+        telemetry={
+            "tracing": settings.otel_enabled,
+            "metrics": settings.otel_enabled,
+            "logs": settings.otel_enabled,
+        },
         swagger_ui_parameters={"persistAuthorization": True},
     )
     app.state.settings = settings

@@ -145,6 +145,9 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
+    # FastAPI's native OpenTelemetry (spans, metrics, logs through the globally configured
+    # providers). Off by default: checking for providers costs every request.
+    otel_enabled: bool = False
     sentry_dsn: SecretStr | None = None
     shutdown_timeout: int = 30
 

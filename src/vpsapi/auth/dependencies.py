@@ -29,7 +29,7 @@ _api_key_header = APIKeyHeader(
 )
 
 
-def get_codec(request: Request) -> TokenCodec:
+async def get_codec(request: Request) -> TokenCodec:
     codec: TokenCodec = request.app.state.codec
     return codec
 

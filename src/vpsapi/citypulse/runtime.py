@@ -110,7 +110,7 @@ async def enforce_retention(app: FastAPI) -> None:
         await asyncio.sleep(settings.citypulse_retention_interval_seconds)
 
 
-def get_runtime(request: Request) -> CityPulseRuntime:
+async def get_runtime(request: Request) -> CityPulseRuntime:
     runtime: CityPulseRuntime = request.app.state.citypulse
     return runtime
 

@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from vpsapi.ops.nginx.control import NginxControl
 
 
-def get_nginx(request: Request) -> NginxControl:
+async def get_nginx(request: Request) -> NginxControl:
     nginx: NginxControl = request.app.state.nginx
     return nginx
 

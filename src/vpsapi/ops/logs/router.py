@@ -35,7 +35,7 @@ router = APIRouter(prefix="/api/logs", tags=["ops: logs"])
 PLAIN_TEXT = r"^[^\x00]+$"
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -43,7 +43,7 @@ def get_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def log_query(
+async def log_query(
     level: Annotated[LogLevel | None, Query(description="this level and above")] = None,
     since: Annotated[
         datetime | None, Query(alias="from", description="ISO time (UTC if naive)")
