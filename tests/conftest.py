@@ -12,6 +12,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,37 @@ def backend() -> Iterator[Backend]:
         yield Backend("scaleout", database_url=f"{base}/{dbname}", redis_url=REDIS_URL)
     finally:
         _pg_admin(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+
+
+def _empty_shared_database(database_url: str) -> None:
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            await conn.execute("SET lock_timeout = '10s'")  # never hang on a leftover session
+            tables = await conn.fetch(
+                "SELECT tablename FROM pg_tables"
+                " WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+            )
+            if tables:
+                names = ", ".join(f'"{row["tablename"]}"' for row in tables)
+                await conn.execute(f"TRUNCATE {names} CASCADE")
+        finally:
+            await conn.close()
+
+    # Its own thread: the test's event loop (pytest-asyncio, Playwright) may be running here.
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, run()).result()
+
+
+@pytest.fixture(autouse=True)
+def empty_shared_database_for_processes(request: pytest.FixtureRequest, backend: Backend) -> None:
+    """A test with real server processes starts on an empty database in the scale-out run,
+    as in-process ones do (make_client): another test's leftover jobs would otherwise keep
+    this test's workers busy. The servers it starts create the admin again."""
+    if backend.scaleout and request.node.get_closest_marker("multiprocess"):
+        _empty_shared_database(backend.database_url)
 
 
 @pytest.fixture

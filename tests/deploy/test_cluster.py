@@ -21,10 +21,15 @@ from typing import Any
 import httpx
 import pytest
 
+from jobs_support import (
+    shared_key_headers,
+    submit_type1_job,
+    wait_all_finished,
+    wait_until_running,
+)
 from support import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
-    SHARED_API_KEY,
     ServerProcess,
     free_port,
     render_nginx_site,
@@ -63,8 +68,7 @@ class Cluster:
 
     def token_headers(self) -> dict[str, str]:
         with self.client() as client:
-            token = client.post("/api/auth/token", headers={"X-API-Key": SHARED_API_KEY})
-        return {"Authorization": f"Bearer {token.json()['token']}"}
+            return shared_key_headers(client)
 
 
 @pytest.fixture
@@ -99,21 +103,6 @@ def cluster(settings_factory, server_factory, backend, tmp_path: Path) -> Iterat
                     worker.wait(30)
                 except subprocess.TimeoutExpired:
                     worker.kill()
-
-
-def submit(client: httpx.Client, headers: dict[str, str], items: int, delay_ms: int) -> str:
-    response = client.post(
-        "/api/jobs",
-        json={
-            "processingType": "type1",
-            "data": [{"i": i} for i in range(items)],
-            "options": {"delayMs": delay_ms},
-        },
-        headers=headers,
-    )
-    assert response.status_code == 202, response.text
-    job_id: str = response.json()["jobId"]
-    return job_id
 
 
 @dataclass
@@ -156,29 +145,10 @@ def follow(
     return seen
 
 
-def wait_all_finished(
-    client: httpx.Client, headers: dict[str, str], ids: list[str], rounds: int = 1200
-) -> list[dict[str, Any]]:
-    """Poll the list (one request per round, well inside the rate limit) until every
-    job in `ids` has ended."""
-    wanted = set(ids)
-    jobs: list[dict[str, Any]] = []
-    for _ in range(rounds):
-        response = client.get("/api/jobs?limit=200", headers=headers)
-        assert response.status_code == 200, response.text
-        jobs = [job for job in response.json()["jobs"] if job["jobId"] in wanted]
-        if len(jobs) == len(wanted) and all(
-            job["status"] in ("COMPLETED", "FAILED", "CANCELLED") for job in jobs
-        ):
-            return jobs
-        time.sleep(0.5)
-    return jobs
-
-
 def test_sse_arrives_unbuffered_through_nginx(cluster: Cluster) -> None:
     headers = cluster.token_headers()
     with cluster.client() as client:
-        job_id = submit(client, headers, items=10, delay_ms=200)
+        job_id = submit_type1_job(client, headers, items=10, delay_ms=200)
     seen = follow(cluster, job_id, headers["Authorization"].split()[1])
     assert seen[-1][2]["status"] == "COMPLETED"
     live = [p for _, _, p in seen if p["status"] == "PROCESSING" and 0 < p["progress"] < 100]
@@ -265,12 +235,8 @@ def test_each_process_exposes_its_own_metrics(cluster: Cluster) -> None:
 def test_worker_killed_mid_run_of_200_jobs_loses_none(cluster: Cluster) -> None:
     headers = cluster.token_headers()
     with cluster.client() as client:
-        ids = [submit(client, headers, items=3, delay_ms=40) for _ in range(200)]
-        for _ in range(600):
-            running = client.get("/api/jobs?status=PROCESSING", headers=headers).json()["jobs"]
-            if running:
-                break
-            time.sleep(0.05)
+        ids = [submit_type1_job(client, headers, items=3, delay_ms=40) for _ in range(200)]
+        wait_until_running(client, headers)
         victim = cluster.workers[0]
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
@@ -284,7 +250,7 @@ def test_serve_killed_sse_clients_resume_elsewhere(cluster: Cluster) -> None:
     headers = cluster.token_headers()
     token = headers["Authorization"].split()[1]
     with cluster.client() as client:
-        ids = [submit(client, headers, items=20, delay_ms=150) for _ in range(4)]
+        ids = [submit_type1_job(client, headers, items=20, delay_ms=150) for _ in range(4)]
 
     results: dict[str, list[tuple[float, int, dict[str, Any]]]] = {}
     threads = [
@@ -312,7 +278,7 @@ def test_sigterm_ends_streams_cleanly_and_clients_move_on(cluster: Cluster) -> N
     headers = cluster.token_headers()
     token = headers["Authorization"].split()[1]
     with cluster.client() as client:
-        ids = [submit(client, headers, items=20, delay_ms=150) for _ in range(4)]
+        ids = [submit_type1_job(client, headers, items=20, delay_ms=150) for _ in range(4)]
     records = {job_id: Followed() for job_id in ids}
     threads = [
         threading.Thread(target=follow, args=(cluster, job_id, token, records[job_id]))

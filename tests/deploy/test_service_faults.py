@@ -10,15 +10,16 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from jobs_support import post_type1_job, shared_key_headers, wait_all_finished
 from service_support import PrivatePostgres, PrivateRedis, postgres_available
-from support import SHARED_API_KEY, ServerProcess, server_env, start_process
+from support import ServerProcess, server_env, start_process
 
 pytestmark = pytest.mark.multiprocess
 
@@ -33,28 +34,14 @@ def scaleout_only(backend: Any) -> None:
         pytest.skip("PostgreSQL + Redis faults (scale-out run)")
 
 
-def _headers(base_url: str) -> dict[str, str]:
-    token = httpx.post(base_url + "/api/auth/token", headers={"X-API-Key": SHARED_API_KEY})
-    return {"Authorization": f"Bearer {token.json()['token']}"}
+def _submit(client: httpx.Client, headers: dict[str, str]) -> httpx.Response:
+    return post_type1_job(client, headers, items=3, delay_ms=100)
 
 
-def _submit(base_url: str, headers: dict[str, str]) -> httpx.Response:
-    return httpx.post(
-        base_url + "/api/jobs",
-        json={
-            "processingType": "type1",
-            "data": [{"i": i} for i in range(3)],
-            "options": {"delayMs": 100},
-        },
-        headers=headers,
-        timeout=ANSWER_WITHIN_S,
-    )
-
-
-def _wait_ready(base_url: str) -> None:
+def _wait_ready(client: httpx.Client) -> None:
     for _ in range(300):
         try:
-            if httpx.get(base_url + "/health/ready", timeout=5).status_code == 200:
+            if client.get("/health/ready", timeout=5).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -62,17 +49,27 @@ def _wait_ready(base_url: str) -> None:
     raise AssertionError("never became ready again")
 
 
-def _all_completed(base_url: str, headers: dict[str, str], ids: list[str]) -> list[str]:
-    statuses: list[str] = []
-    for _ in range(600):
-        statuses = [
-            httpx.get(f"{base_url}/api/jobs/{job_id}", headers=headers).json()["status"]
-            for job_id in ids
-        ]
-        if all(status in ("COMPLETED", "FAILED", "CANCELLED") for status in statuses):
-            break
-        time.sleep(0.2)
-    return statuses
+def outage_loses_no_job(
+    server: ServerProcess,
+    stop: Callable[[], None],
+    restart: Callable[[], None],
+    during: Callable[[httpx.Client, dict[str, str], list[str]], None],
+) -> None:
+    """Ten jobs accepted, the service stopped, `during(client, headers, accepted)` checks
+    the outage (and may add jobs it got accepted), the service back: every accepted job
+    completes and new ones are taken, with no restart of our processes."""
+    with httpx.Client(base_url=server.base_url, timeout=ANSWER_WITHIN_S) as client:
+        headers = shared_key_headers(client)
+        accepted = [_submit(client, headers).json()["jobId"] for _ in range(10)]
+        stop()
+        ready = client.get("/health/ready")
+        assert ready.status_code == 503
+        during(client, headers, accepted)
+        restart()
+        _wait_ready(client)
+        jobs = wait_all_finished(client, headers, accepted, rounds=240)
+        assert [job["status"] for job in jobs] == ["COMPLETED"] * len(accepted)
+        assert _submit(client, headers).status_code == 202
 
 
 @pytest.fixture
@@ -101,35 +98,27 @@ def test_redis_restart_mid_run(
     worker_factory: Any,
     tmp_path: Path,
 ) -> None:
+    def during(client: httpx.Client, headers: dict[str, str], accepted: list[str]) -> None:
+        assert client.get("/health/ready").json()["checks"]["redis"] == "unhealthy"
+        # The job row is the truth: a submission is still accepted (the sweeper enqueues it
+        # once Redis is back) or refused with a clear 503, never a 500 or a hang.
+        for _ in range(3):
+            response = _submit(client, headers)
+            assert response.status_code in (202, 503), response.text
+            if response.status_code == 202:
+                accepted.append(response.json()["jobId"])
+            else:
+                assert "redis" in response.text.lower()
+        assert client.get(f"/api/jobs/{accepted[0]}", headers=headers).status_code == 200
+
     redis = PrivateRedis(tmp_path / "redis")
     redis.start()
     try:
         settings = settings_factory(redis_url=redis.url)
         server: ServerProcess = server_factory(settings, **FAST)
         worker_factory(server_env(settings, **FAST))
-        headers = _headers(server.base_url)
-        accepted = [_submit(server.base_url, headers).json()["jobId"] for _ in range(10)]
-
-        redis.stop()
-        ready = httpx.get(server.base_url + "/health/ready", timeout=ANSWER_WITHIN_S)
-        assert ready.status_code == 503
-        assert ready.json()["checks"]["redis"] == "unhealthy"
-        # The job row is the truth: a submission is still accepted (the sweeper enqueues it
-        # once Redis is back) or refused with a clear 503, never a 500 or a hang.
-        for _ in range(3):
-            response = _submit(server.base_url, headers)
-            assert response.status_code in (202, 503), response.text
-            if response.status_code == 202:
-                accepted.append(response.json()["jobId"])
-            else:
-                assert "redis" in response.text.lower()
-        status = httpx.get(f"{server.base_url}/api/jobs/{accepted[0]}", headers=headers)
-        assert status.status_code == 200
-
-        redis.start()  # same port, empty: whatever was queued in it is gone
-        _wait_ready(server.base_url)
-        assert _all_completed(server.base_url, headers, accepted) == ["COMPLETED"] * len(accepted)
-        assert _submit(server.base_url, headers).status_code == 202
+        # Restarted on the same port, empty: whatever was queued in it is gone.
+        outage_loses_no_job(server, redis.stop, redis.start, during)
     finally:
         redis.stop()
 
@@ -140,35 +129,20 @@ def test_postgres_restart_mid_run(
     settings_factory: Any,
     server_factory: Any,
     worker_factory: Any,
-    tmp_path: Path,
 ) -> None:
+    def during(client: httpx.Client, headers: dict[str, str], _accepted: list[str]) -> None:
+        assert client.get("/health/ready").json()["checks"]["database"] == "unhealthy"
+        assert client.get("/health/live").status_code == 200
+        for response in (client.get("/api/jobs", headers=headers), _submit(client, headers)):
+            assert response.status_code == 503, response.text
+            assert "database" in response.json()["error"].lower()
+
     postgres = PrivatePostgres()
     postgres.start()
     try:
         settings = settings_factory(database_url=postgres.url)
         server: ServerProcess = server_factory(settings, **FAST)
         worker_factory(server_env(settings, **FAST))
-        headers = _headers(server.base_url)
-        accepted = [_submit(server.base_url, headers).json()["jobId"] for _ in range(10)]
-
-        postgres.stop("fast")
-        ready = httpx.get(server.base_url + "/health/ready", timeout=ANSWER_WITHIN_S)
-        assert ready.status_code == 503
-        assert ready.json()["checks"]["database"] == "unhealthy"
-        assert httpx.get(server.base_url + "/health/live").status_code == 200
-        for call in (
-            lambda: httpx.get(
-                server.base_url + "/api/jobs", headers=headers, timeout=ANSWER_WITHIN_S
-            ),
-            lambda: _submit(server.base_url, headers),
-        ):
-            response = call()
-            assert response.status_code == 503, response.text
-            assert "database" in response.json()["error"].lower()
-
-        postgres.start()
-        _wait_ready(server.base_url)
-        assert _all_completed(server.base_url, headers, accepted) == ["COMPLETED"] * len(accepted)
-        assert _submit(server.base_url, headers).status_code == 202
+        outage_loses_no_job(server, lambda: postgres.stop("fast"), postgres.start, during)
     finally:
         postgres.destroy()
