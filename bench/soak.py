@@ -5,8 +5,9 @@
 
 Starts, on 127.0.0.1 only: a fresh PostgreSQL database on the machine's server, a Redis key
 prefix, 2 `vpsapi serve` + 2 `vpsapi worker` processes and a private nginx running the
-repository's own site file (deploy/nginx/vpsapi.conf). Requests arrive open-loop (a new one
-every 1/rate s whatever the answers do), mixed as below. Prints throughput, p50/p99 per
+repository's own site file (deploy/nginx/vpsapi.conf). The client is aiohttp on uvloop:
+it shares the cores with what it measures, so it must be cheap. Requests arrive open-loop (a
+new one every 1/rate s whatever the answers do), mixed as below. Prints throughput, p50/p99 per
 operation, errors, and the RSS of every process at start and end. Stops everything by PID.
 """
 
@@ -24,9 +25,11 @@ import time
 import uuid
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
-import httpx
+import aiohttp
 import psutil
+import uvloop
 from common import API_KEY, ROOT, bench_env, free_port, pg, start, wait_live
 
 sys.path.insert(0, str(ROOT / "tests"))
@@ -59,62 +62,71 @@ class Soak:
         self.job_ids: list[str] = []
         self.token = ""
 
-    async def run_op(self, client: httpx.AsyncClient, op: str) -> None:
+    async def run_op(self, http: aiohttp.ClientSession, op: str) -> None:
         headers = {"Authorization": f"Bearer {self.token}"}
         started = time.perf_counter()
+        if op in ("status", "sse_follow") and not self.job_ids:
+            op = "info"
+        if op == "sse_follow":
+            await self.follow(http, self.job_ids[-1], started)
+            return
+        request: dict[str, Any] = {
+            "token": {
+                "method": "POST",
+                "url": "/api/auth/token",
+                "headers": {"X-API-Key": API_KEY},
+            },
+            "submit": {
+                "method": "POST",
+                "url": "/api/jobs",
+                "json": {"processingType": "type1", "data": [{"i": 1}, {"i": 2}]},
+                "headers": headers,
+            },
+            "status": {
+                "method": "GET",
+                "url": f"/api/jobs/{random.choice(self.job_ids[-500:])}" if self.job_ids else "",
+                "headers": headers,
+            },
+            "list": {"method": "GET", "url": "/api/jobs?limit=20", "headers": headers},
+            "info": {"method": "GET", "url": "/api/v1/info"},
+        }[op]
         try:
-            if op == "token":
-                response = await client.post("/api/auth/token", headers={"X-API-Key": API_KEY})
-            elif op == "submit":
-                response = await client.post(
-                    "/api/jobs",
-                    json={"processingType": "type1", "data": [{"i": 1}, {"i": 2}]},
-                    headers=headers,
-                )
-                if response.status_code == 202:
-                    self.job_ids.append(response.json()["jobId"])
-            elif op == "status" and self.job_ids:
-                job_id = random.choice(self.job_ids[-500:])
-                response = await client.get(f"/api/jobs/{job_id}", headers=headers)
-            elif op == "list":
-                response = await client.get("/api/jobs?limit=20", headers=headers)
-            elif op == "sse_follow" and self.job_ids:
-                await self.follow(client, self.job_ids[-1], started)
-                return
-            else:
-                response = await client.get("/api/v1/info")
-                op = "info"
-        except httpx.HTTPError as exc:
+            async with http.request(**request) as response:
+                body = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
             self.errors[op].append(type(exc).__name__)
             return
         self.latency[op].append(time.perf_counter() - started)
-        if response.status_code >= 400:
-            self.errors[op].append(str(response.status_code))
+        if status >= 400:
+            self.errors[op].append(str(status))
+        elif op == "submit":
+            self.job_ids.append(json.loads(body)["jobId"])
 
-    async def follow(self, client: httpx.AsyncClient, job_id: str, started: float) -> None:
+    async def follow(self, http: aiohttp.ClientSession, job_id: str, started: float) -> None:
         """Open the job's SSE stream and read to its terminal event; latency = whole follow."""
         url = f"/api/sse/job-progress/{job_id}?access_token={self.token}"
+        terminal = ("COMPLETED", "FAILED", "CANCELLED")
         try:
-            async with client.stream("GET", url, timeout=60) as stream:
-                if stream.status_code != 200:
-                    self.errors["sse_follow"].append(str(stream.status_code))
+            async with http.get(url, timeout=aiohttp.ClientTimeout(total=60)) as stream:
+                if stream.status != 200:
+                    self.errors["sse_follow"].append(str(stream.status))
                     return
-                async for line in stream.aiter_lines():
-                    terminal = ("COMPLETED", "FAILED", "CANCELLED")
+                async for raw in stream.content:
+                    line = raw.decode().strip()
                     if line.startswith("data:") and json.loads(line[5:]).get("status") in terminal:
                         break
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             self.errors["sse_follow"].append(type(exc).__name__)
             return
         self.latency["sse_follow"].append(time.perf_counter() - started)
 
     async def drive(self, rate: float, duration: float) -> float:
-        limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
-        async with httpx.AsyncClient(
-            base_url=self.base, verify=False, timeout=30, limits=limits
-        ) as client:
-            response = await client.post("/api/auth/token", headers={"X-API-Key": API_KEY})
-            self.token = response.json()["token"]
+        connector = aiohttp.TCPConnector(limit=512, ssl=False)
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(self.base, connector=connector, timeout=timeout) as http:
+            async with http.post("/api/auth/token", headers={"X-API-Key": API_KEY}) as response:
+                self.token = (await response.json())["token"]
             ops, weights = list(MIX), list(MIX.values())
             tasks: set[asyncio.Task[None]] = set()
             started = time.perf_counter()
@@ -125,7 +137,7 @@ class Soak:
                     if len(tasks) >= MAX_IN_FLIGHT:
                         self.errors["client"].append("in-flight cap")
                         continue
-                    task = asyncio.create_task(self.run_op(client, random.choices(ops, weights)[0]))
+                    task = asyncio.create_task(self.run_op(http, random.choices(ops, weights)[0]))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                 sent += due
@@ -197,7 +209,7 @@ def main() -> None:
             rss_start = {name: rss_mib(proc) for name, proc in watched.items()}
             print(f"soak: {args.rate:.0f} req/s for {args.duration:.0f} s through nginx, 2+2")
             soak = Soak(base)
-            elapsed = asyncio.run(soak.drive(args.rate, args.duration))
+            elapsed = uvloop.run(soak.drive(args.rate, args.duration))
             report(soak, elapsed)
             print("\nRSS MiB     start     end")
             for name, proc in watched.items():

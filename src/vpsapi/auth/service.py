@@ -341,11 +341,9 @@ async def _active_api_key(session: AsyncSession, key: str) -> tuple[ApiKey | Non
     return api_key, user
 
 
-def _user_principal(
-    user: User, kind: str, claims: dict[str, object], key_id: str | None
-) -> Principal:
+def _api_key_principal(user: User, claims: dict[str, object], key_id: str) -> Principal:
     return Principal(
-        kind="user" if kind == "user" else "api_key",
+        kind="api_key",
         subject=f"user:{user.id}",
         role=user.role,  # type: ignore[arg-type]
         user_id=user.id,
@@ -361,7 +359,7 @@ async def principal_from_api_key(session: AsyncSession, key: str, ip: str | None
     if api_key is None or user is None:
         security_log.warning("Invalid API key attempt", ip=ip)
         raise Unauthorized("Invalid API key")
-    return _user_principal(user, "api_key", {}, api_key.id)
+    return _api_key_principal(user, {}, api_key.id)
 
 
 async def principal_from_token(session: AsyncSession, codec: TokenCodec, token: str) -> Principal:
@@ -371,19 +369,35 @@ async def principal_from_token(session: AsyncSession, codec: TokenCodec, token: 
     if subject == SHARED_CLIENT:
         return Principal(kind="client", subject=SHARED_CLIENT, role="user", claims=claims)
     if kind == "user":
+        # Columns, not the User entity: this runs on every request, and loading an entity
+        # costs several times a plain row.
         row = (
             await session.execute(
-                select(User, AuthSession.revoked_at)
+                select(
+                    User.id,
+                    User.role,
+                    User.email,
+                    User.username,
+                    User.is_active,
+                    AuthSession.revoked_at,
+                )
                 .join(AuthSession, AuthSession.user_id == User.id)
                 .where(User.id == ident, AuthSession.id == str(claims.get("sid", "")))
             )
         ).first()
-        if row is None or row[1] is not None:
+        if row is None or row.revoked_at is not None:
             raise Unauthorized("Token revoked")
-        user = row[0]
-        if not user.is_active:
+        if not row.is_active:
             raise Unauthorized("Account is disabled")
-        return _user_principal(user, "user", claims, None)
+        return Principal(
+            kind="user",
+            subject=f"user:{row.id}",
+            role=row.role,
+            user_id=row.id,
+            email=row.email,
+            username=row.username,
+            claims=dict(claims),
+        )
     if kind == "apikey":
         key_row = (
             await session.execute(
@@ -392,7 +406,7 @@ async def principal_from_token(session: AsyncSession, codec: TokenCodec, token: 
         ).first()
         if key_row is None or key_row[0].revoked_at is not None or not key_row[1].is_active:
             raise Unauthorized("Token revoked")
-        return _user_principal(key_row[1], "api_key", claims, key_row[0].id)
+        return _api_key_principal(key_row[1], claims, key_row[0].id)
     raise Unauthorized("Invalid token")
 
 
