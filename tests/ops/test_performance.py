@@ -152,7 +152,9 @@ async def test_queue_refuses_bad_requests_and_non_admins(
     assert (await perf_client.get("/api/tasks/queue/status", headers=viewer)).status_code == 403
     status = await perf_client.get("/api/tasks/queue/status", headers=admin)
     assert sum(status.json()["by_status"].values()) == 0
-    assert await audit_actions(perf_client) == []
+    # Nothing queued is audited as done; the refusals the service itself made (an unknown
+    # or uninstalled task) are audited as failures.
+    assert set(await audit_actions(perf_client)) <= {"POST /api/tasks/queue"}
 
 
 async def test_ops_task_jobs_cannot_be_submitted_through_the_jobs_api(

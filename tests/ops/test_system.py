@@ -74,7 +74,14 @@ async def test_reload_of_a_broken_config_is_refused_with_nginx_text(
     response = await ops_client.post("/api/system/nginx/reload", headers=ops_admin)
     assert response.status_code == 422
     assert "listen" in response.json()["detail"]
-    assert await audit_actions(ops_client) == []
+    # The refused change is audited as a failure with nginx's reason; nothing as a success.
+    async with ops_client.app.state.db.session() as session:  # type: ignore[attr-defined]
+        entries = (await session.execute(select(AuditEntry))).scalars().all()
+    assert [(e.action, e.outcome, e.target) for e in entries] == [
+        ("POST /api/system/nginx/reload", "failure", "/api/system/nginx/reload")
+    ]
+    assert entries[0].after["status"] == 422 and "listen" in entries[0].after["error"]
+    assert entries[0].actor and entries[0].request_id == response.headers["x-request-id"]
     status = await ops_client.get("/api/system/status", headers=ops_admin)
     assert status.json()["nginx_running"] is True  # the old configuration keeps serving
 

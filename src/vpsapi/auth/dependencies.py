@@ -59,6 +59,7 @@ async def _resolve(
             )
             raise
     request.state.user_id = principal.user_id or principal.subject
+    request.state.principal = principal
     request.scope.setdefault("state", {})["user_id"] = principal.user_id or principal.subject
     return principal
 

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.routing import APIRoute
+from starlette.requests import HTTPConnection
 
+from vpsapi.core.errors import AppError
+from vpsapi.ops.audit.service import record_failed_change
 from vpsapi.ops.nginx.control import NginxControl
+
+_CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 async def get_nginx(request: Request) -> NginxControl:
@@ -15,3 +22,30 @@ async def get_nginx(request: Request) -> NginxControl:
 
 
 NginxDep = Annotated[NginxControl, Depends(get_nginx)]
+
+
+async def audit_failed_changes(connection: HTTPConnection) -> AsyncIterator[None]:
+    """Every ops router's dependency: a change a signed-in caller asked for that ends in an
+    error is audited too (action "METHOD /route", outcome failure, status and why). Refused
+    sign-ins and roles are the security log's, and a 404 changed nothing that exists."""
+    try:
+        yield
+    except AppError as exc:
+        principal = getattr(connection.state, "principal", None)
+        route = connection.scope.get("route")
+        method = connection.scope.get("method", "")
+        if (
+            principal is not None
+            and method in _CHANGES
+            and exc.status_code not in (401, 403, 404)
+            and isinstance(route, APIRoute)
+        ):
+            await record_failed_change(
+                connection.app.state.db,
+                principal,
+                f"{method} {route.path}",
+                connection.url.path,
+                exc.status_code,
+                exc.message,
+            )
+        raise

@@ -6,9 +6,12 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from fastapi import APIRouter, Depends
+
 from vpsapi.core.modules import Module
 from vpsapi.ops.backups.router import router as backups_router
 from vpsapi.ops.backups.schedule import lifespan as backup_retention_lifespan
+from vpsapi.ops.dependencies import audit_failed_changes
 from vpsapi.ops.logs.background import lifespan as logs_lifespan
 from vpsapi.ops.logs.router import router as logs_router
 from vpsapi.ops.monitoring.router import router as monitoring_router
@@ -56,20 +59,26 @@ SUBSYSTEM_LIFESPANS: list[Any] = [
     monitoring_lifespan,
 ]
 
+# One parent router, so every ops route audits the changes that fail (the function scope
+# sees the endpoint's error before it becomes a response).
+audited_routes = APIRouter(dependencies=[Depends(audit_failed_changes, scope="function")])
+for ops_router in (
+    configs_router,
+    pools_router,
+    backends_router,
+    ssl_router,
+    backups_router,
+    system_router,
+    logs_router,
+    monitoring_router,
+    performance_router,
+):
+    audited_routes.include_router(ops_router)
+
 MODULE = Module(
     name="ops",
     description="VPS manager: nginx sites, pools, TLS, backups, system, logs, monitoring",
-    routers=[
-        configs_router,
-        pools_router,
-        backends_router,
-        ssl_router,
-        backups_router,
-        system_router,
-        logs_router,
-        monitoring_router,
-        performance_router,
-    ],
+    routers=[audited_routes],
     lifespan=ops_lifespan,
     fastapi_error_prefixes=SEED_002_PREFIXES,
 )

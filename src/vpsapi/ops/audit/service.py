@@ -8,6 +8,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vpsapi.core.context import client_ip_var, request_id_var
+from vpsapi.core.db import Database
 from vpsapi.core.security import Principal
 from vpsapi.ops.audit.models import AuditEntry
 
@@ -51,3 +52,19 @@ async def record_audit(
         ip=entry.ip,
     )
     return entry
+
+
+async def record_failed_change(
+    db: Database, actor: Principal, action: str, target: str, status: int, error: str
+) -> None:
+    """A change that was asked for and refused or failed. Its own transaction: the
+    request's, with any success entry in it, is rolled back."""
+    async with db.session() as session:
+        await record_audit(
+            session,
+            actor,
+            action,
+            target,
+            after={"status": status, "error": error[:2000]},
+            outcome="failure",
+        )
