@@ -180,13 +180,12 @@ class JobEngine:
                     updated_at=now,
                     seq=JobRecord.seq + 1,
                 )
+                .returning(JobRecord)
                 .execution_options(synchronize_session=False)
             )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
+            job = result.scalar_one_or_none()
+            if job is None:
                 return None
-            job = (
-                await session.execute(select(JobRecord).where(JobRecord.id == job_id))
-            ).scalar_one()
             claimed = ClaimedJob(
                 job.id,
                 job.owner,
@@ -309,29 +308,27 @@ class JobEngine:
                 await self.renew(job_id, progress=None)
 
     async def renew(self, job_id: str, progress: int | None) -> JobRecord | None:
-        """Extend the lease (and record progress); None if the job is no longer ours."""
+        """Extend the lease; with `progress`, record it and return the row (None when the
+        job is no longer ours). A lease-only renewal returns None."""
         now = utcnow()
         values: dict[str, Any] = {"lease_until": now + self.lease}
         if progress is not None:
             values.update(progress=progress, seq=JobRecord.seq + 1, updated_at=now)
-        async with self.db.session() as session:
-            result = await session.execute(
-                update(JobRecord)
-                .where(
-                    JobRecord.id == job_id,
-                    JobRecord.lease_owner == self.worker_id,
-                    JobRecord.status == PROCESSING,
-                )
-                .values(**values)
-                .execution_options(synchronize_session=False)
+        statement = (
+            update(JobRecord)
+            .where(
+                JobRecord.id == job_id,
+                JobRecord.lease_owner == self.worker_id,
+                JobRecord.status == PROCESSING,
             )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                return None
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        async with self.db.session() as session:
             if progress is None:
+                await session.execute(statement)
                 return None
-            return (
-                await session.execute(select(JobRecord).where(JobRecord.id == job_id))
-            ).scalar_one()
+            return (await session.execute(statement.returning(JobRecord))).scalar_one_or_none()
 
     async def _is_cancelled(self, job_id: str) -> bool:
         async with self.db.session() as session:
@@ -407,14 +404,12 @@ class JobEngine:
                     JobRecord.status == PROCESSING,
                 )
                 .values(**values, seq=JobRecord.seq + 1, updated_at=utcnow())
+                .returning(JobRecord)
                 .execution_options(synchronize_session=False)
             )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                return None
-            job = (
-                await session.execute(select(JobRecord).where(JobRecord.id == job_id))
-            ).scalar_one()
-        await self.publish(job)
+            job = result.scalar_one_or_none()
+        if job is not None:
+            await self.publish(job)
         return job
 
 
