@@ -26,6 +26,7 @@ from sqlalchemy import select
 
 from ops_support import NamedBackend, site_body
 from support import free_port
+from vpsapi.ops.audit.models import AuditEntry
 
 SITE_FILE = "vpsapi-site-shop.conf"  # as the nginx module names it
 
@@ -230,8 +231,6 @@ async def test_backup_delete_site_restore_brings_it_back(
     safety = [b for b in listing if b["filename"] == body["safety_backup"]]
     assert safety and safety[0]["kind"] == "safety" and safety[0]["config_count"] == 0
 
-    from vpsapi.ops.audit.models import AuditEntry
-
     async with backup_client.app.state.db.session() as session:  # type: ignore[attr-defined]
         actions = [
             row.action
@@ -396,6 +395,10 @@ async def test_unsafe_filenames_are_refused(
         assert response.status_code in (400, 404, 405), (path, response.status_code)
         assert response.status_code != 200
     assert (tmp_path / "outside.tar.gz").exists()
+    # Refused changes are audited as failures, storable whatever the path held (a NUL too).
+    async with backup_client.app.state.db.session() as session:  # type: ignore[attr-defined]
+        entries = (await session.execute(select(AuditEntry))).scalars().all()
+    assert all(entry.outcome == "failure" and "\x00" not in entry.target for entry in entries)
 
 
 async def test_unknown_backup_is_404(

@@ -54,17 +54,26 @@ async def record_audit(
     return entry
 
 
+def _storable(text: str, limit: int) -> str:
+    # PostgreSQL text and jsonb refuse NUL, and a refused request may well carry one.
+    return text.replace("\x00", "\\x00")[:limit]
+
+
 async def record_failed_change(
     db: Database, actor: Principal, action: str, target: str, status: int, error: str
 ) -> None:
     """A change that was asked for and refused or failed. Its own transaction: the
-    request's, with any success entry in it, is rolled back."""
-    async with db.session() as session:
-        await record_audit(
-            session,
-            actor,
-            action,
-            target,
-            after={"status": status, "error": error[:2000]},
-            outcome="failure",
-        )
+    request's, with any success entry in it, is rolled back. Best effort: the caller's
+    answer is the error itself, never a failure to audit it."""
+    try:
+        async with db.session() as session:
+            await record_audit(
+                session,
+                actor,
+                action,
+                _storable(target, 255),
+                after={"status": status, "error": _storable(error, 2000)},
+                outcome="failure",
+            )
+    except Exception as exc:
+        audit_log.error("audit_failed", action=action, error=str(exc))
