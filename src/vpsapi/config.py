@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     port: int = 8000
     data_dir: Path = Path("./data")
     database_url: str = ""
+    # PostgreSQL connections per process. Connections beyond the pool are opened for a
+    # burst and closed after it (a new server process each time), so the pool itself is
+    # sized for steady load; keep processes x (pool + overflow) under max_connections.
+    database_pool_size: int = Field(default=15, ge=1)
+    database_max_overflow: int = Field(default=5, ge=0)
     redis_url: str = ""
     redis_prefix: str = "vpsapi"
     auto_migrate: bool = True

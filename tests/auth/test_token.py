@@ -68,6 +68,25 @@ async def test_expired_token_is_401_token_expired(client: httpx.AsyncClient) -> 
     assert response.json()["message"] == "Token expired"
 
 
+async def test_a_token_accepted_before_is_refused_once_it_expires(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Verified tokens are remembered per process; their expiry is still checked each time."""
+    now = int(time.time())
+    token = jwt.encode(
+        {"sub": "client:shared", "iss": "vps-api", "iat": now, "exp": now + 60, "jti": "y"},
+        JWT_SECRET,
+        algorithm="HS256",
+    )
+    headers = {"Authorization": f"Bearer {token}"}
+    assert (await client.get("/api/v1/search?q=a", headers=headers)).status_code == 200
+    assert (await client.get("/api/v1/search?q=a", headers=headers)).status_code == 200
+    monkeypatch.setattr("vpsapi.core.security.time.time", lambda: now + 60 + 6)  # past leeway
+    response = await client.get("/api/v1/search?q=a", headers=headers)
+    assert response.status_code == 401
+    assert response.json()["message"] == "Token expired"
+
+
 def _unsigned(claims: dict[str, object]) -> str:
     import base64
     import json

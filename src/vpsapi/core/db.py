@@ -113,8 +113,8 @@ class Database:
             kwargs = {"connect_args": {"timeout": 30}}
         else:
             kwargs.update(
-                pool_size=10,
-                max_overflow=20,
+                pool_size=settings.database_pool_size,
+                max_overflow=settings.database_max_overflow,
                 pool_timeout=5,
                 connect_args={"timeout": 5, "command_timeout": 30},
             )
@@ -125,6 +125,12 @@ class Database:
             event.listen(self.engine.sync_engine, "checkin", _note_checkin)
             event.listen(self.engine.sync_engine, "checkout", self._ping_if_idle)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        # Same pool, no BEGIN/COMMIT: every statement commits on its own. Under READ
+        # COMMITTED a statement sees the same rows either way, so reads lose nothing and
+        # save two round trips.
+        self.autocommit_sessionmaker = async_sessionmaker(
+            self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        )
 
     def _ping_if_idle(
         self, dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any
@@ -138,9 +144,15 @@ class Database:
             raise DisconnectionError(str(exc)) from exc
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        """A session in one transaction: committed on success, rolled back on error."""
-        async with self.sessionmaker() as session:
+    async def session(self, *, autocommit: bool = False) -> AsyncIterator[AsyncSession]:
+        """A session in one transaction: committed on success, rolled back on error. With
+        `autocommit`, each statement commits by itself: for work that only reads, or whose
+        writes stand alone (a last-seen touch)."""
+        # SQLite starts no transaction for a read anyway, and switching its isolation level
+        # would cost a thread hop each way.
+        use_autocommit = autocommit and not self.settings.is_sqlite
+        maker = self.autocommit_sessionmaker if use_autocommit else self.sessionmaker
+        async with maker() as session:
             try:
                 yield session
                 await session.commit()
@@ -207,9 +219,11 @@ def get_database(request: Request) -> Database:
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One transaction per request, committed before the response is sent."""
+    """One transaction per request, committed before the response is sent. A GET only
+    reads (or touches a timestamp), so it runs without a transaction."""
     try:
-        async with get_database(request).session() as session:
+        autocommit = request.method in ("GET", "HEAD")
+        async with get_database(request).session(autocommit=autocommit) as session:
             yield session
     except (OperationalError, DBAPIError, OSError, ConnectionError) as exc:
         if (

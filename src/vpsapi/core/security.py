@@ -7,6 +7,7 @@ import hmac
 import secrets
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,6 +19,9 @@ from vpsapi.core.errors import Unauthorized
 
 API_KEY_PREFIX = "sk_live_"
 JWT_ALGORITHM = "HS256"
+JWT_LEEWAY_SECONDS = 5
+# Verified tokens remembered per process (LRU): a few MiB at most.
+VERIFIED_TOKENS_KEPT = 4096
 
 _hasher = PasswordHasher()
 # A real hash to verify against when the user does not exist, so timing does not
@@ -87,6 +91,7 @@ class TokenCodec:
         self.issuer = issuer
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
+        self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     def encode(self, claims: dict[str, Any], ttl: int, token_type: str) -> str:
         now = int(time.time())
@@ -107,16 +112,33 @@ class TokenCodec:
     def refresh_token(self, claims: dict[str, Any]) -> str:
         return self.encode(claims, self.refresh_ttl, "refresh")
 
-    def decode(self, token: str, token_type: str = "access") -> dict[str, Any]:
-        try:
-            claims: dict[str, Any] = jwt.decode(
+    def _verified_claims(self, token: str) -> dict[str, Any]:
+        """Claims of a token whose signature, issuer and required claims check out. A client
+        sends the same token on every request, so a verified one is remembered (by its exact
+        text) and later only its expiry is checked again."""
+        cached = self._verified.get(token)
+        if cached is None:
+            cached = jwt.decode(
                 token,
                 self._secret,
                 algorithms=[JWT_ALGORITHM],  # pinned: `alg: none` and RS/HS confusion refused
                 issuer=self.issuer,
                 options={"require": ["exp", "iat", "iss", "jti", "sub"]},
-                leeway=5,
+                leeway=JWT_LEEWAY_SECONDS,
             )
+            self._verified[token] = cached
+            if len(self._verified) > VERIFIED_TOKENS_KEPT:
+                self._verified.popitem(last=False)
+        elif cached["exp"] + JWT_LEEWAY_SECONDS < time.time():
+            del self._verified[token]
+            raise jwt.ExpiredSignatureError("Signature has expired")
+        else:
+            self._verified.move_to_end(token)
+        return dict(cached)
+
+    def decode(self, token: str, token_type: str = "access") -> dict[str, Any]:
+        try:
+            claims = self._verified_claims(token)
         except jwt.ExpiredSignatureError as exc:
             raise Unauthorized("Token expired") from exc
         except jwt.PyJWTError as exc:
@@ -128,7 +150,7 @@ class TokenCodec:
     def peek_subject(self, token: str) -> str | None:
         """Subject of a valid access token, or None; used by the rate limiter."""
         try:
-            claims = jwt.decode(token, self._secret, algorithms=[JWT_ALGORITHM], issuer=self.issuer)
+            claims = self._verified_claims(token)
         except jwt.PyJWTError:
             return None
         sub = claims.get("sub")

@@ -224,7 +224,7 @@ async def job_progress(
         async with events.subscribe(job_channel(job_id)) as subscription:
             sent = last_seen
             while True:
-                async with database.session() as read:
+                async with database.session(autocommit=True) as read:
                     try:
                         record = await service.get_job(read, principal, job_id)
                     except NotFound:
