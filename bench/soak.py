@@ -8,7 +8,8 @@ prefix, 2 `vpsapi serve` + 2 `vpsapi worker` processes and a private nginx runni
 repository's own site file (deploy/nginx/vpsapi.conf). The client is aiohttp on uvloop:
 it shares the cores with what it measures, so it must be cheap. Requests arrive open-loop (a
 new one every 1/rate s whatever the answers do), mixed as below. Prints throughput, p50/p99 per
-operation, errors, and the RSS of every process at start and end. Stops everything by PID.
+operation, errors, and the RSS of every process at start and end with its CPU use (nginx:
+the master only). Stops everything by PID.
 """
 
 from __future__ import annotations
@@ -52,6 +53,14 @@ def rss_mib(process: psutil.Process) -> float:
         return process.memory_info().rss / 2**20
     except psutil.Error:
         return float("nan")
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    try:
+        times = process.cpu_times()
+    except psutil.Error:
+        return float("nan")
+    return float(times.user + times.system)
 
 
 class Soak:
@@ -205,15 +214,18 @@ def main() -> None:
                 **{f"serve:{p.pid}": psutil.Process(p.pid) for p in processes[:2]},
                 **{f"worker:{p.pid}": psutil.Process(p.pid) for p in processes[2:]},
                 "nginx": psutil.Process(nginx.pid),
+                "soak client": psutil.Process(),
             }
             rss_start = {name: rss_mib(proc) for name, proc in watched.items()}
+            cpu_start = {name: cpu_seconds(proc) for name, proc in watched.items()}
             print(f"soak: {args.rate:.0f} req/s for {args.duration:.0f} s through nginx, 2+2")
             soak = Soak(base)
             elapsed = uvloop.run(soak.drive(args.rate, args.duration))
             report(soak, elapsed)
-            print("\nRSS MiB     start     end")
+            print("\nprocess     RSS MiB start     end   CPU % of one core")
             for name, proc in watched.items():
-                print(f"{name:<14} {rss_start[name]:>6.1f} {rss_mib(proc):>7.1f}")
+                busy = (cpu_seconds(proc) - cpu_start[name]) / elapsed * 100
+                print(f"{name:<14} {rss_start[name]:>10.1f} {rss_mib(proc):>7.1f} {busy:>10.1f}")
         finally:
             nginx.terminate()
             for process in processes:
