@@ -11,7 +11,7 @@ import asyncio
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,18 +65,27 @@ class Backend:
         return self.name == "scaleout"
 
 
-def _pg_admin(sql: str) -> None:
+def _on_postgres(url: str, work: Callable[[Any], Awaitable[None]]) -> None:
+    """`await work(connection)` on a fresh asyncpg connection to `url`, from a thread of
+    its own: the test's event loop (pytest-asyncio, Playwright) may be running here."""
     import asyncpg
 
     async def run() -> None:
-        url = PG_ADMIN_URL.replace("postgresql+asyncpg://", "postgresql://")
-        conn = await asyncpg.connect(url)
+        conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
         try:
-            await conn.execute(sql)
+            await work(conn)
         finally:
             await conn.close()
 
-    asyncio.run(run())
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, run()).result()
+
+
+def _pg_admin(sql: str) -> None:
+    async def execute(conn: Any) -> None:
+        await conn.execute(sql)
+
+    _on_postgres(PG_ADMIN_URL, execute)
 
 
 @pytest.fixture(scope="session")
@@ -106,25 +115,17 @@ def backend() -> Iterator[Backend]:
 
 
 def _empty_shared_database(database_url: str) -> None:
-    import asyncpg
+    async def truncate(conn: Any) -> None:
+        await conn.execute("SET lock_timeout = '10s'")  # never hang on a leftover session
+        tables = await conn.fetch(
+            "SELECT tablename FROM pg_tables"
+            " WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+        )
+        if tables:
+            names = ", ".join(f'"{row["tablename"]}"' for row in tables)
+            await conn.execute(f"TRUNCATE {names} CASCADE")
 
-    async def run() -> None:
-        conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
-        try:
-            await conn.execute("SET lock_timeout = '10s'")  # never hang on a leftover session
-            tables = await conn.fetch(
-                "SELECT tablename FROM pg_tables"
-                " WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
-            )
-            if tables:
-                names = ", ".join(f'"{row["tablename"]}"' for row in tables)
-                await conn.execute(f"TRUNCATE {names} CASCADE")
-        finally:
-            await conn.close()
-
-    # Its own thread: the test's event loop (pytest-asyncio, Playwright) may be running here.
-    with ThreadPoolExecutor(1) as thread:
-        thread.submit(asyncio.run, run()).result()
+    _on_postgres(database_url, truncate)
 
 
 @pytest.fixture(autouse=True)

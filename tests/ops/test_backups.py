@@ -386,6 +386,7 @@ async def test_unsafe_filenames_are_refused(
     backup_client: httpx.AsyncClient, admin: dict[str, str], filename: str, tmp_path: Path
 ) -> None:
     (tmp_path / "outside.tar.gz").write_bytes(b"not yours")
+    refused_changes = 0
     for method, path in (
         ("GET", f"/api/backup/download/{filename}"),
         ("POST", f"/api/backup/restore/{filename}"),
@@ -393,12 +394,17 @@ async def test_unsafe_filenames_are_refused(
     ):
         response = await backup_client.request(method, path, headers=admin)
         assert response.status_code in (400, 404, 405), (path, response.status_code)
-        assert response.status_code != 200
+        refused_changes += method != "GET" and response.status_code == 400
     assert (tmp_path / "outside.tar.gz").exists()
-    # Refused changes are audited as failures, storable whatever the path held (a NUL too).
+    # Each refused change (a 400; 404 and 405 reached no handler) is audited as a failure,
+    # storable whatever the path held: a NUL arrives escaped.
     async with backup_client.app.state.db.session() as session:  # type: ignore[attr-defined]
         entries = (await session.execute(select(AuditEntry))).scalars().all()
+    assert len(entries) == refused_changes
     assert all(entry.outcome == "failure" and "\x00" not in entry.target for entry in entries)
+    if filename == "%00.tar.gz":
+        assert refused_changes == 2
+        assert all(entry.target.endswith("\\x00.tar.gz") for entry in entries)
 
 
 async def test_unknown_backup_is_404(

@@ -7,6 +7,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 from sqlalchemy import func, select, update
@@ -341,15 +342,26 @@ async def _active_api_key(session: AsyncSession, key: str) -> tuple[ApiKey | Non
     return api_key, user
 
 
-def _api_key_principal(user: User, claims: dict[str, object], key_id: str) -> Principal:
+class _UserFacts(Protocol):
+    """What a principal needs of a user: a `User` or a row of those columns."""
+
+    id: str
+    role: str
+    email: str
+    username: str
+
+
+def _user_principal(
+    user: _UserFacts, claims: dict[str, object], api_key_id: str | None = None
+) -> Principal:
     return Principal(
-        kind="api_key",
+        kind="user" if api_key_id is None else "api_key",
         subject=f"user:{user.id}",
         role=user.role,  # type: ignore[arg-type]
         user_id=user.id,
         email=user.email,
         username=user.username,
-        api_key_id=key_id,
+        api_key_id=api_key_id,
         claims=dict(claims),
     )
 
@@ -359,7 +371,7 @@ async def principal_from_api_key(session: AsyncSession, key: str, ip: str | None
     if api_key is None or user is None:
         security_log.warning("Invalid API key attempt", ip=ip)
         raise Unauthorized("Invalid API key")
-    return _api_key_principal(user, {}, api_key.id)
+    return _user_principal(user, {}, api_key.id)
 
 
 async def principal_from_token(session: AsyncSession, codec: TokenCodec, token: str) -> Principal:
@@ -389,15 +401,7 @@ async def principal_from_token(session: AsyncSession, codec: TokenCodec, token: 
             raise Unauthorized("Token revoked")
         if not row.is_active:
             raise Unauthorized("Account is disabled")
-        return Principal(
-            kind="user",
-            subject=f"user:{row.id}",
-            role=row.role,
-            user_id=row.id,
-            email=row.email,
-            username=row.username,
-            claims=dict(claims),
-        )
+        return _user_principal(row, claims)
     if kind == "apikey":
         key_row = (
             await session.execute(
@@ -406,7 +410,7 @@ async def principal_from_token(session: AsyncSession, codec: TokenCodec, token: 
         ).first()
         if key_row is None or key_row[0].revoked_at is not None or not key_row[1].is_active:
             raise Unauthorized("Token revoked")
-        return _api_key_principal(key_row[1], claims, key_row[0].id)
+        return _user_principal(key_row[1], claims, key_row[0].id)
     raise Unauthorized("Invalid token")
 
 

@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.routing import APIRoute
 from starlette.requests import HTTPConnection
 
 from vpsapi.core.errors import AppError
+from vpsapi.core.middleware import route_template
 from vpsapi.ops.audit.service import record_failed_change
 from vpsapi.ops.nginx.control import NginxControl
 
@@ -32,18 +32,12 @@ async def audit_failed_changes(connection: HTTPConnection) -> AsyncIterator[None
         yield
     except AppError as exc:
         principal = getattr(connection.state, "principal", None)
-        route = connection.scope.get("route")
         method = connection.scope.get("method", "")
-        if (
-            principal is not None
-            and method in _CHANGES
-            and exc.status_code not in (401, 403, 404)
-            and isinstance(route, APIRoute)
-        ):
+        if principal is not None and method in _CHANGES and exc.status_code not in (401, 403, 404):
             await record_failed_change(
                 connection.app.state.db,
                 principal,
-                f"{method} {route.path}",
+                f"{method} {route_template(connection.scope)}",
                 connection.url.path,
                 exc.status_code,
                 exc.message,

@@ -10,6 +10,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from vpsapi.core.db import Base, IdMixin, UTCDateTime, utcnow
 
+ACTION_LENGTH = 64
+TARGET_LENGTH = 255
+
 
 class AuditEntry(IdMixin, Base):
     __tablename__ = "ops_audit_log"
@@ -17,8 +20,10 @@ class AuditEntry(IdMixin, Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
     actor: Mapped[str] = mapped_column(String(255), nullable=False)  # username or subject
     actor_id: Mapped[str | None] = mapped_column(String(64))
-    action: Mapped[str] = mapped_column(String(64), nullable=False)  # e.g. "nginx.site.create"
-    target: Mapped[str] = mapped_column(String(255), nullable=False, default="")
+    action: Mapped[str] = mapped_column(
+        String(ACTION_LENGTH), nullable=False
+    )  # e.g. "nginx.site.create"
+    target: Mapped[str] = mapped_column(String(TARGET_LENGTH), nullable=False, default="")
     before: Mapped[Any | None] = mapped_column(JSON)
     after: Mapped[Any | None] = mapped_column(JSON)
     ip: Mapped[str | None] = mapped_column(String(64))

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from vpsapi.core.context import client_ip_var, request_id_var
 from vpsapi.core.db import Database
 from vpsapi.core.security import Principal
-from vpsapi.ops.audit.models import AuditEntry
+from vpsapi.ops.audit.models import ACTION_LENGTH, TARGET_LENGTH, AuditEntry
 
 # Its own logger name, so the log streams route these lines to the audit stream.
 audit_log = structlog.get_logger("vpsapi.audit")
@@ -70,8 +70,8 @@ async def record_failed_change(
             await record_audit(
                 session,
                 actor,
-                action,
-                _storable(target, 255),
+                _storable(action, ACTION_LENGTH),
+                _storable(target, TARGET_LENGTH),
                 after={"status": status, "error": _storable(error, 2000)},
                 outcome="failure",
             )
