@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 
 
-async def wait_for_status(
-    client: httpx.AsyncClient, headers: dict[str, str], job_id: str, statuses: set[str]
+async def wait_for_job(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    job_id: str,
+    reached: Callable[[dict[str, Any]], bool],
+    what: str,
 ) -> dict[str, Any]:
-    """Poll the job until it reaches one of `statuses` (bounded; not a timing assertion).
+    """Poll the job until `reached(job)` (bounded; not a timing assertion).
 
     httpx's in-process transport buffers whole responses, so live SSE streams are
     tested against real server processes instead."""
@@ -20,10 +24,26 @@ async def wait_for_status(
     for _ in range(3000):
         response = await client.get(f"/api/jobs/{job_id}", headers=headers)
         last = response.json()
-        if last.get("status") in statuses:
+        if reached(last):
             return last
         await asyncio.sleep(0.01)
-    raise AssertionError(f"job {job_id} never reached {statuses}; last {last}")
+    raise AssertionError(f"job {job_id} never reached {what}; last {last}")
+
+
+async def wait_for_status(
+    client: httpx.AsyncClient, headers: dict[str, str], job_id: str, statuses: set[str]
+) -> dict[str, Any]:
+    return await wait_for_job(
+        client, headers, job_id, lambda job: job.get("status") in statuses, str(statuses)
+    )
+
+
+async def wait_for_progress(
+    client: httpx.AsyncClient, headers: dict[str, str], job_id: str, progress: int
+) -> dict[str, Any]:
+    return await wait_for_job(
+        client, headers, job_id, lambda job: job.get("progress") == progress, f"{progress} %"
+    )
 
 
 async def submit(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import httpx
 
-from job_support import sse_events, submit, wait_for_status
+from job_support import sse_events, submit, wait_for_progress, wait_for_status
+from vpsapi.jobs.engine import PROGRESS_MIN_INTERVAL
 
 
 async def test_stream_of_a_job_ends_with_its_final_state(
@@ -120,3 +122,35 @@ async def test_last_event_id_resume(
         )
     ]
     assert json.loads(behind[-1][2])["status"] == final["status"]
+
+
+def _seconds_between(start: str, end: str) -> float:
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+async def test_progress_writes_are_coalesced_per_interval(
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str]
+) -> None:
+    # 400 reports; at most one progress write per interval, the claim counting as one.
+    job_id = await submit(jobs_client, token_headers, "type1", items=400)
+    final = await wait_for_status(jobs_client, token_headers, job_id, {"COMPLETED"})
+    events = [
+        e async for e in sse_events(jobs_client, f"/api/sse/job-progress/{job_id}", token_headers)
+    ]
+    writes = int(events[-1][1])  # the event id is the row's write sequence
+    ran = _seconds_between(final["startedAt"], final["completedAt"])
+    assert writes <= 2 + ran / PROGRESS_MIN_INTERVAL, (writes, ran)
+    assert final["progress"] == 100
+
+
+async def test_a_report_inside_the_interval_is_written_while_the_job_runs(
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str], test_processors
+) -> None:
+    # The gate reports 10 % right after its claim (inside the interval), then waits.
+    gate = test_processors["gate"]
+    job_id = await submit(jobs_client, token_headers, "test-gate")
+    running = await wait_for_progress(jobs_client, token_headers, job_id, 10)
+    assert running["status"] == "PROCESSING"
+    gate.release.set()
+    final = await wait_for_status(jobs_client, token_headers, job_id, {"COMPLETED"})
+    assert final["progress"] == 100

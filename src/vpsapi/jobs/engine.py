@@ -275,9 +275,13 @@ class JobEngine:
         keeper = asyncio.create_task(self._keep_lease(job.id))
         set_job_context(JobContext(job.id, job.owner, self.settings, self.db, self.events))
         try:
-            result = await asyncio.wait_for(
-                processor.process(payload["data"], payload.get("options", {}), reporter), timeout
-            )
+            try:
+                result = await asyncio.wait_for(
+                    processor.process(payload["data"], payload.get("options", {}), reporter),
+                    timeout,
+                )
+            finally:
+                await reporter.close()  # no deferred progress write after the outcome
         except asyncio.CancelledError:
             # Either a cancel request for this job or the worker shutting down: in both
             # cases the row decides (cancelled stays cancelled; otherwise the lease
@@ -414,26 +418,72 @@ class JobEngine:
 
 
 class ProgressReporter:
-    """`await report(percent)`: coalesced writes, lease renewal, cancellation check."""
+    """`await report(percent)`: progress writes, lease renewal, cancellation check.
+
+    At most one progress write per PROGRESS_MIN_INTERVAL, the claim counting as one: a
+    report inside the interval is written when the interval ends if the job still runs,
+    so a job that finishes within it costs its claim and its finish only (the finish
+    writes progress 100), while a longer job still shows every interval's progress.
+    """
 
     def __init__(self, engine: JobEngine, job_id: str) -> None:
         self.engine = engine
         self.job_id = job_id
-        self.last_sent = 0
-        self.last_write = 0.0
+        self.last_seen = 0
+        self.last_write = time.monotonic()  # the claim has just been written
+        self.pending: int | None = None
+        self.flusher: asyncio.Task[None] | None = None
+        self.writing = False
+        self.failure: Exception | None = None  # found by a deferred write
 
     async def __call__(self, percent: int) -> None:
+        if self.failure is not None:
+            raise self.failure
         value = max(0, min(100, int(percent)))
-        now = time.monotonic()
-        if value <= self.last_sent or (
-            now - self.last_write < PROGRESS_MIN_INTERVAL and value < 100
-        ):
+        if value <= self.last_seen:
             await asyncio.sleep(0)
             return
-        job = await self.engine.renew(self.job_id, progress=value)
+        self.last_seen = value
+        if self.flusher is None and time.monotonic() - self.last_write >= PROGRESS_MIN_INTERVAL:
+            await self._write(value)
+            return
+        self.pending = value
+        if self.flusher is None:
+            self.flusher = asyncio.create_task(self._flush_pending())
+        await asyncio.sleep(0)
+
+    async def _write(self, value: int) -> None:
+        self.writing = True
+        try:
+            job = await self.engine.renew(self.job_id, progress=value)
+        finally:
+            self.writing = False
+            self.last_write = time.monotonic()
         if job is None:
             if await self.engine._is_cancelled(self.job_id):
                 raise JobCancelled(self.job_id)
             raise LeaseLost(self.job_id)
-        self.last_sent, self.last_write = value, now
         await self.engine.publish(job)
+
+    async def _flush_pending(self) -> None:
+        try:
+            while self.pending is not None:
+                await asyncio.sleep(self.last_write + PROGRESS_MIN_INTERVAL - time.monotonic())
+                value, self.pending = self.pending, None
+                await self._write(value)
+        except (JobCancelled, LeaseLost) as exc:
+            self.failure = exc  # raised by the job's next report
+        except Exception as exc:  # database away: the next write or the finish retries
+            log.warning("job_progress_write_failed", job_id=self.job_id, error=str(exc))
+        finally:
+            self.flusher = None
+
+    async def close(self) -> None:
+        """Drop a deferred write (the finish supersedes it); let one under way end."""
+        flusher = self.flusher
+        if flusher is None:
+            return
+        if not self.writing:
+            flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
