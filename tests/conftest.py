@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -19,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from argon2 import PasswordHasher, profiles
 from fastapi import FastAPI
 
 from support import (
@@ -31,7 +33,9 @@ from support import (
     start_server,
 )
 from vpsapi.app import create_app
-from vpsapi.config import Settings
+from vpsapi.config import SQLITE_FILE, Settings
+from vpsapi.core import security
+from vpsapi.core.db import Database
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKEND = os.environ.get("VPSAPI_TEST_BACKEND", "embedded")
@@ -86,6 +90,17 @@ def _pg_admin(sql: str) -> None:
         await conn.execute(sql)
 
     _on_postgres(PG_ADMIN_URL, execute)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cheap_password_hashing() -> Iterator[None]:
+    """Argon2's own test profile for in-process apps (server processes keep the real one):
+    the production cost is a few hundred ms per hash, paid by nearly every test's admin."""
+    cheap = PasswordHasher.from_parameters(profiles.CHEAPEST)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(security, "_hasher", cheap)
+        patch.setattr(security, "_DUMMY_HASH", cheap.hash("not a password"))
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -187,15 +202,39 @@ async def _truncate_all(app: FastAPI) -> None:
             await session.execute(table.delete())
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated embedded database, made once per run: each test app starts from a copy
+    instead of running every migration on a new file again."""
+    settings = Settings(_env_file=None, environment="test", data_dir=tmp_path_factory.mktemp("db"))  # type: ignore[call-arg]
+    settings.ensure_data_dir()
+
+    async def migrate() -> None:
+        db = Database(settings)
+        try:
+            await db.migrate()
+        finally:
+            await db.dispose()
+
+    with ThreadPoolExecutor(1) as thread:  # the session's event loop may be running here
+        thread.submit(asyncio.run, migrate()).result()
+    return settings.data_dir / SQLITE_FILE
+
+
 @pytest.fixture
 async def make_client(
-    settings_factory: Any, backend: Backend, cleanup_scaleout: None
+    settings_factory: Any, backend: Backend, cleanup_scaleout: None, request: pytest.FixtureRequest
 ) -> AsyncIterator[Any]:
     """Start an app (lifespan included) and return an httpx client for it."""
     stack: list[tuple[FastAPI, Any, httpx.AsyncClient]] = []
 
     async def make(**overrides: Any) -> httpx.AsyncClient:
-        app = create_app(settings_factory(**overrides))
+        settings = settings_factory(**overrides)
+        database_file = settings.data_dir / SQLITE_FILE
+        if not settings.database_url and not database_file.exists():
+            settings.ensure_data_dir()
+            shutil.copyfile(request.getfixturevalue("migrated_sqlite"), database_file)
+        app = create_app(settings)
         lifespan = app.router.lifespan_context(app)
         await lifespan.__aenter__()
         if backend.scaleout and not stack:

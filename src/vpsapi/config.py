@@ -32,6 +32,8 @@ SECRET_FIELDS = frozenset(
     }
 )
 
+SQLITE_FILE = "vpsapi.db"  # the embedded database, inside DATA_DIR
+
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -297,7 +299,7 @@ class Settings(BaseSettings):
             elif url.startswith("sqlite:///"):
                 url = "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
             return url
-        return f"sqlite+aiosqlite:///{(self.data_dir / 'vpsapi.db').resolve()}"
+        return f"sqlite+aiosqlite:///{(self.data_dir / SQLITE_FILE).resolve()}"
 
     @property
     def run_jobs_in_process(self) -> bool:

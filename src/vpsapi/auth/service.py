@@ -83,7 +83,7 @@ async def create_user(
     user = User(
         email=email,
         username=username,
-        password_hash=hash_password(password),
+        password_hash=await hash_password(password),
         role=role,
         organization_id=organization_id,
     )
@@ -132,7 +132,7 @@ async def update_user(
     if organization_id is not None:
         user.organization_id = organization_id
     if password is not None:
-        user.password_hash = hash_password(password)
+        user.password_hash = await hash_password(password)
         await revoke_user_sessions(session, user.id, reason="password_changed")
     if is_active is not None:
         user.is_active = is_active
@@ -204,14 +204,14 @@ async def login(
     user_agent: str | None,
 ) -> IssuedTokens:
     user = await find_user_by_login(session, login_name)
-    if not verify_password(password, user.password_hash if user else None) or user is None:
+    if not await verify_password(password, user.password_hash if user else None) or user is None:
         security_log.warning("login_failed", ip=ip, reason="bad_credentials")
         raise Unauthorized("Invalid email or password")
     if not user.is_active:
         security_log.warning("login_failed", ip=ip, reason="inactive", user_id=user.id)
         raise Unauthorized("Account is disabled")
     if password_needs_rehash(user.password_hash):
-        user.password_hash = hash_password(password)
+        user.password_hash = await hash_password(password)
     user.last_login_at = utcnow()
     auth_session = AuthSession(
         id=new_id(),

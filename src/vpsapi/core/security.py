@@ -11,6 +11,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import anyio
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -33,11 +34,19 @@ ROLES: tuple[Role, ...] = ("admin", "manager", "user")
 ROLE_RANK = {"user": 0, "manager": 1, "admin": 2}
 
 
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+# Argon2 takes a few hundred ms of CPU by design, and argon2-cffi releases the GIL
+# while it runs: in a thread, one login does not stall every other request.
 
 
-def verify_password(password: str, password_hash: str | None) -> bool:
+async def hash_password(password: str) -> str:
+    return await anyio.to_thread.run_sync(_hasher.hash, password)
+
+
+async def verify_password(password: str, password_hash: str | None) -> bool:
+    return await anyio.to_thread.run_sync(_verify, password, password_hash)
+
+
+def _verify(password: str, password_hash: str | None) -> bool:
     try:
         return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
     except (VerifyMismatchError, VerificationError, InvalidHashError):

@@ -22,6 +22,7 @@ import httpx
 import jwt
 
 from vpsapi.config import Settings
+from vpsapi.core.http import outbound_client
 
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -91,7 +92,7 @@ class WebhookProvider:
         if self.secret:
             digest = hmac.new(self.secret.encode(), body, hashlib.sha256).hexdigest()
             headers["X-Vpsapi-Signature"] = f"sha256={digest}"
-        async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+        async with outbound_client(timeout=TIMEOUT) as client:
             response = await _post(client, self.url, content=body, headers=headers)
         if response.is_success:
             return Outcome.DELIVERED
@@ -160,7 +161,7 @@ class FcmProvider:
                 "android": {"priority": "HIGH"},
             }
         }
-        async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+        async with outbound_client(timeout=TIMEOUT) as client:
             access = await self._token(client)
             response = await _post(
                 client, self.send_url, json=message, headers={"Authorization": f"Bearer {access}"}

@@ -23,6 +23,7 @@ from pydantic import SecretStr
 
 from vpsapi.config import Settings
 from vpsapi.core.errors import AppError, BadGateway, GatewayTimeout, ServiceUnavailable
+from vpsapi.core.http import outbound_client
 
 ProviderName = Literal["openai", "anthropic", "groq", "openai-compatible"]
 _KEY_SETTING = {
@@ -119,7 +120,7 @@ class Completion:
 
 def new_http_client(settings: Settings) -> httpx.AsyncClient:
     """A pooled client; every phase (connect, each read, write) times out separately."""
-    return httpx.AsyncClient(
+    return outbound_client(
         timeout=httpx.Timeout(settings.ai_timeout_seconds),
         limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         follow_redirects=False,

@@ -30,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from vpsapi.config import Settings
 from vpsapi.core.db import Database, utcnow
 from vpsapi.core.events import EventBus
+from vpsapi.core.http import outbound_client
 from vpsapi.ops.monitoring import service
 from vpsapi.ops.monitoring.appmetrics import RequestCounter, latency_bounds, quantile_ms
 from vpsapi.ops.monitoring.models import Alert, MetricSample, MonitorLease
@@ -180,7 +181,7 @@ def monitoring_message(sample: MetricSample, active: list[Alert]) -> dict[str, A
 
 @contextlib.asynccontextmanager
 async def lifespan(app: Any) -> Any:
-    async with httpx.AsyncClient() as http:
+    async with outbound_client() as http:
         sampler = MonitoringSampler(app.state.settings, app.state.db, app.state.events, http)
         task = asyncio.create_task(sampler.run(), name="ops-monitoring-sampler")
         try:

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import structlog
 
+from vpsapi.core.http import outbound_client
 from vpsapi.ops.nginx import service
 from vpsapi.ops.nginx.schemas import BackendHealth
 
@@ -34,7 +35,7 @@ class BackendHealthRegistry:
     async def check(self, url: str) -> BackendHealth:
         started = time.perf_counter()
         try:
-            async with httpx.AsyncClient(timeout=CHECK_TIMEOUT_S, follow_redirects=False) as http:
+            async with outbound_client(timeout=CHECK_TIMEOUT_S, follow_redirects=False) as http:
                 response = await http.get(url)
         except httpx.HTTPError as exc:
             result = BackendHealth(

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from vpsapi import __version__
 from vpsapi.config import Settings
 from vpsapi.core.errors import ServiceUnavailable, Unprocessable
+from vpsapi.core.http import outbound_client
 from vpsapi.ops.nginx.control import NginxControl
 from vpsapi.ops.ssl import store
 from vpsapi.ops.ssl.certs import CertificateInfo
@@ -214,7 +215,7 @@ async def _served(settings: Settings, name: str, token: str, expected: str) -> N
     workers take over a moment later): asking the CA earlier fails the validation."""
     url = f"http://127.0.0.1:{settings.acme_http_port}/{CHALLENGE_PATH}/{token}"
     last = ""
-    async with httpx.AsyncClient(timeout=5, headers={"Host": name}) as http:
+    async with outbound_client(timeout=5, headers={"Host": name}) as http:
         for _ in range(SELF_CHECK_ATTEMPTS):
             try:
                 response = await http.get(url)
