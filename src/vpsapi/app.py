@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -15,7 +14,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from vpsapi import __version__
-from vpsapi.auth import service as auth_service
+from vpsapi.auth.bootstrap import prepare_database
 from vpsapi.auth.module import MODULE as AUTH
 from vpsapi.citypulse.ai.module import MODULE as AI
 from vpsapi.citypulse.module import MODULE as CITYPULSE
@@ -40,29 +39,6 @@ from vpsapi.ops.module import MODULE as OPS
 log = structlog.get_logger("vpsapi.app")
 
 MODULES: list[Module] = [HEALTH, AUTH, INFO, OBJECTS, JOBS, OPS, DEVICES, CITYPULSE, AI, CONSOLE]
-
-
-def announce_admin_password(password: str, settings: Settings) -> None:
-    """Shown once on the console (not in the log stream) on the very first start."""
-    path = (settings.data_dir / "admin-password").resolve()
-    print(
-        "\n  First start: created admin user "
-        f"{settings.admin_email!r} with password:\n\n      {password}\n\n"
-        f"  (also saved to {path}, mode 0600; change it with "
-        "`vpsapi users set-password`)\n",
-        file=sys.stderr,
-        flush=True,
-    )
-
-
-async def prepare_database(db: Database, settings: Settings) -> None:
-    """Migrate (unless AUTO_MIGRATE=false) and create the first admin."""
-    if settings.auto_migrate:
-        await db.migrate()
-    async with db.session() as session:
-        password = await auth_service.bootstrap_admin(session, settings)
-    if password:
-        announce_admin_password(password, settings)
 
 
 # A part that cannot stop (a stuck task, a server that does not answer) must not keep

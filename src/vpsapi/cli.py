@@ -42,7 +42,7 @@ def load_settings() -> Settings:
 
 def run_with_session(fn: Callable[[AsyncSession, Settings], Awaitable[T]]) -> T:
     """Run `fn` in one committed transaction, after bringing the schema up to date."""
-    from vpsapi.app import prepare_database
+    from vpsapi.auth.bootstrap import prepare_database
     from vpsapi.core.db import Database
 
     settings = load_settings()
@@ -106,7 +106,7 @@ def serve(
 
 
 def _migrate_once(settings: Settings) -> None:
-    from vpsapi.app import prepare_database
+    from vpsapi.auth.bootstrap import prepare_database
     from vpsapi.core.db import Database
 
     async def main() -> None:

@@ -46,15 +46,23 @@ def _iso(moment: datetime) -> str:
 
 def publish(port: int, topic: str, payload: Any) -> None:
     """Publish one QoS-1 message and wait for the broker's acknowledgement."""
+    publish_many(port, topic, [payload])
+
+
+def publish_many(port: int, topic: str, payloads: list[Any]) -> None:
+    """Publish QoS-1 messages in order on one connection, each acknowledged by the broker."""
     client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
     client.connect("127.0.0.1", port)
     client.loop_start()
     try:
-        raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        client.publish(topic, raw, qos=1).wait_for_publish(10)
+        for payload in payloads:
+            raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            client.publish(topic, raw, qos=1).wait_for_publish(10)
     finally:
-        client.loop_stop()
+        # Disconnect first: it wakes the network thread, which loop_stop() then joins at
+        # once (the other way round waits out the thread's 1 s select).
         client.disconnect()
+        client.loop_stop()
 
 
 async def poll(check: Any, what: str, timeout: float = 20) -> Any:
@@ -175,6 +183,28 @@ async def test_payload_forms_alerts_and_metrics(mqtt_client: Any, prefix: str) -
         transport="mqtt",
     )
     assert after - before == 4
+
+
+async def test_readings_without_a_time_that_arrive_together_are_all_kept(
+    mqtt_client: Any, prefix: str
+) -> None:
+    client, headers = mqtt_client
+    building_id, sensor_id = await _building_with_sensor(client, headers)
+    topic = f"{prefix}/{building_id}/{sensor_id}"
+    await wait_subscribed(client, headers, BROKER[1], topic, sensor_id)
+    # One message with three untimed readings, then a burst of bare numbers on one
+    # connection: they reach the ingestor within the same milliseconds.
+    publish(BROKER[1], topic, [{"value": 1}, {"value": 2}, {"value": 3}])
+    publish_many(BROKER[1], topic, [float(value) for value in range(4, 31)])
+
+    async def all_stored() -> list[dict] | None:
+        points = [p for p in await readings(client, headers, sensor_id) if p["value"] > 0]
+        return points if len(points) >= 30 else None
+
+    points = await poll(all_stored, "thirty readings")
+    assert sorted(p["value"] for p in points) == [float(v) for v in range(1, 31)]
+    stamps = [p["timestamp"] for p in sorted(points, key=lambda p: p["value"])]
+    assert stamps == sorted(set(stamps)), "each reading has a time of its own, in arrival order"
 
 
 async def test_bad_messages_are_counted_and_ingestion_continues(

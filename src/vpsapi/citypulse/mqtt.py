@@ -1,7 +1,8 @@
 """MQTT ingestion: devices publish readings to `<prefix>/<buildingId>/<sensorId>`.
 
 Payloads: a bare number, `{"value": 21.5, "time": "2026-01-01T00:00:00Z"}` (`time` or
-`timestamp`, ISO-8601 or epoch seconds/milliseconds; the receive time when absent), or a
+`timestamp`, ISO-8601 or epoch seconds/milliseconds; the receive time when absent, one
+millisecond apart for messages that arrive together so none overwrites another), or a
 JSON list of such objects. Every message goes through `ingest.record_readings`, the same
 path as `POST /sensors/{id}/readings`, so alerts, metrics and real-time events are identical.
 
@@ -17,6 +18,7 @@ import os
 import secrets
 import socket
 import ssl
+import time
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -58,7 +60,7 @@ class BadMessage(ValueError):
         self.outcome = outcome
 
 
-def parse_payload(payload: bytes, received: datetime) -> list[ReadingIn]:
+def parse_payload(payload: bytes) -> list[MqttReading]:
     try:
         decoded: Any = json.loads(payload)
         if isinstance(decoded, bool):
@@ -69,13 +71,13 @@ def parse_payload(payload: bytes, received: datetime) -> list[ReadingIn]:
             raise
         raise BadMessage("invalid_payload", str(exc).splitlines()[0]) from exc
     if isinstance(parsed, float):
-        return [ReadingIn(timestamp=received, value=parsed)]
+        return [MqttReading(value=parsed)]
     items = parsed if isinstance(parsed, list) else [parsed]
     if not items or len(items) > MAX_READINGS_PER_MESSAGE:
         raise BadMessage(
             "invalid_payload", f"a message carries 1 to {MAX_READINGS_PER_MESSAGE} readings"
         )
-    return [ReadingIn(timestamp=item.time or received, value=item.value) for item in items]
+    return items
 
 
 def subscription_topic(settings: Settings) -> str:
@@ -91,6 +93,7 @@ class MqttIngestor:
         self.runtime = runtime
         self.prefix = settings.citypulse_mqtt_topic_prefix.strip("/").split("/")
         self.topic = subscription_topic(settings)
+        self._last_stamp_ms = 0
 
     def _client(self) -> aiomqtt.Client:
         url = urlsplit(self.settings.mqtt_url)
@@ -140,17 +143,20 @@ class MqttIngestor:
     async def handle(self, messages: list[tuple[str, bytes]]) -> None:
         """Store the readings of (topic, payload) messages, one transaction per sensor (as one
         HTTP batch would be); bad messages are logged and counted, the rest still stored."""
-        received = datetime.now(UTC)
-        by_sensor: dict[tuple[str, str], tuple[list[ReadingIn], list[str]]] = {}
+        parsed: list[tuple[tuple[str, str], str, list[MqttReading]]] = []
         for topic, payload in messages:
             try:
-                route = self._route(topic)
-                readings = parse_payload(payload, received)
+                parsed.append((self._route(topic), topic, parse_payload(payload)))
             except BadMessage as exc:
                 self._reject(topic, exc)
-                continue
+        untimed = sum(1 for _, _, items in parsed for item in items if item.time is None)
+        stamps = iter(self._receive_stamps(untimed))
+        by_sensor: dict[tuple[str, str], tuple[list[ReadingIn], list[str]]] = {}
+        for route, topic, items in parsed:
             group = by_sensor.setdefault(route, ([], []))
-            group[0].extend(readings)
+            group[0].extend(
+                ReadingIn(timestamp=item.time or next(stamps), value=item.value) for item in items
+            )
             group[1].append(topic)
         for (building_id, sensor_id), (readings, topics) in by_sensor.items():
             try:
@@ -173,6 +179,15 @@ class MqttIngestor:
                 log.error("mqtt_message_failed", topic=topics[0], error=str(exc))
                 continue
             MQTT_MESSAGES.labels(outcome="stored").inc(len(topics))
+
+    def _receive_stamps(self, count: int) -> list[datetime]:
+        """Receive times for readings without a time of their own, each at least 1 ms after
+        the one before: a reading is keyed by its time, and two sharing one (a burst, a
+        batch, a list) would leave only the last."""
+        now_ms = time.time_ns() // 1_000_000
+        first = max(now_ms - count + 1, self._last_stamp_ms + 1)
+        self._last_stamp_ms = first + count - 1
+        return [datetime.fromtimestamp((first + i) / 1000, UTC) for i in range(count)]
 
     @staticmethod
     def _reject(topic: str, exc: BadMessage) -> None:

@@ -25,9 +25,16 @@ JWT_LEEWAY_SECONDS = 5
 VERIFIED_TOKENS_KEPT = 4096
 
 _hasher = PasswordHasher()
-# A real hash to verify against when the user does not exist, so timing does not
-# reveal which emails are registered.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+_dummy_hashes: dict[PasswordHasher, str] = {}
+
+
+def _dummy_hash() -> str:
+    """A real hash to verify against when the user does not exist, so timing does not
+    reveal which emails are registered. Made on first use: a hash takes a few hundred ms,
+    which every process start (CLI commands included) would pay otherwise."""
+    if _hasher not in _dummy_hashes:
+        _dummy_hashes[_hasher] = _hasher.hash(secrets.token_urlsafe(16))
+    return _dummy_hashes[_hasher]
 
 Role = Literal["admin", "manager", "user"]
 ROLES: tuple[Role, ...] = ("admin", "manager", "user")
@@ -48,7 +55,7 @@ async def verify_password(password: str, password_hash: str | None) -> bool:
 
 def _verify(password: str, password_hash: str | None) -> bool:
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
+        return _hasher.verify(password_hash or _dummy_hash(), password) and bool(password_hash)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
