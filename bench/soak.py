@@ -9,7 +9,8 @@ repository's own site file (deploy/nginx/vpsapi.conf). The client is aiohttp on 
 it shares the cores with what it measures, so it must be cheap. Requests arrive open-loop (a
 new one every 1/rate s whatever the answers do), mixed as below. Prints throughput, p50/p99 per
 operation, errors, and the RSS of every process at start and end with its CPU use (nginx:
-the master only). Stops everything by PID.
+the master, its workers on a line of their own; PostgreSQL and Redis: all of their processes,
+which other work on the machine may share). Stops everything by PID.
 """
 
 from __future__ import annotations
@@ -53,6 +54,18 @@ def rss_mib(process: psutil.Process) -> float:
         return process.memory_info().rss / 2**20
     except psutil.Error:
         return float("nan")
+
+
+def shared_servers_cpu() -> dict[str, dict[int, float]]:
+    """CPU seconds per process of the servers the setup shares with the machine (all of
+    their processes: PostgreSQL backends come and go with the pools)."""
+    groups: dict[str, dict[int, float]] = {"postgresql": {}, "redis": {}}
+    for proc in psutil.process_iter(["name"]):
+        name = proc.info["name"] or ""
+        group = "postgresql" if name.startswith("postgres") else "redis" if "redis" in name else ""
+        if group:
+            groups[group][proc.pid] = cpu_seconds(proc)
+    return groups
 
 
 def cpu_seconds(process: psutil.Process) -> float:
@@ -216,8 +229,11 @@ def main() -> None:
                 "nginx": psutil.Process(nginx.pid),
                 "soak client": psutil.Process(),
             }
+            nginx_workers = psutil.Process(nginx.pid).children()
             rss_start = {name: rss_mib(proc) for name, proc in watched.items()}
             cpu_start = {name: cpu_seconds(proc) for name, proc in watched.items()}
+            nginx_workers_start = sum(cpu_seconds(proc) for proc in nginx_workers)
+            shared_start = shared_servers_cpu()
             print(f"soak: {args.rate:.0f} req/s for {args.duration:.0f} s through nginx, 2+2")
             soak = Soak(base)
             elapsed = uvloop.run(soak.drive(args.rate, args.duration))
@@ -226,6 +242,13 @@ def main() -> None:
             for name, proc in watched.items():
                 busy = (cpu_seconds(proc) - cpu_start[name]) / elapsed * 100
                 print(f"{name:<14} {rss_start[name]:>10.1f} {rss_mib(proc):>7.1f} {busy:>10.1f}")
+            busy = (sum(cpu_seconds(p) for p in nginx_workers) - nginx_workers_start) / elapsed
+            print(f"{'nginx workers':<14} {'':>10} {'':>7} {busy * 100:>10.1f}")
+            for group, cpu in shared_servers_cpu().items():
+                used = sum(
+                    seconds - shared_start[group].get(pid, 0.0) for pid, seconds in cpu.items()
+                )
+                print(f"{group:<14} {'':>10} {'':>7} {used / elapsed * 100:>10.1f}")
         finally:
             nginx.terminate()
             for process in processes:

@@ -36,6 +36,7 @@ def _dummy_hash() -> str:
         _dummy_hashes[_hasher] = _hasher.hash(secrets.token_urlsafe(16))
     return _dummy_hashes[_hasher]
 
+
 Role = Literal["admin", "manager", "user"]
 ROLES: tuple[Role, ...] = ("admin", "manager", "user")
 ROLE_RANK = {"user": 0, "manager": 1, "admin": 2}

@@ -7,6 +7,9 @@ re-claimed after a lost lease, or cancelled, can never be overwritten by a stale
 worker. Dispatch is a hint ("look at job X"): in-process wake-ups on the embedded
 default, a saq queue on Redis when scaled out. Either way a sweeper re-dispatches
 due rows, so a lost hint or a killed worker costs a delay, never a job.
+
+Every read and write here is one statement, atomic by itself, so it runs without
+BEGIN/COMMIT (autocommit on PostgreSQL): one round trip per write instead of three.
 """
 
 from __future__ import annotations
@@ -166,7 +169,7 @@ class JobEngine:
 
     async def claim(self, job_id: str) -> ClaimedJob | None:
         now = utcnow()
-        async with self.db.session() as session:
+        async with self.db.session(autocommit=True) as session:
             result = await session.execute(
                 update(JobRecord)
                 .where(JobRecord.id == job_id, _due(now))
@@ -201,7 +204,7 @@ class JobEngine:
     async def claim_next(self) -> ClaimedJob | None:
         """Take the oldest due job (embedded default)."""
         for _ in range(5):  # another worker may win the race for a candidate
-            async with self.db.session() as session:
+            async with self.db.session(autocommit=True) as session:
                 candidate = (
                     await session.execute(
                         select(JobRecord.id)
@@ -219,7 +222,7 @@ class JobEngine:
 
     async def seconds_until_due(self, cap: float) -> float:
         """How long a worker may sleep before something becomes due."""
-        async with self.db.session() as session:
+        async with self.db.session(autocommit=True) as session:
             next_run = (
                 await session.execute(
                     select(func.min(JobRecord.run_at)).where(JobRecord.status == PENDING)
@@ -240,7 +243,7 @@ class JobEngine:
 
     async def due_jobs(self, limit: int = 500) -> list[tuple[str, int]]:
         """Due rows that nobody is running: for the sweeper to re-dispatch."""
-        async with self.db.session() as session:
+        async with self.db.session(autocommit=True) as session:
             rows = await session.execute(
                 select(JobRecord.id, JobRecord.attempts)
                 .where(_due(utcnow()))
@@ -328,21 +331,21 @@ class JobEngine:
             .values(**values)
             .execution_options(synchronize_session=False)
         )
-        async with self.db.session() as session:
+        async with self.db.session(autocommit=True) as session:
             if progress is None:
                 await session.execute(statement)
                 return None
             return (await session.execute(statement.returning(JobRecord))).scalar_one_or_none()
 
     async def _is_cancelled(self, job_id: str) -> bool:
-        async with self.db.session() as session:
+        async with self.db.session(autocommit=True) as session:
             status = await session.scalar(select(JobRecord.status).where(JobRecord.id == job_id))
         return status == CANCELLED
 
     async def _release(self, job_id: str) -> None:
         """Give a job back on shutdown so another worker can take it at once."""
         with contextlib.suppress(Exception):
-            async with self.db.session() as session:
+            async with self.db.session(autocommit=True) as session:
                 await session.execute(
                     update(JobRecord)
                     .where(JobRecord.id == job_id, JobRecord.lease_owner == self.worker_id)
@@ -399,7 +402,7 @@ class JobEngine:
 
     async def _write_owned(self, job_id: str, values: dict[str, Any]) -> JobRecord | None:
         """Write while holding the lease; idempotent when a job runs twice."""
-        async with self.db.session() as session:
+        async with self.db.session(autocommit=True) as session:
             result = await session.execute(
                 update(JobRecord)
                 .where(
