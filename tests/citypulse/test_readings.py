@@ -7,6 +7,9 @@ from typing import Any
 import httpx
 import pytest
 
+from vpsapi.citypulse import service
+from vpsapi.citypulse.schemas import ReadingIn
+
 BASE = "/api/v1/citypulse"
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -68,6 +71,28 @@ async def test_single_reading_overwrites_same_timestamp(
     window = {"from": _iso(START), "to": _iso(START + timedelta(hours=1))}
     points = (await client.get(url, params=window, headers=manager)).json()["data"]["points"]
     assert [(p["timestamp"], p["value"]) for p in points] == [(_iso(START), 2.5)]
+
+
+async def test_a_receive_stamped_reading_never_replaces_a_stored_one(
+    client: httpx.AsyncClient, manager: dict[str, str], sensor: dict
+) -> None:
+    # As when another process received a reading for this sensor in the same millisecond.
+    url = f"{BASE}/sensors/{sensor['id']}/readings"
+    stored = await client.post(url, json={"timestamp": _iso(START), "value": 1.5}, headers=manager)
+    assert stored.status_code == 201, stored.text
+    app = client._transport.app  # type: ignore[attr-defined]
+    async with app.state.db.session() as session:
+        same_moment = [ReadingIn(timestamp=START, value=7.0)]
+        next_moment = [ReadingIn(timestamp=START + timedelta(milliseconds=1), value=8.0)]
+        accepted = await service.ingest_readings(
+            session, sensor["id"], [], received=[*same_moment, *next_moment]
+        )
+    assert accepted == 2
+    window = {"from": _iso(START), "to": _iso(START + timedelta(hours=1))}
+    points = (await client.get(url, params=window, headers=manager)).json()["data"]["points"]
+    assert (points[0]["timestamp"], points[0]["value"]) == (_iso(START), 1.5)  # kept
+    assert sorted(p["value"] for p in points) == [1.5, 7.0, 8.0]
+    assert len({p["timestamp"] for p in points}) == 3
 
 
 @pytest.mark.parametrize(

@@ -23,13 +23,15 @@ async def record_readings(
     readings: list[ReadingIn],
     *,
     transport: Transport,
+    received: list[ReadingIn] | None = None,
 ) -> int:
+    """`received`: readings stamped with their receive time (see service.ingest_readings)."""
     sensor = await service.get_sensor(session, sensor_id)
-    accepted = await service.ingest_readings(session, sensor_id, readings)
+    accepted = await service.ingest_readings(session, sensor_id, readings, received=received or [])
     changed = await alerts.evaluate_sensor(session, sensor_id)
     READINGS_INGESTED.labels(transport=transport).inc(accepted)
     runtime.after_commit(session, lambda: runtime.cache.invalidate(sensor.building_id))
-    _announce_readings(session, runtime, sensor, readings)
+    _announce_readings(session, runtime, sensor, [*readings, *(received or [])])
     announce_alerts(session, runtime, changed)
     return accepted
 

@@ -19,6 +19,7 @@ import secrets
 import socket
 import ssl
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -52,6 +53,15 @@ class MqttReading(CamelModel):
 _PAYLOAD = TypeAdapter(
     float | MqttReading | list[MqttReading]  # bare number, one object, or a list
 )
+
+
+@dataclass
+class SensorBatch:
+    """One sensor's readings among messages that arrived together."""
+
+    timed: list[ReadingIn] = field(default_factory=list)
+    received: list[ReadingIn] = field(default_factory=list)  # stamped with receive times
+    topics: list[str] = field(default_factory=list)
 
 
 class BadMessage(ValueError):
@@ -151,14 +161,17 @@ class MqttIngestor:
                 self._reject(topic, exc)
         untimed = sum(1 for _, _, items in parsed for item in items if item.time is None)
         stamps = iter(self._receive_stamps(untimed))
-        by_sensor: dict[tuple[str, str], tuple[list[ReadingIn], list[str]]] = {}
+        by_sensor: dict[tuple[str, str], SensorBatch] = {}
         for route, topic, items in parsed:
-            group = by_sensor.setdefault(route, ([], []))
-            group[0].extend(
-                ReadingIn(timestamp=item.time or next(stamps), value=item.value) for item in items
-            )
-            group[1].append(topic)
-        for (building_id, sensor_id), (readings, topics) in by_sensor.items():
+            batch = by_sensor.setdefault(route, SensorBatch())
+            for item in items:
+                if item.time is None:
+                    batch.received.append(ReadingIn(timestamp=next(stamps), value=item.value))
+                else:
+                    batch.timed.append(ReadingIn(timestamp=item.time, value=item.value))
+            batch.topics.append(topic)
+        for (building_id, sensor_id), batch in by_sensor.items():
+            topics = batch.topics
             try:
                 async with self.db.session() as session:
                     try:
@@ -168,7 +181,12 @@ class MqttIngestor:
                     if sensor is None or sensor.building_id != building_id:
                         raise BadMessage("unknown_sensor", "no such sensor in that building")
                     await ingest.record_readings(
-                        session, self.runtime, sensor_id, readings, transport="mqtt"
+                        session,
+                        self.runtime,
+                        sensor_id,
+                        batch.timed,
+                        transport="mqtt",
+                        received=batch.received,
                     )
             except BadMessage as exc:
                 for topic in topics:
@@ -183,7 +201,9 @@ class MqttIngestor:
     def _receive_stamps(self, count: int) -> list[datetime]:
         """Receive times for readings without a time of their own, each at least 1 ms after
         the one before: a reading is keyed by its time, and two sharing one (a burst, a
-        batch, a list) would leave only the last."""
+        batch, a list) would leave only the last. Another process may take the same
+        millisecond for the same sensor; storing moves such a reading on (see
+        service.ingest_readings)."""
         now_ms = time.time_ns() // 1_000_000
         first = max(now_ms - count + 1, self._last_stamp_ms + 1)
         self._last_stamp_ms = first + count - 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -20,7 +21,7 @@ from vpsapi.citypulse.schemas import (
     SensorPatch,
 )
 from vpsapi.core.db import utcnow
-from vpsapi.core.errors import BadRequest, NotFound
+from vpsapi.core.errors import BadRequest, Conflict, NotFound
 
 STEP_MS = {"5m": 300_000, "1h": 3_600_000, "1d": 86_400_000}
 BUILDING_SORTS = {"name", "createdAt", "city", "floorAreaM2"}
@@ -32,6 +33,8 @@ _SORT_COLUMNS = {
 }
 # PostgreSQL caps bind parameters at 65535 per statement; 3 per reading row.
 INSERT_CHUNK = 5_000
+# Rounds of moving receive-stamped readings past taken milliseconds; one is the rule.
+RECEIVED_ATTEMPTS = 20
 
 
 def to_ms(moment: datetime) -> int:
@@ -171,26 +174,60 @@ async def delete_sensor(session: AsyncSession, sensor_id: str) -> None:
 # ---- readings -----------------------------------------------------------------------
 
 
-async def ingest_readings(session: AsyncSession, sensor_id: str, readings: list[ReadingIn]) -> int:
-    """Store readings; a repeated timestamp for the same sensor keeps the last value sent."""
+async def ingest_readings(
+    session: AsyncSession,
+    sensor_id: str,
+    readings: Sequence[ReadingIn],
+    *,
+    received: Sequence[ReadingIn] = (),
+) -> int:
+    """Store readings; a repeated timestamp for the same sensor keeps the last value sent.
+
+    `received` readings carry their receive time, not one of their own (MQTT payloads
+    without a time): they never replace a stored reading. One whose millisecond is taken
+    (another process received one for this sensor at the same moment) moves on to the
+    milliseconds after this batch, so none is lost."""
     await get_sensor(session, sensor_id)
     latest: dict[int, float] = {to_ms(r.timestamp): r.value for r in readings}
     rows = [{"sensor_id": sensor_id, "ts_ms": ts, "value": value} for ts, value in latest.items()]
     # An upsert on the primary key: a DELETE ... IN (thousands of stamps) first degraded
     # to a scan of the whole table per chunk on PostgreSQL as the table grew.
-    upsert = (
-        postgresql.insert(Reading)
-        if session.get_bind().dialect.name == "postgresql"
-        else sqlite.insert(Reading)
-    )
+    upsert = _insert(session)
     statement = upsert.on_conflict_do_update(
         index_elements=[Reading.sensor_id, Reading.ts_ms],
         set_={"value": upsert.excluded.value},
     )
     for start in range(0, len(rows), INSERT_CHUNK):
         await session.execute(statement, rows[start : start + INSERT_CHUNK])
+    for start in range(0, len(received), INSERT_CHUNK):
+        await _insert_received(session, sensor_id, received[start : start + INSERT_CHUNK])
     await session.flush()
-    return len(readings)
+    return len(readings) + len(received)
+
+
+def _insert(session: AsyncSession) -> Any:
+    dialect = session.get_bind().dialect.name
+    return (postgresql if dialect == "postgresql" else sqlite).insert(Reading.__table__)
+
+
+async def _insert_received(
+    session: AsyncSession, sensor_id: str, readings: Sequence[ReadingIn]
+) -> None:
+    statement = (
+        _insert(session)
+        .on_conflict_do_nothing(index_elements=[Reading.sensor_id, Reading.ts_ms])
+        .returning(Reading.ts_ms)
+    )
+    pending = {to_ms(r.timestamp): r.value for r in readings}  # distinct by construction
+    for _ in range(RECEIVED_ATTEMPTS):
+        rows = [{"sensor_id": sensor_id, "ts_ms": ts, "value": v} for ts, v in pending.items()]
+        stored = set((await session.execute(statement, rows)).scalars())
+        left = [value for ts, value in sorted(pending.items()) if ts not in stored]
+        if not left:
+            return
+        after = max(pending) + 1
+        pending = {after + index: value for index, value in enumerate(left)}
+    raise Conflict("Readings could not be given free timestamps; send them again")
 
 
 async def query_readings(
