@@ -41,11 +41,11 @@ test-scaleout: $(VENV)/.installed-dev
 # Both runs at once: the suite mostly waits on real processes (servers, nginx, brokers),
 # so two runs share the two cores well; the scale-out output follows the embedded one.
 test: lint typecheck $(VENV)/.installed-dev
-	@VPSAPI_TEST_BACKEND=scaleout $(BIN)/pytest -q -p no:cacheprovider \
+	@VPSAPI_TEST_BACKEND=scaleout $(BIN)/pytest -q -p no:cacheprovider --durations=15 \
 	    --basetemp=$${TMPDIR:-/tmp}/vpsapi-test-scaleout > .test-scaleout.log 2>&1 & \
 	scaleout=$$!; \
 	echo "== embedded (scale-out runs alongside, output below)"; \
-	$(BIN)/pytest -q -p no:cacheprovider --basetemp=$${TMPDIR:-/tmp}/vpsapi-test-embedded; \
+	$(BIN)/pytest -q -p no:cacheprovider --durations=15 --basetemp=$${TMPDIR:-/tmp}/vpsapi-test-embedded; \
 	embedded=$$?; wait $$scaleout; scaleout=$$?; \
 	echo "== scale-out (VPSAPI_TEST_BACKEND=scaleout)"; cat .test-scaleout.log; \
 	exit $$(( embedded || scaleout ))

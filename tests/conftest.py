@@ -69,6 +69,40 @@ class Backend:
         return self.name == "scaleout"
 
 
+def _reaches_backend(item: pytest.Item) -> bool:
+    """Whether a test uses the backend: asks for it, or uses a fixture that does (the
+    autouse database emptier aside, which every test has)."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return True
+    for name, definitions in info.name2fixturedefs.items():
+        if name == "backend" and name in info.argnames:
+            return True
+        if name != "empty_shared_database_for_processes" and any(
+            "backend" in definition.argnames for definition in definitions
+        ):
+            return True
+    return False
+
+
+def _same_on_either_backend(item: pytest.Item) -> bool:
+    # Browser tests drive the same static page, whose API calls the API tests cover on
+    # PostgreSQL + Redis; they are the slowest tests (a server and a browser each).
+    return not _reaches_backend(item) or item.get_closest_marker("browser") is not None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The scale-out run repeats only the tests whose outcome can depend on PostgreSQL and
+    Redis; the rest (CLI on its own data directory, deploy files, the console in a browser)
+    would run the very same code again, and CI runs both at once on two cores."""
+    if BACKEND != "scaleout":
+        return
+    same_everywhere = [item for item in items if _same_on_either_backend(item)]
+    if same_everywhere:
+        config.hook.pytest_deselected(items=same_everywhere)
+        items[:] = [item for item in items if not _same_on_either_backend(item)]
+
+
 def _on_postgres(url: str, work: Callable[[Any], Awaitable[None]]) -> None:
     """`await work(connection)` on a fresh asyncpg connection to `url`, from a thread of
     its own: the test's event loop (pytest-asyncio, Playwright) may be running here."""

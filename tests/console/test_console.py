@@ -17,7 +17,7 @@ from console_support import PHONE, admin_token, socketio_mounted
 from ops_support import NamedBackend, through_nginx
 from support import free_port
 
-pytestmark = pytest.mark.multiprocess
+pytestmark = [pytest.mark.multiprocess, pytest.mark.browser]
 
 PAGES = ["jobs", "devices", "buildings", "system", "sites", "certificates", "backups"]
 WAIT_MS = 60_000  # generous: a slow CI machine, not a performance claim
