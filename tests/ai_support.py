@@ -29,13 +29,22 @@ def providers(_provider_server: FakeProviders) -> Iterator[FakeProviders]:
 
 
 @pytest.fixture
-async def client(make_client: Any, providers: FakeProviders) -> httpx.AsyncClient:
+def ai_timeout_seconds() -> float:
+    """The app's AI timeout; a test that must outlast it parametrizes this name."""
+    return 1
+
+
+@pytest.fixture
+async def client(
+    make_client: Any, providers: FakeProviders, ai_timeout_seconds: float
+) -> httpx.AsyncClient:
     """Replaces the shared `client`: an app with every provider configured (1 s AI
-    timeout) and in-process job workers (saq inside the app on the scale-out run), so
-    the users made by `create_user` and the swarm jobs all live in this one app."""
+    timeout unless a test says otherwise) and in-process job workers (saq inside the app on
+    the scale-out run), so the users made by `create_user` and the swarm jobs all live in
+    this one app."""
     return await make_client(
         **providers.settings(),
-        ai_timeout_seconds=1,
+        ai_timeout_seconds=ai_timeout_seconds,
         jobs_inprocess_workers=True,
         job_lease_seconds=3,
     )

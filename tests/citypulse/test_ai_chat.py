@@ -10,7 +10,13 @@ from typing import Any
 import httpx
 import pytest
 
-from ai_support import _provider_server, client, parse_sse, providers  # noqa: F401
+from ai_support import (  # noqa: F401
+    _provider_server,
+    ai_timeout_seconds,
+    client,
+    parse_sse,
+    providers,
+)
 from fake_llm import ANTHROPIC_KEY, GROQ_KEY, OPENAI_KEY, FakeProviders
 from support import ADMIN_EMAIL, ADMIN_PASSWORD
 
