@@ -3,6 +3,7 @@ real server: no 5xx, and every response matches the documented schema."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -33,6 +34,10 @@ def _start() -> tuple[str, object]:
         environment="test",
     )
     server = start_server(settings, _tmp)
+    # Started at import: a run that collects this module but runs none of its tests
+    # (`--collect-only`, `-k`) never reaches the fixture below, so stop it at exit too.
+    atexit.register(shutil.rmtree, _tmp, ignore_errors=True)
+    atexit.register(server.stop)
     return server.base_url, server
 
 
