@@ -133,7 +133,9 @@ def cheap_password_hashing() -> Iterator[None]:
     cheap = PasswordHasher.from_parameters(profiles.CHEAPEST)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(security, "_hasher", cheap)
+        security._dummy_hash.cache_clear()  # made again with the cheap hasher
         yield
+    security._dummy_hash.cache_clear()
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ store, evaluate alert rules, count, and tell real-time clients after the commit.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,15 +24,15 @@ async def record_readings(
     readings: list[ReadingIn],
     *,
     transport: Transport,
-    received: list[ReadingIn] | None = None,
+    received: Sequence[ReadingIn] = (),
 ) -> int:
     """`received`: readings stamped with their receive time (see service.ingest_readings)."""
     sensor = await service.get_sensor(session, sensor_id)
-    accepted = await service.ingest_readings(session, sensor_id, readings, received=received or [])
+    accepted = await service.ingest_readings(session, sensor_id, readings, received=received)
     changed = await alerts.evaluate_sensor(session, sensor_id)
     READINGS_INGESTED.labels(transport=transport).inc(accepted)
     runtime.after_commit(session, lambda: runtime.cache.invalidate(sensor.building_id))
-    _announce_readings(session, runtime, sensor, [*readings, *(received or [])])
+    _announce_readings(session, runtime, sensor, [*readings, *received])
     announce_alerts(session, runtime, changed)
     return accepted
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -25,16 +26,14 @@ JWT_LEEWAY_SECONDS = 5
 VERIFIED_TOKENS_KEPT = 4096
 
 _hasher = PasswordHasher()
-_dummy_hashes: dict[PasswordHasher, str] = {}
 
 
+@functools.cache
 def _dummy_hash() -> str:
     """A real hash to verify against when the user does not exist, so timing does not
     reveal which emails are registered. Made on first use: a hash takes a few hundred ms,
     which every process start (CLI commands included) would pay otherwise."""
-    if _hasher not in _dummy_hashes:
-        _dummy_hashes[_hasher] = _hasher.hash(secrets.token_urlsafe(16))
-    return _dummy_hashes[_hasher]
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 Role = Literal["admin", "manager", "user"]
