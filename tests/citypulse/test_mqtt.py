@@ -203,7 +203,10 @@ async def test_readings_without_a_time_that_arrive_together_are_all_kept(
 
     points = await poll(all_stored, "thirty readings")
     assert sorted(p["value"] for p in points) == [float(v) for v in range(1, 31)]
-    stamps = [p["timestamp"] for p in sorted(points, key=lambda p: p["value"])]
+    # Compared as times: ISO text omits the fraction on a whole second and sorts wrongly.
+    stamps = [
+        datetime.fromisoformat(p["timestamp"]) for p in sorted(points, key=lambda p: p["value"])
+    ]
     assert stamps == sorted(set(stamps)), "each reading has a time of its own, in arrival order"
 
 
