@@ -261,7 +261,7 @@ async def make_client(
     settings_factory: Any, backend: Backend, cleanup_scaleout: None, request: pytest.FixtureRequest
 ) -> AsyncIterator[Any]:
     """Start an app (lifespan included) and return an httpx client for it."""
-    stack: list[tuple[FastAPI, Any, httpx.AsyncClient]] = []
+    stack: list[httpx.AsyncClient] = []
 
     async def make(**overrides: Any) -> httpx.AsyncClient:
         settings = settings_factory(**overrides)
@@ -282,13 +282,23 @@ async def make_client(
             base_url="http://testserver",
         )
         client.app = app  # type: ignore[attr-defined]
-        stack.append((app, lifespan, client))
+        stopped = False
+
+        async def stop_app() -> None:
+            """Shut the app down as a server would (a test may do it before teardown)."""
+            nonlocal stopped
+            if not stopped:
+                stopped = True
+                await client.aclose()
+                await lifespan.__aexit__(None, None, None)
+
+        client.stop_app = stop_app  # type: ignore[attr-defined]
+        stack.append(client)
         return client
 
     yield make
-    for _app, lifespan, client in reversed(stack):
-        await client.aclose()
-        await lifespan.__aexit__(None, None, None)
+    for client in reversed(stack):
+        await client.stop_app()  # type: ignore[attr-defined]
 
 
 @pytest.fixture

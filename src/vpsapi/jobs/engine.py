@@ -275,7 +275,8 @@ class JobEngine:
         task = asyncio.current_task()
         assert task is not None
         self._running[job.id] = task
-        keeper = asyncio.create_task(self._keep_lease(job.id))
+        attempt_over = asyncio.Event()
+        keeper = asyncio.create_task(self._keep_lease(job.id, attempt_over))
         set_job_context(JobContext(job.id, job.owner, self.settings, self.db, self.events))
         try:
             try:
@@ -290,7 +291,7 @@ class JobEngine:
             # cases the row decides (cancelled stays cancelled; otherwise the lease
             # expires and another worker retries it).
             if not await self._is_cancelled(job.id):
-                await self._release(job.id)
+                await self.release(job.id)
                 raise
             task.uncancel()  # handled: the worker loop that ran this job goes on
             return
@@ -304,13 +305,19 @@ class JobEngine:
         else:
             await self._finish(job.id, COMPLETED, result=result)
         finally:
-            keeper.cancel()
+            # Told to end, not cancelled: a renewal cut off mid-statement would make
+            # SQLAlchemy terminate its connection.
+            attempt_over.set()
+            await keeper
             self._running.pop(job.id, None)
 
-    async def _keep_lease(self, job_id: str) -> None:
+    async def _keep_lease(self, job_id: str, attempt_over: asyncio.Event) -> None:
         interval = max(0.5, self.lease.total_seconds() / 3)
         while True:
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await attempt_over.wait()
+                return
             with contextlib.suppress(Exception):
                 await self.renew(job_id, progress=None)
 
@@ -342,7 +349,7 @@ class JobEngine:
             status = await session.scalar(select(JobRecord.status).where(JobRecord.id == job_id))
         return status == CANCELLED
 
-    async def _release(self, job_id: str) -> None:
+    async def release(self, job_id: str) -> None:
         """Give a job back on shutdown so another worker can take it at once."""
         with contextlib.suppress(Exception):
             async with self.db.session(autocommit=True) as session:

@@ -28,6 +28,12 @@ class LocalRunner:
         self.concurrency = concurrency
         self.wake = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
+        self.running_a_job: set[asyncio.Task[None]] = set()
+        self.stopping = False
+        # One claim at a time per process: the database takes one writer at a time anyway,
+        # and on SQLite two claims racing for the write lock could both sit in the busy
+        # handler until its timeout.
+        self.claiming = asyncio.Lock()
 
     async def dispatch(self, job_id: str, attempt: int, at: datetime | None = None) -> None:
         self.wake.set()
@@ -39,30 +45,48 @@ class LocalRunner:
         ]
 
     async def stop(self) -> None:
-        for task in self.tasks:
+        """Cancel the jobs under way (each is handed back, see JobEngine.run) and let idle
+        loops leave after their current query. Cancelling a loop mid-query would make
+        SQLAlchemy terminate its connection, and on SQLite that close can wait out the
+        busy timeout behind another connection's write."""
+        self.stopping = True
+        self.wake.set()
+        for task in self.running_a_job:
             task.cancel()
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
     async def _loop(self, index: int) -> None:
-        while True:
+        me = asyncio.current_task()
+        assert me is not None
+        while not self.stopping:
             try:
                 self.wake.clear()
-                claimed = await self.engine.claim_next()
-                if claimed is not None:
+                async with self.claiming:
+                    claimed = await self.engine.claim_next()
+                if claimed is not None and self.stopping:
+                    await self.engine.release(claimed.id)  # claimed as the stop came
+                elif claimed is not None:
                     self.wake.set()  # there may be more: let an idle sibling look
-                    await self.engine.run(claimed)
-                    continue
-                wait = await self.engine.seconds_until_due(SWEEP_INTERVAL)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
-                        await self.wake.wait()
+                    self.running_a_job.add(me)
+                    try:
+                        await self.engine.run(claimed)
+                    finally:
+                        self.running_a_job.discard(me)
+                elif not self.stopping:
+                    await self._sleep(await self.engine.seconds_until_due(SWEEP_INTERVAL))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # database away: back off, never die
                 log.warning("job_worker_error", worker=index, error=str(exc))
-                await asyncio.sleep(1)
+                await self._sleep(1)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Until `seconds` pass, a submission arrives or the runner stops."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self.wake.wait()
 
 
 def saq_queue(settings: Settings) -> Queue:
