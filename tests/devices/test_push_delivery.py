@@ -217,6 +217,7 @@ class FakeApns:
         self.received.append(
             {
                 "http_version": scope["http_version"],
+                "connection": tuple(scope["client"]),
                 "token": token,
                 "topic": headers.get("apns-topic"),
                 "push_type": headers.get("apns-push-type"),
@@ -453,6 +454,13 @@ async def test_apns_over_http2_and_gone_token_deleted(
     remaining = await stored_tokens(client)
     assert alive in remaining
     assert dead not in remaining
+
+    # A second alarm reuses the provider's connection instead of opening one per push.
+    await client.post(f"/api/devices/{vid}/events", json={"alarmType": "doorbell"})
+    await push_jobs_done(client, admin_headers)
+    to_alive = [r for r in fake.received if r["token"] == alive]
+    assert len(to_alive) == 2
+    assert len({r["connection"] for r in fake.received if r["token"] in (alive, dead)}) == 1
 
 
 async def test_event_bad_input(client: httpx.AsyncClient, create_user: Any) -> None:

@@ -35,7 +35,7 @@ async def _cleanup_loop(app: Any) -> None:
 
 @contextlib.asynccontextmanager
 async def devices_lifespan(app: Any) -> AsyncIterator[None]:
-    providers_for(app.state.settings)  # a missing FCM/APNs key file stops the start here
+    providers = providers_for(app.state.settings)  # a missing key file stops the start here
     task = asyncio.create_task(_cleanup_loop(app))
     try:
         yield
@@ -43,6 +43,7 @@ async def devices_lifespan(app: Any) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        await providers.aclose()
 
 
 MODULE = Module(

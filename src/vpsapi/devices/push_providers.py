@@ -22,7 +22,7 @@ import httpx
 import jwt
 
 from vpsapi.config import Settings
-from vpsapi.core.http import outbound_client
+from vpsapi.core.http import KeptClient, outbound_client
 
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -77,6 +77,7 @@ class WebhookProvider:
     def __init__(self, url: str, secret: str | None) -> None:
         self.url = url
         self.secret = secret
+        self.client = KeptClient(lambda: outbound_client(timeout=TIMEOUT))
 
     async def send(self, token: str, platform: str, note: Notification) -> Outcome:
         body = json.dumps(
@@ -92,8 +93,7 @@ class WebhookProvider:
         if self.secret:
             digest = hmac.new(self.secret.encode(), body, hashlib.sha256).hexdigest()
             headers["X-Vpsapi-Signature"] = f"sha256={digest}"
-        async with outbound_client(timeout=TIMEOUT) as client:
-            response = await _post(client, self.url, content=body, headers=headers)
+        response = await _post(self.client.get(), self.url, content=body, headers=headers)
         if response.is_success:
             return Outcome.DELIVERED
         if response.status_code == 410:
@@ -118,6 +118,7 @@ class FcmProvider:
         self.send_url = f"{base_url.rstrip('/')}/v1/projects/{self.project_id}/messages:send"
         self._access_token: str | None = None
         self._access_expires = 0.0
+        self.client = KeptClient(lambda: outbound_client(timeout=TIMEOUT))
 
     @classmethod
     def from_file(cls, path: Path, project_id: str, base_url: str) -> FcmProvider:
@@ -161,11 +162,11 @@ class FcmProvider:
                 "android": {"priority": "HIGH"},
             }
         }
-        async with outbound_client(timeout=TIMEOUT) as client:
-            access = await self._token(client)
-            response = await _post(
-                client, self.send_url, json=message, headers={"Authorization": f"Bearer {access}"}
-            )
+        client = self.client.get()
+        access = await self._token(client)
+        response = await _post(
+            client, self.send_url, json=message, headers={"Authorization": f"Bearer {access}"}
+        )
         if response.is_success:
             return Outcome.DELIVERED
         if response.status_code == 401:
@@ -193,7 +194,9 @@ def _fcm_error_codes(response: httpx.Response) -> set[str]:
 
 class ApnsProvider:
     """APNs with a token-based (.p8) key: an ES256 provider JWT, renewed every 50 min,
-    and one HTTP/2 request per device token."""
+    and one HTTP/2 request per device token, multiplexed on one kept connection: Apple
+    asks providers not to open and close connections repeatedly (APNs may take that for
+    a denial-of-service attack)."""
 
     name = "apns"
 
@@ -205,6 +208,10 @@ class ApnsProvider:
         self.base_url = base_url.rstrip("/")
         self._jwt: str | None = None
         self._jwt_made = 0.0
+        # http1=False: HTTP/2 only (ALPN over TLS; prior knowledge on plain http).
+        self.client = KeptClient(
+            lambda: httpx.AsyncClient(http1=False, http2=True, timeout=TIMEOUT)
+        )
 
     def provider_token(self) -> str:
         if self._jwt is None or time.monotonic() - self._jwt_made > APNS_TOKEN_TTL:
@@ -237,12 +244,10 @@ class ApnsProvider:
     async def send(self, token: str, platform: str, note: Notification) -> Outcome:
         if not _APNS_DEVICE_TOKEN.match(token):
             return Outcome.INVALID_TOKEN  # not an APNs device token at all
-        # http1=False: HTTP/2 only (ALPN over TLS; prior knowledge on plain http).
-        async with httpx.AsyncClient(http1=False, http2=True, timeout=TIMEOUT) as client:
-            try:
-                response = await client.send(self.request(token, note))
-            except httpx.HTTPError as exc:
-                raise RetryLater(f"{type(exc).__name__}: {exc}") from exc
+        try:
+            response = await self.client.get().send(self.request(token, note))
+        except httpx.HTTPError as exc:
+            raise RetryLater(f"{type(exc).__name__}: {exc}") from exc
         if response.is_success:
             return Outcome.DELIVERED
         if response.status_code == 410:
@@ -260,6 +265,11 @@ class PushProviders:
     fcm: FcmProvider | None = None
     apns: ApnsProvider | None = None
     webhook: WebhookProvider | None = None
+
+    async def aclose(self) -> None:
+        for provider in (self.fcm, self.apns, self.webhook):
+            if provider is not None:
+                await provider.client.aclose()
 
     def for_platform(self, platform: str) -> PushProvider | None:
         """The platform's own provider when configured, else the webhook (if any)."""
