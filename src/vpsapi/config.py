@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     cloud_upload_url_ttl: int = Field(default=900, ge=1, le=7 * 86400)
     # Seconds a playback URL from /api/cloud/videos/urls stays valid (seed: 1 hour).
     cloud_video_url_ttl: int = Field(default=3600, ge=1, le=7 * 86400)
+    # Clips (objects and rows) stored longer than this many days are deleted by the
+    # hourly cleanup; 0 keeps them until their device is deleted.
+    cloud_video_retention_days: int = Field(default=0, ge=0)
     # Push delivery. Each provider is active when its settings are present; a token whose
     # platform has no configured provider goes to the webhook (when set).
     push_webhook_url: str = ""

@@ -3,6 +3,7 @@ the owner lists signed playback URLs (seed-003 body); others get 403."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from datetime import timedelta
 from typing import Any
@@ -226,3 +227,61 @@ async def test_unconfirmed_expired_uploads_are_cleaned(client: httpx.AsyncClient
     assert stale not in remaining
     assert {fresh, kept} <= remaining
     assert await app.state.storage.head(f"videos/{vid}/{stale}/stale.mp4") is None
+
+
+async def test_clips_past_retention_are_deleted_with_their_objects(
+    client: httpx.AsyncClient,
+) -> None:
+    app = client._transport.app  # type: ignore[attr-defined]
+    body = {"realDeviceId": "REAL" + secrets.token_hex(8).upper(), "userId": "u3"}
+    vid = (await client.post("/api/hello/register", json=body)).json()["virtualId"]
+    ids = []
+    for name in ("old.mp4", "new.mp4"):
+        # The camera's clock says long ago for both: only the server's stamp counts.
+        clip = {"deviceId": vid, "filename": name, "startTime": "2020-01-01T00:00:00Z"}
+        upload = (await client.post("/api/cloud/videos", json=clip)).json()
+        assert (await transfer(client, "PUT", upload["uploadUrl"], b"clip")).status_code == 200
+        assert (
+            await client.post(f"/api/cloud/videos/{upload['videoId']}/confirm")
+        ).status_code == 200
+        ids.append(upload["videoId"])
+    old, new = ids
+    async with app.state.db.session() as session:
+        await session.execute(
+            update(CloudVideo)
+            .where(CloudVideo.id == old)
+            .values(created_at=utcnow() - timedelta(days=31))
+        )
+    async with app.state.db.session() as session:
+        assert await cloud.delete_clips_past_retention(session, app.state.storage, 30) == 1
+    async with app.state.db.session() as session:
+        assert await cloud.delete_clips_past_retention(session, app.state.storage, 30) == 0
+        remaining = set((await session.execute(select(CloudVideo.id))).scalars())
+    assert old not in remaining and new in remaining
+    assert await app.state.storage.head(f"videos/{vid}/{old}/old.mp4") is None
+    assert await app.state.storage.head(f"videos/{vid}/{new}/new.mp4") is not None
+
+
+async def test_the_cleanup_sweep_applies_cloud_video_retention_days(make_client: Any) -> None:
+    first = await make_client()
+    body = {"realDeviceId": "REAL" + secrets.token_hex(8).upper(), "userId": "u4"}
+    vid = (await first.post("/api/hello/register", json=body)).json()["virtualId"]
+    clip = {"deviceId": vid, "filename": "a.mp4", "startTime": "2024-05-01T10:00:00Z"}
+    upload = (await first.post("/api/cloud/videos", json=clip)).json()
+    assert (await transfer(first, "PUT", upload["uploadUrl"], b"clip")).status_code == 200
+    assert (await first.post(f"/api/cloud/videos/{upload['videoId']}/confirm")).status_code == 200
+    async with first._transport.app.state.db.session() as session:  # type: ignore[attr-defined]
+        await session.execute(update(CloudVideo).values(created_at=utcnow() - timedelta(days=8)))
+    await first.stop_app()
+
+    # The sweep runs at start, then hourly.
+    second = await make_client(cloud_video_retention_days=7)
+    app = second._transport.app  # type: ignore[attr-defined]
+    for _ in range(500):
+        async with app.state.db.session() as session:
+            left = (await session.execute(select(CloudVideo.id))).scalars().all()
+        if not left:
+            break
+        await asyncio.sleep(0.02)
+    assert left == []
+    assert await app.state.storage.head(f"videos/{vid}/{upload['videoId']}/a.mp4") is None

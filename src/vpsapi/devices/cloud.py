@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, and_, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vpsapi.core.db import new_id, utcnow
@@ -146,27 +146,42 @@ async def playback_urls(
 
 async def delete_expired_uploads(session: AsyncSession, storage: ObjectStorage) -> int:
     """Forget clips whose upload URL expired unconfirmed, and any partial objects."""
-    stale = list(
-        (
-            await session.execute(
-                select(CloudVideo)
-                .where(
-                    CloudVideo.is_uploaded.is_(False),
-                    CloudVideo.upload_expires_at < utcnow() - UPLOAD_GRACE,
-                )
-                .limit(CLEANUP_BATCH)
-            )
-        ).scalars()
+    return await _delete_clips(
+        session,
+        storage,
+        and_(
+            CloudVideo.is_uploaded.is_(False),
+            CloudVideo.upload_expires_at < utcnow() - UPLOAD_GRACE,
+        ),
     )
-    for video in stale:
+
+
+async def delete_clips_past_retention(
+    session: AsyncSession, storage: ObjectStorage, days: int
+) -> int:
+    """Delete up to a batch of clips stored more than `days` days ago, objects and rows.
+    The server's clock decides (`created_at`), not the camera's `startTime`: a camera
+    with a wrong clock must not have its clips deleted at once."""
+    return await _delete_clips(
+        session, storage, CloudVideo.created_at < utcnow() - timedelta(days=days)
+    )
+
+
+async def _delete_clips(
+    session: AsyncSession, storage: ObjectStorage, condition: ColumnElement[bool]
+) -> int:
+    clips = list(
+        (await session.execute(select(CloudVideo).where(condition).limit(CLEANUP_BATCH))).scalars()
+    )
+    for video in clips:
         for key in (video.storage_path, video.thumbnail_path):
             if key:
                 try:
                     await storage.delete(key)
                 except Exception as exc:  # an orphan object is harmless; the row goes
-                    log.warning("devices.upload_cleanup_failed", key=key, error=str(exc))
-    if stale:
+                    log.warning("devices.clip_cleanup_failed", key=key, error=str(exc))
+    if clips:
         await session.execute(
-            delete(CloudVideo).where(CloudVideo.id.in_([video.id for video in stale]))
+            delete(CloudVideo).where(CloudVideo.id.in_([video.id for video in clips]))
         )
-    return len(stale)
+    return len(clips)

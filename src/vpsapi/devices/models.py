@@ -110,4 +110,5 @@ class CloudVideo(IdMixin, TimestampMixin, Base):
     __table_args__ = (
         Index("ix_cloud_videos_device_time", "device_id", "start_time"),
         Index("ix_cloud_videos_pending", "is_uploaded", "upload_expires_at"),
+        Index("ix_cloud_videos_created_at", "created_at"),  # the retention sweep
     )

@@ -27,10 +27,29 @@ async def _cleanup_loop(app: Any) -> None:
             async with app.state.db.session() as session:
                 removed = await service.delete_expired_bindings(session)
                 uploads = await cloud.delete_expired_uploads(session, app.state.storage)
-            log.info("devices.cleaned", bindings=removed, unconfirmed_uploads=uploads)
+            expired = await _apply_clip_retention(app)
+            log.info(
+                "devices.cleaned",
+                bindings=removed,
+                unconfirmed_uploads=uploads,
+                clips_past_retention=expired,
+            )
         except Exception:  # keep the loop alive; the next hour retries
             log.exception("devices.cleanup_failed")
         await asyncio.sleep(CLEANUP_INTERVAL_S)
+
+
+async def _apply_clip_retention(app: Any) -> int:
+    """Batch after batch (each committed), so a backlog goes in one sweep."""
+    days = app.state.settings.cloud_video_retention_days
+    total = 0
+    while days:
+        async with app.state.db.session() as session:
+            removed = await cloud.delete_clips_past_retention(session, app.state.storage, days)
+        total += removed
+        if removed < cloud.CLEANUP_BATCH:
+            break
+    return total
 
 
 @contextlib.asynccontextmanager
