@@ -1,8 +1,9 @@
 """CityPulse benchmark: batch ingestion rate and aggregate latency on PostgreSQL.
 
 Creates a throwaway database, ingests 15-minute readings for a few electricity meters in
-batches of 10,000 through the service layer (the code path of POST .../readings), then times
-downsampled range queries and energy reports. Prints figures; asserts nothing.
+batches of 10,000 through the service layer (the code path of POST .../readings), then the
+same amount as JSON through HTTP to a real `vpsapi serve` process (two clients at once),
+then times downsampled range queries and energy reports. Prints figures; asserts nothing.
 
     PYTHONPATH=src /work/main/.venv/bin/python bench/citypulse.py [--sensors 4] [--days 365]
     PYTHONPATH=src .venv/bin/python bench/citypulse.py --filler-readings 35000000
@@ -16,12 +17,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
+import httpx
+from common import bench_env, free_port, login, start, wait_live
 
 from vpsapi.citypulse import energy, service
 from vpsapi.citypulse.schemas import BuildingIn, ReadingIn, SensorIn
@@ -107,6 +113,8 @@ async def run(sensors: int, days: int, batch: int, filler: int) -> None:
             f"(batches of {batch}, {sensors} sensors x {days} days of 15-min data)"
         )
 
+        await http_ingest(database, dbname, sensors, days, batch)
+
         end = START + timedelta(days=days)
         cases = {
             "readings step=1h one sensor, 30 days": lambda s: service.query_readings(
@@ -152,6 +160,76 @@ async def run(sensors: int, days: int, batch: int, filler: int) -> None:
         await database.dispose()
         await admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
         await admin.close()
+
+
+async def http_ingest(database: Database, dbname: str, sensors: int, days: int, batch: int) -> None:
+    """POST the same readings for as many new meters (of another building, so the timed
+    aggregates below stay the same) as JSON batches to one `vpsapi serve`: what an API
+    client sees, request parsing included (bodies are built beforehand)."""
+    async with database.session() as session:
+        building = await service.create_building(
+            session, BuildingIn(name="Bench HTTP", floor_area_m2=5000), "bench"
+        )
+        sensor_ids = [
+            (
+                await service.create_sensor(
+                    session, building.id, SensorIn(name=f"h{i}", kind="electricity", unit="kW")
+                )
+            ).id
+            for i in range(sensors)
+        ]
+    per_sensor = days * 96
+    bodies = [
+        (
+            sensor_id,
+            json.dumps(
+                {
+                    "readings": [
+                        {
+                            "timestamp": (START + timedelta(minutes=15 * i)).isoformat(),
+                            "value": 10 + (i % 96) / 4,
+                        }
+                        for i in range(offset, min(offset + batch, per_sensor))
+                    ]
+                }
+            ).encode(),
+        )
+        for sensor_id in sensor_ids
+        for offset in range(0, per_sensor, batch)
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        env = bench_env(
+            Path(tmp) / "data", DATABASE_URL=f"postgresql://postgres@127.0.0.1:5432/{dbname}"
+        )
+        port = free_port()
+        server = start(["serve", "--port", str(port)], env, Path(tmp) / "serve.log")
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_live(base, server)
+            headers = {"Authorization": f"Bearer {login(base)}", "Content-Type": "application/json"}
+            total = 0
+            async with httpx.AsyncClient(base_url=base, headers=headers, timeout=120) as http:
+
+                async def post_batches() -> None:
+                    nonlocal total
+                    while bodies:
+                        sensor_id, body = bodies.pop()
+                        response = await http.post(
+                            f"/api/v1/citypulse/sensors/{sensor_id}/readings", content=body
+                        )
+                        response.raise_for_status()
+                        total += response.json()["data"]["accepted"]
+
+                began = time.perf_counter()
+                await asyncio.gather(post_batches(), post_batches())
+                elapsed = time.perf_counter() - began
+        finally:
+            server.terminate()
+            server.wait(30)
+    print(
+        f"HTTP: ingested {total} readings in {elapsed:.2f} s: {total / elapsed:,.0f} readings/s "
+        f"(POST batches of {batch} as JSON, 2 clients, 1 serve process)"
+    )
 
 
 def main() -> None:
