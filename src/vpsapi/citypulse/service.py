@@ -222,13 +222,13 @@ def _insert_readings(
             .table_valued("ts_ms", "value")
             .render_derived()
         )
-        statement = postgresql.insert(Reading.__table__).from_select(
+        statement = postgresql.insert(Reading).from_select(
             ["sensor_id", "ts_ms", "value"],
             select(literal(sensor_id, String), rows.c.ts_ms, rows.c.value),
         )
         return statement, {"stamps": list(values), "values": list(values.values())}
     rows_in = [{"sensor_id": sensor_id, "ts_ms": ts, "value": v} for ts, v in values.items()]
-    return sqlite.insert(Reading.__table__), rows_in
+    return sqlite.insert(Reading), rows_in
 
 
 async def _insert_received(
