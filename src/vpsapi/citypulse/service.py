@@ -5,9 +5,19 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import BigInteger, Float, String, bindparam, delete, func, literal, select
+from sqlalchemy import (
+    BigInteger,
+    Float,
+    String,
+    Table,
+    bindparam,
+    delete,
+    func,
+    literal,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,6 +43,8 @@ _SORT_COLUMNS = {
 }
 # Readings per INSERT: bounds the size of one statement (and SQLite's bind parameters).
 INSERT_CHUNK = 5_000
+# Core inserts (not ORM ones, which would take a statement's parameters for rows).
+READINGS_TABLE = cast(Table, Reading.__table__)
 # Rounds of moving receive-stamped readings past taken milliseconds; one is the rule.
 RECEIVED_ATTEMPTS = 20
 
@@ -222,13 +234,13 @@ def _insert_readings(
             .table_valued("ts_ms", "value")
             .render_derived()
         )
-        statement = postgresql.insert(Reading).from_select(
+        statement = postgresql.insert(READINGS_TABLE).from_select(
             ["sensor_id", "ts_ms", "value"],
             select(literal(sensor_id, String), rows.c.ts_ms, rows.c.value),
         )
         return statement, {"stamps": list(values), "values": list(values.values())}
     rows_in = [{"sensor_id": sensor_id, "ts_ms": ts, "value": v} for ts, v in values.items()]
-    return sqlite.insert(Reading), rows_in
+    return sqlite.insert(READINGS_TABLE), rows_in
 
 
 async def _insert_received(
