@@ -68,6 +68,23 @@ async def fill(database: Database, dsn: str, readings: int, days: int) -> None:
     print(f"filled {total:,} readings ({meters} meters) in {time.perf_counter() - began:.0f} s")
 
 
+async def create_meters(database: Database, name: str, meters: int) -> tuple[str, list[str]]:
+    """A building with `meters` electricity meters: (building id, sensor ids)."""
+    async with database.session() as session:
+        building = await service.create_building(
+            session, BuildingIn(name=name, floor_area_m2=5000), "bench"
+        )
+        sensor_ids = [
+            (
+                await service.create_sensor(
+                    session, building.id, SensorIn(name=f"m{i}", kind="electricity", unit="kW")
+                )
+            ).id
+            for i in range(meters)
+        ]
+    return building.id, sensor_ids
+
+
 async def run(sensors: int, days: int, batch: int, filler: int) -> None:
     dbname = f"vpsapi_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(ADMIN_DSN)
@@ -80,19 +97,7 @@ async def run(sensors: int, days: int, batch: int, filler: int) -> None:
     database = Database(settings)
     try:
         await database.migrate()
-        async with database.session() as session:
-            building = await service.create_building(
-                session, BuildingIn(name="Bench", floor_area_m2=5000), "bench"
-            )
-            sensor_ids = [
-                (
-                    await service.create_sensor(
-                        session, building.id, SensorIn(name=f"m{i}", kind="electricity", unit="kW")
-                    )
-                ).id
-                for i in range(sensors)
-            ]
-            await session.commit()
+        building_id, sensor_ids = await create_meters(database, "Bench", sensors)
         if filler:
             await fill(database, f"postgresql://postgres@127.0.0.1:5432/{dbname}", filler, days)
         per_sensor = days * 96
@@ -130,14 +135,14 @@ async def run(sensors: int, days: int, batch: int, filler: int) -> None:
                 s, sensor_ids[0], start=START, end=end, step="1d", aggregate="max", limit=100_000
             ),
             "energy step=1d building, whole range": lambda s: energy.energy_report(
-                s, building.id, start=START, end=end, step="1d", tariff=0.3, currency="EUR"
+                s, building_id, start=START, end=end, step="1d", tariff=0.3, currency="EUR"
             ),
             "energy step=1h building, whole range": lambda s: energy.energy_report(
-                s, building.id, start=START, end=end, step="1h", tariff=0.3, currency="EUR"
+                s, building_id, start=START, end=end, step="1h", tariff=0.3, currency="EUR"
             ),
             "energy step=1h building, 30 days": lambda s: energy.energy_report(
                 s,
-                building.id,
+                building_id,
                 start=end - timedelta(days=30),
                 end=end,
                 step="1h",
@@ -166,18 +171,7 @@ async def http_ingest(database: Database, dbname: str, sensors: int, days: int, 
     """POST the same readings for as many new meters (of another building, so the timed
     aggregates below stay the same) as JSON batches to one `vpsapi serve`: what an API
     client sees, request parsing included (bodies are built beforehand)."""
-    async with database.session() as session:
-        building = await service.create_building(
-            session, BuildingIn(name="Bench HTTP", floor_area_m2=5000), "bench"
-        )
-        sensor_ids = [
-            (
-                await service.create_sensor(
-                    session, building.id, SensorIn(name=f"h{i}", kind="electricity", unit="kW")
-                )
-            ).id
-            for i in range(sensors)
-        ]
+    _, sensor_ids = await create_meters(database, "Bench HTTP", sensors)
     per_sensor = days * 96
     bodies = [
         (
