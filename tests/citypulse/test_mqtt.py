@@ -95,16 +95,21 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 async def wait_subscribed(
     client: httpx.AsyncClient, headers: dict, port: int, topic: str, sensor_id: str
-) -> None:
+) -> int:
     """Publish one probe reading (fixed timestamp, so repeats are idempotent) until it is
-    stored: from then on the subscription is live."""
+    stored: from then on the subscription is live. Returns how many probes were published
+    (some may still be on their way)."""
     probe = {"value": -1.0, "time": "2000-01-02T00:00:00Z"}
+    published = 0
 
     async def stored() -> bool:
+        nonlocal published
         publish(port, topic, probe)
+        published += 1
         return any(p["value"] == -1.0 for p in await readings(client, headers, sensor_id))
 
     await poll(stored, "the subscriber to receive the probe")
+    return published
 
 
 @pytest.fixture
@@ -138,18 +143,19 @@ async def test_payload_forms_alerts_and_metrics(mqtt_client: Any, prefix: str) -
     client, headers = mqtt_client
     building_id, sensor_id = await _building_with_sensor(client, headers)
     topic = f"{prefix}/{building_id}/{sensor_id}"
-    await wait_subscribed(client, headers, BROKER[1], topic, sensor_id)
+    before = metric(
+        (await client.get("/metrics")).text,
+        "vpsapi_citypulse_readings_ingested_total",
+        transport="mqtt",
+    )
+    # Every probe counts once it arrives, and the last ones may arrive late.
+    probes = await wait_subscribed(client, headers, BROKER[1], topic, sensor_id)
     rule = await client.post(
         f"{BASE}/alerts/rules",
         json={"sensorId": sensor_id, "name": "Luft", "condition": "above", "threshold": 1000},
         headers=headers,
     )
     assert rule.status_code == 201, rule.text
-    before = metric(
-        (await client.get("/metrics")).text,
-        "vpsapi_citypulse_readings_ingested_total",
-        transport="mqtt",
-    )
 
     publish(BROKER[1], topic, {"value": 650, "time": _iso(T0)})
     publish(BROKER[1], topic, [{"value": 700, "timestamp": _iso(T0 + timedelta(minutes=1))}])
@@ -177,12 +183,15 @@ async def test_payload_forms_alerts_and_metrics(mqtt_client: Any, prefix: str) -
     opened = await poll(alert_open, "the alert")
     assert opened[0]["triggerValue"] == 1500
 
-    after = metric(
-        (await client.get("/metrics")).text,
-        "vpsapi_citypulse_readings_ingested_total",
-        transport="mqtt",
-    )
-    assert after - before == 4
+    async def counted() -> float | None:
+        after = metric(
+            (await client.get("/metrics")).text,
+            "vpsapi_citypulse_readings_ingested_total",
+            transport="mqtt",
+        )
+        return after if after - before >= probes + 4 else None
+
+    assert await poll(counted, "the ingestion counter") - before == probes + 4
 
 
 async def test_readings_without_a_time_that_arrive_together_are_all_kept(
