@@ -5,6 +5,7 @@ Screenshots of every page land in test-artifacts/console/."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -92,6 +93,28 @@ def test_wrong_password_shows_an_error_and_a_user_sees_no_ops_pages(
     expect(console.page).to_have_url(re.compile(r"#/jobs$"))
     console.page.click("text=Sign out")
     console.page.wait_for_selector("form input[name=login]")
+
+
+def test_signing_out_cancels_requests_still_under_way(
+    open_console: Any, console_server: Any
+) -> None:
+    """A list request that would reach the server after the logout revoked its token
+    is cancelled, not answered 401 (the harness fails on any 401)."""
+    console = open_console(console_server)
+    console.login()
+    console.visit("devices")
+    held: list[Any] = []
+    page = console.page
+    page.route("**/api/jobs?*", lambda route: held.append(route))  # held in the browser
+    with page.expect_request("**/api/jobs?*"):
+        page.goto(console_server.base_url + "/#/jobs")
+    with page.expect_response("**/api/v1/auth/logout"):
+        page.click("text=Sign out")
+    # Without the cancel this reaches the server with a revoked token; with it, the page
+    # has cancelled the request already and Playwright may refuse to continue it.
+    with contextlib.suppress(Exception):
+        held[0].continue_()
+    page.wait_for_load_state("networkidle")
 
 
 def test_a_submitted_job_reaches_completed_with_a_full_bar(

@@ -18,6 +18,9 @@ let session = loadSession();
 let refreshTimer = null;
 let refreshing = null;
 const sessionListeners = new Set();
+// Aborted when the session ends: a request still under way must not land after the
+// logout has revoked its token (a 401 the user would see as an error).
+let sessionRequests = new AbortController();
 
 function loadSession() {
   try {
@@ -29,6 +32,10 @@ function loadSession() {
 }
 
 function saveSession(next, reason = "") {
+  if (!next) {
+    sessionRequests.abort();
+    sessionRequests = new AbortController();
+  }
   session = next;
   if (next) sessionStorage.setItem(STORE_KEY, JSON.stringify(next));
   else sessionStorage.removeItem(STORE_KEY);
@@ -116,14 +123,17 @@ export async function logout() {
 
 // One request without the session logic (login/refresh use it directly).
 async function send(method, path, json, headers = {}) {
+  const { signal } = sessionRequests;
   let response;
   try {
     response = await fetch(path, {
       method,
       headers: json === undefined ? headers : { "Content-Type": "application/json", ...headers },
       body: json === undefined ? undefined : JSON.stringify(json),
+      signal,
     });
   } catch {
+    if (signal.aborted) throw new ApiError(0, "Signed out.");
     throw new ApiError(0, "Cannot reach the server. Check that vpsapi is running and try again.");
   }
   const type = response.headers.get("content-type") || "";
@@ -149,7 +159,9 @@ export async function api(path, { method = "GET", json, raw = false } = {}) {
 }
 
 async function rawFetch(method, path, headers) {
-  const response = await fetch(path, { method, headers }).catch(() => null);
+  const { signal } = sessionRequests;
+  const response = await fetch(path, { method, headers, signal }).catch(() => null);
+  if (!response && signal.aborted) throw new ApiError(0, "Signed out.");
   if (!response) throw new ApiError(0, "Cannot reach the server. Check that vpsapi is running.");
   if (!response.ok) {
     const body = await response.json().catch(() => null);
