@@ -311,6 +311,11 @@ class JobEngine:
             await keeper
             self._running.pop(job.id, None)
 
+    def cancel_running(self) -> None:
+        """Cancel every job this process runs (each hands itself back, see `run`)."""
+        for task in self._running.values():
+            task.cancel()
+
     async def _keep_lease(self, job_id: str, attempt_over: asyncio.Event) -> None:
         interval = max(0.5, self.lease.total_seconds() / 3)
         while True:

@@ -28,7 +28,6 @@ class LocalRunner:
         self.concurrency = concurrency
         self.wake = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
-        self.running_a_job: set[asyncio.Task[None]] = set()
         self.stopping = False
         # One claim at a time per process: the database takes one writer at a time anyway,
         # and on SQLite two claims racing for the write lock could both sit in the busy
@@ -51,15 +50,12 @@ class LocalRunner:
         busy timeout behind another connection's write."""
         self.stopping = True
         self.wake.set()
-        for task in self.running_a_job:
-            task.cancel()
+        self.engine.cancel_running()
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
     async def _loop(self, index: int) -> None:
-        me = asyncio.current_task()
-        assert me is not None
         while not self.stopping:
             try:
                 self.wake.clear()
@@ -69,11 +65,7 @@ class LocalRunner:
                     await self.engine.release(claimed.id)  # claimed as the stop came
                 elif claimed is not None:
                     self.wake.set()  # there may be more: let an idle sibling look
-                    self.running_a_job.add(me)
-                    try:
-                        await self.engine.run(claimed)
-                    finally:
-                        self.running_a_job.discard(me)
+                    await self.engine.run(claimed)
                 elif not self.stopping:
                     await self._sleep(await self.engine.seconds_until_due(SWEEP_INTERVAL))
             except asyncio.CancelledError:
