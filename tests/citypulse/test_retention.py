@@ -55,8 +55,8 @@ async def test_old_readings_are_purged_and_counted(make_client: Any) -> None:
         await asyncio.sleep(0.2)
     kept = [datetime.fromisoformat(p["timestamp"]) for p in points]
     assert kept == [now - timedelta(days=29), now - timedelta(hours=1)]
-    # The purge commits a day of data at a time and counts when it has finished: the
-    # readings can be gone a moment before the counter moves.
+    # The purge commits a day of data at a time and counts each slice after its commit:
+    # the readings can be gone a moment before the counter moves.
     while True:
         metrics = (await client.get("/metrics")).text
         purged = _counter(metrics, "vpsapi_citypulse_readings_purged_total") - purged_before

@@ -99,14 +99,16 @@ async def enforce_retention(app: FastAPI) -> None:
     settings = app.state.settings
     keep = timedelta(days=settings.citypulse_readings_retention_days)
     while True:
+        purged = 0
         try:
             async with app.state.db.session() as session:
-                purged = await purge_readings(session, datetime.now(UTC) - keep)
-            if purged:
-                READINGS_PURGED.inc(purged)
-                log.info("citypulse_readings_purged", count=purged)
+                async for count in purge_readings(session, datetime.now(UTC) - keep):
+                    READINGS_PURGED.inc(count)
+                    purged += count
         except Exception as exc:  # the database may be briefly away: try next round
             log.warning("citypulse_retention_failed", error=str(exc))
+        if purged:
+            log.info("citypulse_readings_purged", count=purged)
         await asyncio.sleep(settings.citypulse_retention_interval_seconds)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -325,16 +325,16 @@ async def query_readings(
 PURGE_SLICE_MS = 86_400_000
 
 
-async def purge_readings(session: AsyncSession, before: datetime) -> int:
+async def purge_readings(session: AsyncSession, before: datetime) -> AsyncIterator[int]:
     """Delete readings older than `before`, one day of data per transaction (committed as
-    it goes, so a huge backlog never holds one long lock); returns how many went."""
+    it goes, so a huge backlog never holds one long lock); yields how many each committed
+    slice removed, so a purge that fails half-way still accounts for what went."""
     cutoff = to_ms(before)
-    purged = 0
     while True:
         oldest = await session.scalar(select(func.min(Reading.ts_ms)))
         if oldest is None or oldest >= cutoff:
-            return purged
+            return
         upto = min(cutoff, oldest + PURGE_SLICE_MS)
         result = await session.execute(delete(Reading).where(Reading.ts_ms < upto))
-        purged += result.rowcount or 0  # type: ignore[attr-defined]
         await session.commit()
+        yield result.rowcount or 0  # type: ignore[attr-defined]
