@@ -6,6 +6,8 @@ import httpx
 import pytest
 from fastapi import APIRouter
 
+from support import ADMIN_EMAIL, ADMIN_PASSWORD, login
+
 
 async def test_unknown_v1_route_envelope(client: httpx.AsyncClient) -> None:
     response = await client.get("/api/v1/prospects/unknown-id")
@@ -100,3 +102,89 @@ async def test_oversized_chunked_body_is_413(make_client) -> None:
         "/api/v1/auth/login", content=chunks(), headers={"Content-Type": "application/json"}
     )
     assert response.status_code == 413
+
+
+# NUL characters: PostgreSQL cannot store them in text, so every backend refuses them alike.
+async def _admin_headers(client: httpx.AsyncClient) -> dict[str, str]:
+    tokens = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    return {"Authorization": f"Bearer {tokens['accessToken']}"}
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b'{"name": "Lager\\u0000Nord"}', "application/json"),
+        (b'{"name\\u0000": "Lager"}', "application/json; charset=utf-8"),
+        (b'{"name": "Lager\\\\\\u0000"}', "application/json"),  # escaped backslash, then NUL
+        (b'{"name": "Lager\\u0000"}', None),  # unlabelled JSON is still JSON to a parser
+    ],
+)
+async def test_nul_in_a_json_body_is_refused_and_stores_nothing(
+    client: httpx.AsyncClient, body: bytes, content_type: str | None
+) -> None:
+    headers = await _admin_headers(client)
+    if content_type:
+        headers["Content-Type"] = content_type
+    response = await client.post("/api/v1/citypulse/buildings", content=body, headers=headers)
+    assert response.status_code == 400
+    assert response.json()["error"] == "BadRequest"
+    assert "NUL" in response.json()["message"]
+    listed = await client.get("/api/v1/citypulse/buildings", headers=headers)
+    assert listed.json()["data"]["items"] == []
+
+
+async def test_an_escaped_backslash_before_u0000_is_plain_text(client: httpx.AsyncClient) -> None:
+    headers = await _admin_headers(client)
+    body = b'{"name": "C:\\\\u0000 archive"}'  # the text `C:\u0000 archive`, no NUL in it
+    response = await client.post(
+        "/api/v1/citypulse/buildings",
+        content=body,
+        headers={**headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 201
+    assert response.json()["data"]["name"] == "C:\\u0000 archive"
+
+
+async def test_nul_split_across_body_chunks_is_found(client: httpx.AsyncClient) -> None:
+    headers = await _admin_headers(client)
+
+    async def chunks():
+        yield b'{"name": "Lager\\u00'
+        yield b'00"}'
+
+    response = await client.post(
+        "/api/v1/citypulse/buildings",
+        content=chunks(),
+        headers={**headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "family"),
+    [
+        ("GET", "/api/jobs/job%00x", "legacy"),
+        ("GET", "/api/v1/citypulse/buildings?city=Ber%00lin", "v1"),
+        ("GET", "/api/vuid/VE%00X", "legacy"),
+        ("GET", "/api/nginx/sites/a%00b", "fastapi"),
+    ],
+)
+async def test_nul_in_path_or_query_is_refused(
+    client: httpx.AsyncClient, method: str, url: str, family: str
+) -> None:
+    headers = await _admin_headers(client)
+    response = await client.request(method, url, headers=headers)
+    assert response.status_code == 400
+    body = response.json()
+    if family == "v1":
+        assert body["error"] == "BadRequest" and body["statusCode"] == 400
+    else:
+        assert "NUL" in body["error"]
+
+
+async def test_nul_in_a_form_body_is_refused(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/api/auth/login", data={"username": "admin\x00", "password": ADMIN_PASSWORD}
+    )
+    assert response.status_code == 400
+    assert "NUL" in response.json()["error"]

@@ -27,7 +27,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
 from vpsapi.config import Settings
-from vpsapi.core.errors import ServiceUnavailable
+from vpsapi.core.errors import BadRequest, ServiceUnavailable
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -213,6 +213,14 @@ def run_migrations(connection: Connection) -> None:
     command.upgrade(alembic_config(connection), "heads")
 
 
+# SQLSTATEs of text PostgreSQL cannot store (a NUL inside JSON, say): the input's fault.
+_UNSTORABLE_TEXT = {"22021", "22P05"}
+
+
+def _is_unstorable_text(exc: DBAPIError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) in _UNSTORABLE_TEXT
+
+
 def get_database(request: Request) -> Database:
     database: Database = request.app.state.db
     return database
@@ -226,6 +234,8 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         async with get_database(request).session(autocommit=autocommit) as session:
             yield session
     except (OperationalError, DBAPIError, OSError, ConnectionError) as exc:
+        if isinstance(exc, DBAPIError) and _is_unstorable_text(exc):
+            raise BadRequest("The request holds text the database cannot store") from exc
         if (
             isinstance(exc, DBAPIError)
             and not exc.connection_invalidated

@@ -1,4 +1,4 @@
-"""HTTP middleware: request id, access log, metrics, security headers, body limit, CORS.
+"""HTTP middleware: request id, access log, metrics, security headers, body checks, CORS.
 
 Written as plain ASGI middleware so streaming responses (SSE) pass through untouched.
 """
@@ -32,14 +32,62 @@ _DOCS_CSP = (
     "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
     "script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; worker-src 'self' blob:"
 )
+# The values seeds 001 and 004 list (seed 004: "XSS-Protection aktiviert").
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"strict-transport-security", b"max-age=31536000; includeSubDomains"),
+    (b"strict-transport-security", b"max-age=31536000"),
     (b"referrer-policy", b"strict-origin-when-cross-origin"),
-    (b"x-xss-protection", b"0"),
+    (b"x-xss-protection", b"1; mode=block"),
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
+
+# Canned answers: (status, code, message).
+_BAD_LENGTH = (400, "BadRequest", "Invalid Content-Length header")
+_NUL_TEXT = (400, "BadRequest", "Text in a request must not contain NUL characters (\\u0000)")
+_TOO_LARGE = (413, "PayloadTooLarge", "Request body too large")
+_INTERNAL = (500, "InternalServerError", "Internal server error")
+CannedError = tuple[int, str, str]
+
+# A JSON string escape for U+0000: `\u0000` after an even run of other backslashes.
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+# How much of a body chunk is kept to find a NUL escape cut in two by a chunk boundary.
+_NUL_SCAN_OVERLAP = 64
+
+
+class _NulScanner:
+    """Finds a NUL character sent as text: PostgreSQL cannot store one in a text column and
+    no field of this API means one, so it is refused at the door on every backend alike."""
+
+    def __init__(self, content_type: str) -> None:
+        media_type = content_type.partition(";")[0].strip().lower()
+        self.pattern: re.Pattern[bytes] | None = None
+        # Clients (cameras among them) send JSON unlabelled or as text too.
+        if (
+            media_type in ("", "application/json")
+            or media_type.startswith("text/")
+            or media_type.endswith("+json")
+        ):
+            self.marker, self.pattern = b"u0000", _JSON_NUL
+        elif media_type == "application/x-www-form-urlencoded":
+            self.marker = b"%00"
+        else:  # binary uploads may hold any byte
+            self.marker = b""
+        self.tail = b""
+
+    def found_in(self, chunk: bytes) -> bool:
+        if not self.marker:
+            return False
+        data = self.tail + chunk
+        self.tail = data[-_NUL_SCAN_OVERLAP:]
+        if self.marker not in data:
+            return False
+        return self.pattern is None or self.pattern.search(data) is not None
+
+
+def _has_nul(scope: Scope) -> bool:
+    """A NUL in the path (decoded) or the query string (still percent-encoded)."""
+    return "\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")
 
 
 def route_template(scope: Scope) -> str:
@@ -97,17 +145,17 @@ class RequestMiddleware:
         else:
             extra_headers.append((b"content-security-policy", _DOCS_CSP.encode()))
 
-        too_large = False
+        rejected: CannedError | None = None  # the body turned out unacceptable while read
         replaced = False
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status, response_started, replaced
             if replaced:
-                return  # the app's answer to a cut-off body is replaced by our 413
+                return  # the app's answer to a refused body is replaced by ours
             if message["type"] == "http.response.start":
-                if too_large:
+                if rejected is not None:
                     replaced = True
-                    await self._send_error(scope, receive, send_wrapper_raw, 413)
+                    await self._send_error(scope, receive, send_wrapper_raw, rejected)
                     return
                 status = message["status"]
                 response_started = True
@@ -123,46 +171,53 @@ class RequestMiddleware:
             await send(message)
 
         declared = headers.get("content-length")
+        refused: CannedError | None = None
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_size):
-            await self._send_error(scope, receive, send_wrapper, 413 if declared.isdigit() else 400)
+            refused = _TOO_LARGE if declared.isdigit() else _BAD_LENGTH
+        elif _has_nul(scope):
+            refused = _NUL_TEXT
+        if refused is not None:
+            await self._send_error(scope, receive, send_wrapper, refused)
             self._record(scope, method, path, status, started, client_ip)
             return
 
         received = 0
+        nul_scanner = _NulScanner(headers.get("content-type", ""))
 
-        async def limited_receive() -> Message:
-            nonlocal received, too_large
+        async def checked_receive() -> Message:
+            nonlocal received, rejected
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                chunk = message.get("body", b"")
+                received += len(chunk)
                 if received > self.max_body_size:
-                    # Parsers turn exceptions here into their own 400, so also flag it:
-                    # whatever the app then answers is replaced by 413.
-                    too_large = True
-                    raise _BodyTooLarge()
+                    rejected = _TOO_LARGE
+                elif nul_scanner.found_in(chunk):
+                    rejected = _NUL_TEXT
+                if rejected is not None:
+                    # Parsers turn exceptions here into their own 400, so the flag set above
+                    # also replaces whatever the app then answers.
+                    raise _BodyRefused()
             return message
 
         IN_FLIGHT.inc()
         try:
-            await self.app(scope, limited_receive, send_wrapper)
-        except _BodyTooLarge:
-            if not response_started:
-                await self._send_error(scope, receive, send_wrapper_raw, 413)
+            await self.app(scope, checked_receive, send_wrapper)
+        except _BodyRefused:
+            if not response_started and rejected is not None:
+                await self._send_error(scope, receive, send_wrapper_raw, rejected)
         except Exception:
             error_log.exception("unhandled_error", path=path, method=method)
             if not response_started:
-                await self._send_error(scope, receive, send_wrapper, 500)
+                await self._send_error(scope, receive, send_wrapper, _INTERNAL)
         finally:
             IN_FLIGHT.dec()
             self._record(scope, method, path, status, started, client_ip)
 
-    async def _send_error(self, scope: Scope, receive: Receive, send: Send, status: int) -> None:
-        messages = {
-            400: ("BadRequest", "Invalid Content-Length header"),
-            413: ("PayloadTooLarge", "Request body too large"),
-            500: ("InternalServerError", "Internal server error"),
-        }
-        code, message = messages[status]
+    async def _send_error(
+        self, scope: Scope, receive: Receive, send: Send, error: CannedError
+    ) -> None:
+        status, code, message = error
         body = error_body(scope["path"], scope["method"], status, code, message)
         await JSONResponse(body, status_code=status)(scope, receive, send)
 
@@ -185,7 +240,7 @@ class RequestMiddleware:
         )
 
 
-class _BodyTooLarge(Exception):
+class _BodyRefused(Exception):
     pass
 
 
