@@ -81,10 +81,47 @@ async def test_a_token_accepted_before_is_refused_once_it_expires(
     headers = {"Authorization": f"Bearer {token}"}
     assert (await client.get("/api/v1/search?q=a", headers=headers)).status_code == 200
     assert (await client.get("/api/v1/search?q=a", headers=headers)).status_code == 200
-    monkeypatch.setattr("vpsapi.core.security.time.time", lambda: now + 60 + 6)  # past leeway
+    monkeypatch.setattr("vpsapi.core.security.time.time", lambda: now + 60)  # to the second
     response = await client.get("/api/v1/search?q=a", headers=headers)
     assert response.status_code == 401
     assert response.json()["message"] == "Token expired"
+
+
+def _seed_000_token(now: int, lifetime: int) -> str:
+    """What seed 000's Node service signs: `{client, timestamp}`, issuer vps-api, no sub."""
+    claims = {"client": "vercel-app", "timestamp": now * 1000, "iss": "vps-api"}
+    return jwt.encode(
+        {**claims, "iat": now - 120, "exp": now + lifetime}, JWT_SECRET, algorithm="HS256"
+    )
+
+
+async def test_seed_000_shaped_tokens_are_the_shared_client(client: httpx.AsyncClient) -> None:
+    now = int(time.time())
+    headers = {"Authorization": f"Bearer {_seed_000_token(now, 60)}"}
+    submitted = await client.post(
+        "/api/jobs", json={"processingType": "type1", "data": [{"i": 1}]}, headers=headers
+    )
+    assert submitted.status_code == 202
+    job_id = submitted.json()["jobId"]
+    # The token this service issues for the shared API key sees the same jobs.
+    issued = await client.post("/api/auth/token", headers={"X-API-Key": SHARED_API_KEY})
+    shared = {"Authorization": f"Bearer {issued.json()['token']}"}
+    assert (await client.get(f"/api/jobs/{job_id}", headers=shared)).status_code == 200
+
+    expired = {"Authorization": f"Bearer {_seed_000_token(now, -1)}"}
+    response = await client.get(f"/api/jobs/{job_id}", headers=expired)
+    assert response.status_code == 401
+    assert response.json()["error"] == "Token expired"
+
+
+async def test_a_signed_token_naming_no_one_is_invalid(client: httpx.AsyncClient) -> None:
+    now = int(time.time())
+    token = jwt.encode(
+        {"iss": "vps-api", "iat": now, "exp": now + 60}, JWT_SECRET, algorithm="HS256"
+    )
+    response = await client.get("/api/jobs/job_x", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+    assert response.json()["error"] == "Invalid token"
 
 
 def _unsigned(claims: dict[str, object]) -> str:
@@ -152,3 +189,12 @@ async def test_tampered_payload_is_401(
 async def test_malformed_authorization_header_is_401(client: httpx.AsyncClient, value: str) -> None:
     response = await client.get("/api/v1/me", headers={"Authorization": value})
     assert response.status_code == 401
+
+
+@pytest.mark.parametrize("header", ["Basic dXNlcjpwYXNz", "Bearer", "Bearer   ", "Token abc"])
+async def test_anything_but_a_bearer_token_is_no_token_provided(
+    client: httpx.AsyncClient, header: str
+) -> None:
+    response = await client.get("/api/jobs/job_x", headers={"Authorization": header})
+    assert response.status_code == 401
+    assert response.json()["error"] == "No token provided"

@@ -134,6 +134,40 @@ async def test_malformed_body_400(
     assert "error" in response.json()
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"processingType": "type1", "data": [{"a": ' + b"[" * 2000 + b"]" * 2000 + b"}]}",
+        b'{"processingType": "type3", "data": [{"name": "\\udc00"}]}',  # unpaired surrogate
+    ],
+    ids=["nested-2000-deep", "lone-surrogate"],
+)
+async def test_bodies_no_store_could_keep_are_400_and_store_nothing(
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str], content: bytes
+) -> None:
+    response = await jobs_client.post(
+        "/api/jobs", content=content, headers={**token_headers, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "Malformed JSON in request body"
+    listed = await jobs_client.get("/api/jobs", headers=token_headers)
+    assert listed.json()["jobs"] == []
+
+
+async def test_an_empty_body_names_the_missing_fields(
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str]
+) -> None:
+    response = await jobs_client.post(
+        "/api/jobs", headers={**token_headers, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    fields = {d["field"]: d["message"] for d in response.json()["details"]}
+    assert fields == {
+        "processingType": "Processing type is required",
+        "data": "Data array is required",
+    }
+
+
 async def test_options_validated(
     jobs_client: httpx.AsyncClient, token_headers: dict[str, str]
 ) -> None:

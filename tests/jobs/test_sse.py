@@ -63,7 +63,7 @@ async def test_failed_job_ends_with_error_event(
     ]
     assert json.loads(events[-2][2])["status"] == "FAILED"
     assert events[-1][0] == "error"
-    assert json.loads(events[-1][2]) == {"error": "boom 1"}
+    assert json.loads(events[-1][2]) == {"error": "Job failed", "message": "boom 1"}
 
 
 async def test_access_token_query_parameter(

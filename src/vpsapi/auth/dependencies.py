@@ -72,9 +72,12 @@ def _header_credential(request: HTTPConnection) -> str | None:
     value = value.strip()
     if scheme.lower() == "bearer" and value:
         return value
-    if scheme.lower() == "apikey" and value.startswith(API_KEY_PREFIX):
-        return value
-    raise Unauthorized("Invalid authorization header")
+    if scheme.lower() == "apikey":
+        if value.startswith(API_KEY_PREFIX):
+            return value
+        raise Unauthorized("Invalid API key")
+    # Seed 000: anything but `Bearer <token>` is "No token provided".
+    raise Unauthorized("No token provided")
 
 
 async def get_principal(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, status
@@ -34,8 +33,15 @@ from vpsapi.auth.schemas import (
     UserUpdate,
 )
 from vpsapi.core.db import SessionDep
-from vpsapi.core.errors import BadRequest, Conflict, ValidationFailed, validation_details
-from vpsapi.core.schemas import V1_ERROR_RESPONSES, Envelope, MessageData, Page, envelope
+from vpsapi.core.errors import Conflict, ValidationFailed, validation_details
+from vpsapi.core.schemas import (
+    V1_ERROR_RESPONSES,
+    Envelope,
+    MessageData,
+    Page,
+    envelope,
+    parse_json_body,
+)
 
 legacy_router = APIRouter(prefix="/api/auth", tags=["auth"])
 v1_router = APIRouter(prefix="/api/v1", tags=["auth (v1)"], responses=V1_ERROR_RESPONSES)
@@ -85,14 +91,11 @@ _LOGIN_BODY = {
 
 async def _read_login(request: Request) -> OAuthLoginRequest:
     content_type = request.headers.get("content-type", "")
-    try:
-        if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
-            form = await request.form()
-            raw: Any = {k: v for k, v in form.items() if isinstance(v, str)}
-        else:
-            raw = json.loads(await request.body() or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest("Malformed JSON in request body") from exc
+    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        form = await request.form()
+        raw: Any = {k: v for k, v in form.items() if isinstance(v, str)}
+    else:
+        raw = parse_json_body(await request.body())
     if not isinstance(raw, dict):
         raise ValidationFailed([{"field": "body", "message": "Expected a JSON object"}])
     try:

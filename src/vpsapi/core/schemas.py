@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
+import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+
+from vpsapi.core.errors import BadRequest
 
 T = TypeVar("T")
 
@@ -56,6 +59,19 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None = Field(default=None, alias="nextCursor")
 
     model_config = ConfigDict(populate_by_name=True)
+
+
+def parse_json_body(raw: bytes) -> Any:
+    """A request body read by hand, parsed as JSON (empty = None). Refused with 400 as
+    malformed: bad syntax, bad UTF-8, unpaired surrogates (no store can encode them) and
+    nesting deeper than the parser's limit (about 200 levels: json.loads would recurse
+    until Python's stack gives out)."""
+    if not raw.strip():
+        return None
+    try:
+        return pydantic_core.from_json(raw)
+    except ValueError as exc:
+        raise BadRequest("Malformed JSON in request body") from exc
 
 
 def envelope(data: T) -> Envelope[T]:

@@ -21,7 +21,12 @@ from vpsapi.core.errors import Unauthorized
 
 API_KEY_PREFIX = "sk_live_"
 JWT_ALGORITHM = "HS256"
+# Tolerated clock skew between servers for `iat`/`nbf`; `exp` is kept to the second, as a
+# client that was told `expiresIn` expects.
 JWT_LEEWAY_SECONDS = 5
+# Checked by PyJWT; `sub` and `jti` are checked after the expiry, so an expired token
+# of any shape answers "Token expired" (tokens of seed 000's own shape carry neither).
+_REQUIRED_CLAIMS = ["exp", "iat", "iss"]
 # Verified tokens remembered per process (LRU): a few MiB at most.
 VERIFIED_TOKENS_KEPT = 4096
 
@@ -99,6 +104,11 @@ class Principal:
         return ROLE_RANK[self.role] >= ROLE_RANK[minimum]
 
 
+def _check_expiry(claims: dict[str, Any]) -> None:
+    if not isinstance(claims.get("exp"), int | float) or claims["exp"] <= time.time():
+        raise jwt.ExpiredSignatureError("Signature has expired")
+
+
 class TokenCodec:
     """Issues and verifies HS256 JWTs with iss, iat, exp and jti."""
 
@@ -139,16 +149,19 @@ class TokenCodec:
                 self._secret,
                 algorithms=[JWT_ALGORITHM],  # pinned: `alg: none` and RS/HS confusion refused
                 issuer=self.issuer,
-                options={"require": ["exp", "iat", "iss", "jti", "sub"]},
+                options={"require": _REQUIRED_CLAIMS},
                 leeway=JWT_LEEWAY_SECONDS,
             )
+            _check_expiry(cached)
             self._verified[token] = cached
             if len(self._verified) > VERIFIED_TOKENS_KEPT:
                 self._verified.popitem(last=False)
-        elif cached["exp"] + JWT_LEEWAY_SECONDS < time.time():
-            del self._verified[token]
-            raise jwt.ExpiredSignatureError("Signature has expired")
         else:
+            try:
+                _check_expiry(cached)
+            except jwt.ExpiredSignatureError:
+                del self._verified[token]
+                raise
             self._verified.move_to_end(token)
         return dict(cached)
 

@@ -14,8 +14,8 @@ from sse_starlette.sse import EventSourceResponse
 
 from vpsapi.auth.dependencies import CurrentPrincipal, StreamPrincipal
 from vpsapi.core.db import SessionDep
-from vpsapi.core.errors import BadRequest, NotFound, ValidationFailed, validation_details
-from vpsapi.core.schemas import V1_ERROR_RESPONSES, Envelope, envelope
+from vpsapi.core.errors import NotFound, ValidationFailed, validation_details
+from vpsapi.core.schemas import V1_ERROR_RESPONSES, Envelope, envelope, parse_json_body
 from vpsapi.core.security import Principal
 from vpsapi.jobs import service
 from vpsapi.jobs.engine import FAILED, TERMINAL, JobEngine, job_channel
@@ -46,10 +46,9 @@ def _engine(request: Request) -> JobEngine:
 
 
 async def _parse_submission(request: Request) -> JobSubmit:
-    try:
-        raw = json.loads(await request.body() or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest("Malformed JSON in request body") from exc
+    raw = parse_json_body(await request.body())
+    if raw is None:
+        raw = {}  # as express.json leaves it: the missing fields are then named
     if not isinstance(raw, dict):
         raise ValidationFailed([{"field": "body", "message": "Request body must be an object"}])
     try:
@@ -240,11 +239,9 @@ async def job_progress(
                     }
                 if job.status in TERMINAL:
                     if job.status == FAILED:
-                        yield {
-                            "event": "error",
-                            "id": str(seq),
-                            "data": json.dumps({"error": job.error or "Job failed"}),
-                        }
+                        # Seed 000's documented event, then what went wrong.
+                        failure = {"error": "Job failed", "message": job.error or "Job failed"}
+                        yield {"event": "error", "id": str(seq), "data": json.dumps(failure)}
                     return
                 # Any message, a lost one, or a quiet heartbeat period: re-read the row.
                 # A burst of progress events thus collapses into one snapshot.
