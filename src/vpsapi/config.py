@@ -281,10 +281,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _legacy_rate_limit(self) -> Settings:
-        # Seed 000 configures the default tier as a window in ms and a count.
-        if self.rate_limit_max_requests is not None:
-            window_s = max(1, (self.rate_limit_window_ms or 60_000) // 1000)
-            self.rate_limit_default = f"{self.rate_limit_max_requests}/{window_s}seconds"
+        # Seed 000 configures the default tier as a window in ms and a count; either alone
+        # takes seed 000's default for the other (`|| 15 * 60 * 1000`, `|| 100`).
+        if self.rate_limit_max_requests is not None or self.rate_limit_window_ms is not None:
+            window_s = max(1, (self.rate_limit_window_ms or 900_000) // 1000)
+            amount = self.rate_limit_max_requests or 100
+            self.rate_limit_default = f"{amount}/{window_s}seconds"
         return self
 
     @property

@@ -23,6 +23,11 @@ async def test_headers_on_every_api_response(limited: httpx.AsyncClient) -> None
     assert time.time() - 5 < reset <= time.time() + 61
     not_found = await limited.get("/api/v1/nothing")
     assert not_found.headers["x-ratelimit-remaining"] == "1"
+    # Seed 000's `standardHeaders`: the IETF draft's names, reset in seconds from now.
+    assert not_found.headers["ratelimit-limit"] == "3"
+    assert not_found.headers["ratelimit-remaining"] == "1"
+    assert 0 <= int(not_found.headers["ratelimit-reset"]) <= 60
+    assert not_found.headers["ratelimit-policy"] == "3;w=60"
 
 
 async def test_v1_429_envelope_with_retry_after(limited: httpx.AsyncClient) -> None:
@@ -74,21 +79,60 @@ async def test_limits_are_per_user_when_authenticated(make_client) -> None:
 async def test_auth_tier_counts_failed_attempts_per_ip(make_client) -> None:
     client = await make_client(rate_limit_enabled=True, rate_limit_auth="5/15minutes")
     for _ in range(3):  # successes do not count
-        ok = await client.post("/api/auth/token", headers={"X-API-Key": SHARED_API_KEY})
+        ok = await client.post(
+            "/api/v1/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+        )
         assert ok.status_code == 200
-    for _ in range(5):
+        assert ok.headers["x-ratelimit-remaining"] == "5"
+    first = True
+    for left in range(4, -1, -1):
         bad = await client.post(
             "/api/v1/auth/login", json={"email": ADMIN_EMAIL, "password": "wrong"}
         )
         assert bad.status_code == 401
+        # The failed attempt is already counted in its own answer.
+        assert bad.headers["x-ratelimit-remaining"] == str(left)
+        reset = int(bad.headers["x-ratelimit-reset"])
+        if first:  # the window starts with the first failure, not at its own end
+            assert time.time() + 800 < reset <= time.time() + 901
+            first = False
     blocked = await client.post(
         "/api/v1/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
     )
     assert blocked.status_code == 429
     assert int(blocked.headers["retry-after"]) > 0
+    # The seed-002 login is the same kind of attempt: it shares the count.
+    legacy = await client.post("/api/auth/login", json={"username": "admin", "password": "x"})
+    assert legacy.status_code == 429
+    # Seed 000's token exchange is not a sign-in: only the default tier applies to it.
     token = await client.post("/api/auth/token", headers={"X-API-Key": SHARED_API_KEY})
-    assert token.status_code == 429
-    assert token.json()["error"] == "Too many requests"
+    assert token.status_code == 200
+    # Nor do failed sign-ins use up refreshes (and the other way round).
+    refresh = await client.post("/api/v1/auth/refresh", json={"refreshToken": "not-a-token"})
+    assert refresh.status_code == 401
+    assert refresh.headers["x-ratelimit-remaining"] == "4"
+
+
+async def test_api_keys_are_limited_per_key(make_client) -> None:
+    client = await make_client(rate_limit_enabled=True, rate_limit_default="3/minute")
+    token = (
+        await client.post(
+            "/api/v1/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+        )
+    ).json()["data"]["accessToken"]
+    admin = {"Authorization": f"Bearer {token}"}
+    keys = []
+    for name in ("one", "two"):
+        created = await client.post("/api/v1/api-keys", json={"name": name}, headers=admin)
+        keys.append(created.json()["data"]["key"])
+    for _ in range(3):
+        assert (await client.get("/api/v1/info")).status_code == 200  # the IP's budget
+    assert (await client.get("/api/v1/info")).status_code == 429
+    for key, scheme in zip(keys, ("ApiKey", "Bearer"), strict=True):
+        headers = {"Authorization": f"{scheme} {key}"}
+        answers = [(await client.get("/api/v1/me", headers=headers)) for _ in range(4)]
+        assert [a.status_code for a in answers] == [200, 200, 200, 429]
+        assert answers[0].headers["x-ratelimit-remaining"] == "2"
 
 
 async def test_search_tier(make_client) -> None:
@@ -101,6 +145,16 @@ async def test_search_tier(make_client) -> None:
     assert statuses == [200, 200, 429]
 
 
-def test_seed000_window_settings(settings_factory) -> None:
-    settings = settings_factory(rate_limit_window_ms=900000, rate_limit_max_requests=100)
-    assert settings.rate_limit_default == "100/900seconds"
+@pytest.mark.parametrize(
+    ("window_ms", "max_requests", "expected"),
+    [
+        (60000, 20, "20/60seconds"),
+        (None, 20, "20/900seconds"),  # seed 000: `|| 15 * 60 * 1000`
+        (60000, None, "100/60seconds"),  # seed 000: `|| 100`
+    ],
+)
+def test_seed000_window_settings(settings_factory, window_ms, max_requests, expected) -> None:
+    settings = settings_factory(
+        rate_limit_window_ms=window_ms, rate_limit_max_requests=max_requests
+    )
+    assert settings.rate_limit_default == expected

@@ -7,10 +7,11 @@ MODULE = Module(
     description="Users, roles, logins, refresh tokens and API keys",
     routers=[legacy_router, v1_router],
     rate_limit_rules=[
-        TierRule("/api/auth/token", AUTH_TIER),
-        TierRule("/api/auth/login", AUTH_TIER),
-        TierRule("/api/auth/refresh", AUTH_TIER),
-        TierRule("/api/v1/auth/login", AUTH_TIER),
-        TierRule("/api/v1/auth/refresh", AUTH_TIER),
+        # Seed 000's /api/auth/token stays on the default tier, the only limit it names;
+        # failed refreshes do not use up the attempts a user needs to sign in again.
+        TierRule("/api/auth/login", AUTH_TIER, bucket="auth-login"),
+        TierRule("/api/v1/auth/login", AUTH_TIER, bucket="auth-login"),
+        TierRule("/api/auth/refresh", AUTH_TIER, bucket="auth-refresh"),
+        TierRule("/api/v1/auth/refresh", AUTH_TIER, bucket="auth-refresh"),
     ],
 )

@@ -1,16 +1,19 @@
 """Tiered rate limits with the `limits` library (memory, or Redis across processes).
 
-Every `/api` response carries X-RateLimit-Limit/Remaining/Reset; a refused request
-gets 429 with Retry-After in the body family of its path. The `auth` tier counts
-failed attempts only (a 4xx answer), per client IP, so sign-in brute force is
-stopped while a frontend that fetches tokens routinely is never locked out.
-Other tiers count every request per user (valid access token) or per IP.
+Every `/api` response carries X-RateLimit-Limit/Remaining/Reset (seed 001, reset in epoch
+seconds) and RateLimit-Limit/Remaining/Reset/Policy (seed 000's `standardHeaders`, the
+IETF draft: reset in seconds from now); a refused request gets 429 with Retry-After in
+the body family of its path. The `auth` tier counts failed attempts only (a 4xx answer),
+per client IP and per kind of attempt (a rule's `bucket`: logins, refreshes), so sign-in
+brute force is stopped while a frontend that signs in routinely is never locked out.
+Other tiers count every request per user (valid access token), per API key, or per IP.
 If the limit store is unreachable the request is let through and a warning logged:
 an outage of Redis must not take the whole API down.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -26,7 +29,7 @@ from vpsapi.config import Settings
 from vpsapi.core.context import client_ip_var
 from vpsapi.core.errors import error_body
 from vpsapi.core.logging import SECURITY_LOGGER
-from vpsapi.core.security import TokenCodec
+from vpsapi.core.security import API_KEY_PREFIX, TokenCodec
 
 log = structlog.get_logger("vpsapi.ratelimit")
 security_log = structlog.get_logger(SECURITY_LOGGER)
@@ -37,10 +40,20 @@ UNLIMITED_PREFIXES = ("/health", "/metrics")
 
 @dataclass(frozen=True)
 class TierRule:
-    """Requests whose path starts with `prefix` use `tier` (longest prefix wins)."""
+    """Requests whose path starts with `prefix` use `tier` (longest prefix wins), counted
+    in `bucket` (default: one per tier) so that kinds of request can share a tier's limit
+    without sharing its count."""
 
     prefix: str
     tier: str
+    bucket: str = ""
+
+    @property
+    def counter(self) -> str:
+        return self.bucket or self.tier
+
+
+_DEFAULT_RULE = TierRule("/api", "default")
 
 
 def tier_limits(settings: Settings) -> dict[str, RateLimitItem]:
@@ -83,11 +96,11 @@ class RateLimitMiddleware:
         self.limiter = FixedWindowRateLimiter(storage)
         self.rules = sorted(rules, key=lambda r: len(r.prefix), reverse=True)
 
-    def tier_for(self, path: str) -> str:
+    def rule_for(self, path: str) -> TierRule:
         for rule in self.rules:
             if path == rule.prefix or path.startswith(rule.prefix.rstrip("/") + "/"):
-                return rule.tier
-        return "default"
+                return rule
+        return _DEFAULT_RULE
 
     def identity(self, scope: Scope, tier: str) -> str:
         ip = client_ip_var.get() or (scope.get("client") or ("unknown", 0))[0]
@@ -95,9 +108,13 @@ class RateLimitMiddleware:
             return f"ip:{ip}"
         for name, value in scope.get("headers", ()):
             if name == b"authorization":
-                scheme, _, token = value.decode("latin-1").partition(" ")
-                if scheme.lower() == "bearer" and token.count(".") == 2:
-                    subject = self.codec.peek_subject(token.strip())
+                scheme, _, credential = value.decode("latin-1").partition(" ")
+                credential = credential.strip()
+                if scheme.lower() in ("bearer", "apikey") and credential.startswith(API_KEY_PREFIX):
+                    # Per key (seed 001: "per user"); only a digest of it is kept.
+                    return f"key:{hashlib.sha256(credential.encode()).hexdigest()[:32]}"
+                if scheme.lower() == "bearer" and credential.count(".") == 2:
+                    subject = self.codec.peek_subject(credential)
                     if subject:
                         return f"sub:{subject}"
                 break
@@ -112,25 +129,20 @@ class RateLimitMiddleware:
         ):
             await self.app(scope, receive, send)
             return
-        tier = self.tier_for(path)
+        rule = self.rule_for(path)
+        tier, counter = rule.tier, rule.counter
         item = self.limits[tier]
         key = self.identity(scope, tier)
         try:
             if tier == AUTH_TIER:
-                allowed = await self.limiter.test(item, tier, key)
+                allowed = await self.limiter.test(item, counter, key)
             else:
-                allowed = await self.limiter.hit(item, tier, key)
-            stats = await self.limiter.get_window_stats(item, tier, key)
+                allowed = await self.limiter.hit(item, counter, key)
+            stats = await self.limiter.get_window_stats(item, counter, key)
         except Exception as exc:
             log.warning("ratelimit_store_unavailable", error=str(exc))
             await self.app(scope, receive, send)
             return
-        reset = math.ceil(stats.reset_time)
-        headers = [
-            (b"x-ratelimit-limit", str(item.amount).encode()),
-            (b"x-ratelimit-remaining", str(max(0, stats.remaining)).encode()),
-            (b"x-ratelimit-reset", str(reset).encode()),
-        ]
         if not allowed:
             retry_after = max(1, math.ceil(stats.reset_time - time.time()))
             security_log.warning(
@@ -154,22 +166,44 @@ class RateLimitMiddleware:
                 status_code=429,
                 headers={"Retry-After": str(retry_after)},
             )
-            response.raw_headers.extend(headers)
+            response.raw_headers.extend(_headers(item, stats.remaining, stats.reset_time))
             await response(scope, receive, send)
             return
 
-        status_holder: dict[str, int] = {}
-
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                status_holder["status"] = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], *headers]
+                remaining, reset_time = stats.remaining, stats.reset_time
+                if tier == AUTH_TIER and 400 <= message["status"] < 500:
+                    # A failed attempt counts, and the answer already says so.
+                    try:
+                        await self.limiter.hit(item, counter, key)
+                        counted = await self.limiter.get_window_stats(item, counter, key)
+                        remaining, reset_time = counted.remaining, counted.reset_time
+                    except Exception as exc:
+                        log.warning("ratelimit_store_unavailable", error=str(exc))
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *_headers(item, remaining, reset_time),
+                ]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
-        if tier == AUTH_TIER and 400 <= status_holder.get("status", 200) < 500:
-            try:
-                await self.limiter.hit(item, tier, key)
-            except Exception as exc:
-                log.warning("ratelimit_store_unavailable", error=str(exc))
+
+
+def _headers(item: RateLimitItem, remaining: int, reset_time: float) -> list[tuple[bytes, bytes]]:
+    now = time.time()
+    window = item.get_expiry()
+    if reset_time <= now:  # nothing counted yet: a window would start now
+        reset_time = now + window
+    reset = math.ceil(reset_time)
+    left = str(max(0, remaining)).encode()
+    limit = str(item.amount).encode()
+    return [
+        (b"x-ratelimit-limit", limit),
+        (b"x-ratelimit-remaining", left),
+        (b"x-ratelimit-reset", str(reset).encode()),
+        (b"ratelimit-limit", limit),
+        (b"ratelimit-remaining", left),
+        (b"ratelimit-reset", str(max(0, math.ceil(reset_time - now))).encode()),
+        (b"ratelimit-policy", f"{item.amount};w={window}".encode()),
+    ]
