@@ -8,17 +8,19 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vpsapi.core.context import client_ip_var, request_id_var
-from vpsapi.core.errors import error_body
+from vpsapi.core.errors import error_body, validation_response
 from vpsapi.core.logging import ACCESS_LOGGER
 from vpsapi.core.metrics import IN_FLIGHT, LATENCY, REQUESTS
 
@@ -42,12 +44,24 @@ SECURITY_HEADERS = [
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
 
-# Canned answers: (status, code, message).
-_BAD_LENGTH = (400, "BadRequest", "Invalid Content-Length header")
-_NUL_TEXT = (400, "BadRequest", "Text in a request must not contain NUL characters (\\u0000)")
-_TOO_LARGE = (413, "PayloadTooLarge", "Request body too large")
-_INTERNAL = (500, "InternalServerError", "Internal server error")
-CannedError = tuple[int, str, str]
+
+@dataclass(frozen=True)
+class CannedError:
+    """An answer the middleware gives itself. With `field`, it is a validation failure,
+    answered in the validation shape of the path's body family (400 or 422)."""
+
+    status: int
+    code: str
+    message: str
+    field: str | None = None
+
+
+_BAD_LENGTH = CannedError(400, "BadRequest", "Invalid Content-Length header")
+_TOO_LARGE = CannedError(413, "PayloadTooLarge", "Request body too large")
+_INTERNAL = CannedError(500, "InternalServerError", "Internal server error")
+_NUL_MESSAGE = "must not contain NUL characters (\\u0000)"
+_NUL_IN_URL = CannedError(422, "ValidationError", _NUL_MESSAGE, field="url")
+_NUL_IN_BODY = CannedError(422, "ValidationError", _NUL_MESSAGE, field="body")
 
 # A JSON string escape for U+0000: `\u0000` after an even run of other backslashes.
 _JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
@@ -175,7 +189,7 @@ class RequestMiddleware:
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_size):
             refused = _TOO_LARGE if declared.isdigit() else _BAD_LENGTH
         elif _has_nul(scope):
-            refused = _NUL_TEXT
+            refused = _NUL_IN_URL
         if refused is not None:
             await self._send_error(scope, receive, send_wrapper, refused)
             self._record(scope, method, path, status, started, client_ip)
@@ -193,7 +207,7 @@ class RequestMiddleware:
                 if received > self.max_body_size:
                     rejected = _TOO_LARGE
                 elif nul_scanner.found_in(chunk):
-                    rejected = _NUL_TEXT
+                    rejected = _NUL_IN_BODY
                 if rejected is not None:
                     # Parsers turn exceptions here into their own 400, so the flag set above
                     # also replaces whatever the app then answers.
@@ -217,9 +231,16 @@ class RequestMiddleware:
     async def _send_error(
         self, scope: Scope, receive: Receive, send: Send, error: CannedError
     ) -> None:
-        status, code, message = error
-        body = error_body(scope["path"], scope["method"], status, code, message)
-        await JSONResponse(body, status_code=status)(scope, receive, send)
+        response: Response
+        if error.field is not None:
+            details = [{"field": error.field, "message": error.message}]
+            response = validation_response(Request(scope), details, "Validation failed")
+        else:
+            body = error_body(
+                scope["path"], scope["method"], error.status, error.code, error.message
+            )
+            response = JSONResponse(body, status_code=error.status)
+        await response(scope, receive, send)
 
     def _record(
         self, scope: Scope, method: str, path: str, status: int, started: float, client_ip: str
