@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from vpsapi.core.db import utcnow
 from vpsapi.devices import cloud
@@ -182,6 +182,36 @@ async def test_bad_input_is_400(client: httpx.AsyncClient, create_user: Any) -> 
     missing = await client.post("/api/cloud/videos/0123456789abcdef/confirm")
     assert missing.status_code == 404
     assert missing.json()["error"] == "Video not found"
+
+
+async def test_times_out_of_range_are_400_and_store_nothing(
+    client: httpx.AsyncClient, create_user: Any
+) -> None:
+    """Valid ISO-8601 whose UTC time (or end, with the duration) leaves years 1-9999."""
+    alice, auth = await create_user()
+    vid = await owned_device(client, alice["id"], auth)
+    for times in (
+        {"startTime": "0001-01-01T00:00:00+05:00", "endTime": "2030-01-01"},
+        {"startTime": "2024-01-01", "endTime": "9999-12-31T23:59:59-01:00"},
+    ):
+        body = {"deviceId": vid, **times}
+        response = await client.post("/api/cloud/videos/urls", json=body, headers=auth)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"] == "Validation failed"
+        assert response.json()["details"][0]["field"] in times
+    clip = {"deviceId": vid, "filename": "late.mp4"}
+    for late in (
+        {"startTime": "9999-12-31T23:59:59Z", "duration": 30},
+        {"startTime": "9999-12-31T23:30:00-01:00"},
+    ):
+        response = await client.post("/api/cloud/videos", json={**clip, **late})
+        assert response.status_code == 400, response.text
+        assert response.json()["error"] == "Validation failed"
+    async with client._transport.app.state.db.session() as session:  # type: ignore[attr-defined]
+        assert await session.scalar(select(func.count()).select_from(CloudVideo)) == 0
+    # The last representable moment itself is fine.
+    edge = {**clip, "startTime": "9999-12-31T23:59:00Z", "duration": 59}
+    assert (await client.post("/api/cloud/videos", json=edge)).status_code == 201
 
 
 async def test_camera_endpoints_need_the_device_token_when_set(

@@ -8,6 +8,9 @@ from typing import Any
 from urllib.parse import unquote
 
 import httpx
+from sqlalchemy import func, select
+
+from vpsapi.devices.models import Device
 
 VID = re.compile(r"^VE[A-Z0-9]{13}$")
 
@@ -85,6 +88,9 @@ async def test_register_validation_errors(client: httpx.AsyncClient) -> None:
     assert [e["path"] for e in errors] == ["realDeviceId", "userId", "model"]
     bad_type = await register(client, realDeviceId=123456789012345678, userId=user_id())
     assert bad_type.status_code == 400
+    # Present but invalid: only the express-validator list, as the seed's route never
+    # gets to its own check.
+    assert "error" not in bad_type.json()
     # Nothing was stored for a rejected registration.
     assert (await client.get("/api/vuid/short")).json() == {"uid": "short"}
 
@@ -102,3 +108,60 @@ async def test_concurrent_registrations(client: httpx.AsyncClient) -> None:
     )
     assert all(r.status_code == 200 for r in same), [r.text for r in same][:3]
     assert len({r.json()["virtualId"] for r in same}) == 1
+
+
+async def test_register_missing_ids_answer_the_seeds_error_too(client: httpx.AsyncClient) -> None:
+    """Seed API #3: `if (!realDeviceId || !userId)` answers `{error: 'Missing required
+    parameters'}`; the express-validator list stays alongside."""
+    for body in (
+        {},
+        {"userId": user_id()},
+        {"realDeviceId": real_id()},
+        {"realDeviceId": "", "userId": user_id()},
+        {"realDeviceId": real_id(), "userId": ""},
+        {"realDeviceId": real_id(), "userId": None},
+    ):
+        response = await client.post("/api/hello/register", json=body)
+        assert response.status_code == 400, body
+        answer = response.json()
+        assert answer["error"] == "Missing required parameters", body
+        assert answer["errors"] and all(e["msg"] == "Invalid value" for e in answer["errors"])
+
+
+async def test_query_value_keeps_non_ascii_as_utf8(client: httpx.AsyncClient) -> None:
+    """encodeURIComponent(JSON.stringify(...)) in Node: ü is %C3%BC, not an escaped \\u00fc."""
+    uid = "j\u00fcrgen-" + secrets.token_hex(3)
+    assert (await register(client, realDeviceId=real_id(), userId=uid)).status_code == 200
+    query = await client.post("/api/hello/query", json={"key": f"{uid}_binding"})
+    assert query.status_code == 200, query.text
+    value = query.json()["value"]
+    assert f"%22userid%22%3A%22j%C3%BCrgen-{uid[-6:]}%22" in value
+    assert "%5Cu" not in value
+    assert json.loads(unquote(value))["userid"] == uid
+
+
+# Bodies every JSON parser must refuse without a 500: a lone UTF-16 surrogate (no store
+# can encode it) and nesting deep enough to exhaust a recursive parser.
+LONE = "\\ud800"
+SURROGATE = (
+    f'{{"key":"{LONE}","realDeviceId":"{LONE * 16}","userId":"{LONE}","deviceId":"{LONE}"}}'
+).encode()
+DEEP = b'{"key":"k","a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+
+async def test_unparseable_bodies_get_each_endpoints_answer(client: httpx.AsyncClient) -> None:
+    json_type = {"content-type": "application/json"}
+    for raw in (SURROGATE, DEEP):
+        for path in ("/api/hello/confirm", "/api/hello/query"):
+            response = await client.post(path, content=raw, headers=json_type)
+            assert response.status_code == 400, (path, response.text)
+            assert response.json()["error"] == "Missing key parameter"
+        registered = await client.post("/api/hello/register", content=raw, headers=json_type)
+        assert registered.status_code == 400, registered.text
+        assert registered.json()["error"] == "Missing required parameters"
+        param = await client.post("/api/auth/service-param", content=raw, headers=json_type)
+        assert param.status_code == 400, param.text
+        assert param.json()["error"] == "Missing deviceId"
+    # The refused registrations stored nothing.
+    async with client._transport.app.state.db.session() as session:  # type: ignore[attr-defined]
+        assert await session.scalar(select(func.count()).select_from(Device)) == 0

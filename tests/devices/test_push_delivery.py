@@ -472,6 +472,9 @@ async def test_event_bad_input(client: httpx.AsyncClient, create_user: Any) -> N
         {"alarmType": "motion!"},
         {"alarmType": "x" * 33},
         {"alarmType": "motion", "time": "later"},
+        # Valid ISO-8601, but past year 9999 / before year 1 once in UTC.
+        {"alarmType": "motion", "time": "9999-12-31T23:59:59-01:00"},
+        {"alarmType": "motion", "time": "0001-01-01T00:00:00+05:00"},
         {"alarmType": "motion", "videoId": "v" * 33},
     ):
         response = await client.post(f"/api/devices/{vid}/events", json=body)

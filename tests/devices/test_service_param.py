@@ -27,13 +27,25 @@ async def test_service_param_sealed_and_cached(client: httpx.AsyncClient) -> Non
 
 
 async def test_service_param_errors(client: httpx.AsyncClient) -> None:
-    for body in ({}, {"deviceId": ""}, {"deviceId": ["a", "b"]}, {"deviceId": 3}):
+    for body in (
+        {},
+        {"deviceId": ""},
+        {"deviceId": None},
+        {"deviceId": ["a", "b"]},
+        {"deviceId": [3]},
+        {"deviceId": 3},
+        {"deviceId": {"id": "x"}},
+        [],
+    ):
         response = await client.post("/api/auth/service-param", json=body)
         assert response.status_code == 400
         assert response.json()["error"] == "Missing deviceId"
-    missing = await client.post("/api/auth/service-param", json={"deviceId": "VENOSUCHDEVICE1"})
-    assert missing.status_code == 404
-    assert missing.json()["error"] == "Device not found"
+    # Any other string is looked up, as the seed does: unknown ids are 404 whatever their
+    # length (no stored id is longer than 64, so very long ones need no query).
+    for device_id in ("VENOSUCHDEVICE1", "D" * 65, ["D" * 255], "D" * 256, "D" * 100_000):
+        missing = await client.post("/api/auth/service-param", json={"deviceId": device_id})
+        assert missing.status_code == 404, missing.text
+        assert missing.json()["error"] == "Device not found"
 
 
 def test_key_rotation_opens_old_params() -> None:

@@ -3,15 +3,17 @@ seed-003 `POST /api/cloud/videos/urls` (JWT, owners only)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from vpsapi.auth.dependencies import CurrentUser
 from vpsapi.core.db import SessionDep
 from vpsapi.core.storage import ObjectStorage, absolute_url
 from vpsapi.devices import cloud
 from vpsapi.devices.router import require_device_token
-from vpsapi.devices.schemas import AlarmType, DeviceId, Moment, iso
+from vpsapi.devices.schemas import OUT_OF_RANGE, AlarmType, DeviceId, Moment, iso
 
 router = APIRouter(prefix="/api/cloud/videos", tags=["devices"])
 
@@ -23,6 +25,17 @@ class ClipIn(BaseModel):
     duration: int | None = Field(default=None, ge=0, le=86_400, description="seconds")
     alarmType: AlarmType | None = None
     thumbnail: bool = Field(default=False, description="also return a thumbnail upload URL")
+
+    @field_validator("duration")
+    @classmethod
+    def _ends_in_range(cls, duration: int | None, info: ValidationInfo) -> int | None:
+        start = info.data.get("startTime")  # absent when startTime itself was refused
+        if start is not None and duration:
+            try:
+                start + timedelta(seconds=duration)  # the clip's end_time
+            except OverflowError:
+                raise ValueError(f"startTime + duration {OUT_OF_RANGE}") from None
+        return duration
 
 
 class UploadOut(BaseModel):

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from vpsapi.core.db import SessionDep, utcnow
 from vpsapi.core.errors import BadRequest, NotFound, Unauthorized
+from vpsapi.core.schemas import parse_json_body
 from vpsapi.devices import push, service
 from vpsapi.devices.params import ParamKeys
 from vpsapi.devices.schemas import AlarmType, Moment
@@ -61,9 +62,9 @@ def require_device_token(request: Request) -> None:
 
 async def _json_body(request: Request) -> dict[str, Any]:
     try:
-        body = await request.json()
-    except ValueError:
-        body = None
+        body = parse_json_body(await request.body())
+    except BadRequest:
+        body = None  # each endpoint answers a body it cannot read as one missing its fields
     return body if isinstance(body, dict) else {}
 
 
@@ -79,6 +80,11 @@ def _length_error(body: dict[str, Any], path: str, lo: int, hi: int, optional: b
     if value is None and optional:
         return False
     return not isinstance(value, str) or not lo <= len(value) <= hi
+
+
+def _js_falsy(value: Any) -> bool:
+    """`!value` in JavaScript for a JSON value: missing, null, false, 0 or "" (not [] or {})."""
+    return not value and not isinstance(value, (list, dict))
 
 
 def _validate_registration(body: dict[str, Any]) -> None:
@@ -105,7 +111,11 @@ def _validate_registration(body: dict[str, Any]) -> None:
                 }
             )
     if errors:
-        raise BadRequest(body={"errors": errors})
+        body_out: dict[str, Any] = {"errors": errors}
+        if _js_falsy(body.get("realDeviceId")) or _js_falsy(body.get("userId")):
+            # The seed's own `if (!realDeviceId || !userId)` answer, for clients reading `error`.
+            body_out = {"error": "Missing required parameters", **body_out}
+        raise BadRequest(body=body_out)
 
 
 @router.post("/hello/confirm", response_model=ConfirmOut)
@@ -223,7 +233,7 @@ async def service_param(request: Request, session: SessionDep) -> ServiceParamOu
     # The app sends a string; the Veepai API shape is a one-element list.
     if isinstance(device_id, list) and len(device_id) == 1:
         device_id = device_id[0]
-    if not isinstance(device_id, str) or not device_id or len(device_id) > 64:
+    if not isinstance(device_id, str) or not device_id:
         raise BadRequest(body={"error": "Missing deviceId"})
     param = await service.service_param(session, param_keys(request), device_id)
     if param is None:

@@ -7,10 +7,17 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
+OUT_OF_RANGE = "must be between years 1 and 9999 in UTC"
+
 
 def _as_utc(value: datetime) -> datetime:
     # Naive times (e.g. "2024-05-01 10:00:00") are UTC, as the seed's TIMESTAMP columns.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+05:00: pydantic only turns ValueError into 400
+        raise ValueError(OUT_OF_RANGE) from None
 
 
 # ISO-8601 strings, or Unix time in seconds or milliseconds.

@@ -22,6 +22,7 @@ from vpsapi.devices.params import ParamKeys, service_param_payload
 VID_ALPHABET = string.ascii_uppercase + string.digits
 VID_ATTEMPTS = 5
 BINDING_TTL = timedelta(minutes=10)
+MAX_LOOKUP_ID = 255  # longer device ids are not looked up (stored ones are 64 at most)
 
 
 def new_virtual_id() -> str:
@@ -73,8 +74,10 @@ async def query_binding(session: AsyncSession, key: str) -> str | None:
         data["R2SVR"] = {"TStep": 2, "CStep": 1, "Status": 1, "Ecode": 0}
     if status == "completed":
         data["B2SVR"] = {"TStep": 3, "CStep": 1, "Status": 1, "Ecode": 0}
-    # encodeURIComponent leaves A-Z a-z 0-9 - _ . ! ~ * ' ( ) unescaped.
-    return quote(json.dumps(data, separators=(",", ":")), safe="-_.!~*'()")
+    # As encodeURIComponent(JSON.stringify(...)): non-ASCII stays UTF-8 (ü → %C3%BC, not
+    # \u00fc), and A-Z a-z 0-9 - _ . ! ~ * ' ( ) stay unescaped.
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return quote(text, safe="-_.!~*'()")
 
 
 async def _device_by_real_id(session: AsyncSession, real_device_id: str) -> Device | None:
@@ -190,6 +193,8 @@ async def find_device(session: AsyncSession, device_id: str) -> Device | None:
 
 async def service_param(session: AsyncSession, keys: ParamKeys, device_id: str) -> str | None:
     """The device's sealed service parameter, cached until the current key changes."""
+    if len(device_id) > MAX_LOOKUP_ID:
+        return None  # ids are at most 64 characters: no device has it, spare the query
     device = await find_device(session, device_id)
     if device is None:
         return None
