@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+
 import httpx
 import pytest
 from fastapi import APIRouter
 
 from support import ADMIN_EMAIL, ADMIN_PASSWORD, login
+from vpsapi.core.db import SessionDep
 
 
 async def test_unknown_v1_route_envelope(client: httpx.AsyncClient) -> None:
@@ -195,3 +198,17 @@ async def test_nul_in_a_form_body_is_refused(client: httpx.AsyncClient) -> None:
     )
     assert response.status_code == 400
     assert "NUL" in response.json()["details"][0]["message"]
+
+
+async def test_a_file_error_is_not_called_a_database_outage(make_client) -> None:
+    client = await make_client()
+    router = APIRouter()
+
+    @router.get("/api/v1/file-error-for-test")
+    async def file_error(session: SessionDep) -> None:
+        raise OSError(errno.ENAMETOOLONG, "File name too long")
+
+    client.app.include_router(router)
+    response = await client.get("/api/v1/file-error-for-test")
+    assert response.status_code == 500  # a bug to fix, not a 503 "try again shortly"
+    assert response.json()["error"] == "InternalServerError"

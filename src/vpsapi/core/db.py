@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -233,16 +235,33 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         autocommit = request.method in ("GET", "HEAD")
         async with get_database(request).session(autocommit=autocommit) as session:
             yield session
-    except (OperationalError, DBAPIError, OSError, ConnectionError) as exc:
+    except (OperationalError, DBAPIError, OSError) as exc:
         if isinstance(exc, DBAPIError) and _is_unstorable_text(exc):
             raise BadRequest("The request holds text the database cannot store") from exc
-        if (
-            isinstance(exc, DBAPIError)
-            and not exc.connection_invalidated
-            and not isinstance(exc, OperationalError)
-        ):
-            raise
+        if isinstance(exc, DBAPIError):
+            if not exc.connection_invalidated and not isinstance(exc, OperationalError):
+                raise
+        elif isinstance(exc, OSError) and not _is_network_error(exc):
+            raise  # a file the endpoint used, say: not the database's fault
         raise ServiceUnavailable("Database unavailable, try again shortly") from exc
+
+
+# What reaching a database server over the network can fail with (the driver raises these
+# unwrapped while connecting).
+_NETWORK_ERRNOS = {
+    errno.ENETUNREACH,
+    errno.ENETDOWN,
+    errno.EHOSTUNREACH,
+    errno.EHOSTDOWN,
+    errno.ETIMEDOUT,
+}
+
+
+def _is_network_error(exc: OSError) -> bool:
+    return (
+        isinstance(exc, ConnectionError | TimeoutError | socket.gaierror)
+        or exc.errno in _NETWORK_ERRNOS
+    )
 
 
 # Function scope: the transaction commits before the response is sent, so a client that
