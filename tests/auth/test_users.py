@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from support import ADMIN_EMAIL, login
+from support import ADMIN_EMAIL, ADMIN_PASSWORD, login
 
 
 async def test_create_list_get_patch_delete(
@@ -49,6 +49,19 @@ async def test_pagination(client: httpx.AsyncClient, admin_headers: dict[str, st
     rest = await client.get("/api/v1/users?limit=2&offset=2", headers=admin_headers)
     assert len(rest.json()["data"]["items"]) == 2
     assert rest.json()["data"]["nextCursor"] is None
+    # The cursor a page hands out leads to the next page.
+    by_cursor = await client.get("/api/v1/users?limit=2&cursor=2", headers=admin_headers)
+    assert by_cursor.json()["data"] == rest.json()["data"]
+
+
+@pytest.mark.parametrize(
+    "query", ["offset=9223372036854775808", "offset=-1", "cursor=abc", "cursor=99999999999"]
+)
+async def test_bad_paging_is_422(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], query: str
+) -> None:
+    response = await client.get(f"/api/v1/users?{query}", headers=admin_headers)
+    assert response.status_code == 422
 
 
 @pytest.mark.parametrize("role", ["user", "manager"])
@@ -83,6 +96,42 @@ async def test_duplicate_email_409(
     )
     assert response.status_code == 409
     assert response.json()["error"] == "Conflict"
+
+
+async def test_usernames_differing_only_in_case_are_one_name(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], create_user
+) -> None:
+    user, _headers = await create_user()
+    renamed = await client.patch(
+        f"/api/v1/users/{user['id']}", json={"username": "Admin"}, headers=admin_headers
+    )
+    assert renamed.status_code == 409
+    # The admin still signs in by username.
+    response = await client.post(
+        "/api/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+    )
+    assert response.status_code == 200
+
+
+async def test_a_username_made_from_the_email_is_free_and_valid(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    names = []
+    for email in ("admin@other.example", "admin@third.example", "x.y+z@example.com"):
+        created = await client.post(
+            "/api/v1/users",
+            json={"email": email, "password": "long-enough-1"},
+            headers=admin_headers,
+        )
+        assert created.status_code == 201, created.text
+        names.append(created.json()["data"]["username"])
+    assert names == ["admin-2", "admin-3", "x.yz"]
+    short = await client.post(
+        "/api/v1/users",
+        json={"email": "ab@example.com", "password": "long-enough-1"},
+        headers=admin_headers,
+    )
+    assert short.json()["data"]["username"] == "user-ab"
 
 
 @pytest.mark.parametrize(

@@ -262,13 +262,23 @@ async def create_user(
     return envelope(UserOut.model_validate(user))
 
 
+# Beyond any real user count, and within every database's integer range.
+MAX_OFFSET = 1_000_000_000
+
+
 @v1_router.get("/users", response_model=Envelope[Page[UserOut]])
 async def list_users(
     _admin: AdminUser,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    cursor: Annotated[
+        str | None,
+        Query(pattern=r"^\d{1,10}$", description="`nextCursor` of the previous page (an offset)"),
+    ] = None,
 ) -> Envelope[Page[UserOut]]:
+    if cursor is not None:
+        offset = int(cursor)
     users, total = await service.list_users(session, limit=limit, offset=offset)
     next_cursor = str(offset + limit) if offset + limit < total else None
     return envelope(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -54,10 +55,38 @@ def _normalize_email(email: str) -> str:
 
 
 async def find_user_by_login(session: AsyncSession, login: str) -> User | None:
-    """A user by email or username (case-insensitive)."""
-    login = login.strip().lower()
-    column = User.email if "@" in login else func.lower(User.username)
-    return (await session.execute(select(User).where(column == login))).scalar_one_or_none()
+    """A user by email or username (case-insensitive). Usernames differing only in case
+    are refused now, but older data may hold some: then only the exact spelling counts."""
+    typed = login.strip()
+    column = User.email if "@" in typed else func.lower(User.username)
+    found = list((await session.execute(select(User).where(column == typed.lower()))).scalars())
+    if len(found) > 1:
+        found = [user for user in found if user.username == typed]
+    return found[0] if len(found) == 1 else None
+
+
+async def _username_taken(session: AsyncSession, username: str, *, besides: str = "") -> bool:
+    taken = await session.execute(
+        select(User.id).where(func.lower(User.username) == username.lower(), User.id != besides)
+    )
+    return taken.first() is not None
+
+
+# What a username may hold (schemas.Username checks the same for names people choose).
+_USERNAME_DISALLOWED = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+async def _username_from_email(session: AsyncSession, email: str) -> str:
+    """A free, valid username made from the email's local part: `jane`, `jane-2`, …"""
+    base = _USERNAME_DISALLOWED.sub("", email.split("@", 1)[0])[:56]
+    if len(base) < 3:
+        base = f"user-{base}" if base else "user"
+    candidate = base
+    for number in range(2, 100):
+        if not await _username_taken(session, candidate):
+            return candidate
+        candidate = f"{base}-{number}"
+    return f"{base}-{secrets.token_hex(3)}"
 
 
 async def create_user(
@@ -72,14 +101,10 @@ async def create_user(
     if role not in ROLES:
         raise BadRequest(f"role must be one of {', '.join(ROLES)}")
     email = _normalize_email(email)
-    username = username or email.split("@", 1)[0]
-    taken = await session.execute(
-        select(User.id).where(
-            (User.email == email) | (func.lower(User.username) == username.lower())
-        )
-    )
-    if taken.first():
+    email_taken = (await session.execute(select(User.id).where(User.email == email))).first()
+    if email_taken or (username and await _username_taken(session, username)):
         raise Conflict("A user with this email or username already exists")
+    username = username or await _username_from_email(session, email)
     user = User(
         email=email,
         username=username,
@@ -124,6 +149,8 @@ async def update_user(
     if email is not None:
         user.email = _normalize_email(email)
     if username is not None:
+        if await _username_taken(session, username, besides=user.id):
+            raise Conflict("A user with this email or username already exists")
         user.username = username
     if role is not None:
         if role not in ROLES:
