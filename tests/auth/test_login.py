@@ -135,6 +135,46 @@ async def test_logout_revokes_access_and_refresh(client: httpx.AsyncClient) -> N
     assert refresh.status_code == 401
 
 
+async def test_logout_with_only_the_refresh_token_ends_the_login(
+    client: httpx.AsyncClient,
+) -> None:
+    """A client whose access token expired can still sign out."""
+    tokens = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    response = await client.post(
+        "/api/v1/auth/logout", json={"refreshToken": tokens["refreshToken"]}
+    )
+    assert response.status_code == 200
+    headers = {"Authorization": f"Bearer {tokens['accessToken']}"}
+    assert (await client.get("/api/v1/me", headers=headers)).status_code == 401
+    refresh = await client.post(
+        "/api/v1/auth/refresh", json={"refreshToken": tokens["refreshToken"]}
+    )
+    assert refresh.status_code == 401
+
+
+async def test_logging_out_twice_is_fine(client: httpx.AsyncClient) -> None:
+    tokens = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    headers = {"Authorization": f"Bearer {tokens['accessToken']}"}
+    for _ in range(2):
+        assert (await client.post("/api/v1/auth/logout", headers=headers)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "message"),
+    [
+        ({}, None, "No token provided"),
+        ({"Authorization": "Bearer not.a.token"}, None, "Invalid token"),
+        ({}, {"refreshToken": "not.a.token"}, "Invalid token"),
+    ],
+)
+async def test_logout_without_a_valid_token_is_401(
+    client: httpx.AsyncClient, headers: dict[str, str], body: dict | None, message: str
+) -> None:
+    response = await client.post("/api/v1/auth/logout", headers=headers, json=body)
+    assert response.status_code == 401
+    assert response.json()["message"] == message
+
+
 async def test_seed002_login_json_with_username(client: httpx.AsyncClient) -> None:
     response = await client.post(
         "/api/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}

@@ -108,7 +108,17 @@ async def get_stream_principal(
     return await _resolve(request, session, codec, credential)
 
 
+async def get_header_credential(
+    request: Request,
+    _b: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
+    _k: Annotated[str | None, Depends(_api_key_header)] = None,
+) -> str | None:
+    """The credential in the Authorization header, unchecked (logout checks it itself)."""
+    return _header_credential(request)
+
+
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+HeaderCredential = Annotated[str | None, Depends(get_header_credential)]
 StreamPrincipal = Annotated[Principal, Depends(get_stream_principal)]
 
 

@@ -11,8 +11,8 @@ from vpsapi.auth import service
 from vpsapi.auth.dependencies import (
     AdminUser,
     CodecDep,
-    CurrentPrincipal,
     CurrentUser,
+    HeaderCredential,
     client_ip,
 )
 from vpsapi.auth.schemas import (
@@ -145,12 +145,14 @@ async def oauth_refresh(
 
 @legacy_router.post("/logout", response_model=MessageData, summary="Revoke this login")
 async def oauth_logout(
-    principal: CurrentPrincipal,
+    request: Request,
+    credential: HeaderCredential,
     session: SessionDep,
     codec: CodecDep,
     body: LogoutRequest | None = None,
 ) -> MessageData:
-    await service.logout(session, codec, principal, body.refresh_token if body else None)
+    refresh_token = body.refresh_token if body else None
+    await service.logout(session, codec, credential, refresh_token, ip=client_ip(request))
     return MessageData(message="Logged out")
 
 
@@ -200,12 +202,14 @@ async def refresh(
 
 @v1_router.post("/auth/logout", response_model=Envelope[MessageData])
 async def logout(
-    principal: CurrentPrincipal,
+    request: Request,
+    credential: HeaderCredential,
     session: SessionDep,
     codec: CodecDep,
     body: LogoutRequest | None = None,
 ) -> Envelope[MessageData]:
-    await service.logout(session, codec, principal, body.refresh_token if body else None)
+    refresh_token = body.refresh_token if body else None
+    await service.logout(session, codec, credential, refresh_token, ip=client_ip(request))
     return envelope(MessageData(message="Logged out"))
 
 

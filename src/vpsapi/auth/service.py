@@ -317,18 +317,39 @@ async def revoke_user_sessions(session: AsyncSession, user_id: str, reason: str)
 
 
 async def logout(
-    session: AsyncSession, codec: TokenCodec, principal: Principal, refresh_token: str | None
+    session: AsyncSession,
+    codec: TokenCodec,
+    credential: str | None,
+    refresh_token: str | None,
+    *,
+    ip: str | None,
 ) -> None:
-    session_id = principal.claims.get("sid")
-    if session_id:
-        await _revoke_session(session, str(session_id), "logout")
+    """End the login(s) the tokens belong to. Either token is enough (an access token may
+    have expired), and a login already ended stays ended (logging out twice is fine). An
+    API key identifies its caller but has no login to end."""
+    if credential and credential.startswith(API_KEY_PREFIX):
+        await principal_from_api_key(session, credential, ip)
+        return
+    access_claims: dict[str, object] | None = None
+    refused: Unauthorized | None = None
+    if credential:
+        try:
+            access_claims = codec.decode(credential)
+        except Unauthorized as exc:
+            refused = exc
+    refresh_claims: dict[str, object] | None = None
     if refresh_token:
         try:
-            claims = codec.decode(refresh_token, token_type="refresh")
-        except Unauthorized:
-            return
-        if claims.get("sub") == principal.claims.get("sub"):
-            await _revoke_session(session, str(claims.get("sid", "")), "logout")
+            refresh_claims = codec.decode(refresh_token, token_type="refresh")
+        except Unauthorized as exc:
+            refused = refused or exc
+    if access_claims and refresh_claims and refresh_claims.get("sub") != access_claims.get("sub"):
+        refresh_claims = None  # someone else's login is not this caller's to end
+    if access_claims is None and refresh_claims is None:
+        raise refused or Unauthorized("No token provided")
+    for claims in (access_claims, refresh_claims):
+        if claims and claims.get("sid"):
+            await _revoke_session(session, str(claims["sid"]), "logout")
 
 
 async def exchange_api_key(
