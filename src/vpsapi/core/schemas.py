@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import pydantic_core
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from vpsapi.core.errors import BadRequest
 
 T = TypeVar("T")
+
+OUT_OF_RANGE = "must be between years 1 and 9999 in UTC"
+
+
+def as_utc(value: datetime) -> datetime:
+    """A request's moment in UTC; a naive one is taken as UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+05:00: pydantic turns only ValueError into 4xx
+        raise ValueError(OUT_OF_RANGE) from None
+
+
+# Use for every datetime a request carries (body or query): out-of-range ones are a 4xx.
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
 
 class CamelModel(BaseModel):

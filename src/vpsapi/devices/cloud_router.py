@@ -10,10 +10,11 @@ from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_va
 
 from vpsapi.auth.dependencies import CurrentUser
 from vpsapi.core.db import SessionDep
+from vpsapi.core.schemas import OUT_OF_RANGE
 from vpsapi.core.storage import ObjectStorage, absolute_url
 from vpsapi.devices import cloud
 from vpsapi.devices.router import require_device_token
-from vpsapi.devices.schemas import OUT_OF_RANGE, AlarmType, DeviceId, Moment, iso
+from vpsapi.devices.schemas import AlarmType, DeviceId, Moment, iso
 
 router = APIRouter(prefix="/api/cloud/videos", tags=["devices"])
 

@@ -5,23 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, Field
+from pydantic import Field
 
-OUT_OF_RANGE = "must be between years 1 and 9999 in UTC"
+from vpsapi.core.schemas import UtcDatetime
 
-
-def _as_utc(value: datetime) -> datetime:
-    # Naive times (e.g. "2024-05-01 10:00:00") are UTC, as the seed's TIMESTAMP columns.
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:  # e.g. 0001-01-01T00:00+05:00: pydantic only turns ValueError into 400
-        raise ValueError(OUT_OF_RANGE) from None
-
-
-# ISO-8601 strings, or Unix time in seconds or milliseconds.
-Moment = Annotated[datetime, AfterValidator(_as_utc)]
+# ISO-8601 strings, or Unix time in seconds or milliseconds; naive times are UTC, as the
+# seed's TIMESTAMP columns.
+Moment = UtcDatetime
 DeviceId = Annotated[str, Field(min_length=1, max_length=64)]
 AlarmType = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
 
