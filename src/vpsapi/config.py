@@ -85,7 +85,10 @@ class Settings(BaseSettings):
     )
     max_body_size: int = 10 * 1024 * 1024
 
-    rate_limit_enabled: bool = True
+    rate_limit_enabled: bool = Field(
+        default=True,
+        validation_alias=AliasChoices("RATE_LIMIT_ENABLED", "RATE_LIMITING_ENABLED"),  # seed 004
+    )
     rate_limit_default: str = "100/minute"
     rate_limit_auth: str = "5/15minutes"
     rate_limit_search: str = "60/minute"

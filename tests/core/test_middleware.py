@@ -84,3 +84,44 @@ async def test_gzip_for_large_responses(client: httpx.AsyncClient) -> None:
     assert response.headers.get("content-encoding") == "gzip"
     small = await client.get("/health/live", headers={"Accept-Encoding": "gzip"})
     assert "content-encoding" not in small.headers
+
+
+@pytest.mark.parametrize("path", ["/health", "/health/live", "/api/v1/info"])
+async def test_head_is_answered_wherever_get_is(client: httpx.AsyncClient, path: str) -> None:
+    get = await client.get(path)
+    head = await client.head(path)
+    assert head.status_code == 200
+    assert head.headers["content-type"] == get.headers["content-type"]
+    assert head.headers["x-request-id"]
+
+
+async def test_head_on_a_post_only_route_is_still_405(client: httpx.AsyncClient) -> None:
+    response = await client.head("/api/auth/token")
+    assert response.status_code == 405
+
+
+async def test_frontends_may_name_themselves_in_a_preflight(make_client) -> None:
+    client = await make_client(allowed_origins=["https://flowmind.example.com"])
+    response = await client.options(
+        "/api/v1/ai/chat",
+        headers={
+            "Origin": "https://flowmind.example.com",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type,x-frontend-source",
+        },
+    )
+    assert response.status_code in (200, 204)
+    assert "x-frontend-source" in response.headers["access-control-allow-headers"].lower()
+
+
+async def test_socketio_polling_gets_one_cors_origin_header(make_client) -> None:
+    """engine.io answers CORS itself; a doubled Allow-Origin makes browsers refuse it."""
+    client = await make_client(allowed_origins=["https://flowmind.example.com"])
+    response = await client.get(
+        "/ws/?EIO=4&transport=polling", headers={"Origin": "https://flowmind.example.com"}
+    )
+    assert response.status_code == 200
+    assert response.headers.get_list("access-control-allow-origin") == [
+        "https://flowmind.example.com"
+    ]
+    assert len(response.headers.get_list("access-control-allow-credentials")) == 1

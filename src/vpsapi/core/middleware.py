@@ -214,6 +214,10 @@ class RequestMiddleware:
                     raise _BodyRefused()
             return message
 
+        if method == "HEAD":
+            # Every GET route answers HEAD too, as HTTP asks and Express does (monitors use
+            # it); the server leaves out the body of a HEAD answer itself.
+            scope = {**scope, "method": "GET"}
         IN_FLIGHT.inc()
         try:
             await self.app(scope, checked_receive, send_wrapper)
@@ -279,6 +283,24 @@ def _normalize_origin(origin: str) -> str:
     return f"{parts.scheme}://{parts.netloc.lower().removesuffix(default_port)}"
 
 
+def _lowercase_header_names(app: ASGIApp) -> ASGIApp:
+    """ASGI wants header names in lower case; engine.io (Socket.IO) sends its CORS headers
+    capitalised, which Starlette's CORS layer then fails to replace: a browser refuses the
+    doubled Access-Control-Allow-Origin that results."""
+
+    async def lowercased(scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_lowercased(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = message.get("headers", [])
+                if any(name != name.lower() for name, _ in headers):
+                    message["headers"] = [(name.lower(), value) for name, value in headers]
+            await send(message)
+
+        await app(scope, receive, send_lowercased)
+
+    return lowercased
+
+
 class OriginGuard:
     """Refuses /api requests from browser origins not in ALLOWED_ORIGINS (403, as seed 000),
     then lets Starlette's CORS middleware answer for the allowed ones."""
@@ -287,7 +309,7 @@ class OriginGuard:
         self.allow_all = "*" in allowed_origins
         self.allowed = {_normalize_origin(o) for o in allowed_origins if o != "*"}
         self.cors = CORSMiddleware(
-            app,
+            _lowercase_header_names(app),
             allow_origins=["*"] if self.allow_all else sorted(self.allowed),
             allow_credentials=not self.allow_all,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
@@ -296,6 +318,7 @@ class OriginGuard:
                 "Content-Type",
                 "X-API-Key",
                 "X-Request-ID",
+                "X-Frontend-Source",  # seed 004's frontends name themselves
                 "Idempotency-Key",
                 "Last-Event-ID",
             ],
