@@ -351,11 +351,8 @@ class OriginGuard:
             return
         headers = Headers(scope=scope)
         origin = headers.get("origin")
-        if (
-            origin
-            and scope["path"].startswith("/api")
-            and not self.origin_allowed(origin, headers, scope)
-        ):
+        # Every path, as seed 000's app-wide cors(): /health too.
+        if origin and not self.origin_allowed(origin, headers, scope):
             body = error_body(
                 scope["path"],
                 scope["method"],
@@ -366,4 +363,29 @@ class OriginGuard:
             )
             await JSONResponse(body, status_code=403)(scope, receive, send)
             return
+        if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
+            await self.cors(scope, receive, _no_content_preflight(send))
+            return
         await self.cors(scope, receive, send)
+
+
+def _no_content_preflight(send: Send) -> Send:
+    """A granted preflight answers 204 with no body, as the `cors` package of seed 000 does
+    (Starlette answers 200 "OK")."""
+    granted = False
+
+    async def send_204(message: Message) -> None:
+        nonlocal granted
+        if message["type"] == "http.response.start" and message["status"] == 200:
+            granted = True
+            kept = [
+                (name, value)
+                for name, value in message.get("headers", [])
+                if name.lower() not in (b"content-length", b"content-type")
+            ]
+            message = {**message, "status": 204, "headers": kept}
+        elif message["type"] == "http.response.body" and granted:
+            message = {**message, "body": b""}
+        await send(message)
+
+    return send_204
