@@ -6,6 +6,13 @@ MODULE = Module(
     name="auth",
     description="Users, roles, logins, refresh tokens and API keys",
     routers=[legacy_router, v1_router],
+    # Seed 002 (a FastAPI app) signs in here: its clients read FastAPI's `detail`.
+    fastapi_error_prefixes=[
+        "/api/auth/login",
+        "/api/auth/logout",
+        "/api/auth/me",
+        "/api/auth/refresh",
+    ],
     rate_limit_rules=[
         # Seed 000's /api/auth/token stays on the default tier, the only limit it names;
         # failed refreshes do not use up the attempts a user needs to sign in again.

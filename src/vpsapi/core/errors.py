@@ -284,6 +284,15 @@ async def _request_validation_handler(request: Request, exc: Exception) -> JSONR
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
         return error_response(request, 400, "BadRequest", "Malformed JSON in request body")
+    if is_fastapi_style(request.url.path):
+        # FastAPI's own shape, where each error says where it was (query, path or body);
+        # not the input itself, which may be a password.
+        detail = [
+            {"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": _clean_message(e)}
+            for e in errors
+        ]
+        body = {"detail": detail, "error": "Validation failed"}
+        return error_response(request, 422, "ValidationError", "", legacy_body=body)
     return validation_response(request, validation_details(errors), "Validation failed")
 
 
