@@ -52,6 +52,16 @@ async def test_login_validation_422(client: httpx.AsyncClient, payload: dict, fi
     assert isinstance(body["errors"][field], list)
 
 
+@pytest.mark.parametrize("email", ["notanemail", "admin", "two@at@signs", "with space@x.org"])
+async def test_login_email_must_look_like_one(client: httpx.AsyncClient, email: str) -> None:
+    """Seed 001's validateEmail: a 422 naming the field, before any password check."""
+    response = await client.post(
+        "/api/v1/auth/login", json={"email": email, "password": ADMIN_PASSWORD}
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"] == {"email": ["Invalid email format"]}
+
+
 async def test_me_returns_user(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> None:
     response = await client.get("/api/v1/me", headers=admin_headers)
     assert response.status_code == 200

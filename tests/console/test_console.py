@@ -16,7 +16,7 @@ import pytest
 
 from console_support import PHONE, admin_token, socketio_mounted
 from ops_support import NamedBackend, through_nginx
-from support import free_port
+from support import ADMIN_PASSWORD, free_port
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.browser]
 
@@ -93,6 +93,13 @@ def test_wrong_password_shows_an_error_and_a_user_sees_no_ops_pages(
     expect(console.page).to_have_url(re.compile(r"#/jobs$"))
     console.page.click("text=Sign out")
     console.page.wait_for_selector("form input[name=login]")
+
+
+def test_signing_in_with_the_username(open_console: Any, console_server: Any) -> None:
+    console = open_console(console_server)
+    console.login("admin", ADMIN_PASSWORD)  # not an email: the seed-002 login takes it
+    expect(console.page.locator(".user-name")).to_have_text("admin")
+    console.visit("jobs")  # the session works for the API calls that follow
 
 
 def test_signing_out_cancels_requests_still_under_way(

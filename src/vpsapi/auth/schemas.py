@@ -23,8 +23,21 @@ class UserOut(CamelModel):
     last_login_at: datetime | None = None
 
 
+def _check_login_email(value: str) -> str:
+    # Seed 001's validateEmail. Only the shape is checked: a bootstrap ADMIN_EMAIL such as
+    # admin@localhost must still sign in. (Usernames sign in at /api/auth/login.)
+    if not _LOGIN_EMAIL.match(value.strip()):
+        raise ValueError("Invalid email format")
+    return value
+
+
+_LOGIN_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+
+
 class LoginRequest(CamelModel):
-    email: str = Field(min_length=1, max_length=320)
+    email: Annotated[str, Field(min_length=1, max_length=320), AfterValidator(_check_login_email)]
+    # No length rule here (seed 001 shows one for passwords being set): an admin whose
+    # ADMIN_PASSWORD is short must not be locked out.
     password: str = Field(min_length=1, max_length=1024)
 
 

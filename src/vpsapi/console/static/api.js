@@ -80,10 +80,20 @@ export async function resume() {
 }
 
 export async function login(identifier, password) {
-  // /api/v1/auth/login takes the email or the username in `email`.
-  const body = await send("POST", "/api/v1/auth/login", { email: identifier, password });
-  saveSession(tokensFrom(body.data, body.data.user), "login");
-  return body.data.user;
+  if (identifier.includes("@")) {
+    const body = await send("POST", "/api/v1/auth/login", { email: identifier, password });
+    saveSession(tokensFrom(body.data, body.data.user), "login");
+    return body.data.user;
+  }
+  // /api/v1/auth/login takes an email only (seed 001); the seed-002 login takes a username.
+  const body = await send("POST", "/api/auth/login", { username: identifier, password });
+  const tokens = {
+    accessToken: body.access_token,
+    refreshToken: body.refresh_token,
+    expiresIn: body.expires_in,
+  };
+  saveSession(tokensFrom(tokens, body.user), "login");
+  return body.user;
 }
 
 export function refresh() {
