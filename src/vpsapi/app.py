@@ -22,6 +22,7 @@ from vpsapi.config import Settings, get_settings
 from vpsapi.console.module import MODULE as CONSOLE
 from vpsapi.core.db import Database
 from vpsapi.core.errors import install_error_handlers, register_fastapi_style
+from vpsapi.core.etag import ETagMiddleware
 from vpsapi.core.events import EventBus, RedisEventBus
 from vpsapi.core.logging import configure_logging, init_sentry
 from vpsapi.core.middleware import OriginGuard, RequestMiddleware
@@ -136,6 +137,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for path, factory in module.mounts:
             app.mount(path, factory(app))
 
+    # Innermost first: tags name the uncompressed content, 304s carry the limit headers.
+    app.add_middleware(ETagMiddleware)
     if settings.rate_limit_enabled:
         app.add_middleware(
             RateLimitMiddleware,

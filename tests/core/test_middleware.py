@@ -129,3 +129,32 @@ async def test_socketio_polling_gets_one_cors_origin_header(make_client) -> None
         "https://flowmind.example.com"
     ]
     assert len(response.headers.get_list("access-control-allow-credentials")) == 1
+
+
+@pytest.mark.parametrize("path", ["/api/v1/info", "/api/v1/ai/providers"])
+async def test_api_gets_carry_an_etag_and_answer_304(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], path: str
+) -> None:
+    first = await client.get(path, headers=admin_headers)
+    assert first.status_code == 200
+    etag = first.headers["etag"]
+    assert etag.startswith('W/"')
+    assert first.headers["cache-control"] == "private, max-age=0, must-revalidate"
+    again = await client.get(path, headers={**admin_headers, "If-None-Match": etag})
+    assert again.status_code == 304
+    assert again.content == b""
+    assert again.headers["etag"] == etag
+    changed = await client.get(path, headers={**admin_headers, "If-None-Match": 'W/"other"'})
+    assert changed.status_code == 200
+
+
+async def test_streams_and_writes_are_not_tagged(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    created = await client.post(
+        "/api/v1/citypulse/buildings", json={"name": "Depot"}, headers=admin_headers
+    )
+    assert "etag" not in created.headers
+    token = admin_headers["Authorization"].removeprefix("Bearer ")
+    async with client.stream("GET", f"/api/sse/job-progress/nope?access_token={token}") as stream:
+        assert "etag" not in stream.headers
