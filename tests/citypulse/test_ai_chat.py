@@ -4,6 +4,7 @@ answers, streaming, provider errors, timeouts, bad input, usage records, rate li
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from typing import Any
 
@@ -467,6 +468,70 @@ async def test_malformed_json_and_auth(
     assert shared.status_code == 403
 
 
+@pytest.mark.parametrize("content_type", ["text/plain;charset=UTF-8", None])
+async def test_the_seeds_browser_call_without_a_json_content_type(
+    client: httpx.AsyncClient,  # noqa: F811
+    providers: FakeProviders,  # noqa: F811
+    user: tuple[dict[str, Any], dict[str, str]],
+    content_type: str | None,
+) -> None:
+    # fetch(url, {body: JSON.stringify({message})}) with no Content-Type: the browser
+    # sends text/plain;charset=UTF-8 (422 "Input should be a valid dictionary" before).
+    headers = {**user[1], "X-Frontend-Source": "flowmind"}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+
+    async def post(body: bytes) -> httpx.Response:
+        return await client.post(CHAT, content=body, headers=headers)
+
+    response = await post(json.dumps({"message": "Hello AI", "model": "gpt-x"}).encode())
+    assert response.status_code == 200, response.text
+    assert response.json()["data"]["message"]["content"].endswith("Hello AI")
+    assert len(providers.received) == 1
+    # The rest of /api/v1's rules hold: malformed JSON 400, validation 422 with fields.
+    malformed = await post(b'{"message": ')
+    assert malformed.status_code == 400
+    assert malformed.json()["message"] == "Malformed JSON in request body"
+    invalid = await post(b'{"message": "", "model": "gpt-x"}')
+    assert invalid.status_code == 422 and "message" in invalid.json()["errors"]
+    empty = await post(b"")
+    assert empty.status_code == 422 and "body" in empty.json()["errors"]
+    assert len(providers.received) == 1
+
+
+async def test_openapi_documents_json_and_text_bodies(
+    client: httpx.AsyncClient,  # noqa: F811
+) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    for path, schema in ((CHAT, "ChatIn"), ("/api/v1/swarm/orchestrate", "SwarmIn")):
+        content = paths[path]["post"]["requestBody"]["content"]
+        ref = {"$ref": f"#/components/schemas/{schema}"}
+        assert content["application/json"]["schema"] == ref
+        assert content["text/plain"]["schema"] == ref
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"from": "0001-01-01T00:00:00+05:00"}, "from"),
+        ({"to": "9999-12-31T23:59:59-05:00"}, "to"),
+        ({"from": "soon"}, "from"),
+    ],
+)
+async def test_usage_dates_out_of_range_are_422(
+    client: httpx.AsyncClient,  # noqa: F811
+    user: tuple[dict[str, Any], dict[str, str]],
+    params: dict[str, str],
+    field: str,
+) -> None:
+    response = await client.get("/api/v1/ai/usage", params=params, headers=user[1])
+    assert response.status_code == 422, response.text
+    assert field in response.json()["errors"]
+    edges = {"from": "0001-01-01T00:00:00Z", "to": "9999-12-31T23:59:59Z"}
+    fine = await client.get("/api/v1/ai/usage", params=edges, headers=user[1])
+    assert fine.status_code == 200, fine.text
+
+
 async def test_usage_is_recorded_per_user(
     client: httpx.AsyncClient,  # noqa: F811
     create_user: Any,
@@ -534,6 +599,11 @@ async def test_usage_is_recorded_per_user(
 
     bad = await client.get("/api/v1/ai/usage?cursor=%%%", headers=alice_headers)
     assert bad.status_code == 400
+    # A forged cursor whose moment does not exist in UTC (a 500 when bound before).
+    for moment in ("0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"):
+        forged = base64.urlsafe_b64encode(json.dumps([moment, "x"]).encode()).decode()
+        bad = await client.get(f"/api/v1/ai/usage?cursor={forged}", headers=alice_headers)
+        assert bad.status_code == 400 and bad.json()["message"] == "Invalid cursor"
     bad_provider = await client.get("/api/v1/ai/usage?provider=skynet", headers=alice_headers)
     assert bad_provider.status_code == 422
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -104,6 +105,33 @@ async def test_manual_resolve_and_rule_delete(
     assert (
         await client.delete(f"{BASE}/alerts/rules/{rule.json()['data']['id']}", headers=manager)
     ).status_code == 404
+
+
+async def test_a_reading_stamped_in_the_future_cannot_silence_a_rule(
+    client: httpx.AsyncClient, manager: dict[str, str], sensor: dict
+) -> None:
+    # A device whose clock runs years ahead: its reading would stay the sensor's latest,
+    # so every later (real) reading would be judged by it and no alert would ever open.
+    rule = await client.post(
+        f"{BASE}/alerts/rules",
+        json={"sensorId": sensor["id"], "name": "Heiß", "condition": "above", "threshold": 26},
+        headers=manager,
+    )
+    assert rule.status_code == 201, rule.text
+    url = f"{BASE}/sensors/{sensor['id']}/readings"
+    now = datetime.now(UTC).replace(microsecond=0)
+    ahead = {"timestamp": (now + timedelta(days=365)).isoformat(), "value": 20}
+    refused = await client.post(url, json=ahead, headers=manager)
+    assert refused.status_code == 422, refused.text
+    assert "future" in refused.json()["errors"]["timestamp"][0]
+
+    # A clock a little fast is within the tolerance; the real reading after it counts.
+    slightly = {"timestamp": (now + timedelta(minutes=2)).isoformat(), "value": 20}
+    assert (await client.post(url, json=slightly, headers=manager)).status_code == 201
+    hot = {"timestamp": (now + timedelta(minutes=3)).isoformat(), "value": 30}
+    assert (await client.post(url, json=hot, headers=manager)).status_code == 201
+    opened = (await client.get(f"{BASE}/alerts", params={"status": "open"}, headers=manager)).json()
+    assert [a["triggerValue"] for a in opened["data"]] == [30]
 
 
 @pytest.mark.parametrize(

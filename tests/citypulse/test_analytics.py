@@ -340,26 +340,89 @@ async def test_bad_input(
         (f"/buildings/{building}/baseline", {**WINDOW, "method": "magic"}, 422),
         (f"/buildings/{building}/baseline", {**WINDOW, "weeks": 0}, 422),
         (f"/buildings/{building}/baseline", {**WINDOW, "step": "5m"}, 422),
-        (f"/buildings/{building}/baseline", {"from": WINDOW["to"], "to": WINDOW["from"]}, 400),
+        (f"/buildings/{building}/baseline", {"from": WINDOW["to"], "to": WINDOW["from"]}, 422),
         (f"/buildings/{'0' * 32}/occupancy-normalised", WINDOW, 404),
         (f"/buildings/{building}/occupancy-normalised", {**WINDOW, "from": "soon"}, 422),
         (
             f"/buildings/{building}/occupancy-normalised",
             {"from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z", "step": "1h"},
-            400,
+            422,
         ),
+        (f"/sensors/{sensor['id']}/anomalies", {"from": WINDOW["to"], "to": WINDOW["from"]}, 422),
+        ("/top-consumers", {"from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"}, 422),
         (f"/sensors/{'0' * 32}/anomalies", WINDOW, 404),
         (f"/sensors/{sensor['id']}/anomalies", {**WINDOW, "threshold": 0}, 422),
         (f"/sensors/{sensor['id']}/anomalies", {**WINDOW, "limit": 0}, 422),
         ("/top-consumers", {**WINDOW, "by": "volume"}, 422),
         ("/top-consumers", {**WINDOW, "limit": 1000}, 422),
     ]
+    # Moments out of a datetime's range once in UTC: 500s before, on every report.
+    for path in (
+        f"/buildings/{building}/energy-intensity",
+        f"/buildings/{building}/baseline",
+        f"/buildings/{building}/occupancy-normalised",
+        f"/sensors/{sensor['id']}/anomalies",
+        "/top-consumers",
+    ):
+        cases.append((path, {**WINDOW, "from": "0001-01-01T00:00:00+05:00"}, 422))
+        cases.append((path, {**WINDOW, "to": "9999-12-31T23:59:59-05:00"}, 422))
     for path, params, status in cases:
         response = await client.get(f"{ANALYTICS}{path}", params=params, headers=reader)
         assert response.status_code == status, (path, params, response.text)
         body = response.json()
         assert body["success"] is False and body["statusCode"] == status
+        if status == 422 and "no floorAreaM2" not in body["message"]:
+            assert body["errors"], body  # validation: the fields are named
     assert (await client.get(f"{ANALYTICS}/top-consumers", params=WINDOW)).status_code == 401
     # Readers may read; an empty sensor has no anomalies rather than an error.
     empty = await get_data(client, reader, f"/sensors/{sensor['id']}/anomalies", **WINDOW)
     assert empty["readings"] == 0 and empty["anomalies"] == [] and empty["median"] is None
+
+
+async def test_overview_sums_up_the_portfolio_and_lists_the_reports(
+    client: httpx.AsyncClient, manager: dict, create_user: Any, make_sensor: Any
+) -> None:
+    assert (await client.get(ANALYTICS)).status_code == 401
+    _, reader = await create_user("user")
+    empty = await get_data(client, reader, "")
+    assert (empty["buildings"], empty["sensors"], empty["openAlerts"]) == (0, 0, 0)
+    assert empty["energyLast24Hours"]["kwh"] == 0 and empty["energyLast7Days"]["coveredHours"] == 0
+    names = {report["name"]: report["path"] for report in empty["reports"]}
+    assert names["top-consumers"] == f"{ANALYTICS}/top-consumers"
+    assert names["energy-intensity"] == f"{ANALYTICS}/buildings/{{buildingId}}/energy-intensity"
+    assert set(names) == {
+        "energy-intensity",
+        "baseline",
+        "occupancy-normalised",
+        "anomalies",
+        "top-consumers",
+    }
+
+    meter = await make_sensor("Halle", "Zähler", "electricity", "kW")
+    other = await make_sensor("Depot", "Zähler", "electricity", "kW")
+    await make_sensor("Depot 2", "Raum", "temperature", "°C")
+    rule = {"sensorId": other["id"], "name": "Last", "condition": "above", "threshold": 50}
+    await create(client, manager, "/alerts/rules", rule)
+    now = datetime.now(UTC).replace(microsecond=0)
+    await post_readings(
+        client,
+        manager,
+        meter["id"],
+        [(now - timedelta(hours=3), 10.0), (now - timedelta(hours=3, minutes=15), 20.0)],
+    )
+    await post_readings(client, manager, meter["id"], [(now - timedelta(days=3), 7.0)])
+    await post_readings(client, manager, other["id"], [(now - timedelta(minutes=5), 60.0)])
+
+    data = await get_data(client, reader, "")
+    assert (data["buildings"], data["sensors"]) == (3, 3)
+    assert data["sensorsByKind"] == {"electricity": 2, "temperature": 1}
+    assert (data["openAlerts"], data["acknowledgedAlerts"]) == (1, 0)
+    day, week = data["energyLast24Hours"], data["energyLast7Days"]
+    # Hourly means summed (as every report does); the window ends with the current hour.
+    hours = {(now - timedelta(hours=3)).hour, (now - timedelta(hours=3, minutes=15)).hour}
+    expected_day = 60.0 + (15.0 if len(hours) == 1 else 30.0)
+    assert day["kwh"] == pytest.approx(expected_day)
+    assert week["kwh"] == pytest.approx(expected_day + 7.0)
+    end = datetime.fromisoformat(day["to"])
+    assert end.minute == 0 and end - datetime.fromisoformat(day["from"]) == timedelta(days=1)
+    assert week["to"] == day["to"]

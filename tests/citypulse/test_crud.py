@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import httpx
@@ -74,7 +75,14 @@ async def test_building_list_filters_sort_and_cursor(
 
 @pytest.mark.parametrize(
     "body",
-    [{}, {"name": ""}, {"name": "x", "floorAreaM2": -5}, {"name": "x" * 201}, {"name": 5}],
+    [
+        {},
+        {"name": ""},
+        {"name": "x", "floorAreaM2": -5},
+        {"name": "x", "floorAreaM2": 1e8},  # beyond any building
+        {"name": "x" * 201},
+        {"name": 5},
+    ],
 )
 async def test_building_bad_input(
     client: httpx.AsyncClient, manager: dict[str, str], body: dict
@@ -86,15 +94,89 @@ async def test_building_bad_input(
     assert listed.json()["data"]["items"] == []
 
 
+@pytest.mark.parametrize("number", [b"1e999", b"-1e999", b"NaN", b"Infinity"])
+async def test_non_finite_floor_area_is_refused(
+    client: httpx.AsyncClient, manager: dict[str, str], number: bytes
+) -> None:
+    # JSON's 1e999 parses as infinity: it was stored (shown as null) and made the
+    # energy intensity 0.0 instead of the documented 422.
+    headers = manager | {"Content-Type": "application/json"}
+    created = await client.post(
+        f"{BASE}/buildings",
+        content=b'{"name": "x", "floorAreaM2": ' + number + b"}",
+        headers=headers,
+    )
+    assert created.status_code == 422, created.text
+    assert "floorAreaM2" in created.json()["errors"]
+    building = await _building(client, manager)
+    patched = await client.patch(
+        f"{BASE}/buildings/{building['id']}",
+        content=b'{"floorAreaM2": ' + number + b"}",
+        headers=headers,
+    )
+    assert patched.status_code == 422, patched.text
+    got = await client.get(f"{BASE}/buildings/{building['id']}", headers=manager)
+    assert got.json()["data"]["floorAreaM2"] == 1200.0
+
+
 @pytest.mark.parametrize(
-    "params", [{"sort": "secret"}, {"limit": 0}, {"limit": 1000}, {"cursor": "!!notbase64"}]
+    ("params", "status", "field"),
+    [
+        ({"sort": "secret"}, 422, "sort"),
+        ({"sort": "-"}, 422, "sort"),
+        ({"limit": 0}, 422, "limit"),
+        ({"limit": 1000}, 422, "limit"),
+        ({"cursor": "!!notbase64"}, 400, None),
+        # A huge offset overflowed the database's integers (a 500).
+        ({"cursor": base64.urlsafe_b64encode(b"9" * 30).decode()}, 400, None),
+        ({"cursor": base64.urlsafe_b64encode(b"-5").decode()}, 400, None),
+        ({"cursor": base64.urlsafe_b64encode(b"\xff").decode()}, 400, None),
+    ],
 )
 async def test_building_list_bad_params(
-    client: httpx.AsyncClient, manager: dict[str, str], params: dict
+    client: httpx.AsyncClient,
+    manager: dict[str, str],
+    params: dict,
+    status: int,
+    field: str | None,
 ) -> None:
     response = await client.get(f"{BASE}/buildings", params=params, headers=manager)
-    assert response.status_code in (400, 422)
-    assert response.json()["success"] is False
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["success"] is False and body["statusCode"] == status
+    if field is not None:  # validation answers name the parameter, as FastAPI's own do
+        assert body["error"] == "ValidationError" and field in body["errors"], body
+    else:
+        assert body["message"] == "Invalid cursor"
+
+
+async def test_name_search_treats_wildcards_as_characters(
+    client: httpx.AsyncClient, manager: dict[str, str]
+) -> None:
+    plain = await _building(client, manager, name="Rathaus", city="Berlin")
+    percent = await _building(client, manager, name="100% Ökostrom", city="Bonn")
+    underscore = await _building(client, manager, name="Haus_B", city="Köln", address="a\\b")
+
+    async def names(**params: str) -> list[str]:
+        listed = await client.get(f"{BASE}/buildings", params=params, headers=manager)
+        assert listed.status_code == 200, listed.text
+        return [b["id"] for b in listed.json()["data"]["items"]]
+
+    assert await names(q="%") == [percent["id"]]
+    assert await names(q="_") == [underscore["id"]]
+    assert await names(q="\\") == []
+    assert await names(q="rat") == [plain["id"]]
+
+    async def found(query: str) -> list[str]:
+        response = await client.get(
+            "/api/v1/search", params={"q": query, "kind": "buildings"}, headers=manager
+        )
+        assert response.status_code == 200, response.text
+        return [r["id"] for r in response.json()["data"]["results"]]
+
+    assert await found("%") == [percent["id"]]
+    assert await found("_") == [underscore["id"]]
+    assert await found("\\") == [underscore["id"]]  # in its address
 
 
 async def test_requires_auth(client: httpx.AsyncClient) -> None:
@@ -137,7 +219,13 @@ async def test_sensor_crud(
     null_unit = await client.patch(
         f"{BASE}/sensors/{sensor['id']}", json={"unit": None}, headers=manager
     )
-    assert null_unit.status_code == 400
+    assert null_unit.status_code == 422 and null_unit.json()["errors"] == {
+        "unit": ["cannot be null"]
+    }
+    null_name = await client.patch(
+        f"{BASE}/buildings/{building['id']}", json={"name": None}, headers=manager
+    )
+    assert null_name.status_code == 422 and "name" in null_name.json()["errors"]
 
     # Deleting the building removes its sensors.
     await client.delete(f"{BASE}/buildings/{building['id']}", headers=manager)

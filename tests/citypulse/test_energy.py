@@ -131,34 +131,157 @@ async def test_energy_for_a_year_matches_plain_python(
 
 
 @pytest.mark.parametrize(
-    "params",
+    ("params", "status", "field"),
     [
-        {"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"},
-        {"building": "nope", "from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"},
-        {"building": "B", "from": "2026-01-02T00:00:00Z", "to": "2026-01-01T00:00:00Z"},
-        {
-            "building": "B",
-            "from": "2026-01-01T00:00:00Z",
-            "to": "2026-01-02T00:00:00Z",
-            "step": "2h",
-        },
-        {
-            "building": "B",
-            "from": "2000-01-01T00:00:00Z",
-            "to": "2026-01-02T00:00:00Z",
-            "step": "5m",
-        },
+        (
+            {"building": "nope", "from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"},
+            404,
+            None,
+        ),
+        (
+            {"building": "B", "from": "2026-01-02T00:00:00Z", "to": "2026-01-01T00:00:00Z"},
+            422,
+            "to",
+        ),
+        ({"from": "2026-01-02T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, 422, "to"),
+        ({"from": "2099-01-01T00:00:00Z"}, 422, "to"),  # after the default `to`
+        (
+            {
+                "building": "B",
+                "from": "2026-01-01T00:00:00Z",
+                "to": "2026-01-02T00:00:00Z",
+                "step": "2h",
+            },
+            422,
+            "step",
+        ),
+        (
+            {
+                "building": "B",
+                "from": "2000-01-01T00:00:00Z",
+                "to": "2026-01-02T00:00:00Z",
+                "step": "5m",
+            },
+            422,
+            "step",
+        ),
+        # Out of a datetime's range once in UTC (500s before).
+        ({"building": "B", "from": "0001-01-01T00:00:00+05:00"}, 422, "from"),
+        ({"building": "B", "to": "9999-12-31T23:59:59-05:00"}, 422, "to"),
+        ({"from": "0001-01-01T00:00:00+05:00", "to": "0001-01-02T00:00:00Z"}, 422, "from"),
     ],
 )
 async def test_energy_bad_input(
-    client: httpx.AsyncClient, manager: dict[str, str], params: dict
+    client: httpx.AsyncClient,
+    manager: dict[str, str],
+    params: dict,
+    status: int,
+    field: str | None,
 ) -> None:
     building = await client.post(f"{BASE}/buildings", json={"name": "B"}, headers=manager)
     if params.get("building") == "B":
         params = params | {"building": building.json()["data"]["id"]}
     response = await client.get(f"{BASE}/energy", params=params, headers=manager)
-    assert response.status_code in (400, 404, 422)
-    assert response.json()["success"] is False
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["success"] is False
+    if field is not None:  # 422 in the validation envelope, like FastAPI's own checks
+        assert body["error"] == "ValidationError" and field in body["errors"], body
+
+
+async def test_energy_at_the_ends_of_time(
+    client: httpx.AsyncClient, manager: dict[str, str]
+) -> None:
+    # The period before `from` would start before year 1 (a 500 before): it is cut there.
+    building = await client.post(f"{BASE}/buildings", json={"name": "Alt"}, headers=manager)
+    first_day = {
+        "building": building.json()["data"]["id"],
+        "from": "0001-01-01T00:00:00Z",
+        "to": "0001-01-02T00:00:00Z",
+    }
+    response = await client.get(f"{BASE}/energy", params=first_day, headers=manager)
+    assert response.status_code == 200, response.text
+    report = response.json()["data"]
+    assert report["from"] == "0001-01-01T00:00:00Z" and report["buckets"] == []
+    assert report["comparison"]["previousFrom"] == "0001-01-01T00:00:00Z"
+    assert report["comparison"]["previousKwh"] == 0
+    last_day = {"from": "9999-12-31T00:00:00Z", "to": "9999-12-31T23:59:59.999Z"}
+    response = await client.get(f"{BASE}/energy", params=last_day, headers=manager)
+    assert response.status_code == 200, response.text
+    assert response.json()["data"]["comparison"]["previousFrom"] == "9999-12-30T00:00:00.001000Z"
+
+
+async def test_energy_without_parameters_covers_every_building_for_the_last_day(
+    client: httpx.AsyncClient, manager: dict[str, str]
+) -> None:
+    async def building(name: str) -> str:
+        created = await client.post(f"{BASE}/buildings", json={"name": name}, headers=manager)
+        return str(created.json()["data"]["id"])
+
+    a, b = await building("Alpha"), await building("Beta")
+    a1, a2 = (
+        await _sensor(client, manager, a, "electricity"),
+        await _sensor(client, manager, a, "electricity"),
+    )
+    b1 = await _sensor(client, manager, b, "electricity")
+    now = datetime.now(UTC).replace(microsecond=0)
+    earlier, recent, yesterday = (
+        now - timedelta(hours=2),
+        now - timedelta(minutes=30),
+        now - timedelta(hours=30),
+    )
+    for sensor_id, moment, kw in [
+        (a1, earlier, 10.0),
+        (a2, earlier, 4.0),
+        (b1, earlier, 5.0),
+        (a1, recent, 8.0),
+        (a1, yesterday, 100.0),  # before the default window: the comparison period
+    ]:
+        response = await client.post(
+            f"{BASE}/sensors/{sensor_id}/readings",
+            json={"timestamp": _iso(moment), "value": kw},
+            headers=manager,
+        )
+        assert response.status_code == 201, response.text
+
+    response = await client.get(f"{BASE}/energy", headers=manager)
+    assert response.status_code == 200, response.text
+    report = response.json()["data"]
+    end = datetime.fromisoformat(report["to"])
+    # The 24 hours up to the end of the hour in progress: whole hourly buckets.
+    assert end - datetime.fromisoformat(report["from"]) == timedelta(hours=24)
+    assert end.minute == end.second == 0 and timedelta(0) < end - now <= timedelta(hours=1)
+    assert report["buildingId"] is None and report["step"] == "1h"
+
+    def hour(moment: datetime) -> str:
+        return _iso(moment.replace(minute=0, second=0))
+
+    by_bucket = {bucket["timestamp"]: bucket for bucket in report["buckets"]}
+    assert by_bucket[hour(earlier)]["kwh"] == 19.0
+    assert by_bucket[hour(earlier)]["peakKw"] == 19.0  # every building at one instant
+    assert by_bucket[hour(recent)]["kwh"] == 8.0
+    assert report["totals"]["kwh"] == 27.0 and report["totals"]["peakKw"] == 19.0
+    assert report["comparison"]["previousKwh"] == 100.0
+    assert [(x["buildingId"], x["name"], x["kwh"], x["peakKw"]) for x in report["buildings"]] == [
+        (a, "Alpha", 22.0, 14.0),
+        (b, "Beta", 5.0, 5.0),
+    ]
+
+    one = await client.get(f"{BASE}/energy", params={"building": b}, headers=manager)
+    assert one.status_code == 200, one.text
+    only_b = one.json()["data"]
+    assert only_b["buildingId"] == b and only_b["totals"]["kwh"] == 5.0
+    assert [x["buildingId"] for x in only_b["buildings"]] == [b]
+    assert only_b["comparison"]["previousKwh"] == 0
+
+    # `to` alone: the 24 hours before it; a step of a day: the day in progress.
+    until = _iso(now - timedelta(hours=1))
+    ending = await client.get(f"{BASE}/energy", params={"to": until}, headers=manager)
+    assert ending.json()["data"]["from"] == _iso(now - timedelta(hours=25))
+    assert ending.json()["data"]["totals"]["kwh"] == 19.0
+    daily = (await client.get(f"{BASE}/energy", params={"step": "1d"}, headers=manager)).json()
+    day_end = datetime.fromisoformat(daily["data"]["to"])
+    assert day_end.hour == 0 and timedelta(0) < day_end - now <= timedelta(days=1)
 
 
 async def test_get_answers_carry_weak_etag_and_304(

@@ -95,43 +95,97 @@ async def test_a_receive_stamped_reading_never_replaces_a_stored_one(
     assert len({p["timestamp"] for p in points}) == 3
 
 
+def _in(delta: timedelta) -> str:
+    return _iso(datetime.now(UTC).replace(microsecond=0) + delta)
+
+
 @pytest.mark.parametrize(
-    "body",
+    ("body", "field"),
     [
-        {"value": 1},
-        {"timestamp": "yesterday", "value": 1},
-        {"timestamp": "2026-01-01T00:00:00Z", "value": "NaN"},
-        {"readings": []},
-        {"readings": [{"timestamp": "2026-01-01T00:00:00Z", "value": 1}] * 10_001},
+        ({"value": 1}, "timestamp"),
+        ({"timestamp": "yesterday", "value": 1}, "timestamp"),
+        ({"timestamp": "2026-01-01T00:00:00Z", "value": "NaN"}, "value"),
+        ({"readings": []}, "readings"),
+        ({"readings": [{"timestamp": "2026-01-01T00:00:00Z", "value": 1}] * 10_001}, "readings"),
+        # Out of any datetime's range in UTC: accepted before, then every query 500ed.
+        ({"timestamp": "0001-01-01T00:00:00+05:00", "value": 1}, "timestamp"),
+        ({"timestamp": "9999-12-31T23:59:59-05:00", "value": 1}, "timestamp"),
+        # Before 1970: integer division put these in the wrong bucket.
+        ({"timestamp": "1969-12-31T23:59:59.500Z", "value": 1}, "timestamp"),
+        # Far ahead: it would stay the sensor's latest reading (see test_alerts).
+        ({"timestamp": _in(timedelta(hours=1)), "value": 1}, "timestamp"),
+        ({"timestamp": "2100-01-01T00:00:00Z", "value": 1}, "timestamp"),
+        # Finite but absurd: sums over it overflowed to infinity (null in answers).
+        ({"timestamp": "2026-01-01T00:00:00Z", "value": 1e308}, "value"),
+        ({"timestamp": "2026-01-01T00:00:00Z", "value": -1e13}, "value"),
+        (
+            {
+                "readings": [
+                    {"timestamp": "2026-01-01T00:00:00Z", "value": 1},
+                    {"timestamp": "2026-01-01T00:01:00Z", "value": "warm"},
+                ]
+            },
+            "readings.1.value",
+        ),
+        (
+            {"readings": [{"timestamp": "0001-01-01T00:00:00+05:00", "value": 1}]},
+            "readings.0.timestamp",
+        ),
     ],
 )
 async def test_bad_readings_are_rejected(
-    client: httpx.AsyncClient, manager: dict[str, str], sensor: dict, body: dict
+    client: httpx.AsyncClient, manager: dict[str, str], sensor: dict, body: dict, field: str
 ) -> None:
     url = f"{BASE}/sensors/{sensor['id']}/readings"
     response = await client.post(url, json=body, headers=manager)
-    assert response.status_code == 422
-    window = {"from": "2020-01-01T00:00:00Z", "to": "2030-01-01T00:00:00Z"}
-    assert (await client.get(url, params=window, headers=manager)).json()["data"]["points"] == []
+    assert response.status_code == 422, response.text
+    # Named as the client spelled it, not after the union member tried (ReadingIn.value).
+    assert field in response.json()["errors"], response.json()["errors"]
+    assert not any("Reading" in name for name in response.json()["errors"])
+    window = {"from": "0001-01-01T00:00:00Z", "to": "9999-12-31T23:59:59Z"}
+    stored = await client.get(url, params=window, headers=manager)
+    assert stored.status_code == 200, stored.text
+    assert stored.json()["data"]["points"] == []
+
+
+async def test_readings_at_the_edges_of_the_accepted_range(
+    client: httpx.AsyncClient, manager: dict[str, str], sensor: dict
+) -> None:
+    url = f"{BASE}/sensors/{sensor['id']}/readings"
+    edges = ["1970-01-01T00:00:00Z", _in(timedelta(minutes=4)), "2026-01-01T00:00:00.123Z"]
+    body = {"readings": [{"timestamp": t, "value": 1e12} for t in edges]}
+    response = await client.post(url, json=body, headers=manager)
+    assert response.status_code == 201, response.text
+    window = {"from": "1969-01-01T00:00:00Z", "to": _in(timedelta(days=1))}
+    daily = await client.get(url, params=window | {"step": "1d", "agg": "max"}, headers=manager)
+    assert daily.status_code == 200, daily.text
+    points = daily.json()["data"]["points"]
+    assert points[0]["timestamp"] == "1970-01-01T00:00:00Z" and points[0]["value"] == 1e12
+    raw = await client.get(url, params=window, headers=manager)
+    assert "2026-01-01T00:00:00.123000Z" in [p["timestamp"] for p in raw.json()["data"]["points"]]
 
 
 @pytest.mark.parametrize(
-    "params",
+    ("params", "field"),
     [
-        {"from": "2026-01-02T00:00:00Z", "to": "2026-01-01T00:00:00Z"},
-        {"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z", "step": "7m"},
-        {"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z", "agg": "median"},
-        {"to": "2026-01-02T00:00:00Z"},
+        ({"from": "2026-01-02T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, "to"),
+        ({"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z", "step": "7m"}, "step"),
+        ({"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z", "agg": "median"}, "agg"),
+        ({"to": "2026-01-02T00:00:00Z"}, "from"),
+        ({"from": "0001-01-01T00:00:00+05:00", "to": "2026-01-02T00:00:00Z"}, "from"),
+        ({"from": "2026-01-01T00:00:00Z", "to": "9999-12-31T23:59:59-05:00"}, "to"),
     ],
 )
 async def test_bad_range_queries(
-    client: httpx.AsyncClient, manager: dict[str, str], sensor: dict, params: dict
+    client: httpx.AsyncClient, manager: dict[str, str], sensor: dict, params: dict, field: str
 ) -> None:
     response = await client.get(
         f"{BASE}/sensors/{sensor['id']}/readings", params=params, headers=manager
     )
-    assert response.status_code in (400, 422)
-    assert response.json()["success"] is False
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["success"] is False and body["error"] == "ValidationError"
+    assert field in body["errors"], body["errors"]
 
 
 async def test_readings_for_unknown_sensor(

@@ -167,11 +167,12 @@ async def test_building_room_receives_readings_energy_and_alerts(
             "kind": "electricity",
             "unit": "kW",
             "count": 2,
-            "timestamp": (T0 + timedelta(minutes=15)).isoformat(),
+            "timestamp": _iso(T0 + timedelta(minutes=15)),  # as REST writes it: Z, not +00:00
             "value": 150.0,
         }
         energy = await listener.next("energy:update")
         assert energy["buildingId"] == building_id and energy["powerKw"] == 150.0
+        assert energy["timestamp"] == _iso(T0 + timedelta(minutes=15))
         opened = await listener.next("alert:opened")
         assert opened["triggerValue"] == 150.0 and opened["status"] == "open"
         # The citypulse frontend room gets alerts of every building without subscribing.

@@ -302,6 +302,24 @@ async def test_bad_swarm_input_is_422(
     assert jobs.json()["data"]["items"] == []
 
 
+async def test_a_json_body_sent_as_text_plain_is_read(
+    client: httpx.AsyncClient,  # noqa: F811
+    user_headers: dict[str, str],
+) -> None:
+    # As a browser's fetch() sends a JSON.stringify'd body without a Content-Type.
+    body = json.dumps({"task": TASK, "agents": [{"name": "a", "model": "m"}]}).encode()
+    headers = {**user_headers, "Content-Type": "text/plain;charset=UTF-8"}
+    response = await client.post(ORCHESTRATE, content=body, headers=headers)
+    assert response.status_code == 202, response.text
+    job_id = response.json()["data"]["jobId"]
+    job = await wait_for_status(client, user_headers, job_id, {"COMPLETED", "FAILED"})
+    assert job["status"] == "COMPLETED", job
+    malformed = await client.post(ORCHESTRATE, content=b"{", headers=headers)
+    assert malformed.status_code == 400
+    invalid = await client.post(ORCHESTRATE, content=b'{"task": ""}', headers=headers)
+    assert invalid.status_code == 422 and {"task", "agents"} <= set(invalid.json()["errors"])
+
+
 async def test_unconfigured_provider_is_refused_before_a_job_exists(
     make_client: Any,
     providers: FakeProviders,  # noqa: F811

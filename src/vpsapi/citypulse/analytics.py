@@ -16,8 +16,10 @@ from sqlalchemy import Subquery, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vpsapi.citypulse.cache import ALL_BUILDINGS, AnalyticsCache
-from vpsapi.citypulse.models import Building, Reading, Sensor
+from vpsapi.citypulse.models import Alert, Building, Reading, Sensor
 from vpsapi.citypulse.schemas import (
+    AnalyticsOverview,
+    AnalyticsReportLink,
     Anomaly,
     AnomalyReport,
     BaselineBucket,
@@ -27,11 +29,21 @@ from vpsapi.citypulse.schemas import (
     OccupancyBucket,
     OccupancyReport,
     OccupancyTotals,
+    PortfolioEnergy,
     TopConsumer,
     TopConsumers,
 )
-from vpsapi.citypulse.service import STEP_MS, from_ms, get_building, get_sensor, to_ms
-from vpsapi.core.errors import BadRequest, Unprocessable
+from vpsapi.citypulse.service import (
+    STEP_MS,
+    check_range,
+    from_ms,
+    get_building,
+    get_sensor,
+    invalid,
+    to_ms,
+)
+from vpsapi.core.db import utcnow
+from vpsapi.core.errors import Unprocessable
 from vpsapi.core.schemas import CamelModel
 
 log = structlog.get_logger("vpsapi.citypulse.analytics")
@@ -50,13 +62,14 @@ MEAN_AD_FACTOR = 1.253314
 Model = TypeVar("Model", bound=CamelModel)
 
 
-def _window(start: datetime, end: datetime, width: int = HOUR_MS) -> tuple[int, int]:
-    start_ms, end_ms = to_ms(start), to_ms(end)
-    if end_ms <= start_ms:
-        raise BadRequest("'to' must be after 'from'")
+def _window(
+    start: datetime, end: datetime, width: int = HOUR_MS, field: str = "step"
+) -> tuple[int, int]:
+    start_ms, end_ms = check_range(start, end)
     if (end_ms - start_ms) // width > MAX_BUCKETS:
-        raise BadRequest(
-            f"Too many buckets: use a coarser step or a shorter range (at most {MAX_BUCKETS})"
+        raise invalid(
+            field,
+            f"Too many buckets: use a coarser step or a shorter range (at most {MAX_BUCKETS})",
         )
     return start_ms, end_ms
 
@@ -131,7 +144,7 @@ async def energy_intensity(
     area = building.floor_area_m2
     if not area:
         raise Unprocessable("The building has no floorAreaM2: set it to compute its intensity")
-    start_ms, end_ms = _window(start, end)
+    start_ms, end_ms = _window(start, end, field="to")
 
     async def compute() -> EnergyIntensity:
         hourly = _hourly("electricity", start_ms, end_ms, building_id)
@@ -266,9 +279,7 @@ async def anomalies(
     limit: int,
 ) -> AnomalyReport:
     sensor = await get_sensor(session, sensor_id)
-    start_ms, end_ms = to_ms(start), to_ms(end)
-    if end_ms <= start_ms:
-        raise BadRequest("'to' must be after 'from'")
+    start_ms, end_ms = check_range(start, end)
     where = (Reading.sensor_id == sensor_id, Reading.ts_ms >= start_ms, Reading.ts_ms < end_ms)
 
     async def compute() -> AnomalyReport:
@@ -393,7 +404,7 @@ async def top_consumers(
     by: str,
     limit: int,
 ) -> TopConsumers:
-    start_ms, end_ms = _window(start, end, DAY_MS)
+    start_ms, end_ms = _window(start, end, DAY_MS, field="to")
 
     async def compute() -> TopConsumers:
         hourly = _hourly("electricity", start_ms, end_ms)
@@ -437,3 +448,62 @@ async def top_consumers(
 
     params = {"from": start_ms, "to": end_ms, "by": by, "limit": limit}
     return await _cached(cache, ALL_BUILDINGS, "top", params, TopConsumers, compute)
+
+
+# ---- overview -------------------------------------------------------------------------
+
+
+async def _portfolio_energy(
+    session: AsyncSession, cache: AnalyticsCache, start_ms: int, end_ms: int
+) -> PortfolioEnergy:
+    async def compute() -> PortfolioEnergy:
+        hourly = _hourly("electricity", start_ms, end_ms)
+        kwh, hours = (
+            await session.execute(
+                select(func.sum(hourly.c.mean), func.count(func.distinct(hourly.c.hour)))
+            )
+        ).one()
+        return PortfolioEnergy(
+            from_=from_ms(start_ms),
+            to=from_ms(end_ms),
+            kwh=float(kwh or 0.0),
+            covered_hours=int(hours or 0),
+        )
+
+    params = {"from": start_ms, "to": end_ms}
+    return await _cached(cache, ALL_BUILDINGS, "portfolio", params, PortfolioEnergy, compute)
+
+
+async def overview(
+    session: AsyncSession, cache: AnalyticsCache, reports: list[AnalyticsReportLink]
+) -> AnalyticsOverview:
+    """Counts of the portfolio, and its energy in the last 24 hours and 7 days (whole UTC
+    hours up to the end of the current one, so the figures stay cacheable for the hour)."""
+    buildings = await session.scalar(select(func.count()).select_from(Building))
+    by_kind = dict(
+        (await session.execute(select(Sensor.kind, func.count()).group_by(Sensor.kind)))
+        .tuples()
+        .all()
+    )
+    alerts = dict(
+        (
+            await session.execute(
+                select(Alert.status, func.count())
+                .where(Alert.status.in_(("open", "acknowledged")))
+                .group_by(Alert.status)
+            )
+        )
+        .tuples()
+        .all()
+    )
+    end_ms = (to_ms(utcnow()) // HOUR_MS + 1) * HOUR_MS
+    return AnalyticsOverview(
+        buildings=int(buildings or 0),
+        sensors=sum(by_kind.values()),
+        sensors_by_kind={kind: int(count) for kind, count in sorted(by_kind.items())},
+        open_alerts=int(alerts.get("open", 0)),
+        acknowledged_alerts=int(alerts.get("acknowledged", 0)),
+        energy_last_24_hours=await _portfolio_energy(session, cache, end_ms - DAY_MS, end_ms),
+        energy_last_7_days=await _portfolio_energy(session, cache, end_ms - 7 * DAY_MS, end_ms),
+        reports=reports,
+    )

@@ -1,84 +1,168 @@
 """Energy aggregation: electricity sensors report power in kW; energy per bucket is the
 bucket's mean power (averaged in SQL per sensor) times its length in hours, summed over
-the building's sensors. Peak kW is the highest building-wide power at one instant."""
+the sensors of one building, or of every building. Peak kW is the highest power at one
+instant over the same sensors."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from vpsapi.citypulse.models import Reading, Sensor
-from vpsapi.citypulse.schemas import EnergyBucket, EnergyComparison, EnergyReport, EnergyTotals
-from vpsapi.citypulse.service import STEP_MS, from_ms, get_building, to_ms
-from vpsapi.core.errors import BadRequest
+from vpsapi.citypulse.models import Building, Reading, Sensor
+from vpsapi.citypulse.schemas import (
+    EnergyBucket,
+    EnergyBuilding,
+    EnergyComparison,
+    EnergyReport,
+    EnergyTotals,
+)
+from vpsapi.citypulse.service import (
+    MIN_MS,
+    STEP_MS,
+    from_ms,
+    get_building,
+    invalid,
+    to_ms,
+)
+from vpsapi.core.db import utcnow
 
 MAX_BUCKETS = 20_000
+HOUR_MS = 3_600_000
+DEFAULT_SPAN_MS = 24 * HOUR_MS
 
 
-async def _bucket_energy(
-    session: AsyncSession, building_id: str, start_ms: int, end_ms: int, width: int
-) -> dict[int, tuple[float, float]]:
-    """bucket start (ms) -> (kWh, peak kW)."""
-    sensor_ids = select(Sensor.id).where(
-        Sensor.building_id == building_id, Sensor.kind == "electricity"
-    )
-    in_range = (
-        Reading.sensor_id.in_(sensor_ids),
+def report_window(start: datetime | None, end: datetime | None, width: int) -> tuple[int, int]:
+    """`from`/`to` in ms. Unset, `to` is the end of the step bucket in progress (so the
+    last bucket is the current one, not cut short) and `from` 24 hours before `to`."""
+    end_ms = to_ms(end) if end is not None else (to_ms(utcnow()) // width + 1) * width
+    start_ms = to_ms(start) if start is not None else end_ms - DEFAULT_SPAN_MS
+    if end_ms <= start_ms:
+        raise invalid("to", "must be after 'from'")
+    if (end_ms - start_ms) // width > MAX_BUCKETS:
+        raise invalid("step", f"Too many buckets: use a coarser step (at most {MAX_BUCKETS})")
+    return start_ms, end_ms
+
+
+def _electricity(building_id: str | None, start_ms: int, end_ms: int) -> list[Any]:
+    where: list[Any] = [
+        Sensor.kind == "electricity",
         Reading.ts_ms >= start_ms,
         Reading.ts_ms < end_ms,
-    )
+    ]
+    if building_id is not None:
+        where.append(Sensor.building_id == building_id)
+    return where
+
+
+async def _energy(
+    session: AsyncSession, building_id: str | None, start_ms: int, end_ms: int, width: int
+) -> tuple[dict[int, float], dict[str, float]]:
+    """kWh per bucket start (ms) and per building."""
     bucket = ((Reading.ts_ms // width) * width).label("bucket")
-    hours = width / 3_600_000
-    energy: dict[int, float] = defaultdict(float)
+    hours = width / HOUR_MS
+    per_bucket: dict[int, float] = defaultdict(float)
+    per_building: dict[str, float] = defaultdict(float)
     means = await session.execute(
-        select(bucket, func.avg(Reading.value)).where(*in_range).group_by(bucket, Reading.sensor_id)
+        select(bucket, Sensor.building_id, func.avg(Reading.value))
+        .join(Sensor, Sensor.id == Reading.sensor_id)
+        .where(*_electricity(building_id, start_ms, end_ms))
+        .group_by(bucket, Reading.sensor_id, Sensor.building_id)
     )
-    for start, mean_kw in means:
-        energy[int(start)] += float(mean_kw) * hours
+    for start, owner, mean_kw in means:
+        kwh = float(mean_kw) * hours
+        per_bucket[int(start)] += kwh
+        per_building[owner] += kwh
+    return per_bucket, per_building
+
+
+async def _peaks(
+    session: AsyncSession, building_id: str | None, start_ms: int, end_ms: int, width: int
+) -> tuple[dict[int, float], dict[str, float]]:
+    """Highest power at one instant per bucket (summed over the scope) and per building."""
     instant = (
-        select(Reading.ts_ms.label("ts"), func.sum(Reading.value).label("kw"))
-        .where(*in_range)
-        .group_by(Reading.ts_ms)
+        select(
+            Sensor.building_id.label("building_id"),
+            Reading.ts_ms.label("ts"),
+            func.sum(Reading.value).label("kw"),
+        )
+        .join(Sensor, Sensor.id == Reading.sensor_id)
+        .where(*_electricity(building_id, start_ms, end_ms))
+        .group_by(Sensor.building_id, Reading.ts_ms)
         .subquery()
     )
-    peak_bucket = (instant.c.ts // width) * width
-    peaks = await session.execute(select(peak_bucket, func.max(instant.c.kw)).group_by(peak_bucket))
-    peak = {int(start): float(kw) for start, kw in peaks}
-    return {start: (kwh, peak.get(start, 0.0)) for start, kwh in energy.items()}
+    scope = (
+        select(instant.c.ts, func.sum(instant.c.kw).label("kw")).group_by(instant.c.ts).subquery()
+    )
+    peak_bucket = (scope.c.ts // width) * width
+    per_bucket = await session.execute(
+        select(peak_bucket, func.max(scope.c.kw)).group_by(peak_bucket)
+    )
+    per_building = await session.execute(
+        select(instant.c.building_id, func.max(instant.c.kw)).group_by(instant.c.building_id)
+    )
+    return (
+        {int(start): float(kw) for start, kw in per_bucket},
+        {owner: float(kw) for owner, kw in per_building},
+    )
 
 
 async def energy_report(
     session: AsyncSession,
-    building_id: str,
+    building_id: str | None,
     *,
-    start: datetime,
-    end: datetime,
+    start: datetime | None,
+    end: datetime | None,
     step: str,
     tariff: float,
     currency: str,
 ) -> EnergyReport:
-    await get_building(session, building_id)
-    start_ms, end_ms = to_ms(start), to_ms(end)
-    if end_ms <= start_ms:
-        raise BadRequest("'to' must be after 'from'")
+    """One building's energy, or (building_id None) every building's together."""
+    if building_id is not None:
+        await get_building(session, building_id)
     width = STEP_MS[step]
-    if (end_ms - start_ms) // width > MAX_BUCKETS:
-        raise BadRequest(f"Too many buckets: use a coarser step (at most {MAX_BUCKETS})")
-    current = await _bucket_energy(session, building_id, start_ms, end_ms, width)
-    span = end_ms - start_ms
-    previous = await _bucket_energy(session, building_id, start_ms - span, start_ms, width)
+    start_ms, end_ms = report_window(start, end, width)
+    current, by_building = await _energy(session, building_id, start_ms, end_ms, width)
+    peaks, building_peaks = await _peaks(session, building_id, start_ms, end_ms, width)
+    # The same-length period before `from`, cut at the earliest moment a date can hold.
+    previous_start = max(start_ms - (end_ms - start_ms), MIN_MS)
+    previous, _ = await _energy(session, building_id, previous_start, start_ms, width)
+    names = dict(
+        (
+            await session.execute(
+                select(Building.id, Building.name).where(Building.id.in_(list(by_building)))
+            )
+        )
+        .tuples()
+        .all()
+    )
 
     buckets = [
         EnergyBucket(
-            timestamp=from_ms(ts), kwh=round(kwh, 6), peak_kw=peak, cost=round(kwh * tariff, 4)
+            timestamp=from_ms(ts),
+            kwh=round(kwh, 6),
+            peak_kw=peaks.get(ts, 0.0),
+            cost=round(kwh * tariff, 4),
         )
-        for ts, (kwh, peak) in sorted(current.items())
+        for ts, kwh in sorted(current.items())
     ]
-    total_kwh = sum(kwh for kwh, _ in current.values())
-    previous_kwh = sum(kwh for kwh, _ in previous.values())
+    buildings = [
+        EnergyBuilding(
+            building_id=owner,
+            name=names.get(owner, ""),
+            kwh=round(kwh, 6),
+            peak_kw=building_peaks.get(owner, 0.0),
+            cost=round(kwh * tariff, 4),
+        )
+        for owner, kwh in sorted(
+            by_building.items(), key=lambda item: (-item[1], names.get(item[0], ""), item[0])
+        )
+    ]
+    total_kwh = sum(current.values())
+    previous_kwh = sum(previous.values())
     change = total_kwh - previous_kwh
     return EnergyReport(
         building_id=building_id,
@@ -90,14 +174,15 @@ async def energy_report(
         buckets=buckets,
         totals=EnergyTotals(
             kwh=round(total_kwh, 6),
-            peak_kw=max((peak for _, peak in current.values()), default=0.0),
+            peak_kw=max(peaks.values(), default=0.0),
             cost=round(total_kwh * tariff, 4),
         ),
         comparison=EnergyComparison(
-            previous_from=from_ms(start_ms - span),
+            previous_from=from_ms(previous_start),
             previous_to=from_ms(start_ms),
             previous_kwh=round(previous_kwh, 6),
             change_kwh=round(change, 6),
             change_percent=round(change / previous_kwh * 100, 3) if previous_kwh else None,
         ),
+        buildings=buildings,
     )

@@ -4,8 +4,10 @@ store, evaluate alert rules, count, and tell real-time clients after the commit.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Literal
 
+from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vpsapi.citypulse import alerts, service
@@ -15,6 +17,12 @@ from vpsapi.citypulse.runtime import CityPulseRuntime, building_room
 from vpsapi.citypulse.schemas import AlertOut, ReadingIn
 
 Transport = Literal["http", "mqtt"]
+# Event timestamps as REST answers carry them: UTC with `Z`, to the stored millisecond.
+_MOMENT = TypeAdapter(datetime)
+
+
+def _stamp(moment: datetime) -> Any:
+    return _MOMENT.dump_python(service.from_ms(service.to_ms(moment)), mode="json")
 
 
 async def record_readings(
@@ -48,7 +56,7 @@ def _announce_readings(
         "kind": sensor.kind,
         "unit": sensor.unit,
         "count": len(readings),
-        "timestamp": latest.timestamp.isoformat(),
+        "timestamp": _stamp(latest.timestamp),
         "value": latest.value,
     }
     runtime.emit(session, "sensor:reading", payload, rooms)

@@ -31,7 +31,7 @@ from pydantic import AliasChoices, Field, TypeAdapter, ValidationError
 from vpsapi.citypulse import ingest, service
 from vpsapi.citypulse.metrics import MQTT_CONNECTED, MQTT_MESSAGES
 from vpsapi.citypulse.runtime import CityPulseRuntime
-from vpsapi.citypulse.schemas import ReadingIn
+from vpsapi.citypulse.schemas import ReadingIn, ReadingTime, ReadingValue
 from vpsapi.config import Settings
 from vpsapi.core.db import Database
 from vpsapi.core.errors import NotFound
@@ -46,12 +46,15 @@ BACKOFF_START, BACKOFF_MAX = 0.5, 30.0
 
 
 class MqttReading(CamelModel):
-    value: float = Field(allow_inf_nan=False)
-    time: datetime | None = Field(default=None, validation_alias=AliasChoices("time", "timestamp"))
+    value: ReadingValue
+    # Bounded as over HTTP: 1970 to a few minutes ahead.
+    time: ReadingTime | None = Field(
+        default=None, validation_alias=AliasChoices("time", "timestamp")
+    )
 
 
 _PAYLOAD = TypeAdapter(
-    float | MqttReading | list[MqttReading]  # bare number, one object, or a list
+    ReadingValue | MqttReading | list[MqttReading]  # bare number, one object, or a list
 )
 
 

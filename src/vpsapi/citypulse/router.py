@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -17,6 +16,8 @@ from vpsapi.citypulse.schemas import (
     AlertOut,
     AlertRuleIn,
     AlertRuleOut,
+    AnalyticsOverview,
+    AnalyticsReportLink,
     AnalyticsStep,
     AnomalyReport,
     BaselineMethod,
@@ -29,7 +30,7 @@ from vpsapi.citypulse.schemas import (
     IngestResult,
     OccupancyReport,
     ReadingBatchIn,
-    ReadingIn,
+    ReadingsBody,
     ReadingSeries,
     SensorIn,
     SensorKind,
@@ -39,7 +40,7 @@ from vpsapi.citypulse.schemas import (
     TopConsumers,
 )
 from vpsapi.core.db import SessionDep
-from vpsapi.core.schemas import V1_ERROR_RESPONSES, Envelope, Page, envelope
+from vpsapi.core.schemas import V1_ERROR_RESPONSES, Envelope, Page, UtcDatetime, envelope
 
 router = APIRouter(
     prefix="/api/v1/citypulse",
@@ -152,7 +153,7 @@ async def delete_sensor(sensor_id: str, session: SessionDep, _: ManagerUser) -> 
 )
 async def ingest_readings(
     sensor_id: str,
-    body: ReadingIn | ReadingBatchIn,
+    body: ReadingsBody,
     session: SessionDep,
     runtime: RuntimeDep,
     _: ManagerUser,
@@ -167,8 +168,8 @@ async def query_readings(
     sensor_id: str,
     session: SessionDep,
     _: CurrentPrincipal,
-    start: Annotated[datetime, Query(alias="from")],
-    end: Annotated[datetime, Query(alias="to")],
+    start: Annotated[UtcDatetime, Query(alias="from")],
+    end: Annotated[UtcDatetime, Query(alias="to")],
     step: Step | None = None,
     agg: Aggregate = "avg",
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
@@ -184,9 +185,14 @@ async def energy_usage(
     request: Request,
     session: SessionDep,
     _: CurrentPrincipal,
-    building: str,
-    start: Annotated[datetime, Query(alias="from")],
-    end: Annotated[datetime, Query(alias="to")],
+    building: Annotated[str | None, Query(description="omit for every building together")] = None,
+    start: Annotated[
+        UtcDatetime | None, Query(alias="from", description="default: 24 hours before `to`")
+    ] = None,
+    end: Annotated[
+        UtcDatetime | None,
+        Query(alias="to", description="default: the end of the current step (e.g. hour)"),
+    ] = None,
     step: Step = "1h",
 ) -> Envelope[EnergyReport]:
     settings = request.app.state.settings
@@ -204,8 +210,51 @@ async def energy_usage(
 
 # ---- analytics (definitions in docs/citypulse.md) --------------------------------------
 
-From = Annotated[datetime, Query(alias="from")]
-To = Annotated[datetime, Query(alias="to")]
+From = Annotated[UtcDatetime, Query(alias="from")]
+To = Annotated[UtcDatetime, Query(alias="to")]
+_ANALYTICS = f"{router.prefix}/analytics"
+ANALYTICS_REPORTS = [
+    AnalyticsReportLink(name=name, path=f"{_ANALYTICS}{path}", query=query, description=text)
+    for name, path, query, text in (
+        (
+            "energy-intensity",
+            "/buildings/{buildingId}/energy-intensity",
+            "from, to",
+            "kWh per m² per year, extrapolated from the hours with data",
+        ),
+        (
+            "baseline",
+            "/buildings/{buildingId}/baseline",
+            "from, to, step (1h|1d), method (previous-year|trailing), weeks",
+            "energy per bucket against the same bucket a year or some weeks earlier",
+        ),
+        (
+            "occupancy-normalised",
+            "/buildings/{buildingId}/occupancy-normalised",
+            "from, to, step (1h|1d)",
+            "energy per person-hour counted by occupancy sensors",
+        ),
+        (
+            "anomalies",
+            "/sensors/{sensorId}/anomalies",
+            "from, to, threshold, limit",
+            "readings far from the sensor's median (robust z-score)",
+        ),
+        (
+            "top-consumers",
+            "/top-consumers",
+            "from, to, by (kwh|intensity), limit",
+            "buildings ranked by energy or by energy per m²",
+        ),
+    )
+]
+
+
+@router.get("/analytics", response_model=Envelope[AnalyticsOverview])
+async def analytics_overview(
+    session: SessionDep, runtime: RuntimeDep, _: CurrentPrincipal
+) -> Envelope[AnalyticsOverview]:
+    return envelope(await analytics.overview(session, runtime.cache, ANALYTICS_REPORTS))
 
 
 @router.get(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field, ValidatorFunctionWrapHandler, WrapValidator
 
-from vpsapi.core.schemas import CamelModel
+from vpsapi.core.schemas import CamelModel, UtcDatetime
 
 SensorKind = Literal[
     "electricity", "gas", "water", "heat", "temperature", "humidity", "co2", "occupancy"
@@ -15,13 +15,39 @@ SensorKind = Literal[
 Step = Literal["5m", "1h", "1d"]
 Aggregate = Literal["avg", "min", "max", "last"]
 
+# Far beyond any building; bounds keep sums and ratios finite (1e999 parses as infinity).
+MAX_FLOOR_AREA_M2 = 10_000_000
+FloorArea = Annotated[float, Field(gt=0, le=MAX_FLOOR_AREA_M2, allow_inf_nan=False)]
+# Beyond any meter; sums over any number of such readings stay far from float overflow.
+MAX_READING_VALUE = 1e12
+ReadingValue = Annotated[
+    float, Field(ge=-MAX_READING_VALUE, le=MAX_READING_VALUE, allow_inf_nan=False)
+]
+# A device clock may run a little fast; a reading much further ahead would stay "latest"
+# until then and so decide every alert evaluation of its sensor.
+FUTURE_TOLERANCE = timedelta(minutes=5)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _plausible_reading_time(moment: datetime) -> datetime:
+    if moment < EPOCH:
+        raise ValueError("must not be before 1970-01-01T00:00:00Z")
+    if moment > datetime.now(UTC) + FUTURE_TOLERANCE:
+        raise ValueError("must not be more than 5 minutes in the future")
+    return moment
+
+
+# Between 1970 and now + 5 minutes: readings before 1970 had no sound bucket (negative
+# epoch ms), and out-of-range moments broke every query covering them.
+ReadingTime = Annotated[UtcDatetime, AfterValidator(_plausible_reading_time)]
+
 
 class BuildingIn(CamelModel):
     name: str = Field(min_length=1, max_length=200)
     address: str | None = Field(default=None, max_length=500)
     city: str | None = Field(default=None, max_length=120)
     building_type: str | None = Field(default=None, max_length=60)
-    floor_area_m2: float | None = Field(default=None, gt=0)
+    floor_area_m2: FloorArea | None = None
 
 
 class BuildingPatch(CamelModel):
@@ -29,7 +55,7 @@ class BuildingPatch(CamelModel):
     address: str | None = Field(default=None, max_length=500)
     city: str | None = Field(default=None, max_length=120)
     building_type: str | None = Field(default=None, max_length=60)
-    floor_area_m2: float | None = Field(default=None, gt=0)
+    floor_area_m2: FloorArea | None = None
 
 
 class BuildingOut(CamelModel):
@@ -65,12 +91,24 @@ class SensorOut(CamelModel):
 
 
 class ReadingIn(CamelModel):
-    timestamp: datetime
-    value: float = Field(allow_inf_nan=False)
+    timestamp: ReadingTime
+    value: ReadingValue
 
 
 class ReadingBatchIn(CamelModel):
     readings: list[ReadingIn] = Field(min_length=1, max_length=10_000)
+
+
+def _one_or_batch(value: Any, _: ValidatorFunctionWrapHandler) -> ReadingIn | ReadingBatchIn:
+    """Validate as the one shape the body means, so errors name its fields (`value`,
+    `readings.0.value`), not both union members (`ReadingIn.value`)."""
+    if isinstance(value, dict) and "readings" in value:
+        return ReadingBatchIn.model_validate(value)
+    return ReadingIn.model_validate(value)
+
+
+# One reading or a batch; the union is kept for the OpenAPI schema.
+ReadingsBody = Annotated[ReadingIn | ReadingBatchIn, WrapValidator(_one_or_batch)]
 
 
 class IngestResult(CamelModel):
@@ -111,8 +149,16 @@ class EnergyComparison(CamelModel):
     change_percent: float | None
 
 
-class EnergyReport(CamelModel):
+class EnergyBuilding(CamelModel):
     building_id: str
+    name: str
+    kwh: float
+    peak_kw: float
+    cost: float
+
+
+class EnergyReport(CamelModel):
+    building_id: str | None = Field(description="null: every building together")
     from_: datetime = Field(alias="from")
     to: datetime
     step: str
@@ -121,6 +167,9 @@ class EnergyReport(CamelModel):
     buckets: list[EnergyBucket]
     totals: EnergyTotals
     comparison: EnergyComparison
+    buildings: list[EnergyBuilding] = Field(
+        description="per building with electricity readings in the period, most kWh first"
+    )
 
 
 # ---- analytics -------------------------------------------------------------------------
@@ -226,6 +275,33 @@ class TopConsumers(CamelModel):
     to: datetime
     by: str
     items: list[TopConsumer]
+
+
+class PortfolioEnergy(CamelModel):
+    from_: datetime = Field(alias="from")
+    to: datetime
+    kwh: float
+    covered_hours: int
+
+
+class AnalyticsReportLink(CamelModel):
+    name: str
+    path: str
+    query: str
+    description: str
+
+
+class AnalyticsOverview(CamelModel):
+    """The portfolio at a glance, and where the detailed reports are."""
+
+    buildings: int
+    sensors: int
+    sensors_by_kind: dict[str, int]
+    open_alerts: int
+    acknowledged_alerts: int
+    energy_last_24_hours: PortfolioEnergy
+    energy_last_7_days: PortfolioEnergy
+    reports: list[AnalyticsReportLink]
 
 
 class AlertRuleIn(CamelModel):

@@ -16,14 +16,13 @@ class BuildingSearch:
     async def search(
         self, session: AsyncSession, principal: Principal, query: str, limit: int
     ) -> list[SearchHit]:
-        pattern = f"%{query}%"
         rows = await session.scalars(
             select(Building)
             .where(
-                or_(
-                    Building.name.ilike(pattern),
-                    Building.city.ilike(pattern),
-                    Building.address.ilike(pattern),
+                or_(  # autoescape: % and _ in the query are plain characters, not wildcards
+                    Building.name.icontains(query, autoescape=True),
+                    Building.city.icontains(query, autoescape=True),
+                    Building.address.icontains(query, autoescape=True),
                 )
             )
             .order_by(Building.name, Building.id)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+from pydantic.alias_generators import to_camel
 from sqlalchemy import (
     BigInteger,
     Float,
@@ -23,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from vpsapi.citypulse.models import Building, Reading, Sensor
 from vpsapi.citypulse.schemas import (
+    EPOCH,
     BuildingIn,
     BuildingPatch,
     ReadingIn,
@@ -31,7 +33,7 @@ from vpsapi.citypulse.schemas import (
     SensorPatch,
 )
 from vpsapi.core.db import utcnow
-from vpsapi.core.errors import BadRequest, Conflict, NotFound
+from vpsapi.core.errors import BadRequest, Conflict, NotFound, ValidationFailed
 
 STEP_MS = {"5m": 300_000, "1h": 3_600_000, "1d": 86_400_000}
 BUILDING_SORTS = {"name", "createdAt", "city", "floorAreaM2"}
@@ -47,16 +49,38 @@ INSERT_CHUNK = 5_000
 READINGS_TABLE = cast(Table, Reading.__table__)
 # Rounds of moving receive-stamped readings past taken milliseconds; one is the rule.
 RECEIVED_ATTEMPTS = 20
+# Offsets a cursor may carry: far past any real list, well inside every engine's integers.
+MAX_OFFSET = 2**31 - 1
+
+ONE_MS = timedelta(milliseconds=1)
+# The moments a datetime can hold, in epoch ms: range maths (the period before `from`)
+# may step outside them, and a date outside them cannot be answered.
+MIN_MS = (datetime.min.replace(tzinfo=UTC) - EPOCH) // ONE_MS
+MAX_MS = (datetime.max.replace(tzinfo=UTC) - EPOCH) // ONE_MS
 
 
 def to_ms(moment: datetime) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
+    return (moment - EPOCH) // ONE_MS  # exact: float seconds * 1000 can land 1 ms short
 
 
 def from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
+    return EPOCH + min(max(ms, MIN_MS), MAX_MS) * ONE_MS
+
+
+def invalid(field: str, message: str) -> ValidationFailed:
+    """A field or query parameter that failed a check of ours: 422 naming it, as
+    FastAPI's own validation answers."""
+    return ValidationFailed([{"field": field, "message": message}])
+
+
+def check_range(start: datetime, end: datetime) -> tuple[int, int]:
+    """`from`/`to` in epoch ms; `to` must be after `from`."""
+    start_ms, end_ms = to_ms(start), to_ms(end)
+    if end_ms <= start_ms:
+        raise invalid("to", "must be after 'from'")
+    return start_ms, end_ms
 
 
 def _encode_cursor(offset: int) -> str:
@@ -67,12 +91,13 @@ def _decode_cursor(cursor: str | None) -> int:
     if not cursor:
         return 0
     try:
-        offset = int(base64.urlsafe_b64decode(cursor.encode()).decode())
-    except (ValueError, UnicodeDecodeError) as exc:
+        raw = base64.urlsafe_b64decode(cursor.encode()).decode("ascii")
+    except ValueError as exc:  # binascii.Error and UnicodeDecodeError are ValueErrors
         raise BadRequest("Invalid cursor") from exc
-    if offset < 0:
+    # Digits only, and an offset the database can take (a huge one was a 500).
+    if not raw.isdigit() or len(raw) > 10 or int(raw) > MAX_OFFSET:
         raise BadRequest("Invalid cursor")
-    return offset
+    return int(raw)
 
 
 # ---- buildings ----------------------------------------------------------------------
@@ -105,7 +130,7 @@ async def list_buildings(
     descending = sort.startswith("-")
     key = sort.lstrip("-")
     if key not in _SORT_COLUMNS:
-        raise BadRequest(f"sort must be one of {sorted(BUILDING_SORTS)} (prefix - for descending)")
+        raise invalid("sort", f"must be one of {sorted(BUILDING_SORTS)} (prefix - for descending)")
     column = _SORT_COLUMNS[key]
     offset = _decode_cursor(cursor)
     query = select(Building)
@@ -113,8 +138,8 @@ async def list_buildings(
         query = query.where(Building.city == city)
     if building_type:
         query = query.where(Building.building_type == building_type)
-    if q:
-        query = query.where(Building.name.ilike(f"%{q}%"))
+    if q:  # autoescape: % and _ in `q` are plain characters, not wildcards
+        query = query.where(Building.name.icontains(q, autoescape=True))
     order = column.desc() if descending else column.asc()
     query = query.order_by(order, Building.id).offset(offset).limit(limit + 1)
     rows = (await session.scalars(query)).all()
@@ -126,7 +151,7 @@ async def update_building(session: AsyncSession, building_id: str, data: Buildin
     building = await get_building(session, building_id)
     changes = data.model_dump(exclude_unset=True)
     if changes.get("name", "") is None:
-        raise BadRequest("name cannot be null")
+        raise invalid("name", "cannot be null")
     for field, value in changes.items():
         setattr(building, field, value)
     building.updated_at = utcnow()
@@ -170,8 +195,9 @@ async def list_sensors(
 async def update_sensor(session: AsyncSession, sensor_id: str, data: SensorPatch) -> Sensor:
     sensor = await get_sensor(session, sensor_id)
     changes = data.model_dump(exclude_unset=True)
-    if any(value is None for value in changes.values()):
-        raise BadRequest("Fields cannot be null")
+    for field, value in changes.items():
+        if value is None:
+            raise invalid(to_camel(field), "cannot be null")
     for field, value in changes.items():
         setattr(sensor, field, value)
     sensor.updated_at = utcnow()
@@ -273,9 +299,7 @@ async def query_readings(
 ) -> list[ReadingPoint]:
     """Raw readings, or one point per time bucket with the aggregate computed in SQL."""
     await get_sensor(session, sensor_id)
-    start_ms, end_ms = to_ms(start), to_ms(end)
-    if end_ms <= start_ms:
-        raise BadRequest("'to' must be after 'from'")
+    start_ms, end_ms = check_range(start, end)
     in_range = (
         Reading.sensor_id == sensor_id,
         Reading.ts_ms >= start_ms,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request, Response, status
+from fastapi.routing import APIRoute
 from sse_starlette.sse import EventSourceResponse
 
 from vpsapi.auth.dependencies import CurrentUser
@@ -23,7 +24,13 @@ from vpsapi.citypulse.ai.schemas import (
 from vpsapi.citypulse.metrics import record_frontend_source
 from vpsapi.core.db import SessionDep
 from vpsapi.core.errors import ServiceUnavailable
-from vpsapi.core.schemas import V1_ERROR_RESPONSES, Envelope, ErrorEnvelope, envelope
+from vpsapi.core.schemas import (
+    V1_ERROR_RESPONSES,
+    Envelope,
+    ErrorEnvelope,
+    UtcDatetime,
+    envelope,
+)
 from vpsapi.jobs.engine import JobEngine
 
 _UPSTREAM_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -33,6 +40,34 @@ _UPSTREAM_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 STREAM_HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
 PING_SECONDS = 15
+
+
+class JsonBodyRoute(APIRoute):
+    """Reads a body sent as text/plain, or with no Content-Type, as JSON. The seed's own
+    FlowMind call, `fetch(url, {body: JSON.stringify({message})})` without a Content-Type,
+    goes out as text/plain, which FastAPI would not parse (422). Harmless for CSRF: these
+    endpoints authenticate by header, which no cross-site simple request can carry."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        if self.body_field is None:
+            return handler
+
+        async def lenient(request: Request) -> Response:
+            content_type = request.headers.get("content-type", "")
+            if content_type.split(";")[0].strip().lower() in ("", "text/plain"):
+                headers = [(k, v) for k, v in request.scope["headers"] if k != b"content-type"]
+                headers.append((b"content-type", b"application/json"))
+                request = Request({**request.scope, "headers": headers}, request.receive)
+            return await handler(request)
+
+        return lenient
+
+
+def _json_body_docs(schema: str) -> dict[str, Any]:
+    """OpenAPI: the JSON body may also come as text/plain (see JsonBodyRoute)."""
+    ref = {"schema": {"$ref": f"#/components/schemas/{schema}"}}
+    return {"requestBody": {"content": {"text/plain": ref}}}
 
 
 async def ai_enabled(request: Request) -> None:
@@ -45,12 +80,14 @@ router = APIRouter(
     tags=["ai"],
     responses=V1_ERROR_RESPONSES,
     dependencies=[Depends(ai_enabled), Depends(record_frontend_source)],
+    route_class=JsonBodyRoute,
 )
 swarm_router = APIRouter(
     prefix="/api/v1/swarm",
     tags=["ai"],
     responses=V1_ERROR_RESPONSES,
     dependencies=[Depends(ai_enabled), Depends(record_frontend_source)],
+    route_class=JsonBodyRoute,
 )
 
 
@@ -71,6 +108,7 @@ def _context(request: Request) -> service.AiContext:
         },
         **_UPSTREAM_ERRORS,
     },
+    openapi_extra=_json_body_docs("ChatIn"),
 )
 async def chat(
     body: ChatIn, request: Request, principal: CurrentUser, session: SessionDep
@@ -111,8 +149,8 @@ async def usage(
         str | None, Query(max_length=80, description="admins: one owner, e.g. user:<id>")
     ] = None,
     provider: ProviderName | None = None,
-    since: Annotated[datetime | None, Query(alias="from")] = None,
-    until: Annotated[datetime | None, Query(alias="to")] = None,
+    since: Annotated[UtcDatetime | None, Query(alias="from")] = None,
+    until: Annotated[UtcDatetime | None, Query(alias="to")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Envelope[UsagePage]:
@@ -135,6 +173,7 @@ async def usage(
     response_model=Envelope[SwarmAccepted],
     summary="Run several agents on one task as a job (follow it with the jobs API)",
     responses={503: _UPSTREAM_ERRORS[503]},
+    openapi_extra=_json_body_docs("SwarmIn"),
 )
 async def orchestrate(
     body: SwarmIn,
