@@ -8,7 +8,6 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from vpsapi.auth.dependencies import CurrentPrincipal, ManagerUser
 from vpsapi.citypulse import alerts, analytics, energy, ingest, service
-from vpsapi.citypulse.etag import ETagRoute
 from vpsapi.citypulse.metrics import record_frontend_source
 from vpsapi.citypulse.runtime import RuntimeDep
 from vpsapi.citypulse.schemas import (
@@ -46,7 +45,6 @@ router = APIRouter(
     prefix="/api/v1/citypulse",
     tags=["citypulse"],
     responses=V1_ERROR_RESPONSES,
-    route_class=ETagRoute,
     dependencies=[Depends(record_frontend_source)],
 )
 
