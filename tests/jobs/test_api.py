@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import datetime
 
 import httpx
@@ -248,8 +250,20 @@ async def test_list_filters_and_cursor(
     assert len(v1.json()["data"]["items"]) == 1 and v1.json()["data"]["nextCursor"]
 
 
+def _forged_cursor(moment: str) -> str:
+    raw = json.dumps([moment, "job_x"]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
 @pytest.mark.parametrize(
-    "params", [{"status": "DONE"}, {"limit": 0}, {"limit": 500}, {"cursor": "%%%"}]
+    "params",
+    [
+        {"status": "DONE"},
+        {"limit": 0},
+        {"limit": 500},
+        {"cursor": "%%%"},
+        {"cursor": _forged_cursor("0001-01-01T00:00:00+05:00")},  # no such moment in UTC
+    ],
 )
 async def test_list_bad_params(
     jobs_client: httpx.AsyncClient, token_headers: dict[str, str], params

@@ -11,6 +11,7 @@ from sqlalchemy import and_, or_
 from sqlalchemy.sql.elements import ColumnElement
 
 from vpsapi.core.errors import BadRequest
+from vpsapi.core.schemas import as_utc
 
 
 def encode_cursor(created_at: datetime, row_id: str) -> str:
@@ -21,7 +22,8 @@ def encode_cursor(created_at: datetime, row_id: str) -> str:
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         created, row_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(created), str(row_id)
+        # In UTC as the column binds it: a forged 0001-01-01T00:00+05:00 fails here, not there.
+        return as_utc(datetime.fromisoformat(created)), str(row_id)
     except (ValueError, TypeError) as exc:
         raise BadRequest("Invalid cursor") from exc
 
