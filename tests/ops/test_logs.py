@@ -260,6 +260,10 @@ async def test_bad_parameters_are_refused(
         {"retention_days": 7, "max_size_mb": 0},
         {"retention_days": 7, "delete_everything": True},
         {},
+        {"updated_at": None, "updated_by": "me"},  # only read-only fields: nothing to change
+        {"retention_days": None},
+        {"auto_cleanup": None},
+        {"auto_cleanup": "sometimes"},
     ],
 )
 async def test_bad_retention_policy_is_refused(
@@ -551,3 +555,79 @@ async def test_console_keeps_filtering_at_log_level(
     assert marker not in console  # an INFO access line: still not on the console
     assert marker in (log_dir(client) / "performance.log").read_text()
     assert marker not in (log_dir(client) / "application.log").read_text()
+
+
+async def test_the_policy_read_can_be_sent_back_and_a_partial_body_is_merged(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    url = "/api/logs/retention-policy"
+    policy = await get_logs(client, admin_headers, "retention-policy")
+    # What GET answered, read-only fields included, goes back unchanged.
+    response = await client.put(url, json=policy, headers=admin_headers)
+    assert response.status_code == 200, response.text
+    stored = response.json()
+    assert stored["updated_by"] == "admin" and stored["updated_at"] is not None
+    assert {k: stored[k] for k in policy if not k.startswith("updated")} == {
+        k: v for k, v in policy.items() if not k.startswith("updated")
+    }
+    # And again, now that they hold values (a client's stale ones are ignored).
+    stored["updated_by"], stored["retention_days"] = "somebody else", 12
+    response = await client.put(url, json=stored, headers=admin_headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["updated_by"] == "admin" and response.json()["retention_days"] == 12
+
+    # A partial body changes only what it names.
+    response = await client.put(
+        url, json={"max_size_mb": 50, "audit_retention_days": 90}, headers=admin_headers
+    )
+    assert response.status_code == 200, response.text
+    response = await client.put(url, json={"auto_cleanup": True}, headers=admin_headers)
+    assert response.status_code == 200, response.text
+    merged = await get_logs(client, admin_headers, "retention-policy")
+    assert (
+        merged["retention_days"],
+        merged["audit_retention_days"],
+        merged["max_size_mb"],
+        merged["auto_cleanup"],
+    ) == (12, 90, 50, True)
+    # An explicit null clears the size cap (the one optional field).
+    response = await client.put(url, json={"max_size_mb": None}, headers=admin_headers)
+    assert response.status_code == 200 and response.json()["max_size_mb"] is None
+    assert response.json()["retention_days"] == 12 and response.json()["auto_cleanup"] is True
+    audit = await get_logs(client, admin_headers, "audit", action="logs.retention_policy.update")
+    assert audit["entries"][0]["before"]["max_size_mb"] == 50
+    assert audit["entries"][0]["after"]["max_size_mb"] is None
+
+
+@pytest.mark.parametrize("level", ["ERROR", "Error", "error", "WARNING", "Critical"])
+async def test_levels_are_accepted_in_any_letter_case(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], level: str
+) -> None:
+    marker = uuid.uuid4().hex
+    await client.get("/api/v1/me", headers={**admin_headers, "X-Request-ID": marker})
+    for endpoint in ("application", "structured", "performance", "security"):
+        page = await get_logs(client, admin_headers, endpoint, level=level, q=marker)
+        assert page["entries"] == []  # the access line is INFO: below each of these
+    info = await get_logs(client, admin_headers, "performance", level="INFO", q=marker)
+    assert [entry["request_id"] for entry in info["entries"]] == [marker]
+
+
+@pytest.mark.parametrize("endpoint", ["application", "performance", "audit"])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"to": "0001-01-01T00:00:00Z"},
+        {"from": "0001-01-01T00:00:00Z"},
+        {"from": "0001-01-01T00:00:00Z", "to": "0001-01-01T00:00:00Z"},
+        {"to": "9999-12-31T23:59:59Z"},
+        {"from": "9999-12-31T23:59:59Z"},
+    ],
+)
+async def test_times_at_the_ends_of_the_calendar_are_answered(
+    client: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+    endpoint: str,
+    params: dict[str, Any],
+) -> None:
+    response = await client.get(f"/api/logs/{endpoint}", params=params, headers=admin_headers)
+    assert response.status_code == 200, response.text

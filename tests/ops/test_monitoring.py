@@ -283,6 +283,34 @@ async def test_history_is_downsampled_in_sql(
     assert (await client.get(url)).status_code == 401
 
 
+@pytest.mark.parametrize(
+    ("params", "status"),
+    [
+        # `from` defaults to an hour before `to`: there is no such moment (was a 500).
+        ({"to": "0001-01-01T00:00:00Z"}, 422),
+        ({"to": "0001-01-01T00:59:59+00:00"}, 422),
+        ({"to": "0001-01-01T01:00:00Z"}, 200),
+        ({"from": "0001-01-01T00:00:00Z", "to": "0001-01-02T00:00:00Z", "step": 3600}, 200),
+        ({"from": "0001-01-01T00:00:00+05:00", "to": "0001-01-01T01:00:00+05:00"}, 200),
+        ({"from": "0001-01-01T00:00:00Z"}, 200),  # up to now, in about 360 buckets
+        ({"to": "9999-12-31T23:59:59-05:00"}, 200),  # after year 9999 in UTC
+        ({"from": "9999-12-31T23:59:59Z"}, 422),  # after `to` (now)
+        ({"from": "0001-01-01T00:00:00Z", "to": "9999-12-31T23:59:59Z", "step": 1}, 422),
+    ],
+)
+async def test_history_at_the_ends_of_time_is_never_a_500(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], params: dict[str, Any], status: int
+) -> None:
+    response = await client.get(
+        "/api/monitoring/metrics/history", params=params, headers=admin_headers
+    )
+    assert response.status_code == status, response.text
+    if status == 422:
+        assert response.json()["detail"]
+    else:
+        assert isinstance(response.json()["metrics"], list)  # up to now: the sampler's
+
+
 async def test_samples_older_than_the_retention_period_are_deleted(
     mon_client: httpx.AsyncClient, mon_admin: dict[str, str]
 ) -> None:
@@ -613,3 +641,25 @@ async def test_another_process_takes_over_sampling_when_the_sampler_dies(
 
 async def _is(value: Awaitable[Any], expected: Any) -> bool:
     return await value == expected
+
+
+@pytest.mark.multiprocess
+async def test_websocket_sends_the_newest_sample_on_connect(
+    settings_factory: Any, server_factory: Any
+) -> None:
+    """A dashboard that connects gets the newest sample at once, not a METRICS_INTERVAL
+    later (an hour here: nothing else could arrive within the test)."""
+    server = server_factory(settings_factory(), METRICS_INTERVAL="3600")
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        token = (await login(http, ADMIN_EMAIL, ADMIN_PASSWORD))["accessToken"]
+        headers = {"Authorization": f"Bearer {token}"}
+
+        async def stored() -> Any:
+            return (await http.get("/api/monitoring/metrics", headers=headers)).json()["history"]
+
+        [sample] = await eventually(stored, "the sample taken at start")
+        async with connect(ws_url(server.base_url) + f"?access_token={token}") as websocket:
+            message = json.loads(await asyncio.wait_for(websocket.recv(), 5))
+    assert message["type"] == "metrics"
+    assert message["system"] == sample and message["timestamp"] == sample["timestamp"]
+    assert isinstance(message["alerts"], list)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -172,3 +175,72 @@ async def test_ops_task_jobs_cannot_be_submitted_through_the_jobs_api(
     # Not a public job type (and a forged seal would fail the job anyway).
     assert response.status_code == 400, response.text
     assert "processingType" in response.text
+
+
+async def test_built_in_tasks_echo_log_cleanup_and_backup_create(
+    make_client: Any, private_nginx: Any, tmp_path: Path
+) -> None:
+    client = await make_client(
+        **private_nginx.settings(),
+        jobs_inprocess_workers=True,
+        ssl_cert_dir=tmp_path / "ssl",
+        backup_dir=tmp_path / "backups",
+    )
+    tokens = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    admin = {"Authorization": f"Bearer {tokens['accessToken']}"}
+
+    async def run(task: str, params: dict[str, Any]) -> Any:
+        queued = await client.post(
+            "/api/tasks/queue", json={"task": task, "params": params}, headers=admin
+        )
+        assert queued.status_code == 202, queued.text
+        job = await wait_for_job(client, queued.json()["job_id"], admin)
+        assert job["status"] == "COMPLETED", job
+        assert job["result"]["task"] == task
+        return job["result"]["result"]
+
+    status = (await client.get("/api/tasks/queue/status", headers=admin)).json()
+    assert {"nginx_test", "log_cleanup", "backup_create", "echo"} <= set(status["tasks"])
+
+    # echo: the params back, from the worker that ran it.
+    echoed = await run("echo", {"hello": ["queue", 1]})
+    assert echoed["echo"] == {"hello": ["queue", 1]} and ":" in echoed["worker"]
+
+    # log_cleanup: the retention policy applied now (auto_cleanup is off).
+    logs = client.app.state.settings.effective_log_dir  # type: ignore[attr-defined]
+    old = logs / "application.log.4"
+    old.write_text('{"event": "old"}\n')
+    moment = time.time() - 60 * 86400
+    os.utime(old, (moment, moment))
+    cleaned = await run("log_cleanup", {})
+    assert [item["file"] for item in cleaned["removed_files"]] == ["application.log.4"]
+    assert not old.exists()
+    audit = (
+        await client.get("/api/logs/audit", params={"action": "logs.cleanup"}, headers=admin)
+    ).json()["entries"]
+    assert audit[0]["actor"] == "log-retention" and audit[0]["after"]["job_id"]
+
+    # backup_create: an archive like POST /api/backup/create's, listed at once.
+    made = await run("backup_create", {"description": "from the queue"})
+    listing = (await client.get("/api/backup/list", headers=admin)).json()["backups"]
+    assert [(b["filename"], b["description"], b["created_by"]) for b in listing] == [
+        (made["filename"], "from the queue", "admin")
+    ]
+    assert (tmp_path / "backups" / made["filename"]).is_file()
+    assert made["retention_deleted"] == []
+
+
+async def test_task_params_are_checked_when_queued(
+    perf_client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    for body, words in (
+        ({"task": "log_cleanup", "params": {"days": 1}}, "days"),
+        ({"task": "backup_create", "params": {"description": "x" * 501}}, "description"),
+        ({"task": "backup_create", "params": {"filename": "../x.tar.gz"}}, "filename"),
+        ({"task": "nope"}, "available: backup_create, echo, log_cleanup, nginx_test"),
+    ):
+        response = await perf_client.post("/api/tasks/queue", json=body, headers=admin)
+        assert response.status_code == 422, (body, response.text)
+        assert words in response.json()["detail"]
+    status = await perf_client.get("/api/tasks/queue/status", headers=admin)
+    assert sum(status.json()["by_status"].values()) == 0

@@ -3,9 +3,11 @@ health-checked."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
+import pytest
 
 from ops_support import NamedBackend, PrivateNginx, site_body, through_nginx
 from support import free_port
@@ -109,3 +111,67 @@ async def test_backend_health_checks(
     ] is False
     bad = await ops_client.get("/api/health/backend/http://a b/", headers=ops_admin)
     assert bad.status_code == 400
+
+
+async def test_concurrent_creates_of_one_pool_give_one_201_and_matching_file_and_row(
+    ops_client: httpx.AsyncClient,
+    ops_admin: dict[str, str],
+    private_nginx: PrivateNginx,
+    backends: list[NamedBackend],
+) -> None:
+    weights = [1, 2, 3, 4]
+    responses = await asyncio.gather(
+        *(
+            ops_client.post(
+                "/api/load-balancer/pools",
+                json={"name": "racing", "servers": [{"address": backends[0].address, "weight": w}]},
+                headers=ops_admin,
+            )
+            for w in weights
+        )
+    )
+    assert sorted(r.status_code for r in responses) == [201, 409, 409, 409], [
+        r.text for r in responses
+    ]
+    for response in responses:
+        if response.status_code == 409:
+            assert response.json()["detail"] == "Load balancer pool 'racing' already exists"
+    [weight] = [r.json()["pool"]["servers"][0]["weight"] for r in responses if r.status_code == 201]
+    row = (await ops_client.get("/api/load-balancer/pools/racing", headers=ops_admin)).json()
+    assert row["servers"][0]["weight"] == weight
+    text = (private_nginx.conf_dir / "vpsapi-upstream-racing.conf").read_text()
+    assert f"weight={weight}" in text
+    assert [w for w in weights if f"weight={w} " in text or f"weight={w};" in text] == [weight]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp%3A%2F%2Fx",  # ftp://x, which was checked as http://ftp://x
+        "ftp://127.0.0.1:21/",
+        "file:///etc/passwd",
+        "gopher://127.0.0.1:70/",
+        "http://ftp://x",
+        "http%3A%2F%2Fftp%3A%2F%2Fx",
+        "http://127.0.0.1:/x",
+        "http://a b/",
+        "http://user@127.0.0.1:1/",
+    ],
+)
+async def test_backend_urls_other_than_http_are_refused(
+    ops_client: httpx.AsyncClient, ops_admin: dict[str, str], url: str
+) -> None:
+    response = await ops_client.get(f"/api/health/backend/{url}", headers=ops_admin)
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"].startswith("Invalid backend URL")
+
+
+async def test_backend_url_forms_that_mean_http(
+    ops_client: httpx.AsyncClient, ops_admin: dict[str, str], backends: list[NamedBackend]
+) -> None:
+    address = backends[0].address
+    for form in (f"http://{address}/", f"HTTP://{address}/", f"http:/{address}/", address):
+        response = await ops_client.get(f"/api/health/backend/{form}", headers=ops_admin)
+        assert response.status_code == 200, (form, response.text)
+        assert response.json()["backend"].rstrip("/") == f"http://{address}"
+        assert response.json()["healthy"] is True

@@ -3,6 +3,8 @@ a broken one is refused with nginx's words and changes nothing, injections never
 
 from __future__ import annotations
 
+import asyncio
+import re
 from typing import Any
 
 import httpx
@@ -249,3 +251,69 @@ async def test_mutations_need_admin(
     assert (await ops_client.get("/api/configs", headers=ops_user)).status_code == 200
     assert (await ops_client.get("/api/configs")).status_code == 401
     assert [p.name for p in private_nginx.conf_dir.glob("vpsapi-*")] == ["vpsapi-site-owned.conf"]
+
+
+async def test_concurrent_creates_of_one_site_give_one_201_and_matching_file_and_row(
+    ops_client: httpx.AsyncClient,
+    ops_admin: dict[str, str],
+    private_nginx: PrivateNginx,
+    backends: list[NamedBackend],
+) -> None:
+    ports = [free_port() for _ in range(4)]
+    responses = await asyncio.gather(
+        *(
+            ops_client.post(
+                "/api/configs",
+                json=site_body("race", port, f"http://{backends[0].address}"),
+                headers=ops_admin,
+            )
+            for port in ports
+        )
+    )
+    assert sorted(r.status_code for r in responses) == [201, 409, 409, 409], [
+        r.text for r in responses
+    ]
+    for response in responses:
+        if response.status_code == 409:
+            assert response.json()["detail"] == "Config with ID 'race' already exists"
+    [port] = [r.json()["listen_port"] for r in responses if r.status_code == 201]
+    row = (await ops_client.get("/api/configs/race", headers=ops_admin)).json()
+    text = (private_nginx.conf_dir / "vpsapi-site-race.conf").read_text()
+    assert row["listen_port"] == port
+    assert re.findall(r"listen (\d+)", text) == [str(port)]
+    assert through_nginx(port).text == "backend one"
+
+
+async def test_concurrent_toggles_and_updates_keep_file_and_row_together(
+    ops_client: httpx.AsyncClient,
+    ops_admin: dict[str, str],
+    private_nginx: PrivateNginx,
+    backends: list[NamedBackend],
+) -> None:
+    first = free_port()
+    body = site_body("busy", first, f"http://{backends[0].address}")
+    assert (await ops_client.post("/api/configs", json=body, headers=ops_admin)).status_code == 201
+    # Two toggles at once are two flips: back to active.
+    toggles = await asyncio.gather(
+        *(ops_client.post("/api/configs/busy/toggle", headers=ops_admin) for _ in range(2))
+    )
+    assert [r.status_code for r in toggles] == [200, 200]
+    assert sorted(r.json()["is_active"] for r in toggles) == [False, True]
+    assert (await ops_client.get("/api/configs/busy", headers=ops_admin)).json()["is_active"]
+    assert (private_nginx.conf_dir / "vpsapi-site-busy.conf").exists()
+
+    ports = [free_port() for _ in range(3)]
+    updates = await asyncio.gather(
+        *(
+            ops_client.put(
+                "/api/configs/busy",
+                json=site_body("busy", port, f"http://{backends[0].address}"),
+                headers=ops_admin,
+            )
+            for port in ports
+        )
+    )
+    assert [r.status_code for r in updates] == [200, 200, 200]
+    row = (await ops_client.get("/api/configs/busy", headers=ops_admin)).json()
+    text = (private_nginx.conf_dir / "vpsapi-site-busy.conf").read_text()
+    assert re.findall(r"listen (\d+)", text) == [str(row["listen_port"])]

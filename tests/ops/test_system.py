@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from vpsapi.ops.audit.models import AuditEntry
@@ -169,3 +172,72 @@ async def test_nginx_log_not_written_yet(
     assert alone.status_code == 404
     both = await ops_client.get("/api/system/nginx/logs", headers=ops_admin)
     assert both.status_code == 200 and both.json()["access_logs"] == []
+
+
+@pytest.fixture
+def fake_systemctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A `systemctl` first on PATH that only notes it was called: a test must never touch
+    the machine's own services."""
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    called = tmp_path / "systemctl-called"
+    script = bin_dir / "systemctl"
+    script.write_text(f'#!/bin/sh\necho "$@" >> {called}\necho "no systemd here"; exit 1\n')
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return called
+
+
+async def test_restart_of_a_private_nginx_stops_and_starts_it_without_systemctl(
+    make_client: Any, private_nginx: Any, fake_systemctl: Path
+) -> None:
+    from support import ADMIN_EMAIL, ADMIN_PASSWORD, login
+
+    settings = private_nginx.settings()
+    settings["nginx_restart_cmd"] = ""  # the default: NGINX_PREFIX / NGINX_MAIN_CONF decide
+    client = await make_client(**settings)
+    token = (await login(client, ADMIN_EMAIL, ADMIN_PASSWORD))["accessToken"]
+    headers = {"Authorization": f"Bearer {token}"}
+    [old_master] = private_nginx.masters()
+
+    response = await client.post("/api/system/nginx/restart", headers=headers)
+    assert response.status_code == 200, response.text
+    assert "syntax is ok" in response.json()["output"]  # tested before it was stopped
+    assert not fake_systemctl.exists()
+    [new_master] = private_nginx.masters()
+    assert new_master.pid != old_master.pid and not old_master.is_running()
+    assert int(private_nginx.pid_file.read_text()) == new_master.pid
+    status = await client.get("/api/system/status", headers=headers)
+    assert status.json()["nginx_running"] is True
+
+    # A configuration nginx refuses: 422 with its words, and the running nginx stays.
+    (private_nginx.conf_dir / "vpsapi-broken.conf").write_text("server { listen nonsense; }\n")
+    refused = await client.post("/api/system/nginx/restart", headers=headers)
+    assert refused.status_code == 422 and "listen" in refused.json()["detail"]
+    assert [m.pid for m in private_nginx.masters()] == [new_master.pid]
+    (private_nginx.conf_dir / "vpsapi-broken.conf").unlink()
+
+    # Stopped: a restart starts it.
+    private_nginx.stop()
+    response = await client.post("/api/system/nginx/restart", headers=headers)
+    assert response.status_code == 200, response.text
+    assert len(private_nginx.masters()) == 1
+    assert not fake_systemctl.exists()
+
+
+async def test_restart_of_the_system_nginx_is_systemctl(
+    make_client: Any, private_nginx: Any, fake_systemctl: Path
+) -> None:
+    """No prefix nor main config named: the distribution's nginx, run by systemd."""
+    from support import ADMIN_EMAIL, ADMIN_PASSWORD, login
+
+    settings = private_nginx.settings()
+    settings.update(nginx_restart_cmd="", nginx_prefix="", nginx_main_conf="")
+    client = await make_client(**settings)
+    token = (await login(client, ADMIN_EMAIL, ADMIN_PASSWORD))["accessToken"]
+    response = await client.post(
+        "/api/system/nginx/restart", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 422  # the fake refuses
+    assert "no systemd here" in response.json()["detail"]
+    assert fake_systemctl.read_text().split() == ["restart", "nginx"]

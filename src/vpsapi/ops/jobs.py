@@ -3,6 +3,7 @@ progress on `/api/jobs/{id}` and `/api/sse/job-progress/{id}`, retries, any work
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -11,9 +12,11 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vpsapi.config import Settings
+from vpsapi.core.db import Database
 from vpsapi.core.errors import Forbidden
+from vpsapi.core.events import EventBus
 from vpsapi.core.security import Principal
-from vpsapi.jobs.engine import JobEngine
+from vpsapi.jobs.engine import PENDING, TERMINAL, JobEngine, job_channel
 from vpsapi.jobs.models import JobRecord
 from vpsapi.jobs.schemas import JobSubmit
 from vpsapi.jobs.service import submit_job
@@ -32,13 +35,15 @@ async def submit_ops_job(
     payload: dict[str, Any],
     *,
     attempts: int,
+    timeout: int | None = None,
 ) -> JobRecord:
     """Store the job in the caller's transaction; dispatch it once that has committed."""
     sealed = {**payload, SEAL: _mac(settings, processing_type, payload)}
+    options: dict[str, Any] = {"attempts": attempts}
+    if timeout is not None:
+        options["timeout"] = timeout
     # Ops types are not public (POST /api/jobs refuses them): skip that check here.
-    body = JobSubmit.model_construct(
-        processingType=processing_type, data=[sealed], options={"attempts": attempts}
-    )
+    body = JobSubmit.model_construct(processingType=processing_type, data=[sealed], options=options)
     job, _ = await submit_job(session, settings, principal, body, None)
     return job
 
@@ -70,6 +75,35 @@ async def dispatch_job(engine: JobEngine, job_id: str) -> None:
             await engine.dispatcher.dispatch(job_id, 1)
         except Exception:  # the sweeper dispatches it
             return
+
+
+async def wait_for_job(
+    db: Database,
+    events: EventBus,
+    job_id: str,
+    timeout: float,
+    *,
+    engine: JobEngine | None = None,
+) -> str:
+    """Wait up to `timeout` seconds for a job to end (dispatching it first when `engine`
+    is given: its row must be committed); returns its status then. Woken by the job's
+    events, and the row is re-read every half second, so a lost event costs nothing."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    # Subscribed before the dispatch, so the end of a quick job cannot be missed.
+    async with events.subscribe(job_channel(job_id)) as subscription:
+        if engine is not None:
+            await dispatch_job(engine, job_id)
+        while True:
+            async with db.session(autocommit=True) as read:
+                job = await read.get(JobRecord, job_id, populate_existing=True)
+            status = job.status if job is not None else PENDING
+            remaining = deadline - loop.time()
+            if status in TERMINAL or remaining <= 0:
+                return status
+            await subscription.get(timeout=min(remaining, 0.5))
+            while not subscription.queue.empty():  # a burst of progress: one re-read
+                subscription.queue.get_nowait()
 
 
 def accepted(job: JobRecord, **extra: Any) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import secrets
 import tarfile
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -22,12 +23,21 @@ FORMAT = "vpsapi-backup"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 FILENAME = re.compile(r"^[A-Za-z0-9._-]+\.tar\.gz$")
+# Ours are ~45 characters; the file system refuses names over 255 (ENAMETOOLONG), and
+# the staging name `.<name>.<hex>.partial` needs room too.
+FILENAME_MAX = 200
 ARCHIVE_MODE = 0o600  # it holds private keys and the database
 _CHUNK = 1024 * 1024
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_MODE = re.compile(r"^0?[0-7]{3,4}$")
 
 
 def check_filename(filename: str) -> str:
     """Only plain names of our pattern: nothing that could leave BACKUP_DIR."""
+    if len(filename) > FILENAME_MAX:
+        raise BadRequest(
+            f"invalid backup filename {filename[:40]!r}...: at most {FILENAME_MAX} characters"
+        )
     if not FILENAME.match(filename) or filename.startswith(".") or ".." in filename:
         raise BadRequest(f"invalid backup filename {filename!r}: expected name.tar.gz")
     return filename
@@ -101,14 +111,54 @@ def read_manifest(path: Path) -> dict[str, Any]:
                 raise Unprocessable(f"{path.name} is not a vpsapi backup (no manifest)")
             handle = tar.extractfile(first)
             assert handle is not None
-            manifest: dict[str, Any] = json.loads(handle.read())
+            manifest: Any = json.loads(handle.read())
     except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
         raise Unprocessable(f"{path.name} is not a readable backup: {exc}") from exc
-    if manifest.get("format") != FORMAT or not isinstance(manifest.get("members"), dict):
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != FORMAT
+        or not isinstance(manifest.get("members"), dict)
+    ):
         raise Unprocessable(f"{path.name} is not a vpsapi backup (unknown manifest)")
     if manifest.get("version") != FORMAT_VERSION:
         raise Unprocessable(f"{path.name} has backup format {manifest.get('version')!r}")
+    problem = _manifest_problem(manifest)
+    if problem is not None:
+        raise Unprocessable(f"{path.name} has a damaged manifest: {problem}")
     return manifest
+
+
+def _manifest_problem(manifest: dict[str, Any]) -> str | None:
+    """What in a manifest does not have the shape `write` gives it, or None. Everything
+    read from it later (listing, restore) may then rely on its types."""
+    for field in ("config_count", "cert_count"):
+        value = manifest.get(field, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            return f"{field} is not a count"
+    for field in ("created_at", "created_by", "description", "kind"):
+        if not isinstance(manifest.get(field, ""), str | None):
+            return f"{field} is not text"
+    try:
+        created = datetime.fromisoformat(manifest.get("created_at") or "2000-01-01T00:00:00Z")
+    except ValueError:
+        return "created_at is not an ISO time"
+    if created.tzinfo is None:
+        return "created_at has no time zone"
+    database = manifest.get("database")
+    if not isinstance(database, dict) or not isinstance(database.get("backend"), str):
+        return "database.backend is missing"
+    for name, member in manifest["members"].items():
+        if (
+            not isinstance(member, dict)
+            or not isinstance(member.get("sha256"), str)
+            or not _SHA256.match(member["sha256"])
+            or not isinstance(member.get("size"), int)
+            or isinstance(member.get("size"), bool)
+            or member["size"] < 0
+            or not _MODE.match(str(member.get("mode", "0600")))
+        ):
+            return f"member {name!r} is not described by sha256, size and mode"
+    return None
 
 
 def _safe_name(name: str) -> bool:

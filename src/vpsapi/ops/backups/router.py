@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Body, Request, status
+import structlog
+from fastapi import APIRouter, Body, Request, status
 from fastapi.responses import FileResponse
 
 from vpsapi.auth.dependencies import AdminUser, CurrentUser
@@ -20,9 +22,17 @@ from vpsapi.ops.backups.schemas import (
     RestoreResult,
 )
 from vpsapi.ops.dependencies import NginxDep
-from vpsapi.ops.jobs import accepted, dispatch_job, submit_ops_job
+from vpsapi.ops.jobs import accepted, submit_ops_job, wait_for_job
+
+log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/api/backup", tags=["ops: backups"])
+
+
+async def _find(request: Request, filename: str) -> Path:
+    """The archive, waiting for one that is still being written (404 / 409 otherwise)."""
+    state = request.app.state
+    return await service.find_backup(state.settings, state.db, state.events, filename)
 
 
 @router.get("/list", response_model=BackupList, summary="Backups, newest first")
@@ -35,15 +45,15 @@ async def list_backups(request: Request, _: CurrentUser) -> BackupList:
     "/create",
     response_model=BackupAccepted,
     status_code=status.HTTP_202_ACCEPTED,
-    summary="Write a backup archive (a job)",
+    summary="Write a backup archive (a job; answers once it is written, or after 10 s)",
 )
 async def create_backup(
     request: Request,
     principal: AdminUser,
     session: SessionDep,
-    background: BackgroundTasks,
     body: Annotated[BackupCreate | None, Body()] = None,
 ) -> BackupAccepted:
+    state = request.app.state
     filename = service.new_filename()
     job = await submit_ops_job(
         session,
@@ -58,8 +68,20 @@ async def create_backup(
         attempts=2,
     )
     await record_audit(session, principal, "backup.create", filename, after={"job_id": job.id})
-    background.add_task(dispatch_job, request.app.state.jobs_engine, job.id)
-    return BackupAccepted(**accepted(job, message="Backup started", filename=filename))
+    await session.commit()  # a worker must find the row
+    # Clients use the filename at once: answer when the archive is there (a large one
+    # answers while still being written; its status says so).
+    try:
+        job_status = await wait_for_job(
+            state.db, state.events, job.id, service.BACKUP_WAIT_S, engine=state.jobs_engine
+        )
+    except Exception as exc:  # the job is queued all the same: answer with it, not an error
+        log.warning("ops.backup.wait_failed", job_id=job.id, error=str(exc))
+        job_status = job.status
+    message = {"COMPLETED": "Backup created", "FAILED": "Backup failed"}.get(
+        job_status, "Backup started"
+    )
+    return BackupAccepted(**accepted(job, message=message, filename=filename, status=job_status))
 
 
 @router.get(
@@ -69,7 +91,7 @@ async def create_backup(
     responses={200: {"content": {"application/gzip": {}}}},
 )
 async def download_backup(filename: str, request: Request, _: AdminUser) -> FileResponse:
-    path = service.backup_path(request.app.state.settings, filename)
+    path = await _find(request, filename)
     return FileResponse(path, filename=path.name, media_type="application/gzip")
 
 
@@ -85,6 +107,7 @@ async def restore_backup(
     session: SessionDep,
     nginx: NginxDep,
 ) -> RestoreResult:
+    await _find(request, filename)
     result = await service.restore_backup(
         request.app.state.settings, nginx, filename, restored_by=actor_name(principal)
     )
@@ -103,6 +126,7 @@ async def restore_backup(
 async def delete_backup(
     filename: str, request: Request, principal: AdminUser, session: SessionDep
 ) -> DeleteResult:
+    await _find(request, filename)
     entry = await asyncio.to_thread(service.delete_backup, request.app.state.settings, filename)
     await record_audit(session, principal, "backup.delete", filename, before=service.summary(entry))
     return DeleteResult(message="Backup deleted successfully", filename=filename)

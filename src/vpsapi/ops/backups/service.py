@@ -16,13 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from vpsapi import __version__
 from vpsapi.config import Settings
+from vpsapi.core.db import Database
 from vpsapi.core.errors import Conflict, NotFound, Unprocessable
+from vpsapi.core.events import EventBus
+from vpsapi.jobs.engine import PENDING, PROCESSING, decode_blob
+from vpsapi.jobs.models import JobRecord
 from vpsapi.ops.backups import archive, database
 from vpsapi.ops.backups.archive import Member
 from vpsapi.ops.backups.schemas import BackupOut, Restored, RestoreResult
+from vpsapi.ops.jobs import wait_for_job
 from vpsapi.ops.nginx.control import MANAGED_PREFIX, NginxControl
 from vpsapi.ops.ssl.acme import CHALLENGE_CONF_PREFIX
 from vpsapi.ops.ssl.store import write_atomic
@@ -30,6 +37,9 @@ from vpsapi.ops.ssl.store import write_atomic
 log = structlog.get_logger(__name__)
 
 BACKUP_JOB = "ops.backup.create"
+# How long a request waits for a backup job (create answers once the archive is there;
+# a download, restore or delete of an archive still being written waits for it).
+BACKUP_WAIT_S = 10.0
 NGINX_DIR = "nginx"
 CERTS_DIR = "certs"
 
@@ -53,6 +63,38 @@ def backup_path(settings: Settings, filename: str) -> Path:
     if not path.is_file():
         raise NotFound(f"Backup file not found: {filename}")
     return path
+
+
+async def unfinished_job(session: AsyncSession, filename: str) -> str | None:
+    """The id of the waiting or running job that writes `filename`, if any."""
+    query = select(JobRecord.id, JobRecord.payload).where(
+        JobRecord.processing_type == BACKUP_JOB, JobRecord.status.in_((PENDING, PROCESSING))
+    )
+    for job_id, payload in (await session.execute(query)).all():
+        items = (decode_blob(payload) or {}).get("data") or [{}]
+        if isinstance(items[0], dict) and items[0].get("filename") == filename:
+            return str(job_id)
+    return None
+
+
+async def find_backup(settings: Settings, db: Database, events: EventBus, filename: str) -> Path:
+    """The archive; one that a backup job still writes is waited for (BACKUP_WAIT_S), then
+    409 naming the job if it is still not there."""
+    try:
+        return backup_path(settings, filename)
+    except NotFound:
+        async with db.session(autocommit=True) as session:
+            job_id = await unfinished_job(session, filename)
+        if job_id is None:
+            raise
+    await wait_for_job(db, events, job_id, BACKUP_WAIT_S)
+    try:
+        return backup_path(settings, filename)
+    except NotFound:
+        raise Conflict(
+            f"Backup {filename} is still being written: follow /api/jobs/{job_id}",
+            extra={"job_id": job_id},
+        ) from None
 
 
 def _managed_nginx(nginx: NginxControl) -> dict[str, str]:
@@ -156,6 +198,7 @@ def describe(path: Path) -> BackupOut:
     try:
         manifest = archive.read_manifest(path)
     except Unprocessable as exc:
+        # Listed all the same (it can be downloaded and deleted), with the reason.
         return BackupOut(
             filename=path.name,
             size=stat.st_size,
@@ -166,14 +209,15 @@ def describe(path: Path) -> BackupOut:
             kind="backup",
             error=exc.message,
         )
+    created = manifest.get("created_at")  # read_manifest checked its shape
     return BackupOut(
         filename=path.name,
         size=stat.st_size,
         sha256=_checksums[key],
-        created_at=manifest.get("created_at") or fallback,
-        config_count=int(manifest.get("config_count") or 0),
-        cert_count=int(manifest.get("cert_count") or 0),
-        database=(manifest.get("database") or {}).get("backend"),
+        created_at=datetime.fromisoformat(created) if created else fallback,
+        config_count=manifest.get("config_count") or 0,
+        cert_count=manifest.get("cert_count") or 0,
+        database=manifest["database"]["backend"],
         kind="safety" if manifest.get("kind") == "safety" else "backup",
         description=manifest.get("description"),
         created_by=manifest.get("created_by"),
@@ -194,7 +238,12 @@ def _archives(settings: Settings) -> list[Path]:
 
 def list_backups(settings: Settings) -> list[BackupOut]:
     """Newest first."""
-    entries = [describe(path) for path in _archives(settings)]
+    entries = []
+    for path in _archives(settings):
+        try:
+            entries.append(describe(path))
+        except FileNotFoundError:
+            continue  # deleted while the listing was made
     names = {entry.filename for entry in entries}
     for key in [key for key in _checksums if key[0] not in names]:
         del _checksums[key]  # deleted archives
@@ -282,21 +331,23 @@ async def restore_backup(
             description=f"state before restoring {filename}",
         )
         previous_certs = await asyncio.to_thread(_read_tree, settings.ssl_cert_dir)
-        previous_nginx = _managed_nginx(nginx)
-        nginx_changed = False
-        try:
-            # Certificates first: the restored nginx files may point at them.
-            await asyncio.to_thread(_replace_tree, settings.ssl_cert_dir, certs)
-            await nginx.replace_all(nginx_files)
-            nginx_changed = True
-            tables = await database.restore_tables(settings, dump_file, kind)
-        except BaseException as exc:
-            log.warning("ops.backup.restore_failed", filename=filename, error=str(exc))
-            await asyncio.to_thread(_replace_tree, settings.ssl_cert_dir, previous_certs)
-            if nginx_changed:
-                with contextlib.suppress(Exception):
-                    await nginx.replace_all(previous_nginx)
-            raise
+        # One lock from the files to the tables: no site or pool change can fall between.
+        async with nginx.exclusive():
+            previous_nginx = _managed_nginx(nginx)
+            nginx_changed = False
+            try:
+                # Certificates first: the restored nginx files may point at them.
+                await asyncio.to_thread(_replace_tree, settings.ssl_cert_dir, certs)
+                await nginx.replace_all(nginx_files, locked=True)
+                nginx_changed = True
+                tables = await database.restore_tables(settings, dump_file, kind)
+            except BaseException as exc:
+                log.warning("ops.backup.restore_failed", filename=filename, error=str(exc))
+                await asyncio.to_thread(_replace_tree, settings.ssl_cert_dir, previous_certs)
+                if nginx_changed:
+                    with contextlib.suppress(Exception):
+                        await nginx.replace_all(previous_nginx, locked=True)
+                raise
     log.info("ops.backup.restored", filename=filename, safety_backup=safety)
     return RestoreResult(
         message="Backup restored successfully",

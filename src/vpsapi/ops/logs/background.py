@@ -17,6 +17,7 @@ from vpsapi.core.db import Database
 from vpsapi.core.security import Principal
 from vpsapi.ops.audit.service import record_audit
 from vpsapi.ops.logs import service
+from vpsapi.ops.logs.schemas import CleanupResult
 
 log = structlog.get_logger("vpsapi.ops.logs")
 
@@ -26,23 +27,25 @@ RETENTION_ACTOR = Principal(
 )
 
 
-async def apply_policy_once(db: Database, settings: Settings) -> None:
+async def apply_policy_once(
+    db: Database, settings: Settings, *, always: bool = False, job_id: str | None = None
+) -> CleanupResult | None:
+    """Apply the stored policy when its auto_cleanup is on (`always`: in any case, for
+    the `log_cleanup` ops task); removals are audited as the log-retention actor."""
     async with db.session() as session:
         policy = await service.get_retention_policy(session, settings)
-        if not policy.auto_cleanup:
-            return
+        if not policy.auto_cleanup and not always:
+            return None
         result = await service.cleanup(session, settings, policy)
         if result.removed_files or result.removed_audit_entries:
-            await record_audit(
-                session,
-                RETENTION_ACTOR,
-                "logs.cleanup",
-                "logs",
-                after={
-                    "removed_files": [item.file for item in result.removed_files],
-                    "removed_audit_entries": result.removed_audit_entries,
-                },
-            )
+            after: dict[str, Any] = {
+                "removed_files": [item.file for item in result.removed_files],
+                "removed_audit_entries": result.removed_audit_entries,
+            }
+            if job_id is not None:
+                after["job_id"] = job_id
+            await record_audit(session, RETENTION_ACTOR, "logs.cleanup", "logs", after=after)
+    return result
 
 
 async def _cleanup_loop(db: Database, settings: Settings) -> None:

@@ -20,11 +20,11 @@ from vpsapi.ops.logs.schemas import (
     AuditLogPage,
     CleanupResult,
     FileStream,
-    LogLevel,
+    LogLevelParam,
     LogPage,
     LogQuery,
     NginxLogLines,
-    RetentionPolicy,
+    RetentionPolicyChange,
     RetentionPolicyOut,
     TextLogLines,
 )
@@ -44,7 +44,9 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 async def log_query(
-    level: Annotated[LogLevel | None, Query(description="this level and above")] = None,
+    level: Annotated[
+        LogLevelParam | None, Query(description="this level and above (any letter case)")
+    ] = None,
     since: Annotated[
         datetime | None, Query(alias="from", description="ISO time (UTC if naive)")
     ] = None,
@@ -151,9 +153,10 @@ async def get_retention_policy(
 
 @router.put("/retention-policy", response_model=RetentionPolicyOut)
 async def put_retention_policy(
-    admin: AdminUser, session: SessionDep, settings: SettingsDep, policy: RetentionPolicy
+    admin: AdminUser, session: SessionDep, settings: SettingsDep, change: RetentionPolicyChange
 ) -> RetentionPolicyOut:
-    before, after = await service.set_retention_policy(session, settings, admin, policy)
+    """Merge the fields given onto the policy in force (a GET's answer may be sent back)."""
+    before, after = await service.set_retention_policy(session, settings, admin, change)
     await record_audit(
         session,
         admin,

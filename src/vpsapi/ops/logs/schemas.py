@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+# As a query parameter: `ERROR` and `Error` too (log tools and the seed write levels in
+# capitals); the lines themselves are compared case-insensitively already.
+LogLevelParam = Annotated[
+    LogLevel, BeforeValidator(lambda value: value.lower() if isinstance(value, str) else value)
+]
 FileStream = Literal["application", "audit", "performance", "security"]
 
 
@@ -91,6 +96,38 @@ class RetentionPolicy(BaseModel):
 class RetentionPolicyOut(RetentionPolicy):
     updated_at: datetime | None = None
     updated_by: str | None = None
+
+
+class RetentionPolicyChange(BaseModel):
+    """PUT body: the fields given are merged onto the policy in force. The read-only
+    fields of the GET answer are accepted and ignored, so that answer can be sent back."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    retention_days: int | None = Field(default=None, ge=1, le=3650)
+    audit_retention_days: int | None = Field(default=None, ge=1, le=36500)
+    max_size_mb: int | None = Field(default=None, ge=1, le=1_000_000)
+    auto_cleanup: bool | None = None
+    updated_at: Any = Field(default=None, description="read-only: ignored")
+    updated_by: Any = Field(default=None, description="read-only: ignored")
+
+    @model_validator(mode="after")
+    def _meaningful(self) -> RetentionPolicyChange:
+        given = self.changes()
+        if not given:
+            raise ValueError("name at least one field of the policy to change")
+        for name in ("retention_days", "audit_retention_days", "auto_cleanup"):
+            if name in given and given[name] is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        """The policy fields the body names (an explicit null clears max_size_mb)."""
+        return {
+            name: getattr(self, name)
+            for name in self.model_fields_set
+            if name in RetentionPolicy.model_fields
+        }
 
 
 class RemovedFile(BaseModel):

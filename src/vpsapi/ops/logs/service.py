@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import Select, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,6 +37,7 @@ from vpsapi.ops.logs.schemas import (
     NginxLogLines,
     RemovedFile,
     RetentionPolicy,
+    RetentionPolicyChange,
     RetentionPolicyOut,
     TextLogLines,
 )
@@ -330,10 +332,15 @@ async def get_retention_policy(session: AsyncSession, settings: Settings) -> Ret
 
 
 async def set_retention_policy(
-    session: AsyncSession, settings: Settings, actor: Principal, policy: RetentionPolicy
+    session: AsyncSession, settings: Settings, actor: Principal, change: RetentionPolicyChange
 ) -> tuple[RetentionPolicyOut, RetentionPolicyOut]:
-    """Store the policy; returns (before, after)."""
+    """Merge `change` onto the policy in force and store it; returns (before, after)."""
     before = await get_retention_policy(session, settings)
+    merged = {**before.model_dump(include=set(RetentionPolicy.model_fields)), **change.changes()}
+    try:
+        policy = RetentionPolicy.model_validate(merged)
+    except ValidationError as exc:  # the field checks of the change already ran: defensive
+        raise _invalid("body", str(exc)) from exc
     row = await session.get(LogSetting, RETENTION_KEY)
     if row is None:
         row = LogSetting(key=RETENTION_KEY)

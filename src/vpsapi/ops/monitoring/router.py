@@ -6,21 +6,21 @@ import asyncio
 import contextlib
 import math
 from datetime import datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import structlog
 from fastapi import APIRouter, Query, Request, WebSocket, status
 from starlette.websockets import WebSocketDisconnect
 
 from vpsapi.auth.dependencies import AdminUser, CurrentUser, get_stream_principal
-from vpsapi.core.db import SessionDep, utcnow
+from vpsapi.core.db import Database, SessionDep, utcnow
 from vpsapi.core.errors import AppError, Unprocessable
 from vpsapi.core.events import Subscription
 from vpsapi.core.security import Principal
 from vpsapi.ops.audit.service import actor_name, record_audit
 from vpsapi.ops.monitoring import service
 from vpsapi.ops.monitoring.models import METRICS
-from vpsapi.ops.monitoring.sampler import CHANNEL
+from vpsapi.ops.monitoring.sampler import CHANNEL, monitoring_message
 from vpsapi.ops.monitoring.schemas import (
     AlertList,
     AlertOut,
@@ -32,6 +32,7 @@ from vpsapi.ops.monitoring.schemas import (
     Message,
     MetricsHistory,
     MetricsSnapshot,
+    MonitoringMessage,
     canonical_metric,
 )
 from vpsapi.ops.system.service import host_figures
@@ -91,7 +92,10 @@ async def metrics_history(
         except ValueError as exc:
             raise Unprocessable(f"metric: {exc}") from exc
     end = _aware(to) if to else utcnow()
-    start = _aware(from_) if from_ else end - HISTORY_DEFAULT_RANGE
+    try:
+        start = _aware(from_) if from_ else end - HISTORY_DEFAULT_RANGE
+    except OverflowError as exc:  # `to` in the first hour of year 1
+        raise Unprocessable("`to` is too early to default `from` to an hour before") from exc
     if step is None:
         span = max((end - start).total_seconds(), 1.0)
         interval = request.app.state.settings.metrics_interval
@@ -222,10 +226,46 @@ async def monitoring_socket(websocket: WebSocket) -> None:
                 await sender
 
 
+async def _latest_message(db: Database) -> dict[str, Any]:
+    """The message of the newest stored sample; before the first sample, of the host
+    measured now, as GET /api/monitoring/metrics does."""
+    async with db.session(autocommit=True) as session:
+        latest = await service.recent_samples(session, 1)
+        active = await service.list_alerts(session, "active", 100)
+    if latest:
+        return monitoring_message(latest[0], active)
+    figures = await asyncio.to_thread(host_figures)
+    snapshot = MetricsSnapshot(
+        timestamp=utcnow(), **{k: v for k, v in figures.items() if k in METRICS}
+    )
+    message = MonitoringMessage(
+        system=snapshot,
+        alerts=[AlertOut.model_validate(alert) for alert in active],
+        timestamp=snapshot.timestamp,
+    )
+    return message.model_dump(mode="json")
+
+
 async def _forward(websocket: WebSocket, subscription: Subscription) -> None:
+    # The newest sample at once (a dashboard would otherwise wait up to a whole
+    # METRICS_INTERVAL); read after subscribing, so no sample falls in between.
+    sent: datetime | None = None
+    try:
+        first = await _latest_message(websocket.app.state.db)
+    except Exception as exc:  # the database is away: the next sample still comes
+        log.warning("ops.monitoring.ws_first_sample_failed", error=str(exc))
+    else:
+        await websocket.send_json(first)
+        sent = datetime.fromisoformat(first["timestamp"])
     while True:
         message = await subscription.get(timeout=30)
         if message is not None:
+            moment = datetime.fromisoformat(message["timestamp"])
+            # Timestamps only go forward: the sample sent on connect (published while it
+            # was read) or one measured before it is not sent (again).
+            if sent is not None and moment <= sent:
+                continue
+            sent = moment
             await websocket.send_json(message)
         elif subscription.lost:
             subscription.lost = False  # a missed sample is simply skipped

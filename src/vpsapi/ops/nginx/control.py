@@ -18,7 +18,7 @@ import secrets
 import shlex
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +33,8 @@ log = structlog.get_logger(__name__)
 MANAGED_PREFIX = "vpsapi-"
 COMMAND_TIMEOUT_S = 30
 RELOAD_WAIT_S = 5.0
+RESTART_STOP_WAIT_S = 5.0  # per signal, as Debian's unit waits after QUIT
+_SYSTEMD_NGINX_UNIT = re.compile(r"/([^/\s]*nginx[^/\s]*\.service)$", re.MULTILINE)
 _NOT_RUNNING = re.compile(r"invalid PID number|nginx\.pid\" failed|No such process")
 
 Changes = Mapping[str, str | None]
@@ -170,11 +172,70 @@ class NginxControl:
             return None
 
     async def restart(self) -> str:
-        command = shlex.split(self.settings.nginx_restart_cmd or "systemctl restart nginx")
+        """NGINX_RESTART_CMD when set. Else a private nginx (NGINX_PREFIX or NGINX_MAIN_CONF
+        set, and not run by a systemd nginx unit) is stopped and started here with the
+        same -p/-c; the system nginx is `systemctl restart nginx`."""
+        if self.settings.nginx_restart_cmd:
+            command = shlex.split(self.settings.nginx_restart_cmd)
+        elif self.settings.nginx_prefix or self.settings.nginx_main_conf:
+            master = await self.master_process()
+            unit = _systemd_unit(master) if master is not None else None
+            if unit is None:
+                return await self._restart_private(master)
+            command = ["systemctl", "restart", unit]
+        else:
+            command = ["systemctl", "restart", "nginx"]
         result = await self.run(command)
         if not result.ok:
             raise NginxRejected("nginx restart failed", result.output)
         return result.output
+
+    async def _restart_private(self, master: psutil.Process | None) -> str:
+        """Test the configuration (a restart into a broken one would leave nginx down), stop
+        the running master (`-s quit`, then `-s stop` if open connections keep it), start."""
+        outputs = [await self.test()]
+        if master is not None:
+            for signal_name in ("quit", "stop"):
+                outputs.append((await self.run([*self.base_args(), "-s", signal_name])).output)
+                if await _exited(master, RESTART_STOP_WAIT_S):
+                    break
+            else:
+                raise NginxRejected("nginx restart failed: nginx did not stop", "".join(outputs))
+        result = await self._start()
+        outputs.append(result.output)
+        if not result.ok:
+            raise NginxRejected("nginx restart failed", "".join(outputs))
+        deadline = asyncio.get_running_loop().time() + RESTART_STOP_WAIT_S
+        while await self.master_process() is None:  # the pid file comes after the fork
+            if asyncio.get_running_loop().time() > deadline:
+                raise NginxRejected("nginx restart failed: nginx did not start", "".join(outputs))
+            await asyncio.sleep(0.05)
+        return "".join(outputs)
+
+    async def _start(self) -> CommandResult:
+        """Start nginx; its output goes to a file, not a pipe, which the daemon would keep
+        open (a configuration logging to stderr)."""
+        args = self.base_args()
+        with tempfile.TemporaryFile() as output:
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *args, stdin=asyncio.subprocess.DEVNULL, stdout=output, stderr=output
+                )
+            except FileNotFoundError as exc:
+                raise ServiceUnavailable(
+                    f"{args[0]!r} was not found: install nginx or set NGINX_BIN"
+                ) from exc
+            try:
+                await asyncio.wait_for(process.wait(), COMMAND_TIMEOUT_S)
+            except TimeoutError as exc:
+                process.kill()
+                await process.wait()
+                raise ServiceUnavailable(
+                    f"{shlex.join(args)} did not return: if its configuration runs nginx in "
+                    "the foreground (daemon off), set NGINX_RESTART_CMD"
+                ) from exc
+            output.seek(0)
+            return CommandResult(process.returncode or 0, output.read().decode(errors="replace"))
 
     # ---- managed files
     def managed_files(self) -> dict[str, str]:
@@ -224,26 +285,45 @@ class NginxControl:
 
         When nginx is not running the validated files stay (it loads them when started)."""
         async with self.exclusive():
-            output = await self.test_candidate(changes)
-            previous = {name: _read(self.conf_dir / name) for name in changes}
-            _write_files(self.conf_dir, changes)
-            try:
-                await self.reload()
-            except NginxRejected as exc:
-                if _NOT_RUNNING.search(exc.output):
-                    log.warning("ops.nginx.not_running", output=exc.output.strip())
-                    return ApplyResult(output, reloaded=False)
-                _write_files(self.conf_dir, previous)
-                with contextlib.suppress(NginxRejected):
-                    await self.reload()
-                raise
-            return ApplyResult(output, reloaded=True)
+            return await self.apply_locked(changes)
 
-    async def replace_all(self, files: Mapping[str, str]) -> ApplyResult:
-        """Make the managed files exactly `files` (restoring a backup, for one)."""
+    async def apply_locked(self, changes: Changes) -> ApplyResult:
+        """`apply` for a caller that already holds `exclusive()` (to keep the database rows
+        in step with the files: check, apply and commit under one lock)."""
+        output = await self.test_candidate(changes)
+        previous = self.current(changes)
+        _write_files(self.conf_dir, changes)
+        try:
+            await self.reload()
+        except NginxRejected as exc:
+            if _NOT_RUNNING.search(exc.output):
+                log.warning("ops.nginx.not_running", output=exc.output.strip())
+                return ApplyResult(output, reloaded=False)
+            _write_files(self.conf_dir, previous)
+            with contextlib.suppress(NginxRejected):
+                await self.reload()
+            raise
+        return ApplyResult(output, reloaded=True)
+
+    def current(self, names: Iterable[str]) -> dict[str, str | None]:
+        """The managed files' contents now (None: absent), to put them back later."""
+        return {name: _read(self.conf_dir / name) for name in names}
+
+    async def restore_locked(self, previous: Changes) -> None:
+        """Put files saved with `current` back and reload (best effort: a rollback)."""
+        _write_files(self.conf_dir, previous)
+        with contextlib.suppress(NginxRejected, ServiceUnavailable):
+            await self.reload()
+
+    async def replace_all(self, files: Mapping[str, str], *, locked: bool = False) -> ApplyResult:
+        """Make the managed files exactly `files` (restoring a backup, for one); `locked`:
+        the caller holds `exclusive()`."""
+        if not locked:
+            async with self.exclusive():
+                return await self.replace_all(files, locked=True)
         changes: dict[str, str | None] = {name: None for name in self.managed_files()}
         changes.update(files)
-        return await self.apply(changes)
+        return await self.apply_locked(changes)
 
     @contextlib.asynccontextmanager
     async def exclusive(self) -> AsyncIterator[None]:
@@ -274,6 +354,27 @@ async def _wait_for_new_workers(master: psutil.Process, old: set[int]) -> None:
             return
         await asyncio.sleep(0.02)
     log.warning("ops.nginx.reload_slow", waited_s=RELOAD_WAIT_S)
+
+
+async def _exited(process: psutil.Process, timeout: float) -> bool:
+    try:
+        await asyncio.to_thread(process.wait, timeout)
+    except psutil.TimeoutExpired:
+        return False
+    except psutil.Error:
+        pass  # already gone
+    return True
+
+
+def _systemd_unit(master: psutil.Process) -> str | None:
+    """The systemd nginx unit the master runs in (its cgroup), if any: then systemd must
+    restart it, or it would take the stop for a crash and lose track of nginx."""
+    try:
+        cgroup = Path(f"/proc/{master.pid}/cgroup").read_text()
+    except OSError:
+        return None
+    match = _SYSTEMD_NGINX_UNIT.search(cgroup)
+    return match.group(1) if match else None
 
 
 def _shutting_down(process: psutil.Process) -> bool:

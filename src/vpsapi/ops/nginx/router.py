@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request, status
@@ -87,7 +88,7 @@ async def toggle_config(
     config_id: str, actor: AdminUser, session: SessionDep, nginx: NginxDep
 ) -> SiteOut:
     site = await service.get_site(session, config_id)
-    site = await service.set_site_active(session, nginx, actor, site, not site.is_active)
+    site = await service.toggle_site(session, nginx, actor, site)
     return service.site_out(site, nginx.settings)
 
 
@@ -173,12 +174,22 @@ def _registry(request: Request) -> BackendHealthRegistry:
     return registry
 
 
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):/+")
+
+
 def _normalise_backend(raw: str) -> str:
-    # Proxies and clients often collapse the `//` of a URL carried in a path.
-    for scheme in ("http", "https"):
-        if raw.startswith(f"{scheme}:/") and not raw.startswith(f"{scheme}://"):
-            raw = f"{scheme}://" + raw.removeprefix(f"{scheme}:/")
-    if not raw.startswith(("http://", "https://")):
+    """`http(s)://host[:port][/path]` or `host:port[/path]` (taken as http); any other
+    scheme (ftp://, file://) or a malformed host is a 400."""
+    scheme = _SCHEME.match(raw)
+    if scheme is not None:
+        if scheme.group(1).lower() not in ("http", "https"):
+            raise BadRequest(
+                f"Invalid backend URL: only http and https backends can be checked, "
+                f"not {scheme.group(1)!r}"
+            )
+        # Proxies and clients often collapse the `//` of a URL carried in a path.
+        raw = f"{scheme.group(1).lower()}://{raw[scheme.end() :]}"
+    else:
         raw = f"http://{raw}"
     try:
         check_backend(raw)

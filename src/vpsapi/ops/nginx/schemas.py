@@ -49,7 +49,11 @@ def check_backend(value: str) -> str:
     """`http(s)://host[:port][/path]`, `host:port`, or the name of a load-balancer pool."""
     if value.startswith(("http://", "https://")):
         parts = urlsplit(value)
-        if not parts.hostname or not _HOST.match(parts.netloc.rsplit(":", 1)[0] or "-"):
+        if (
+            not parts.hostname
+            or not _HOST.match(parts.netloc.rsplit(":", 1)[0] or "-")
+            or parts.netloc.endswith(":")  # `http://ftp://x`: host "ftp", no port
+        ):
             raise ValueError("backend URL must be http(s)://host[:port][/path]")
         try:
             port = parts.port

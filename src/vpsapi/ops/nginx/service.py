@@ -1,8 +1,10 @@
 """nginx sites and load-balancer pools: stored in the database, rendered, validated, applied.
 
-Every change goes through `NginxControl.apply`, which refuses anything the real `nginx -t`
-rejects; the database row is written in the same request transaction, so a refused change
-leaves both the files and the rows as they were.
+Every change goes through `NginxControl.apply_locked`, which refuses anything the real
+`nginx -t` rejects, and commits the row while still holding nginx's exclusive lock, taken
+before the checks: a refused change leaves both the files and the rows as they were, and
+concurrent changes (several requests, several processes) are serialised, so the files
+always match the rows.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vpsapi.config import Settings
@@ -91,50 +94,95 @@ def _site_changes(body: SiteIn, settings: Settings) -> dict[str, str | None]:
     return {site_file(body.id): content}
 
 
-async def create_site(
-    session: AsyncSession, nginx: NginxControl, actor: Principal, body: SiteIn
-) -> NginxSite:
-    if await session.get(NginxSite, body.id) is not None:
-        raise Conflict(f"Config with ID '{body.id}' already exists")
-    await _check_references(session, body)
-    await nginx.apply(_site_changes(body, nginx.settings))
-    site = NginxSite(**body.model_dump(mode="json"), created_by=actor_name(actor))
-    session.add(site)
-    await record_audit(session, actor, "nginx.site.create", body.id, after=body.model_dump())
-    await session.flush()
+async def _commit_with_files(
+    session: AsyncSession, nginx: NginxControl, changes: dict[str, str | None], conflict: str
+) -> None:
+    """Apply `changes` to nginx, then commit the rows. The caller holds
+    `nginx.exclusive()` from its checks to here, so two requests never interleave and
+    the files and the rows describe the same state. Should the database still refuse
+    the commit (a writer that bypassed the lock), the files are put back: 409."""
+    previous = nginx.current(changes)
+    await nginx.apply_locked(changes)
+    try:
+        await session.commit()
+    except IntegrityError as exc:
+        await session.rollback()
+        await nginx.restore_locked(previous)
+        raise Conflict(conflict) from exc
+    except Exception:
+        await nginx.restore_locked(previous)
+        raise
+
+
+async def _fresh_site(session: AsyncSession, site_id: str) -> NginxSite:
+    """The row as committed now (read under the lock: another request may have changed it)."""
+    site = await session.get(NginxSite, site_id, populate_existing=True)
+    if site is None:
+        raise NotFound(f"Config with ID '{site_id}' not found")
     return site
 
 
-async def update_site(
+async def create_site(
+    session: AsyncSession, nginx: NginxControl, actor: Principal, body: SiteIn
+) -> NginxSite:
+    conflict = f"Config with ID '{body.id}' already exists"
+    async with nginx.exclusive():
+        if await session.get(NginxSite, body.id) is not None:
+            raise Conflict(conflict)
+        await _check_references(session, body)
+        site = NginxSite(**body.model_dump(mode="json"), created_by=actor_name(actor))
+        session.add(site)
+        await record_audit(session, actor, "nginx.site.create", body.id, after=body.model_dump())
+        await _commit_with_files(session, nginx, _site_changes(body, nginx.settings), conflict)
+    return site
+
+
+async def _update_site_locked(
     session: AsyncSession, nginx: NginxControl, actor: Principal, site: NginxSite, body: SiteIn
 ) -> NginxSite:
     before = site_in(site).model_dump()
     await _check_references(session, body)
-    await nginx.apply(_site_changes(body, nginx.settings))
     for name, value in body.model_dump(mode="json").items():
         setattr(site, name, value)
     site.updated_at = datetime.now(UTC)
     await record_audit(
         session, actor, "nginx.site.update", site.id, before=before, after=body.model_dump()
     )
-    await session.flush()
+    await _commit_with_files(
+        session, nginx, _site_changes(body, nginx.settings), f"Config '{site.id}' changed"
+    )
     return site
 
 
-async def set_site_active(
-    session: AsyncSession, nginx: NginxControl, actor: Principal, site: NginxSite, active: bool
+async def update_site(
+    session: AsyncSession, nginx: NginxControl, actor: Principal, site: NginxSite, body: SiteIn
 ) -> NginxSite:
-    body = site_in(site).model_copy(update={"is_active": active})
-    return await update_site(session, nginx, actor, site, body)
+    async with nginx.exclusive():
+        site = await _fresh_site(session, site.id)
+        return await _update_site_locked(session, nginx, actor, site, body)
+
+
+async def toggle_site(
+    session: AsyncSession, nginx: NginxControl, actor: Principal, site: NginxSite
+) -> NginxSite:
+    """Flip `is_active` of the row as it is under the lock (two toggles: two flips)."""
+    async with nginx.exclusive():
+        site = await _fresh_site(session, site.id)
+        body = site_in(site).model_copy(update={"is_active": not site.is_active})
+        return await _update_site_locked(session, nginx, actor, site, body)
 
 
 async def delete_site(
     session: AsyncSession, nginx: NginxControl, actor: Principal, site: NginxSite
 ) -> None:
-    before = site_in(site).model_dump()
-    await nginx.apply({site_file(site.id): None})
-    await session.delete(site)
-    await record_audit(session, actor, "nginx.site.delete", site.id, before=before)
+    async with nginx.exclusive():
+        site = await _fresh_site(session, site.id)
+        before = site_in(site).model_dump()
+        await session.delete(site)
+        await record_audit(session, actor, "nginx.site.delete", site.id, before=before)
+        await _commit_with_files(
+            session, nginx, {site_file(site.id): None}, f"Config '{site.id}' changed"
+        )
 
 
 async def check_site(session: AsyncSession, nginx: NginxControl, body: SiteIn) -> NginxCheck:
@@ -245,17 +293,31 @@ async def _pool_users(session: AsyncSession, name: str) -> list[str]:
     ]
 
 
+async def _fresh_pool(session: AsyncSession, name: str) -> UpstreamPool:
+    pool = await session.scalar(
+        select(UpstreamPool)
+        .where(UpstreamPool.name == name)
+        .execution_options(populate_existing=True)
+    )
+    if pool is None:
+        raise NotFound(f"Load balancer pool '{name}' not found")
+    return pool
+
+
 async def create_pool(
     session: AsyncSession, nginx: NginxControl, actor: Principal, body: PoolIn
 ) -> UpstreamPool:
-    existing = await session.scalar(select(UpstreamPool).where(UpstreamPool.name == body.name))
-    if existing is not None or await _pool_users(session, body.name):
-        raise Conflict(f"Load balancer pool '{body.name}' already exists")
-    await nginx.apply({pool_file(body.name): render_pool(body)})
-    pool = UpstreamPool(**body.model_dump(mode="json"), created_by=actor_name(actor))
-    session.add(pool)
-    await record_audit(session, actor, "nginx.pool.create", body.name, after=body.model_dump())
-    await session.flush()
+    conflict = f"Load balancer pool '{body.name}' already exists"
+    async with nginx.exclusive():
+        existing = await session.scalar(select(UpstreamPool).where(UpstreamPool.name == body.name))
+        if existing is not None or await _pool_users(session, body.name):
+            raise Conflict(conflict)
+        pool = UpstreamPool(**body.model_dump(mode="json"), created_by=actor_name(actor))
+        session.add(pool)
+        await record_audit(session, actor, "nginx.pool.create", body.name, after=body.model_dump())
+        await _commit_with_files(
+            session, nginx, {pool_file(body.name): render_pool(body)}, conflict
+        )
     return pool
 
 
@@ -264,28 +326,41 @@ async def update_pool(
 ) -> UpstreamPool:
     if body.name != pool.name:
         raise Unprocessable("a pool cannot be renamed; create a new one")
-    before = pool_in(pool).model_dump()
-    await nginx.apply({pool_file(body.name): render_pool(body)})
-    for name, value in body.model_dump(mode="json").items():
-        setattr(pool, name, value)
-    pool.updated_at = datetime.now(UTC)
-    await record_audit(
-        session, actor, "nginx.pool.update", pool.name, before=before, after=body.model_dump()
-    )
-    await session.flush()
+    async with nginx.exclusive():
+        pool = await _fresh_pool(session, pool.name)
+        before = pool_in(pool).model_dump()
+        for name, value in body.model_dump(mode="json").items():
+            setattr(pool, name, value)
+        pool.updated_at = datetime.now(UTC)
+        await record_audit(
+            session, actor, "nginx.pool.update", pool.name, before=before, after=body.model_dump()
+        )
+        await _commit_with_files(
+            session,
+            nginx,
+            {pool_file(body.name): render_pool(body)},
+            f"Load balancer pool '{pool.name}' changed",
+        )
     return pool
 
 
 async def delete_pool(
     session: AsyncSession, nginx: NginxControl, actor: Principal, pool: UpstreamPool
 ) -> None:
-    users = await _pool_users(session, pool.name)
-    if users:
-        raise Conflict(f"Pool '{pool.name}' is used by: {', '.join(users)}")
-    before = pool_in(pool).model_dump()
-    await nginx.apply({pool_file(pool.name): None})
-    await session.delete(pool)
-    await record_audit(session, actor, "nginx.pool.delete", pool.name, before=before)
+    async with nginx.exclusive():
+        pool = await _fresh_pool(session, pool.name)
+        users = await _pool_users(session, pool.name)
+        if users:
+            raise Conflict(f"Pool '{pool.name}' is used by: {', '.join(users)}")
+        before = pool_in(pool).model_dump()
+        await session.delete(pool)
+        await record_audit(session, actor, "nginx.pool.delete", pool.name, before=before)
+        await _commit_with_files(
+            session,
+            nginx,
+            {pool_file(pool.name): None},
+            f"Load balancer pool '{pool.name}' changed",
+        )
 
 
 async def known_backends(session: AsyncSession) -> dict[str, dict[str, Any]]:

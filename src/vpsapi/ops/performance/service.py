@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
@@ -14,9 +15,10 @@ from vpsapi.core.db import Database
 from vpsapi.core.errors import Unprocessable
 from vpsapi.core.security import Principal
 from vpsapi.jobs.models import JobRecord
+from vpsapi.ops.audit.service import actor_name
 from vpsapi.ops.jobs import submit_ops_job
 from vpsapi.ops.performance.cache import OpsCache
-from vpsapi.ops.performance.tasks import PROCESSING_TYPE, available_tasks
+from vpsapi.ops.performance.tasks import PROCESSING_TYPE, available_tasks, task_options
 
 REDIS_INFO_FIELDS = (
     "redis_version",
@@ -103,9 +105,27 @@ async def queue_task(
         raise Unprocessable(
             f"unknown task {task!r}; available: {', '.join(sorted(available_tasks()))}"
         )
+    options = task_options(task)
+    if options.params is not None:
+        try:
+            options.params.model_validate(params)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in error['loc']) or 'params'}: {error['msg']}"
+                for error in exc.errors()
+            )
+            raise Unprocessable(f"invalid params for task {task!r}: {problems}") from exc
     # One attempt: an operator's task that failed is looked at, not repeated behind their back.
-    payload = {"task": task, "params": params}
-    return await submit_ops_job(session, settings, principal, PROCESSING_TYPE, payload, attempts=1)
+    payload = {"task": task, "params": params, "queued_by": actor_name(principal)}
+    return await submit_ops_job(
+        session,
+        settings,
+        principal,
+        PROCESSING_TYPE,
+        payload,
+        attempts=1,
+        timeout=options.timeout,
+    )
 
 
 async def queue_status(session: AsyncSession, settings: Settings) -> dict[str, Any]:
