@@ -144,11 +144,15 @@ def render_nginx_site(tmp: Path, upstreams: list[str], port: int) -> Path:
         capture_output=True,
     )
     site = (ROOT / "deploy" / "nginx" / "vpsapi.conf").read_text()
+    # Our upstreams, failing over fast (the fault tests kill them); the rest as deployed.
     site = re.sub(
-        r"upstream vpsapi \{.*?\n\}",
-        "upstream vpsapi {\n"
-        + "".join(f"    server {u} max_fails=1 fail_timeout=2s;\n" for u in upstreams)
-        + "    keepalive 16;\n}",
+        r"upstream vpsapi \{.*?(\n    keepalive \d+;)\n\}",
+        lambda match: (
+            "upstream vpsapi {\n"
+            + "".join(f"    server {u} max_fails=1 fail_timeout=2s;\n" for u in upstreams)
+            + match.group(1).lstrip("\n")
+            + "\n}"
+        ),
         site,
         flags=re.S,
     )
@@ -159,7 +163,8 @@ def render_nginx_site(tmp: Path, upstreams: list[str], port: int) -> Path:
     (tmp / "logs").mkdir(exist_ok=True)
     conf = tmp / "nginx.conf"
     conf.write_text(
-        f"daemon off;\npid {tmp}/nginx.pid;\nerror_log {tmp}/logs/error.log;\nevents {{ worker_connections 4096; }}\n"
+        f"daemon off;\nworker_processes auto;\npid {tmp}/nginx.pid;\n"
+        f"error_log {tmp}/logs/error.log;\nevents {{ worker_connections 4096; }}\n"
         f"http {{\naccess_log {tmp}/logs/access.log;\nclient_body_temp_path {tmp}/body;\n"
         f"proxy_temp_path {tmp}/proxy;\n{site}\n}}\n"
     )
