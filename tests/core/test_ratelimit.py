@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from support import ADMIN_EMAIL, ADMIN_PASSWORD, SHARED_API_KEY
+from support import ADMIN_EMAIL, ADMIN_PASSWORD, SHARED_API_KEY, login
 
 
 @pytest.fixture
@@ -64,11 +64,7 @@ async def test_health_and_metrics_never_limited(limited: httpx.AsyncClient) -> N
 
 async def test_limits_are_per_user_when_authenticated(make_client) -> None:
     client = await make_client(rate_limit_enabled=True, rate_limit_default="3/minute")
-    token = (
-        await client.post(
-            "/api/v1/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
-        )
-    ).json()["data"]["accessToken"]
+    token = (await login(client, ADMIN_EMAIL, ADMIN_PASSWORD))["accessToken"]
     headers = {"Authorization": f"Bearer {token}"}
     for _ in range(3):
         assert (await client.get("/api/v1/info")).status_code == 200  # the IP's budget
@@ -115,11 +111,7 @@ async def test_auth_tier_counts_failed_attempts_per_ip(make_client) -> None:
 
 async def test_api_keys_are_limited_per_key(make_client) -> None:
     client = await make_client(rate_limit_enabled=True, rate_limit_default="3/minute")
-    token = (
-        await client.post(
-            "/api/v1/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
-        )
-    ).json()["data"]["accessToken"]
+    token = (await login(client, ADMIN_EMAIL, ADMIN_PASSWORD))["accessToken"]
     admin = {"Authorization": f"Bearer {token}"}
     keys = []
     for name in ("one", "two"):
