@@ -3,12 +3,15 @@ submitted through one server streams live through another."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 from pathlib import Path
 
 import httpx
 import pytest
+from saq import Queue, Status
+from saq import utils as saq_time
 
 from jobs_support import (
     shared_key_headers,
@@ -17,6 +20,7 @@ from jobs_support import (
     wait_until_running,
 )
 from support import server_env, start_process
+from vpsapi.jobs.runtime import saq_queue
 
 pytestmark = pytest.mark.multiprocess
 
@@ -57,6 +61,47 @@ def test_worker_killed_mid_run_loses_nothing(
             first.kill()
     assert [job["status"] for job in jobs] == ["COMPLETED"] * JOB_COUNT
     assert any(job["attempts"] >= 2 for job in jobs), "some job was taken again after the kill"
+
+
+def test_worker_killed_between_taking_and_claiming_a_job_loses_nothing(
+    settings_factory, server_factory, backend, tmp_path: Path
+) -> None:
+    """kill -9 can land after a worker took saq's job and before it claimed the row: the
+    row stays pending while saq shows the job active. Such a job is queued again within
+    a lease or two, not after saq's own timeout (the job timeout plus a minute)."""
+    if not backend.scaleout:
+        pytest.skip("saq on Redis only (scale-out run)")
+    settings = settings_factory()
+    server = server_factory(settings, JOBS_INPROCESS_WORKERS="false", **FAST_RECOVERY)
+    with httpx.Client(base_url=server.base_url, timeout=30) as client:
+        headers = shared_key_headers(client)
+        job_id = submit_type1_job(client, headers, items=2, delay_ms=10)
+        asyncio.run(_take_and_die(saq_queue(settings)))
+        worker = start_process(
+            ["worker"], server_env(settings, **FAST_RECOVERY), tmp_path / "w.log"
+        )
+        try:
+            # 60 rounds of 0.5 s: far more than a lease (2 s) and a sweep (5 s), far less
+            # than saq's own timeout (6 minutes).
+            jobs = wait_all_finished(client, headers, [job_id], rounds=60)
+        finally:
+            worker.terminate()
+            worker.wait(30)
+    assert [job["status"] for job in jobs] == ["COMPLETED"]
+
+
+async def _take_and_die(queue: Queue) -> None:
+    """What a worker leaves when killed right after taking a job: saq's job active, its
+    start a while ago, and the row untouched."""
+    try:
+        taken = await queue.dequeue(timeout=5)
+        assert taken is not None, "the submitted job was queued"
+        taken.started = saq_time.now() - 60_000
+        taken.attempts += 1
+        taken.worker_id = "killed-worker"
+        await taken.update(status=Status.ACTIVE)
+    finally:
+        await queue.disconnect()
 
 
 def test_server_killed_mid_run_resumes_after_restart(

@@ -9,7 +9,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from saq import Queue, Worker
+from saq import Job, Queue, Status, Worker
+from saq import utils as saq_time
 
 from vpsapi.config import Settings
 from vpsapi.core.db import utcnow
@@ -95,9 +96,15 @@ class SaqDispatcher:
     async def dispatch(self, job_id: str, attempt: int, at: datetime | None = None) -> None:
         # Rounded up: saq runs a job at or after `scheduled`, never before the row is due.
         scheduled = math.ceil(at.timestamp()) if at is not None and at > utcnow() else 0
-        await self.queue.enqueue(
+        key = f"{job_id}:{attempt}:{scheduled}"
+        if await self._enqueue(key, job_id, scheduled) is None and await self._abandoned(key):
+            await self._enqueue(key, job_id, scheduled)
+
+    async def _enqueue(self, key: str, job_id: str, scheduled: int) -> Job | None:
+        """The queued job, or None when saq already holds one with this key."""
+        return await self.queue.enqueue(
             "run_job",
-            key=f"{job_id}:{attempt}:{scheduled}",
+            key=key,
             job_id=job_id,
             scheduled=scheduled,
             # Our engine enforces the job's own timeout and retries; saq only delivers.
@@ -105,6 +112,24 @@ class SaqDispatcher:
             retries=1,
             ttl=600,
         )
+
+    async def _abandoned(self, key: str) -> bool:
+        """Whether saq's job under `key` was taken by a worker that died before it claimed
+        the row, and is now finished so that the key can be queued again.
+
+        A dispatch that finds its key taken comes from the sweeper, for a row that is due
+        and held by nobody. A live worker claims the row within milliseconds of taking
+        saq's job, so one still active in saq a whole lease later belongs to a worker
+        killed in between. saq's own sweep would free it only after the job's timeout
+        (minutes), and until then the row could not be dispatched again."""
+        existing = await self.queue.job(key)
+        if existing is None or existing.status != Status.ACTIVE:
+            return False
+        if saq_time.seconds(saq_time.now() - existing.started) < self.settings.job_lease_seconds:
+            return False
+        log.warning("job_dispatch_abandoned", key=key, worker=existing.worker_id)
+        await self.queue.finish(existing, Status.ABORTED, error="worker lost before claiming")
+        return True
 
 
 async def run_job(ctx: dict[str, Any], *, job_id: str) -> None:
