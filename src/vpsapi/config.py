@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     # sized for steady load; keep processes x (pool + overflow) under max_connections.
     database_pool_size: int = Field(default=15, ge=1)
     database_max_overflow: int = Field(default=5, ge=0)
+    # How long a request waits for a free connection before it is answered 503 (busy).
+    database_pool_timeout: float = Field(default=5.0, gt=0)
     redis_url: str = ""
     redis_prefix: str = "vpsapi"
     auto_migrate: bool = True

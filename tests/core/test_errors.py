@@ -214,6 +214,27 @@ async def test_a_file_error_is_not_called_a_database_outage(make_client) -> None
     assert response.json()["error"] == "InternalServerError"
 
 
+async def test_no_free_database_connection_is_a_503_not_a_500(make_client, backend) -> None:
+    """Overload: every pooled connection busy past DATABASE_POOL_TIMEOUT. The request is
+    shed with a retryable 503, and served again once a connection is free."""
+    if not backend.scaleout:
+        pytest.skip("a connection pool is PostgreSQL's (scale-out run)")
+    client = await make_client(
+        database_pool_size=1, database_max_overflow=0, database_pool_timeout=0.3
+    )
+    headers = await _admin_headers(client)
+    async with client.app.state.db.engine.connect():  # the only connection, held
+        response = await client.get("/api/v1/users", headers=headers)
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    body = response.json()
+    assert (body["error"], body["message"]) == (
+        "ServiceUnavailable",
+        "Server busy, try again shortly",
+    )
+    assert (await client.get("/api/v1/users", headers=headers)).status_code == 200
+
+
 async def test_seed_002_validation_says_where_each_error_was(client: httpx.AsyncClient) -> None:
     headers = await _admin_headers(client)
     response = await client.get("/api/system/nginx/logs?lines=0", headers=headers)

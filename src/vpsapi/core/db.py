@@ -18,6 +18,7 @@ from fastapi import Depends, Request
 from sqlalchemy import DateTime, MetaData, String, event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -117,7 +118,7 @@ class Database:
             kwargs.update(
                 pool_size=settings.database_pool_size,
                 max_overflow=settings.database_max_overflow,
-                pool_timeout=5,
+                pool_timeout=settings.database_pool_timeout,
                 connect_args={"timeout": 5, "command_timeout": 30},
             )
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
@@ -235,6 +236,12 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         autocommit = request.method in ("GET", "HEAD")
         async with get_database(request).session(autocommit=autocommit) as session:
             yield session
+    except PoolTimeout as exc:
+        # Every connection busy for DATABASE_POOL_TIMEOUT: the server is overloaded. Shed
+        # the request with a retryable answer instead of queueing it further.
+        raise ServiceUnavailable(
+            "Server busy, try again shortly", headers={"Retry-After": "1"}
+        ) from exc
     except (OperationalError, DBAPIError, OSError) as exc:
         if isinstance(exc, DBAPIError) and _is_unstorable_text(exc):
             raise BadRequest("The request holds text the database cannot store") from exc
