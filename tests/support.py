@@ -160,6 +160,7 @@ def render_nginx_site(tmp: Path, upstreams: list[str], port: int) -> Path:
     site = site.replace("/etc/letsencrypt/live/api.example.com/privkey.pem", str(key))
     site = site.replace("listen 443 ssl", f"listen 127.0.0.1:{port} ssl")
     site = site.replace("listen 80;", f"listen 127.0.0.1:{free_port()};")
+    site = site.replace("/var/log/nginx/vpsapi.access.log", f"{tmp}/logs/access.log")
     (tmp / "logs").mkdir(exist_ok=True)
     conf = tmp / "nginx.conf"
     conf.write_text(

@@ -159,6 +159,25 @@ def test_sse_arrives_unbuffered_through_nginx(cluster: Cluster) -> None:
     assert first_live < finished.timestamp()
 
 
+def test_nginx_access_log_masks_tokens_in_urls(cluster: Cluster) -> None:
+    """EventSource clients pass `?access_token=`: the deployed site logs the request with
+    the token's value masked."""
+    headers = cluster.token_headers()
+    token = headers["Authorization"].split()[1]
+    with cluster.client() as client:
+        job_id = submit_type1_job(client, headers, items=1, delay_ms=10)
+    follow(cluster, job_id, token)
+    access_log = cluster.tmp / "logs" / "access.log"
+    wanted = f"GET /api/sse/job-progress/{job_id}?access_token=**** HTTP/1.1"
+    for _ in range(100):  # nginx writes the line once the stream has ended
+        if wanted in access_log.read_text():
+            break
+        time.sleep(0.05)
+    logged = access_log.read_text()
+    assert wanted in logged
+    assert token not in logged and token.split(".")[2] not in logged
+
+
 def test_one_rate_limit_across_both_processes(cluster: Cluster) -> None:
     with cluster.client() as client:
         limits = set()
