@@ -6,8 +6,10 @@ import json
 from datetime import datetime
 
 import httpx
+import pytest
 
 from job_support import sse_events, submit, wait_for_progress, wait_for_status
+from support import SHARED_API_KEY
 from vpsapi.jobs.engine import PROGRESS_MIN_INTERVAL
 
 
@@ -154,3 +156,27 @@ async def test_a_report_inside_the_interval_is_written_while_the_job_runs(
     gate.release.set()
     final = await wait_for_status(jobs_client, token_headers, job_id, {"COMPLETED"})
     assert final["progress"] == 100
+
+
+async def test_stream_ends_with_reconnect_when_no_database_connection_is_free(
+    make_client, backend
+) -> None:
+    """Overload: the stream cannot read the job within DATABASE_POOL_TIMEOUT. It ends
+    cleanly with a `reconnect` event (not a broken connection), so that the browser comes
+    back with Last-Event-ID."""
+    if not backend.scaleout:
+        pytest.skip("a connection pool is PostgreSQL's (scale-out run)")
+    client = await make_client(
+        jobs_inprocess_workers=False,
+        database_pool_size=1,
+        database_max_overflow=0,
+        database_pool_timeout=0.3,
+    )
+    token = await client.post("/api/auth/token", headers={"X-API-Key": SHARED_API_KEY})
+    headers = {"Authorization": f"Bearer {token.json()['token']}"}
+    job_id = await submit(client, headers)
+    async with client.app.state.db.engine.connect():  # the only connection, held
+        events = [e async for e in sse_events(client, f"/api/sse/job-progress/{job_id}", headers)]
+    assert [kind for kind, _, _ in events] == ["connected", "reconnect"]
+    assert json.loads(events[1][2]) == {"reason": "database busy or unavailable", "jobId": job_id}
+    assert (await client.get(f"/api/jobs/{job_id}", headers=headers)).status_code == 200

@@ -30,7 +30,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
 from vpsapi.config import Settings
-from vpsapi.core.errors import BadRequest, ServiceUnavailable
+from vpsapi.core.errors import AppError, BadRequest, ServiceUnavailable
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -236,21 +236,28 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         autocommit = request.method in ("GET", "HEAD")
         async with get_database(request).session(autocommit=autocommit) as session:
             yield session
-    except PoolTimeout as exc:
+    except (PoolTimeout, OperationalError, DBAPIError, OSError) as exc:
+        answer = database_failure(exc)
+        if answer is None:
+            raise
+        raise answer from exc
+
+
+def database_failure(exc: BaseException) -> AppError | None:
+    """The answer for a database failure the client is not to blame for (or, for text
+    the database cannot store, is): None for anything else, a bug to report as such."""
+    if isinstance(exc, PoolTimeout):
         # Every connection busy for DATABASE_POOL_TIMEOUT: the server is overloaded. Shed
         # the request with a retryable answer instead of queueing it further.
-        raise ServiceUnavailable(
-            "Server busy, try again shortly", headers={"Retry-After": "1"}
-        ) from exc
-    except (OperationalError, DBAPIError, OSError) as exc:
-        if isinstance(exc, DBAPIError) and _is_unstorable_text(exc):
-            raise BadRequest("The request holds text the database cannot store") from exc
-        if isinstance(exc, DBAPIError):
-            if not exc.connection_invalidated and not isinstance(exc, OperationalError):
-                raise
-        elif isinstance(exc, OSError) and not _is_network_error(exc):
-            raise  # a file the endpoint used, say: not the database's fault
-        raise ServiceUnavailable("Database unavailable, try again shortly") from exc
+        return ServiceUnavailable("Server busy, try again shortly", headers={"Retry-After": "1"})
+    if isinstance(exc, DBAPIError):
+        if _is_unstorable_text(exc):
+            return BadRequest("The request holds text the database cannot store")
+        if not exc.connection_invalidated and not isinstance(exc, OperationalError):
+            return None
+    elif not (isinstance(exc, OSError) and _is_network_error(exc)):
+        return None  # a file the endpoint used, say: not the database's fault
+    return ServiceUnavailable("Database unavailable, try again shortly")
 
 
 # What reaching a database server over the network can fail with (the driver raises these

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from sse_starlette.sse import EventSourceResponse
 
 from vpsapi.auth.dependencies import CurrentPrincipal, StreamPrincipal
-from vpsapi.core.db import SessionDep
+from vpsapi.core.db import SessionDep, database_failure
 from vpsapi.core.errors import NotFound, ValidationFailed, validation_details
 from vpsapi.core.schemas import V1_ERROR_RESPONSES, Envelope, envelope, parse_json_body
 from vpsapi.core.security import Principal
@@ -223,13 +223,20 @@ async def job_progress(
         async with events.subscribe(job_channel(job_id)) as subscription:
             sent = last_seen
             while True:
-                async with database.session(autocommit=True) as read:
-                    try:
+                try:
+                    async with database.session(autocommit=True) as read:
                         record = await service.get_job(read, principal, job_id)
-                    except NotFound:
-                        yield {"event": "error", "data": json.dumps({"error": "Job not found"})}
-                        return
-                    job, seq = service.job_out(record), record.seq
+                        job, seq = service.job_out(record), record.seq
+                except NotFound:
+                    yield {"event": "error", "data": json.dumps({"error": "Job not found"})}
+                    return
+                except Exception as exc:
+                    if database_failure(exc) is None:
+                        raise
+                    # Busy or away: end the stream cleanly rather than break it; the
+                    # client comes back with Last-Event-ID and misses nothing.
+                    yield _reconnect_event(job_id, "database busy or unavailable", 1000)
+                    return
                 if seq > sent:
                     sent = seq
                     yield {
@@ -251,11 +258,7 @@ async def job_progress(
                 for waiter in (change, stopping):
                     waiter.cancel()
                 if shutdown.is_set():
-                    yield {
-                        "event": "reconnect",
-                        "retry": 500,
-                        "data": json.dumps({"reason": "server shutting down", "jobId": job_id}),
-                    }
+                    yield _reconnect_event(job_id, "server shutting down", 500)
                     return
                 while not subscription.queue.empty():
                     subscription.queue.get_nowait()
@@ -268,3 +271,12 @@ async def job_progress(
         shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
         headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"},
     )
+
+
+def _reconnect_event(job_id: str, reason: str, retry_ms: int) -> dict[str, Any]:
+    """The stream's last event when it ends before the job does: why, and when to retry."""
+    return {
+        "event": "reconnect",
+        "retry": retry_ms,
+        "data": json.dumps({"reason": reason, "jobId": job_id}),
+    }
