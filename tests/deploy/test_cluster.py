@@ -50,6 +50,7 @@ CLUSTER_ENV = {
     "JOB_LEASE_SECONDS": "2",
     "JOBS_WORKERS": "8",
     "METRICS_INTERVAL": "0.5",
+    "AI_MODELS_ENABLED": "false",  # a GET that answers 503, for the rotation test
 }
 
 
@@ -176,6 +177,17 @@ def test_nginx_access_log_masks_tokens_in_urls(cluster: Cluster) -> None:
     logged = access_log.read_text()
     assert wanted in logged
     assert token not in logged and token.split(".")[2] not in logged
+
+
+def test_answered_503s_keep_both_processes_in_rotation(cluster: Cluster) -> None:
+    """A 503 is an answer (here AI turned off; a busy process sheds load the same way).
+    nginx must not count it as a failed process: with both marked down it would answer
+    502 to every request for a while."""
+    with cluster.client() as client:
+        for _ in range(4):
+            assert client.get("/api/v1/ai/providers").status_code == 503
+        answers = [client.get("/api/v1/info").status_code for _ in range(4)]
+    assert answers == [200] * 4
 
 
 def test_one_rate_limit_across_both_processes(cluster: Cluster) -> None:
