@@ -25,6 +25,7 @@ from vpsapi.core.errors import install_error_handlers, register_fastapi_style
 from vpsapi.core.etag import ETagMiddleware
 from vpsapi.core.events import EventBus, RedisEventBus
 from vpsapi.core.logging import configure_logging, init_sentry
+from vpsapi.core.memory import freeze_long_lived_objects
 from vpsapi.core.middleware import OriginGuard, RequestMiddleware
 from vpsapi.core.modules import Module
 from vpsapi.core.ratelimit import RateLimitMiddleware, create_storage
@@ -87,6 +88,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for module in app.state.modules:
             if module.lifespan is not None:
                 await stack.enter_async_context(bounded_shutdown(module, app))
+        if getattr(app.state, "freeze_after_startup", False):
+            freeze_long_lived_objects()
         log.info(
             "started",
             version=__version__,
@@ -96,6 +99,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         yield
         log.info("stopping")
+
+
+def create_server_app() -> FastAPI:
+    """`vpsapi serve`'s app: `create_app`'s, with what it built frozen once it started
+    (see `freeze_long_lived_objects`; apps made in tests are thrown away, so not theirs)."""
+    app = create_app()
+    app.state.freeze_after_startup = True
+    return app
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

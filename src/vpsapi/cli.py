@@ -92,7 +92,7 @@ def serve(
         f"{', Redis' if settings.redis_url else ''})"
     )
     uvicorn.run(
-        "vpsapi.app:create_app",
+        "vpsapi.app:create_server_app",
         factory=True,
         host=host,
         port=port,

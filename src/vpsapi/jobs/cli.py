@@ -28,6 +28,7 @@ def run_worker(settings: Settings) -> None:
     """Run job workers until SIGINT/SIGTERM (saq on Redis, or the SQLite lease queue)."""
     from vpsapi.core.db import Database
     from vpsapi.core.events import EventBus, RedisEventBus
+    from vpsapi.core.memory import freeze_long_lived_objects
     from vpsapi.core.redis import create_redis
     from vpsapi.jobs.module import start_runtime
 
@@ -41,6 +42,7 @@ def run_worker(settings: Settings) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         runtime = await start_runtime(db, events, settings, run_workers=True, own_signals=False)
+        freeze_long_lived_objects()
         err_console.print(
             f"[bold green]vpsapi worker[/] {runtime.engine.worker_id}: "
             f"{settings.jobs_workers} concurrent jobs, "
