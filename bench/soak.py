@@ -77,8 +77,9 @@ def cpu_seconds(process: psutil.Process) -> float:
 
 
 class Soak:
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, servers: list[psutil.Process]) -> None:
         self.base = base
+        self.servers = servers  # their RSS goes into every period's line
         self.latency: dict[str, list[float]] = defaultdict(list)
         self.errors: dict[str, list[str]] = defaultdict(list)
         self.job_ids: list[str] = []
@@ -153,6 +154,7 @@ class Soak:
             tasks: set[asyncio.Task[None]] = set()
             started = time.perf_counter()
             sent = 0
+            reporter = asyncio.create_task(self.report_every(30.0, tasks))
             while (now := time.perf_counter() - started) < duration:
                 due = int(now * rate) - sent
                 for _ in range(due):
@@ -166,7 +168,35 @@ class Soak:
                 await asyncio.sleep(0.002)
             if tasks:
                 await asyncio.wait(tasks, timeout=60)
+            reporter.cancel()
             return time.perf_counter() - started
+
+    async def report_every(self, seconds: float, in_flight: set[asyncio.Task[None]]) -> None:
+        """A line per period: a slow decline shows here, not in the totals."""
+        print(
+            f"{'at s':>6} {'done/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'in flight':>9}"
+            "  serve RSS MiB"
+        )
+        reported: dict[str, int] = {}
+        errors_seen, begun = 0, time.perf_counter()
+        while True:
+            await asyncio.sleep(seconds)
+            latest = sorted(
+                value
+                for op, values in self.latency.items()
+                for value in values[reported.get(op, 0) :]
+            )
+            reported = {op: len(values) for op, values in self.latency.items()}
+            errors = sum(len(v) for v in self.errors.values())
+            p50 = latest[len(latest) // 2] * 1000 if latest else float("nan")
+            p99 = latest[int(len(latest) * 0.99)] * 1000 if latest else float("nan")
+            print(
+                f"{time.perf_counter() - begun:>6.0f} {len(latest) / seconds:>7.0f} {p50:>8.1f}"
+                f" {p99:>8.1f} {errors - errors_seen:>7} {len(in_flight):>9}  "
+                + " ".join(f"{rss_mib(server):.1f}" for server in self.servers),
+                flush=True,
+            )
+            errors_seen = errors
 
 
 def report(soak: Soak, elapsed: float) -> None:
@@ -235,7 +265,7 @@ def main() -> None:
             nginx_workers_start = sum(cpu_seconds(proc) for proc in nginx_workers)
             shared_start = shared_servers_cpu()
             print(f"soak: {args.rate:.0f} req/s for {args.duration:.0f} s through nginx, 2+2")
-            soak = Soak(base)
+            soak = Soak(base, [psutil.Process(p.pid) for p in processes[:2]])
             elapsed = uvloop.run(soak.drive(args.rate, args.duration))
             report(soak, elapsed)
             print("\nprocess     RSS MiB start     end   CPU % of one core")
