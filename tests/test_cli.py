@@ -55,6 +55,15 @@ def test_short_jwt_secret_refused(tmp_path: Path) -> None:
     assert "JWT_SECRET is shorter than 32 characters" in result.stderr
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "soon"])
+def test_bad_pool_timeout_refused(tmp_path: Path, value: str) -> None:
+    result = run(["serve", "--port", "1"], tmp_path / "data", DATABASE_POOL_TIMEOUT=value)
+    assert result.returncode == 2
+    assert "Configuration error" in result.stderr
+    assert "database_pool_timeout" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_users_and_keys_commands(tmp_path: Path) -> None:
     data = tmp_path / "data"
     created = run(
