@@ -81,9 +81,10 @@ def test_worker_killed_between_taking_and_claiming_a_job_loses_nothing(
             ["worker"], server_env(settings, **FAST_RECOVERY), tmp_path / "w.log"
         )
         try:
-            # 60 rounds of 0.5 s: far more than a lease (2 s) and a sweep (5 s), far less
+            # 240 rounds of 0.5 s: far more than a lease (2 s), a sweep (5 s) and a worker's
+            # start on a loaded machine (30 s was not enough once in CI), far less
             # than saq's own timeout (6 minutes).
-            jobs = wait_all_finished(client, headers, [job_id], rounds=60)
+            jobs = wait_all_finished(client, headers, [job_id], rounds=240)
         finally:
             worker.terminate()
             worker.wait(30)
