@@ -81,14 +81,15 @@ def test_worker_killed_between_taking_and_claiming_a_job_loses_nothing(
             ["worker"], server_env(settings, **FAST_RECOVERY), tmp_path / "w.log"
         )
         try:
-            # 240 rounds of 0.5 s: far more than a lease (2 s), a sweep (5 s) and a worker's
-            # start on a loaded machine (30 s was not enough once in CI), far less
-            # than saq's own timeout (6 minutes).
+            # 240 rounds of 0.5 s: far more than a worker's start on a loaded machine
+            # (30 s was not enough once in CI) and its first sweep, far less than saq's
+            # own timeout (6 minutes).
             jobs = wait_all_finished(client, headers, [job_id], rounds=240)
         finally:
             worker.terminate()
             worker.wait(30)
-    assert [job["status"] for job in jobs] == ["COMPLETED"]
+    # The worker's log says when it started and whether its sweeper found the job.
+    assert [job["status"] for job in jobs] == ["COMPLETED"], (tmp_path / "w.log").read_text()
 
 
 async def _take_and_die(queue: Queue) -> None:

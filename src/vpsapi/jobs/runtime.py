@@ -138,18 +138,18 @@ async def run_job(ctx: dict[str, Any], *, job_id: str) -> None:
 
 
 async def sweep(engine: JobEngine) -> None:
-    """Re-dispatch due rows nobody runs (lost enqueue, killed worker, restart)."""
+    """Re-dispatch due rows nobody runs (lost enqueue, killed worker, restart): at once,
+    so that a restarted worker takes up what a killed one left, then every few seconds."""
     while True:
-        await asyncio.sleep(SWEEP_INTERVAL)
         try:
-            if engine.dispatcher is None:
-                continue
-            for job_id, attempts in await engine.due_jobs():
-                await engine.dispatcher.dispatch(job_id, attempts + 1)
+            if engine.dispatcher is not None:
+                for job_id, attempts in await engine.due_jobs():
+                    await engine.dispatcher.dispatch(job_id, attempts + 1)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.warning("job_sweep_failed", error=str(exc))
+        await asyncio.sleep(SWEEP_INTERVAL)
 
 
 def saq_worker(queue: Queue, engine: JobEngine, concurrency: int, *, own_signals: bool) -> Worker:
