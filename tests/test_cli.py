@@ -55,12 +55,23 @@ def test_short_jwt_secret_refused(tmp_path: Path) -> None:
     assert "JWT_SECRET is shorter than 32 characters" in result.stderr
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "soon"])
-def test_bad_pool_timeout_refused(tmp_path: Path, value: str) -> None:
-    result = run(["serve", "--port", "1"], tmp_path / "data", DATABASE_POOL_TIMEOUT=value)
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("DATABASE_POOL_TIMEOUT", "0"),
+        ("DATABASE_POOL_TIMEOUT", "-1"),
+        ("DATABASE_POOL_TIMEOUT", "soon"),
+        ("DATABASE_POOL_SIZE", "0"),
+        ("DATABASE_POOL_SIZE", "2.5"),
+        ("DATABASE_MAX_OVERFLOW", "-1"),
+        ("DATABASE_MAX_OVERFLOW", "many"),
+    ],
+)
+def test_bad_pool_setting_refused(tmp_path: Path, setting: str, value: str) -> None:
+    result = run(["serve", "--port", "1"], tmp_path / "data", **{setting: value})
     assert result.returncode == 2
     assert "Configuration error" in result.stderr
-    assert "database_pool_timeout" in result.stderr
+    assert setting.lower() in result.stderr
     assert "Traceback" not in result.stderr
 
 

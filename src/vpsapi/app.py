@@ -75,6 +75,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
         stack.push_async_callback(_bounded, "database", db.dispose)
         await prepare_database(db, settings)
+        await db.warn_if_autovacuum_off()
         if settings.redis_url:
             redis = create_redis(settings.redis_url)
             stack.push_async_callback(_bounded, "redis", redis.aclose)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import structlog
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, MetaData, String, event, text
 from sqlalchemy.engine import Connection
@@ -31,6 +32,8 @@ from sqlalchemy.types import TypeDecorator
 
 from vpsapi.config import Settings
 from vpsapi.core.errors import AppError, BadRequest, ServiceUnavailable
+
+log = structlog.get_logger("vpsapi.db")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -169,6 +172,22 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+    async def warn_if_autovacuum_off(self) -> None:
+        """Say at start when PostgreSQL will never vacuum our tables. Each job row is
+        written several times, and without autovacuum the dead versions pile up: in a
+        five-minute soak every query slowed as they did (status p99 79 ms against 27 ms
+        with it) and PostgreSQL's CPU doubled. A warning only: the server still starts."""
+        if self.settings.is_sqlite:
+            return
+        async with self.engine.connect() as conn:
+            setting = (await conn.execute(text("SHOW autovacuum"))).scalar()
+        if setting == "off":
+            log.warning(
+                "postgresql_autovacuum_off",
+                hint="set autovacuum = on in postgresql.conf (PostgreSQL's default); the "
+                "jobs table is update-heavy and slows down without it",
+            )
 
     async def migrate(self) -> None:
         """Bring the schema to the newest revision, one process at a time."""

@@ -34,6 +34,7 @@ def run_worker(settings: Settings) -> None:
 
     async def main() -> None:
         db = Database(settings)
+        await db.warn_if_autovacuum_off()
         redis = create_redis(settings.redis_url) if settings.redis_url else None
         events = RedisEventBus(redis, settings.redis_prefix) if redis else EventBus()
         await events.start()
