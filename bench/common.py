@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -103,11 +104,16 @@ PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 async def pg(sql: str) -> None:
     """Run one statement on the machine's PostgreSQL (create/drop bench databases)."""
+    await pg_value(sql)
+
+
+async def pg_value(sql: str) -> Any:
+    """The first value a statement on the machine's PostgreSQL returns (None if none)."""
     import asyncpg
 
     conn = await asyncpg.connect(PG_ADMIN)
     try:
-        await conn.execute(sql)
+        return await conn.fetchval(sql)
     finally:
         await conn.close()
 

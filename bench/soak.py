@@ -32,7 +32,7 @@ from typing import Any
 import aiohttp
 import psutil
 import uvloop
-from common import API_KEY, ROOT, bench_env, free_port, pg, start, wait_live
+from common import API_KEY, ROOT, bench_env, free_port, pg, pg_value, start, wait_live
 
 sys.path.insert(0, str(ROOT / "tests"))
 from support import render_nginx_site
@@ -264,7 +264,12 @@ def main() -> None:
             cpu_start = {name: cpu_seconds(proc) for name, proc in watched.items()}
             nginx_workers_start = sum(cpu_seconds(proc) for proc in nginx_workers)
             shared_start = shared_servers_cpu()
-            print(f"soak: {args.rate:.0f} req/s for {args.duration:.0f} s through nginx, 2+2")
+            # Without autovacuum the job rows' dead versions pile up and everything slows.
+            autovacuum = asyncio.run(pg_value("SHOW autovacuum"))
+            print(
+                f"soak: {args.rate:.0f} req/s for {args.duration:.0f} s through nginx, 2+2;"
+                f" PostgreSQL autovacuum {autovacuum}"
+            )
             soak = Soak(base, [psutil.Process(p.pid) for p in processes[:2]])
             elapsed = uvloop.run(soak.drive(args.rate, args.duration))
             report(soak, elapsed)
