@@ -21,7 +21,6 @@ from typing import Any
 import httpx
 import pytest
 from argon2 import PasswordHasher, profiles
-from fastapi import FastAPI
 
 from support import (
     ADMIN_EMAIL,
@@ -229,14 +228,6 @@ async def cleanup_scaleout(backend: Backend, redis_prefix: str) -> AsyncIterator
         await redis.aclose()
 
 
-async def _truncate_all(app: FastAPI) -> None:
-    from vpsapi.models import metadata
-
-    async with app.state.db.session() as session:
-        for table in reversed(metadata.sorted_tables):
-            await session.execute(table.delete())
-
-
 @pytest.fixture(scope="session")
 def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A migrated embedded database, made once per run: each test app starts from a copy
@@ -269,14 +260,13 @@ async def make_client(
         if not settings.database_url and not database_file.exists():
             settings.ensure_data_dir()
             shutil.copyfile(request.getfixturevalue("migrated_sqlite"), database_file)
+        if backend.scaleout and not stack:
+            # The database is shared by the whole session. Emptied before the app starts:
+            # its job sweeper looks for due rows at once, and would run another test's.
+            _empty_shared_database(backend.database_url)
         app = create_app(settings)
         lifespan = app.router.lifespan_context(app)
         await lifespan.__aenter__()
-        if backend.scaleout and not stack:
-            await _truncate_all(app)  # the database is shared by the whole session
-            from vpsapi.auth.bootstrap import prepare_database
-
-            await prepare_database(app.state.db, app.state.settings)
         client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app, client=("127.0.0.1", 50000)),
             base_url="http://testserver",
