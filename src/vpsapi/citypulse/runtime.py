@@ -9,7 +9,6 @@ tells nobody)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -23,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from vpsapi.citypulse.cache import AnalyticsCache, RedisAnalyticsCache
 from vpsapi.citypulse.metrics import READINGS_PURGED
 from vpsapi.citypulse.service import purge_readings
+from vpsapi.core.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -145,11 +145,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        for task in background:
-            task.cancel()
-        for task in background:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(*background)
         await runtime.drain()
         if realtime is not None:
             await realtime.shutdown()

@@ -21,6 +21,8 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 
+from vpsapi.core.tasks import cancel_and_wait
+
 log = structlog.get_logger("vpsapi.events")
 
 QUEUE_SIZE = 256
@@ -120,9 +122,7 @@ class RedisEventBus(EventBus):
 
     async def close(self) -> None:
         if self._reader:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
+            await cancel_and_wait(self._reader)
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()

@@ -9,6 +9,7 @@ import structlog
 
 from vpsapi.core.modules import Module
 from vpsapi.core.ratelimit import TierRule
+from vpsapi.core.tasks import cancel_and_wait
 from vpsapi.devices import cloud, service
 from vpsapi.devices.app_router import push_router
 from vpsapi.devices.app_router import router as app_router
@@ -59,9 +60,7 @@ async def devices_lifespan(app: Any) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
         await providers.aclose()
 
 

@@ -14,6 +14,7 @@ from vpsapi.config import Settings
 from vpsapi.core.db import Database
 from vpsapi.core.events import EventBus
 from vpsapi.core.modules import Module
+from vpsapi.core.tasks import cancel_and_wait
 from vpsapi.jobs import service
 from vpsapi.jobs.engine import JobEngine
 from vpsapi.jobs.processors import load_entry_points
@@ -44,11 +45,7 @@ class JobRuntime:
         for close in reversed(self.closers):
             with contextlib.suppress(Exception):
                 await close()
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(*self.tasks)
 
 
 async def _purge_loop(engine: JobEngine) -> None:

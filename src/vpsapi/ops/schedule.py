@@ -9,6 +9,8 @@ from typing import Any
 
 import structlog
 
+from vpsapi.core.tasks import cancel_and_wait
+
 log = structlog.get_logger(__name__)
 
 # The first run comes soon after start (a restarted service catches up), not at once.
@@ -32,6 +34,4 @@ async def periodic(
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)

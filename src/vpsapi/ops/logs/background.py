@@ -15,6 +15,7 @@ import structlog
 from vpsapi.config import Settings
 from vpsapi.core.db import Database
 from vpsapi.core.security import Principal
+from vpsapi.core.tasks import cancel_and_wait
 from vpsapi.ops.audit.service import record_audit
 from vpsapi.ops.logs import service
 from vpsapi.ops.logs.schemas import CleanupResult
@@ -63,6 +64,4 @@ async def lifespan(app: Any) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)

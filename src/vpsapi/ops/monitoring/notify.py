@@ -6,7 +6,6 @@ and never propagates."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from email.message import EmailMessage
 from typing import Any
 
@@ -15,6 +14,7 @@ import httpx
 import structlog
 
 from vpsapi.config import Settings
+from vpsapi.core.tasks import cancel_and_wait
 from vpsapi.ops.monitoring.service import AlertNotice
 
 log = structlog.get_logger("vpsapi.ops.alerts")
@@ -37,10 +37,7 @@ class AlertNotifier:
         """Give pending notifications a moment, then drop them."""
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
-        for task in list(self._tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
 
     async def send(self, notice: AlertNotice) -> None:
         for channel in notice.channels:

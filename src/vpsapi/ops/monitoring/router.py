@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -17,6 +16,7 @@ from vpsapi.core.db import Database, SessionDep, utcnow
 from vpsapi.core.errors import AppError, Unprocessable
 from vpsapi.core.events import Subscription
 from vpsapi.core.security import Principal
+from vpsapi.core.tasks import cancel_and_wait
 from vpsapi.ops.audit.service import actor_name, record_audit
 from vpsapi.ops.monitoring import service
 from vpsapi.ops.monitoring.models import METRICS
@@ -221,9 +221,7 @@ async def monitoring_socket(websocket: WebSocket) -> None:
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await sender
+            await cancel_and_wait(sender)
 
 
 async def _latest_message(db: Database) -> dict[str, Any]:

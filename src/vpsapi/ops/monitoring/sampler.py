@@ -31,6 +31,7 @@ from vpsapi.config import Settings
 from vpsapi.core.db import Database, utcnow
 from vpsapi.core.events import EventBus
 from vpsapi.core.http import outbound_client
+from vpsapi.core.tasks import cancel_and_wait
 from vpsapi.ops.monitoring import service
 from vpsapi.ops.monitoring.appmetrics import RequestCounter, latency_bounds, quantile_ms
 from vpsapi.ops.monitoring.models import Alert, MetricSample, MonitorLease
@@ -187,7 +188,5 @@ async def lifespan(app: Any) -> Any:
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
             await sampler.stop()

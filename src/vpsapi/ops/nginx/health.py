@@ -18,6 +18,7 @@ import httpx
 import structlog
 
 from vpsapi.core.http import outbound_client
+from vpsapi.core.tasks import cancel_and_wait
 from vpsapi.ops.nginx import service
 from vpsapi.ops.nginx.schemas import BackendHealth
 
@@ -105,6 +106,4 @@ async def backend_checks(app: Any) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)

@@ -1,0 +1,31 @@
+"""Stopping background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger("vpsapi.tasks")
+
+# How long a cancelled task gets before it is cancelled again.
+RECANCEL_SECONDS = 0.1
+
+
+async def cancel_and_wait(*tasks: asyncio.Task[Any]) -> None:
+    """Cancel `tasks` and return once every one has ended.
+
+    One cancellation is not always enough: a library can lose it (Python 3.11's
+    `asyncio.wait_for`, which redis-py's connect goes through, drops a cancellation that
+    arrives as the awaited call completes), and the task then carries on to its next
+    sleep: a monitoring sampler's 10 s held every shutdown that long. A task still running
+    after a moment is cancelled again. What a task raised instead of ending is logged."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=RECANCEL_SECONDS)
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("task_failed_on_stop", task=task.get_name(), error=repr(task.exception()))
