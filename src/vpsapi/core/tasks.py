@@ -27,5 +27,6 @@ async def cancel_and_wait(*tasks: asyncio.Task[Any]) -> None:
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=RECANCEL_SECONDS)
     for task in tasks:
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("task_failed_on_stop", task=task.get_name(), error=repr(task.exception()))
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            log.warning("task_failed_on_stop", task=task.get_name(), error=repr(error))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -245,6 +246,12 @@ async def _latest_message(db: Database) -> dict[str, Any]:
 
 
 async def _forward(websocket: WebSocket, subscription: Subscription) -> None:
+    # A client that left ends the sender quietly: the receiving side closes the socket.
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        await _forward_samples(websocket, subscription)
+
+
+async def _forward_samples(websocket: WebSocket, subscription: Subscription) -> None:
     # The newest sample at once (a dashboard would otherwise wait up to a whole
     # METRICS_INTERVAL); read after subscribing, so no sample falls in between.
     sent: datetime | None = None
