@@ -99,7 +99,7 @@ def login(base: str) -> str:
     return str(response.json()["data"]["accessToken"])
 
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 
 
 async def pg(sql: str) -> None:
@@ -107,11 +107,11 @@ async def pg(sql: str) -> None:
     await pg_value(sql)
 
 
-async def pg_value(sql: str) -> Any:
+async def pg_value(sql: str, database: str = "postgres") -> Any:
     """The first value a statement on the machine's PostgreSQL returns (None if none)."""
     import asyncpg
 
-    conn = await asyncpg.connect(PG_ADMIN)
+    conn = await asyncpg.connect(f"{PG_SERVER}/{database}")
     try:
         return await conn.fetchval(sql)
     finally:

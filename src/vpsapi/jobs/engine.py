@@ -25,7 +25,7 @@ import uuid
 import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import structlog
 from sqlalchemy import and_, func, or_, select, update
@@ -83,6 +83,12 @@ def job_event(job: JobRecord) -> dict[str, Any]:
 
 class Dispatcher(Protocol):
     async def dispatch(self, job_id: str, attempt: int, at: datetime | None = None) -> None: ...
+
+
+class DueJob(NamedTuple):
+    id: str
+    attempts: int
+    run_at: datetime
 
 
 class JobCancelled(Exception):
@@ -241,16 +247,16 @@ class JobEngine:
         wait = (min(moments) - utcnow()).total_seconds()
         return max(0.01, min(cap, wait))
 
-    async def due_jobs(self, limit: int = 500) -> list[tuple[str, int]]:
+    async def due_jobs(self, limit: int = 500) -> list[DueJob]:
         """Due rows that nobody is running: for the sweeper to re-dispatch."""
         async with self.db.session(autocommit=True) as session:
             rows = await session.execute(
-                select(JobRecord.id, JobRecord.attempts)
+                select(JobRecord.id, JobRecord.attempts, JobRecord.run_at)
                 .where(_due(utcnow()))
                 .order_by(JobRecord.run_at)
                 .limit(limit)
             )
-            return [(row[0], row[1]) for row in rows]
+            return [DueJob(row[0], row[1], row[2]) for row in rows]
 
     # ---- running --------------------------------------------------------------------
 

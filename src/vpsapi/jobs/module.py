@@ -71,12 +71,13 @@ async def start_runtime(
         queue = saq_queue(settings)
         await queue.connect()
         runtime.closers.append(queue.disconnect)
-        engine.dispatcher = SaqDispatcher(queue, settings)
+        dispatcher = SaqDispatcher(queue, settings)
+        engine.dispatcher = dispatcher
         if run_workers:
             worker = saq_worker(queue, engine, settings.jobs_workers, own_signals=own_signals)
             runtime.tasks.append(asyncio.create_task(worker.start(), name="saq-worker"))
             runtime.closers.append(worker.stop)
-            runtime.tasks.append(asyncio.create_task(sweep(engine), name="job-sweeper"))
+            runtime.tasks.append(asyncio.create_task(sweep(engine, dispatcher), name="job-sweeper"))
     elif run_workers:
         runner = LocalRunner(engine, settings.jobs_workers)
         engine.dispatcher = runner

@@ -14,7 +14,7 @@ from saq import utils as saq_time
 
 from vpsapi.config import Settings
 from vpsapi.core.db import utcnow
-from vpsapi.jobs.engine import JobEngine
+from vpsapi.jobs.engine import DueJob, JobEngine
 
 log = structlog.get_logger("vpsapi.jobs")
 
@@ -82,6 +82,10 @@ class LocalRunner:
                 await self.wake.wait()
 
 
+def _key(job_id: str, attempt: int, scheduled: int) -> str:
+    return f"{job_id}:{attempt}:{scheduled}"
+
+
 def saq_queue(settings: Settings) -> Queue:
     return Queue.from_url(settings.redis_url, name=f"{settings.redis_prefix}:jobs")
 
@@ -96,9 +100,43 @@ class SaqDispatcher:
     async def dispatch(self, job_id: str, attempt: int, at: datetime | None = None) -> None:
         # Rounded up: saq runs a job at or after `scheduled`, never before the row is due.
         scheduled = math.ceil(at.timestamp()) if at is not None and at > utcnow() else 0
-        key = f"{job_id}:{attempt}:{scheduled}"
+        key = _key(job_id, attempt, scheduled)
         if await self._enqueue(key, job_id, scheduled) is None and await self._abandoned(key):
             await self._enqueue(key, job_id, scheduled)
+
+    async def redispatch(self, due: list[DueJob]) -> None:
+        """The sweeper's turn: dispatch again the due rows for which saq holds no job that
+        will still run them. One MGET reads the whole batch, so a backlog waiting in the
+        queue costs one round trip per sweep, not an enqueue attempt and a read per row.
+
+        A row's job is under the key of its next attempt, due at once (`scheduled` 0) or,
+        for a retry dispatched ahead of time, at its `run_at` rounded up."""
+        keys = [
+            key
+            for job in due
+            for key in (
+                _key(job.id, job.attempts + 1, 0),
+                _key(job.id, job.attempts + 1, math.ceil(job.run_at.timestamp())),
+            )
+        ]
+        held = await self.queue.jobs(keys)
+        for index, job in enumerate(due):
+            if not any(self._will_run(found) for found in held[2 * index : 2 * index + 2]):
+                await self.dispatch(job.id, job.attempts + 1)
+
+    def _will_run(self, job: Job | None) -> bool:
+        if job is None:
+            return False
+        return job.status in (Status.NEW, Status.QUEUED) or (
+            job.status == Status.ACTIVE and not self._lost(job)
+        )
+
+    def _lost(self, job: Job) -> bool:
+        """Taken by a worker that died before it claimed the row. A live worker claims the
+        row within milliseconds of taking saq's job, so one still active in saq a whole
+        lease later belongs to a worker killed in between."""
+        active_for = saq_time.seconds(saq_time.now() - job.started)
+        return job.status == Status.ACTIVE and active_for >= self.settings.job_lease_seconds
 
     async def _enqueue(self, key: str, job_id: str, scheduled: int) -> Job | None:
         """The queued job, or None when saq already holds one with this key."""
@@ -118,14 +156,10 @@ class SaqDispatcher:
         the row, and is now finished so that the key can be queued again.
 
         A dispatch that finds its key taken comes from the sweeper, for a row that is due
-        and held by nobody. A live worker claims the row within milliseconds of taking
-        saq's job, so one still active in saq a whole lease later belongs to a worker
-        killed in between. saq's own sweep would free it only after the job's timeout
+        and held by nobody. saq's own sweep would free a lost job only after its timeout
         (minutes), and until then the row could not be dispatched again."""
         existing = await self.queue.job(key)
-        if existing is None or existing.status != Status.ACTIVE:
-            return False
-        if saq_time.seconds(saq_time.now() - existing.started) < self.settings.job_lease_seconds:
+        if existing is None or not self._lost(existing):
             return False
         log.warning("job_dispatch_abandoned", key=key, worker=existing.worker_id)
         await self.queue.finish(existing, Status.ABORTED, error="worker lost before claiming")
@@ -137,14 +171,12 @@ async def run_job(ctx: dict[str, Any], *, job_id: str) -> None:
     await engine.execute(job_id)
 
 
-async def sweep(engine: JobEngine) -> None:
+async def sweep(engine: JobEngine, dispatcher: SaqDispatcher) -> None:
     """Re-dispatch due rows nobody runs (lost enqueue, killed worker, restart): at once,
     so that a restarted worker takes up what a killed one left, then every few seconds."""
     while True:
         try:
-            if engine.dispatcher is not None:
-                for job_id, attempts in await engine.due_jobs():
-                    await engine.dispatcher.dispatch(job_id, attempts + 1)
+            await dispatcher.redispatch(await engine.due_jobs())
         except asyncio.CancelledError:
             raise
         except Exception as exc:
