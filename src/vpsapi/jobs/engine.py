@@ -25,14 +25,15 @@ import uuid
 import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple, Protocol
+from functools import cache
+from typing import Any, NamedTuple, Protocol, cast
 
 import structlog
-from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy import Table, Update, and_, bindparam, func, or_, select, update
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from vpsapi.config import Settings
-from vpsapi.core.db import Database, utcnow
+from vpsapi.core.db import Database, UTCDateTime, utcnow
 from vpsapi.core.events import EventBus
 from vpsapi.jobs.models import JobRecord
 from vpsapi.jobs.processors import JobContext, get_processor, set_job_context
@@ -71,7 +72,22 @@ def decode_blob(blob: bytes | None) -> Any:
     return json.loads(blob)
 
 
-def job_event(job: JobRecord) -> dict[str, Any]:
+class JobState(Protocol):
+    """What a job event tells: a `JobRecord`, or a row of `EVENT_COLUMNS`."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def progress(self) -> int: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def attempts(self) -> int: ...
+
+
+def job_event(job: JobState) -> dict[str, Any]:
     return {
         "jobId": job.id,
         "status": job.status,
@@ -110,18 +126,72 @@ class ClaimedJob:
     timeout_seconds: int
 
 
-def _due(now: datetime) -> ColumnElement[bool]:
+JOBS = cast(Table, JobRecord.__table__)
+EVENT_COLUMNS = (JOBS.c.id, JOBS.c.status, JOBS.c.progress, JOBS.c.seq, JOBS.c.attempts)
+
+
+def _due(now: datetime | BindParameter[datetime]) -> ColumnElement[bool]:
     """Rows a worker may take: pending and due, or running with an expired lease /
     waiting for a retry whose time has come."""
     return and_(
-        JobRecord.run_at <= now,
+        JOBS.c.run_at <= now,
         or_(
-            JobRecord.status == PENDING,
+            JOBS.c.status == PENDING,
             and_(
-                JobRecord.status == PROCESSING,
-                or_(JobRecord.lease_until.is_(None), JobRecord.lease_until < now),
+                JOBS.c.status == PROCESSING,
+                or_(JOBS.c.lease_until.is_(None), JOBS.c.lease_until < now),
             ),
         ),
+    )
+
+
+# A worker's writes are built once, with parameters: building an UPDATE (and its cache
+# key) for every claim and finish cost a worker more CPU than running it. They read back
+# what the job's event and the worker need, never the payload or result blobs again.
+_NOW = bindparam("now", type_=UTCDateTime())
+_CLAIM = (
+    update(JOBS)
+    .where(JOBS.c.id == bindparam("job_id"), _due(_NOW))
+    .values(
+        status=PROCESSING,
+        attempts=JOBS.c.attempts + 1,
+        progress=0,
+        lease_owner=bindparam("worker"),
+        lease_until=bindparam("lease_until", type_=UTCDateTime()),
+        started_at=func.coalesce(JOBS.c.started_at, _NOW),
+        updated_at=_NOW,
+        seq=JOBS.c.seq + 1,
+    )
+    .returning(
+        *EVENT_COLUMNS,
+        JOBS.c.owner,
+        JOBS.c.processing_type,
+        JOBS.c.payload,
+        JOBS.c.max_attempts,
+        JOBS.c.timeout_seconds,
+    )
+)
+
+
+@cache
+def _owned_write(columns: frozenset[str]) -> Update:
+    """An UPDATE of `columns` (values as parameters named `set_<column>`) that only the
+    worker holding the lease can make: idempotent when a job runs twice."""
+    return (
+        update(JOBS)
+        .where(
+            JOBS.c.id == bindparam("job_id"),
+            JOBS.c.lease_owner == bindparam("worker"),
+            JOBS.c.status == PROCESSING,
+        )
+        .values(
+            {
+                **{name: bindparam(f"set_{name}", type_=JOBS.c[name].type) for name in columns},
+                "seq": JOBS.c.seq + 1,
+                "updated_at": _NOW,
+            }
+        )
+        .returning(*EVENT_COLUMNS)
     )
 
 
@@ -137,7 +207,7 @@ class JobEngine:
 
     # ---- events -------------------------------------------------------------------
 
-    async def publish(self, job: JobRecord) -> None:
+    async def publish(self, job: JobState) -> None:
         try:
             await self.events.publish(job_channel(job.id), job_event(job))
         except Exception as exc:  # subscribers re-read the table; never fail a job for this
@@ -177,35 +247,27 @@ class JobEngine:
         now = utcnow()
         async with self.db.session(autocommit=True) as session:
             result = await session.execute(
-                update(JobRecord)
-                .where(JobRecord.id == job_id, _due(now))
-                .values(
-                    status=PROCESSING,
-                    attempts=JobRecord.attempts + 1,
-                    progress=0,
-                    lease_owner=self.worker_id,
-                    lease_until=now + self.lease,
-                    started_at=func.coalesce(JobRecord.started_at, now),
-                    updated_at=now,
-                    seq=JobRecord.seq + 1,
-                )
-                .returning(JobRecord)
-                .execution_options(synchronize_session=False)
+                _CLAIM,
+                {
+                    "job_id": job_id,
+                    "now": now,
+                    "worker": self.worker_id,
+                    "lease_until": now + self.lease,
+                },
             )
-            job = result.scalar_one_or_none()
-            if job is None:
-                return None
-            claimed = ClaimedJob(
-                job.id,
-                job.owner,
-                job.processing_type,
-                job.payload,
-                job.attempts,
-                job.max_attempts,
-                job.timeout_seconds,
-            )
+            job = result.one_or_none()
+        if job is None:
+            return None
         await self.publish(job)
-        return claimed
+        return ClaimedJob(
+            job.id,
+            job.owner,
+            job.processing_type,
+            job.payload,
+            job.attempts,
+            job.max_attempts,
+            job.timeout_seconds,
+        )
 
     async def claim_next(self) -> ClaimedJob | None:
         """Take the oldest due job (embedded default)."""
@@ -332,28 +394,26 @@ class JobEngine:
             with contextlib.suppress(Exception):
                 await self.renew(job_id, progress=None)
 
-    async def renew(self, job_id: str, progress: int | None) -> JobRecord | None:
+    async def renew(self, job_id: str, progress: int | None) -> JobState | None:
         """Extend the lease; with `progress`, record it and return the row (None when the
         job is no longer ours). A lease-only renewal returns None."""
-        now = utcnow()
-        values: dict[str, Any] = {"lease_until": now + self.lease}
+        lease_until = utcnow() + self.lease
         if progress is not None:
-            values.update(progress=progress, seq=JobRecord.seq + 1, updated_at=now)
-        statement = (
-            update(JobRecord)
-            .where(
-                JobRecord.id == job_id,
-                JobRecord.lease_owner == self.worker_id,
-                JobRecord.status == PROCESSING,
+            return await self._write_owned(
+                job_id, {"lease_until": lease_until, "progress": progress}, publish=False
             )
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
         async with self.db.session(autocommit=True) as session:
-            if progress is None:
-                await session.execute(statement)
-                return None
-            return (await session.execute(statement.returning(JobRecord))).scalar_one_or_none()
+            await session.execute(
+                update(JobRecord)
+                .where(
+                    JobRecord.id == job_id,
+                    JobRecord.lease_owner == self.worker_id,
+                    JobRecord.status == PROCESSING,
+                )
+                .values(lease_until=lease_until)
+                .execution_options(synchronize_session=False)
+            )
+        return None
 
     async def _is_cancelled(self, job_id: str) -> bool:
         async with self.db.session(autocommit=True) as session:
@@ -418,22 +478,17 @@ class JobEngine:
             values["error"] = error[:2000]
         await self._write_owned(job_id, values)
 
-    async def _write_owned(self, job_id: str, values: dict[str, Any]) -> JobRecord | None:
-        """Write while holding the lease; idempotent when a job runs twice."""
+    async def _write_owned(
+        self, job_id: str, values: dict[str, Any], *, publish: bool = True
+    ) -> JobState | None:
+        """Write while holding the lease; idempotent when a job runs twice. The row's new
+        state, published unless the caller does (None when the job is no longer ours)."""
+        parameters = {f"set_{name}": value for name, value in values.items()}
+        parameters.update(job_id=job_id, worker=self.worker_id, now=utcnow())
         async with self.db.session(autocommit=True) as session:
-            result = await session.execute(
-                update(JobRecord)
-                .where(
-                    JobRecord.id == job_id,
-                    JobRecord.lease_owner == self.worker_id,
-                    JobRecord.status == PROCESSING,
-                )
-                .values(**values, seq=JobRecord.seq + 1, updated_at=utcnow())
-                .returning(JobRecord)
-                .execution_options(synchronize_session=False)
-            )
-            job = result.scalar_one_or_none()
-        if job is not None:
+            result = await session.execute(_owned_write(frozenset(values)), parameters)
+            job = result.one_or_none()
+        if job is not None and publish:
             await self.publish(job)
         return job
 
