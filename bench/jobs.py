@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import statistics
 import subprocess
 import tempfile
@@ -96,12 +97,41 @@ async def streams(client: httpx.AsyncClient, count: int, pid: int) -> tuple[int,
     return opened, rss
 
 
+async def large_payload_reads(
+    client: httpx.AsyncClient, megabytes: float, pid: int
+) -> tuple[float, float, float]:
+    """Status reads of a running job whose input is `megabytes` large: median ms per read,
+    the server's CPU ms per read, and median ms per list page holding the job."""
+    size = int(megabytes * 2**20) // 1000 - 12  # 1,000 items, the most a job takes
+    items = [{"text": secrets.token_hex(size // 2)} for _ in range(1000)]  # incompressible
+    body = {"processingType": "type1", "data": items, "options": {"delayMs": 1000}}
+    response = await client.post("/api/jobs", json=body, timeout=120)
+    response.raise_for_status()
+    job_id = response.json()["jobId"]
+    server = psutil.Process(pid)
+    timings: dict[str, list[float]] = {"status": [], "list": []}
+    cpu_before = sum(server.cpu_times()[:2])
+    for _ in range(50):
+        for name, path in (("status", f"/api/jobs/{job_id}"), ("list", "/api/jobs?limit=20")):
+            started = time.perf_counter()
+            (await client.get(path)).raise_for_status()
+            timings[name].append(time.perf_counter() - started)
+    cpu = (sum(server.cpu_times()[:2]) - cpu_before) / 100
+    await client.post(f"/api/jobs/{job_id}/cancel")
+    return (
+        statistics.median(timings["status"]) * 1000,
+        cpu * 1000,
+        statistics.median(timings["list"]) * 1000,
+    )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scaleout", action="store_true")
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=4, help="JOBS_WORKERS")
+    parser.add_argument("--payload-mb", type=float, default=5, help="the large job's input")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="vpsapi-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("VPSAPI_")}
@@ -147,6 +177,13 @@ async def main() -> None:
             p99 = lat[int(len(lat) * 0.99) - 1] * 1000
             print(
                 f"progress latency worker->SSE: p50 {p50:.1f} ms, p99 {p99:.1f} ms (n={len(lat)})"
+            )
+            status_ms, cpu_ms, list_ms = await large_payload_reads(
+                client, args.payload_mb, server.pid
+            )
+            print(
+                f"a running job with a {args.payload_mb:g} MB input: status p50 {status_ms:.1f}"
+                f" ms, list page p50 {list_ms:.1f} ms, server CPU {cpu_ms:.1f} ms per read"
             )
             opened, rss = await streams(client, args.streams, server.pid)
             print(f"concurrent SSE streams: {opened} held by one process, RSS {rss:.0f} MiB")

@@ -24,7 +24,9 @@ class JobRecord(Base):
     status: Mapped[str] = mapped_column(String(16), default="PENDING")
     progress: Mapped[int] = mapped_column(Integer, default=0)
     seq: Mapped[int] = mapped_column(Integer, default=0)
-    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    # The job's input (up to the request body limit) is read by the worker that runs it,
+    # never by a status read, a list page or a progress event: loaded only when asked.
+    payload: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     result: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
