@@ -30,6 +30,18 @@ async def test_headers_on_every_api_response(limited: httpx.AsyncClient) -> None
     assert not_found.headers["ratelimit-policy"] == "3;w=60"
 
 
+async def test_a_window_keeps_its_end(limited: httpx.AsyncClient) -> None:
+    """A fixed window's reset is the same instant for every request in it, and counts down."""
+    answers = [await limited.get("/api/v1/info") for _ in range(3)]
+    assert {answer.headers["x-ratelimit-reset"] for answer in answers} == {
+        answers[0].headers["x-ratelimit-reset"]
+    }
+    assert [answer.headers["x-ratelimit-remaining"] for answer in answers] == ["2", "1", "0"]
+    refused = await limited.get("/api/v1/info")
+    assert refused.status_code == 429
+    assert refused.headers["x-ratelimit-reset"] == answers[0].headers["x-ratelimit-reset"]
+
+
 async def test_v1_429_envelope_with_retry_after(limited: httpx.AsyncClient) -> None:
     for _ in range(3):
         assert (await limited.get("/api/v1/info")).status_code == 200

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import structlog
 from fastapi.responses import JSONResponse
-from limits import RateLimitItem, parse
+from limits import RateLimitItem, WindowStats, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -36,6 +36,8 @@ security_log = structlog.get_logger(SECURITY_LOGGER)
 
 AUTH_TIER = "auth"
 UNLIMITED_PREFIXES = ("/health", "/metrics")
+# Windows whose end this process remembers (one per client and tier seen in a window).
+WINDOW_ENDS_KEPT = 10_000
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,10 @@ class RateLimitMiddleware:
         self.app = app
         self.codec = codec
         self.limits = tier_limits(settings)
+        self.storage = storage
         self.limiter = FixedWindowRateLimiter(storage)
         self.rules = sorted(rules, key=lambda r: len(r.prefix), reverse=True)
+        self.window_ends: dict[str, float] = {}
 
     def rule_for(self, path: str) -> TierRule:
         for rule in self.rules:
@@ -136,9 +140,9 @@ class RateLimitMiddleware:
         try:
             if tier == AUTH_TIER:
                 allowed = await self.limiter.test(item, counter, key)
+                stats = await self.limiter.get_window_stats(item, counter, key)
             else:
-                allowed = await self.limiter.hit(item, counter, key)
-            stats = await self.limiter.get_window_stats(item, counter, key)
+                allowed, stats = await self.count(item, counter, key)
         except Exception as exc:
             log.warning("ratelimit_store_unavailable", error=str(exc))
             await self.app(scope, receive, send)
@@ -188,6 +192,33 @@ class RateLimitMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+    async def count(self, item: RateLimitItem, counter: str, key: str) -> tuple[bool, WindowStats]:
+        """Count one request: whether it is within the limit, and the window after it.
+
+        One round trip to the store as a rule (the limiter's hit and window stats took
+        three): the count comes back from the increment, and a fixed window's end never
+        moves, so this process asks for it once per window, or not at all when its own
+        request opened the window."""
+        storage_key = item.key_for(counter, key)
+        expiry = item.get_expiry()
+        count = await self.storage.incr(storage_key, expiry)
+        now = time.time()
+        if count == 1:
+            window_end = now + expiry
+        else:
+            window_end = self.window_ends.get(storage_key, 0.0)
+            if window_end <= now:
+                window_end = await self.storage.get_expiry(storage_key)
+        self._remember_window_end(storage_key, window_end, now)
+        return count <= item.amount, WindowStats(window_end, max(0, item.amount - count))
+
+    def _remember_window_end(self, storage_key: str, window_end: float, now: float) -> None:
+        if len(self.window_ends) >= WINDOW_ENDS_KEPT and storage_key not in self.window_ends:
+            self.window_ends = {k: end for k, end in self.window_ends.items() if end > now}
+            if len(self.window_ends) >= WINDOW_ENDS_KEPT:
+                self.window_ends.clear()
+        self.window_ends[storage_key] = window_end
 
 
 def _headers(item: RateLimitItem, remaining: int, reset_time: float) -> list[tuple[bytes, bytes]]:
