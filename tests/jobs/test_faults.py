@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 from pathlib import Path
 
 import httpx
@@ -20,7 +21,7 @@ from jobs_support import (
     wait_until_running,
 )
 from support import server_env, start_process
-from vpsapi.jobs.runtime import saq_queue
+from vpsapi.jobs.runtime import SWEEP_INTERVAL, saq_queue
 
 pytestmark = pytest.mark.multiprocess
 
@@ -90,6 +91,35 @@ def test_worker_killed_between_taking_and_claiming_a_job_loses_nothing(
             worker.wait(30)
     # The worker's log says when it started and whether its sweeper found the job.
     assert [job["status"] for job in jobs] == ["COMPLETED"], (tmp_path / "w.log").read_text()
+
+
+def test_an_idle_sweep_finds_nothing_and_fails_nothing(
+    settings_factory, server_factory, backend, tmp_path: Path
+) -> None:
+    """The sweeper looks at once when a worker starts, when nothing is due yet: that look,
+    and the one after a job ran, must pass without an error in the worker's log."""
+    if not backend.scaleout:
+        pytest.skip("saq on Redis only (scale-out run)")
+    settings = settings_factory()
+    server = server_factory(settings, JOBS_INPROCESS_WORKERS="false", **FAST_RECOVERY)
+    log = tmp_path / "w.log"
+    worker = start_process(["worker"], server_env(settings, **FAST_RECOVERY), log)
+    try:
+        with httpx.Client(base_url=server.base_url, timeout=30) as client:
+            headers = shared_key_headers(client)
+            for _ in range(240):  # until the worker is up, and so its first sweep
+                if "vpsapi worker" in log.read_text():
+                    break
+                time.sleep(0.5)
+            time.sleep(1)
+            job_id = submit_type1_job(client, headers, items=1, delay_ms=0)
+            jobs = wait_all_finished(client, headers, [job_id], rounds=240)
+            time.sleep(SWEEP_INTERVAL + 1)  # one more sweep, over a finished job
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    assert [job["status"] for job in jobs] == ["COMPLETED"]
+    assert "job_sweep_failed" not in log.read_text(), log.read_text()
 
 
 async def _take_and_die(queue: Queue) -> None:

@@ -111,6 +111,8 @@ class SaqDispatcher:
 
         A row's job is under the key of its next attempt, due at once (`scheduled` 0) or,
         for a retry dispatched ahead of time, at its `run_at` rounded up."""
+        if not due:
+            return
         keys = [
             key
             for job in due
