@@ -98,3 +98,31 @@ async def test_expired_key_is_refused(
         row.expires_at = utcnow() - timedelta(seconds=1)
     response = await client.get("/api/v1/me", headers={"Authorization": f"ApiKey {created['key']}"})
     assert response.status_code == 401
+
+
+async def test_tokens_of_a_key_end_with_the_key(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    """A JWT exchanged for a key (POST /api/auth/token) works as long as the key does."""
+    from datetime import timedelta
+
+    from vpsapi.core.db import utcnow
+
+    revoked, expired = (
+        await _create(client, admin_headers),
+        await _create(client, admin_headers, expiresInDays=1),
+    )
+    bearers = []
+    for created in (revoked, expired):
+        exchanged = await client.post("/api/auth/token", headers={"X-API-Key": created["key"]})
+        assert exchanged.status_code == 200, exchanged.text
+        bearers.append({"Authorization": f"Bearer {exchanged.json()['token']}"})
+        assert (await client.get("/api/v1/me", headers=bearers[-1])).status_code == 200
+    await client.delete(f"/api/v1/api-keys/{revoked['id']}", headers=admin_headers)
+    async with client.app.state.db.session() as session:  # type: ignore[attr-defined]
+        row = await session.get(ApiKey, expired["id"])
+        row.expires_at = utcnow() - timedelta(seconds=1)
+    for bearer, message in zip(bearers, ("Token revoked", "API key expired"), strict=True):
+        response = await client.get("/api/v1/me", headers=bearer)
+        assert response.status_code == 401
+        assert response.json()["message"] == message

@@ -460,14 +460,29 @@ async def principal_from_token(session: AsyncSession, codec: TokenCodec, token: 
             raise Unauthorized("Account is disabled")
         return _user_principal(row, claims)
     if kind == "apikey":
+        # A token exchanged for a key lives no longer than the key: revoked or expired,
+        # the key's tokens are refused too.
         key_row = (
             await session.execute(
-                select(ApiKey, User).join(User, User.id == ApiKey.user_id).where(ApiKey.id == ident)
+                select(
+                    ApiKey.id.label("api_key_id"),
+                    ApiKey.revoked_at,
+                    ApiKey.expires_at,
+                    User.id,
+                    User.role,
+                    User.email,
+                    User.username,
+                    User.is_active,
+                )
+                .join(User, User.id == ApiKey.user_id)
+                .where(ApiKey.id == ident)
             )
         ).first()
-        if key_row is None or key_row[0].revoked_at is not None or not key_row[1].is_active:
+        if key_row is None or key_row.revoked_at is not None or not key_row.is_active:
             raise Unauthorized("Token revoked")
-        return _user_principal(key_row[1], claims, key_row[0].id)
+        if key_row.expires_at is not None and key_row.expires_at <= utcnow():
+            raise Unauthorized("API key expired")
+        return _user_principal(key_row, claims, key_row.api_key_id)
     raise Unauthorized("Invalid token")
 
 
