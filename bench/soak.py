@@ -8,7 +8,9 @@ prefix, 2 `vpsapi serve` + 2 `vpsapi worker` processes and a private nginx runni
 repository's own site file (deploy/nginx/vpsapi.conf). The client is aiohttp on uvloop:
 it shares the cores with what it measures, so it must be cheap. Requests arrive open-loop (a
 new one every 1/rate s whatever the answers do), mixed as below. Prints throughput, p50/p99 per
-operation, errors, and the RSS of every process at start and end with its CPU use (nginx:
+operation (the client's, and the servers' own from their access logs: where the two differ,
+the time went in the client, nginx or the queue before the server), errors, and the RSS of
+every process at start and end with its CPU use (nginx:
 the master, its workers on a line of their own; PostgreSQL and Redis: all of their processes,
 which other work on the machine may share). Stops everything by PID.
 """
@@ -199,18 +201,60 @@ class Soak:
             errors_seen = errors
 
 
-def report(soak: Soak, elapsed: float) -> None:
+def operation_of(method: str, path: str) -> str | None:
+    """The soak operation an access-log line records (None: an SSE stream, whose duration
+    is the job's, or anything else)."""
+    if path == "/api/auth/token":
+        return "token"
+    if path == "/api/jobs":
+        return "submit" if method == "POST" else "list"
+    if path.startswith("/api/jobs/"):
+        return "status"
+    if path == "/api/v1/info":
+        return "info"
+    return None
+
+
+def server_latency(log_dir: Path) -> dict[str, list[float]]:
+    """Seconds per operation as the serve processes measured them (their access logs)."""
+    measured: dict[str, list[float]] = defaultdict(list)
+    for log in log_dir.glob("performance.log*"):
+        for line in log.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+                op = operation_of(entry["method"], entry["path"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            if op is not None:
+                measured[op].append(entry["duration_ms"] / 1000)
+    return measured
+
+
+def percentiles(values: list[float]) -> tuple[float, float]:
+    ordered = sorted(values)
+    return (
+        statistics.median(ordered) * 1000,
+        ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
+    )
+
+
+def report(soak: Soak, elapsed: float, served: dict[str, list[float]]) -> None:
     total = sum(len(v) for v in soak.latency.values())
     errors = sum(len(v) for v in soak.errors.values())
     print(f"\n{total} requests in {elapsed:.1f} s = {total / elapsed:.0f} req/s, {errors} errors")
-    print(f"{'operation':<12} {'count':>7} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}")
+    print(
+        f"{'operation':<12} {'count':>7} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}"
+        f"   server-side p50 / p99 ms"
+    )
     for op in MIX:
-        values = sorted(soak.latency.get(op, []))
+        values = soak.latency.get(op, [])
         if not values:
             continue
-        p50 = statistics.median(values) * 1000
-        p99 = values[min(len(values) - 1, int(len(values) * 0.99))] * 1000
-        print(f"{op:<12} {len(values):>7} {p50:>9.1f} {p99:>9.1f} {len(soak.errors[op]):>7}")
+        p50, p99 = percentiles(values)
+        line = f"{op:<12} {len(values):>7} {p50:>9.1f} {p99:>9.1f} {len(soak.errors[op]):>7}"
+        if served.get(op):
+            line += "   {:>9.1f} / {:.1f}".format(*percentiles(served[op]))
+        print(line)
     for op, kinds in soak.errors.items():
         if kinds:
             common = defaultdict(int)
@@ -236,6 +280,7 @@ def main() -> None:
             REDIS_PREFIX=f"soak-{uuid.uuid4().hex[:8]}",
             JOBS_INPROCESS_WORKERS="false",
             JOBS_WORKERS="8",
+            LOG_BACKUP_COUNT="100",  # every access-log line kept for the server-side figures
         )
         ports = [free_port(), free_port()]
         processes = [start(["migrate"], env, tmp / "migrate.log")]
@@ -272,7 +317,7 @@ def main() -> None:
             )
             soak = Soak(base, [psutil.Process(p.pid) for p in processes[:2]])
             elapsed = uvloop.run(soak.drive(args.rate, args.duration))
-            report(soak, elapsed)
+            report(soak, elapsed, server_latency(tmp / "data" / "logs"))
             print("\nprocess     RSS MiB start     end   CPU % of one core")
             for name, proc in watched.items():
                 busy = (cpu_seconds(proc) - cpu_start[name]) / elapsed * 100
