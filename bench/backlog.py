@@ -16,18 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 import time
-import uuid
 from collections import Counter
-from pathlib import Path
 
 import httpx
 import psutil
 import redis.asyncio as aioredis
-from common import API_KEY, bench_env, free_port, pg, pg_value, start, wait_live
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
+from common import API_KEY, REDIS_URL, free_port, pg_value, scaleout_setup, start, wait_live
 
 
 async def submit(base: str, count: int, delay_ms: int) -> float:
@@ -73,21 +68,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=600, help="stop watching after this")
     args = parser.parse_args()
 
-    db = f"vpsapi_backlog_{uuid.uuid4().hex[:8]}"
-    asyncio.run(pg(f'CREATE DATABASE "{db}"'))
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        env = bench_env(
-            tmp / "data",
-            DATABASE_URL=f"postgresql://postgres@127.0.0.1:5432/{db}",
-            REDIS_URL=REDIS_URL,
-            REDIS_PREFIX=f"backlog-{uuid.uuid4().hex[:8]}",
-            JOBS_INPROCESS_WORKERS="false",
-            JOBS_WORKERS="8",
-        )
-        migrate = start(["migrate"], env, tmp / "migrate.log")
-        migrate.wait(120)
-        env["AUTO_MIGRATE"] = "false"
+    with scaleout_setup("backlog", JOBS_WORKERS="8") as setup:
+        tmp, env, db = setup
         port = free_port()
         processes = [start(["serve", "--port", str(port)], env, tmp / "serve.log")]
         try:
@@ -126,7 +108,6 @@ def main() -> None:
                 process.terminate()
             for process in processes:
                 process.wait(30)
-            asyncio.run(pg(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
 
 
 if __name__ == "__main__":

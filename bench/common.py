@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -140,3 +142,36 @@ def wait_live(base: str, proc: subprocess.Popen[bytes] | None = None, verify: bo
             pass
         time.sleep(0.2)
     raise SystemExit(f"{base} did not start")
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class ScaleoutSetup(NamedTuple):
+    directory: Path
+    env: dict[str, str]  # for `vpsapi` processes: the database, Redis, no workers in serve
+    database: str
+
+
+@contextmanager
+def scaleout_setup(name: str, **extra: str) -> Iterator[ScaleoutSetup]:
+    """A fresh, migrated database on the machine's PostgreSQL, a Redis key prefix of its own
+    and a temporary directory. The database is dropped at exit: stop the processes first."""
+    database = f"vpsapi_{name}_{uuid.uuid4().hex[:8]}"
+    asyncio.run(pg(f'CREATE DATABASE "{database}"'))
+    try:
+        with tempfile.TemporaryDirectory() as directory_name:
+            directory = Path(directory_name)
+            env = bench_env(
+                directory / "data",
+                DATABASE_URL=f"{PG_SERVER}/{database}",
+                REDIS_URL=REDIS_URL,
+                REDIS_PREFIX=f"{name}-{uuid.uuid4().hex[:8]}",
+                JOBS_INPROCESS_WORKERS="false",
+                **extra,
+            )
+            start(["migrate"], env, directory / "migrate.log").wait(120)
+            env["AUTO_MIGRATE"] = "false"
+            yield ScaleoutSetup(directory, env, database)
+    finally:
+        asyncio.run(pg(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))

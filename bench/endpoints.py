@@ -13,7 +13,6 @@ everything by PID.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import re
 import shutil
@@ -21,12 +20,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 import psutil
-from common import API_KEY, bench_env, free_port, pg, start, wait_live
+from common import API_KEY, free_port, scaleout_setup, start, wait_live
 
 JOB = {"processingType": "type1", "data": [{"i": 1}, {"i": 2}]}
 
@@ -59,21 +57,9 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install -y wrk")
 
-    db = f"vpsapi_endpoints_{uuid.uuid4().hex[:8]}"
-    asyncio.run(pg(f'CREATE DATABASE "{db}"'))
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        env = bench_env(
-            tmp / "data",
-            DATABASE_URL=f"postgresql://postgres@127.0.0.1:5432/{db}",
-            REDIS_URL="redis://127.0.0.1:6379/0",
-            REDIS_PREFIX=f"endpoints-{uuid.uuid4().hex[:8]}",
-            JOBS_INPROCESS_WORKERS="false",
-        )
-        if args.rate_limit:
-            env.update(RATE_LIMIT_ENABLED="true", RATE_LIMIT_DEFAULT="1000000000/minute")
-        start(["migrate"], env, tmp / "migrate.log").wait(120)
-        env["AUTO_MIGRATE"] = "false"
+    limiter = {"RATE_LIMIT_ENABLED": "true", "RATE_LIMIT_DEFAULT": "1000000000/minute"}
+    with scaleout_setup("endpoints", **(limiter if args.rate_limit else {})) as setup:
+        tmp, env = setup.directory, setup.env
         port = free_port()
         server = start(["serve", "--port", str(port)], env, tmp / "serve.log")
         try:
@@ -109,7 +95,6 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(30)
-            asyncio.run(pg(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
 
 
 if __name__ == "__main__":

@@ -24,9 +24,7 @@ import random
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,7 @@ from typing import Any
 import aiohttp
 import psutil
 import uvloop
-from common import API_KEY, ROOT, bench_env, free_port, pg, pg_value, start, wait_live
+from common import API_KEY, ROOT, free_port, pg_value, scaleout_setup, start, wait_live
 
 sys.path.insert(0, str(ROOT / "tests"))
 from support import render_nginx_site
@@ -269,23 +267,10 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60, help="seconds")
     args = parser.parse_args()
 
-    db = f"vpsapi_soak_{uuid.uuid4().hex[:8]}"
-    asyncio.run(pg(f'CREATE DATABASE "{db}"'))
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        env = bench_env(
-            tmp / "data",
-            DATABASE_URL=f"postgresql://postgres@127.0.0.1:5432/{db}",
-            REDIS_URL="redis://127.0.0.1:6379/0",
-            REDIS_PREFIX=f"soak-{uuid.uuid4().hex[:8]}",
-            JOBS_INPROCESS_WORKERS="false",
-            JOBS_WORKERS="8",
-            LOG_BACKUP_COUNT="100",  # every access-log line kept for the server-side figures
-        )
+    # Every access-log line is kept (LOG_BACKUP_COUNT), for the server-side figures.
+    with scaleout_setup("soak", JOBS_WORKERS="8", LOG_BACKUP_COUNT="100") as setup:
+        tmp, env = setup.directory, setup.env
         ports = [free_port(), free_port()]
-        processes = [start(["migrate"], env, tmp / "migrate.log")]
-        processes[0].wait(120)
-        env["AUTO_MIGRATE"] = "false"
         processes = [
             start(["serve", "--port", str(port)], env, tmp / f"serve{port}.log") for port in ports
         ]
@@ -338,7 +323,6 @@ def main() -> None:
                     process.wait(30)
                 except subprocess.TimeoutExpired:
                     process.kill()
-            asyncio.run(pg(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
 
 
 if __name__ == "__main__":
