@@ -156,8 +156,11 @@ class ScaleoutSetup(NamedTuple):
 @contextmanager
 def scaleout_setup(name: str, **extra: str) -> Iterator[ScaleoutSetup]:
     """A fresh, migrated database on the machine's PostgreSQL, a Redis key prefix of its own
-    and a temporary directory. The database is dropped at exit: stop the processes first."""
+    and a temporary directory. The database and the prefix's keys are removed at exit (jobs
+    left queued keep their keys forever, and every later SCAN of the machine's Redis, the
+    tests' cleanup among them, would wade through them): stop the processes first."""
     database = f"vpsapi_{name}_{uuid.uuid4().hex[:8]}"
+    prefix = f"{name}-{uuid.uuid4().hex[:8]}"
     asyncio.run(pg(f'CREATE DATABASE "{database}"'))
     try:
         with tempfile.TemporaryDirectory() as directory_name:
@@ -166,7 +169,7 @@ def scaleout_setup(name: str, **extra: str) -> Iterator[ScaleoutSetup]:
                 directory / "data",
                 DATABASE_URL=f"{PG_SERVER}/{database}",
                 REDIS_URL=REDIS_URL,
-                REDIS_PREFIX=f"{name}-{uuid.uuid4().hex[:8]}",
+                REDIS_PREFIX=prefix,
                 JOBS_INPROCESS_WORKERS="false",
                 **extra,
             )
@@ -175,3 +178,15 @@ def scaleout_setup(name: str, **extra: str) -> Iterator[ScaleoutSetup]:
             yield ScaleoutSetup(directory, env, database)
     finally:
         asyncio.run(pg(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        asyncio.run(delete_redis_keys(f"*{prefix}*"))
+
+
+async def delete_redis_keys(pattern: str) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(REDIS_URL)
+    try:
+        async for key in client.scan_iter(match=pattern, count=1000):
+            await client.delete(key)
+    finally:
+        await client.aclose()
