@@ -161,6 +161,23 @@ def backend() -> Iterator[Backend]:
         yield Backend("scaleout", database_url=f"{base}/{dbname}", redis_url=REDIS_URL)
     finally:
         _pg_admin(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        _delete_run_keys()
+
+
+def _delete_run_keys() -> None:
+    """Every key of this run's prefixes. A test's own cleanup runs before its server
+    processes or background tasks have all stopped, and what they write after it (a job
+    queued at the kill, a cache generation) would stay in the machine's Redis, some keys
+    for good: every later SCAN, the next runs' cleanups among them, would wade through
+    them."""
+    from redis import Redis
+
+    client = Redis.from_url(REDIS_URL)
+    try:
+        for key in client.scan_iter(match=f"*{RUN_PREFIX}*", count=1000):
+            client.delete(key)
+    finally:
+        client.close()
 
 
 def _empty_shared_database(database_url: str) -> None:
@@ -186,9 +203,13 @@ def empty_shared_database_for_processes(request: pytest.FixtureRequest, backend:
         _empty_shared_database(backend.database_url)
 
 
+# The Redis key prefixes of one test run (`_delete_run_keys`).
+RUN_PREFIX = f"vpsapi-test-{uuid.uuid4().hex[:6]}-"
+
+
 @pytest.fixture
 def redis_prefix() -> str:
-    return f"vpsapi-test-{uuid.uuid4().hex[:10]}"
+    return f"{RUN_PREFIX}{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture
