@@ -173,17 +173,24 @@ _CLAIM = (
 )
 
 
+# Rows only the worker holding the lease may write: idempotent when a job runs twice.
+_OWNED = and_(
+    JOBS.c.id == bindparam("job_id"),
+    JOBS.c.lease_owner == bindparam("worker"),
+    JOBS.c.status == PROCESSING,
+)
+_RENEW_LEASE = (
+    update(JOBS).where(_OWNED).values(lease_until=bindparam("lease_until", type_=UTCDateTime()))
+)
+
+
 @cache
 def _owned_write(columns: frozenset[str]) -> Update:
-    """An UPDATE of `columns` (values as parameters named `set_<column>`) that only the
-    worker holding the lease can make: idempotent when a job runs twice."""
+    """An UPDATE of `columns` (values as parameters named `set_<column>`) by the lease
+    holder, as a new state of the job (`seq` and `updated_at` move)."""
     return (
         update(JOBS)
-        .where(
-            JOBS.c.id == bindparam("job_id"),
-            JOBS.c.lease_owner == bindparam("worker"),
-            JOBS.c.status == PROCESSING,
-        )
+        .where(_OWNED)
         .values(
             {
                 **{name: bindparam(f"set_{name}", type_=JOBS.c[name].type) for name in columns},
@@ -404,14 +411,8 @@ class JobEngine:
             )
         async with self.db.session(autocommit=True) as session:
             await session.execute(
-                update(JobRecord)
-                .where(
-                    JobRecord.id == job_id,
-                    JobRecord.lease_owner == self.worker_id,
-                    JobRecord.status == PROCESSING,
-                )
-                .values(lease_until=lease_until)
-                .execution_options(synchronize_session=False)
+                _RENEW_LEASE,
+                {"job_id": job_id, "worker": self.worker_id, "lease_until": lease_until},
             )
         return None
 
