@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import sys
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -82,17 +83,37 @@ def _redact_value(value: Any) -> Any:
     return value
 
 
+@cache
+def _names_secret(key: str) -> bool:
+    # Log lines reuse a small set of keys: each is looked at once per process.
+    return _SECRET_KEYS.search(key) is not None
+
+
 def redact_secrets(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     for key in list(event_dict):
         if key in ("event", "timestamp", "level", "logger"):
             if key == "event":
                 event_dict[key] = _redact_value(event_dict[key])
             continue
-        if _SECRET_KEYS.search(key):
+        if _names_secret(key):
             event_dict[key] = "****"
         else:
             event_dict[key] = _redact_value(event_dict[key])
     return event_dict
+
+
+class RenderOnceFormatter(structlog.stdlib.ProcessorFormatter):
+    """Renders a record once for every handler that shares this formatter: a request's
+    access line goes to the console, application.log and performance.log, and rendering it
+    (a copy of the record, the processors, the JSON) cost more than writing it three times."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        rendered: tuple[RenderOnceFormatter, str] | None = getattr(record, "_rendered", None)
+        if rendered is not None and rendered[0] is self:
+            return rendered[1]
+        text = super().format(record)
+        record._rendered = (self, text)
+        return text
 
 
 class SharedRotatingFileHandler(logging.Handler):
@@ -213,39 +234,41 @@ def configure_logging(settings: Settings) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         redact_secrets,
     ]
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if use_json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-    )
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            *([structlog.processors.format_exc_info] if use_json else []),
-            renderer,
-        ],
-    )
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter)
-    handler.setLevel(level)
-    handlers: list[logging.Handler] = [handler]
-    if settings.log_to_files:
-        file_formatter = structlog.stdlib.ProcessorFormatter(
+
+    def formatter(renderer: Any, *, with_tracebacks: bool) -> RenderOnceFormatter:
+        return RenderOnceFormatter(
             foreign_pre_chain=shared,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.format_exc_info,
-                structlog.processors.JSONRenderer(),
+                *([structlog.processors.format_exc_info] if with_tracebacks else []),
+                renderer,
             ],
         )
-        handlers += _stream_handlers(settings, file_formatter, level)
+
+    # The files always hold JSON lines; the console too unless a developer reads it.
+    json_lines = formatter(structlog.processors.JSONRenderer(), with_tracebacks=True)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        json_lines
+        if use_json
+        else formatter(
+            structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()), with_tracebacks=False
+        )
+    )
+    handler.setLevel(level)
+    handlers: list[logging.Handler] = [handler]
+    if settings.log_to_files:
+        handlers += _stream_handlers(settings, json_lines, level)
+    # No line shows where it was logged from or which thread or process logged it: the
+    # logging HOWTO's "Optimization" settings spare every record collecting them.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root = logging.getLogger()
     for previous in root.handlers:
         if isinstance(previous, SharedRotatingFileHandler):
