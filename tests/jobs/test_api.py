@@ -250,6 +250,36 @@ async def test_list_filters_and_cursor(
     assert len(v1.json()["data"]["items"]) == 1 and v1.json()["data"]["nextCursor"]
 
 
+async def test_every_filter_pages_together(
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str], create_user, admin_headers
+) -> None:
+    """Status, type and cursor at once, for an owner and for an admin (each combination
+    of filters is its own statement)."""
+    _user, user_headers = await create_user()
+    mine = [await submit(jobs_client, token_headers, kind) for kind in ("type2", "type1") * 2]
+    theirs = await submit(jobs_client, user_headers, "type2")
+    for job_id in mine:
+        await wait_for_status(jobs_client, token_headers, job_id, {"COMPLETED"})
+    await wait_for_status(jobs_client, user_headers, theirs, {"COMPLETED"})
+
+    async def every_page(headers: dict[str, str]) -> list[str]:
+        seen: list[str] = []
+        params = {"status": "COMPLETED", "type": "type2", "limit": "1"}
+        while True:
+            page = (await jobs_client.get("/api/jobs", params=params, headers=headers)).json()
+            seen += [job["jobId"] for job in page["jobs"]]
+            if page["nextCursor"] is None:
+                return seen
+            params["cursor"] = page["nextCursor"]
+
+    assert await every_page(token_headers) == [mine[2], mine[0]]
+    assert await every_page(admin_headers) == [theirs, mine[2], mine[0]]
+    running = await jobs_client.get(
+        "/api/jobs", params={"status": "PENDING", "type": "type2"}, headers=admin_headers
+    )
+    assert running.json() == {"jobs": [], "nextCursor": None}
+
+
 def _forged_cursor(moment: str) -> str:
     raw = json.dumps([moment, "job_x"]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")

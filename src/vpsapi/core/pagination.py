@@ -7,7 +7,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_
+from sqlalchemy import and_, bindparam, or_
 from sqlalchemy.sql.elements import ColumnElement
 
 from vpsapi.core.errors import BadRequest
@@ -28,7 +28,19 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise BadRequest("Invalid cursor") from exc
 
 
+def older_than_cursor(created_column: Any, id_column: Any) -> ColumnElement[bool]:
+    """Rows after the cursor that `cursor_params` binds, in (created_at desc, id desc)
+    order: for a statement built once and run with each request's cursor."""
+    created = bindparam("cursor_created", type_=created_column.type)
+    row_id = bindparam("cursor_id", type_=id_column.type)
+    return or_(created_column < created, and_(created_column == created, id_column < row_id))
+
+
+def cursor_params(cursor: str) -> dict[str, Any]:
+    created, row_id = decode_cursor(cursor)
+    return {"cursor_created": created, "cursor_id": row_id}
+
+
 def older_than(created_column: Any, id_column: Any, cursor: str) -> ColumnElement[bool]:
     """Rows after `cursor` in (created_at desc, id desc) order."""
-    created, row_id = decode_cursor(cursor)
-    return or_(created_column < created, and_(created_column == created, id_column < row_id))
+    return older_than_cursor(created_column, id_column).params(cursor_params(cursor))

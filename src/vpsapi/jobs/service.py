@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from functools import cache
+from typing import Any, Protocol
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import Integer, Select, bindparam, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vpsapi.config import Settings
 from vpsapi.core.db import utcnow
 from vpsapi.core.errors import BadRequest, Conflict, NotFound
-from vpsapi.core.pagination import encode_cursor, older_than
+from vpsapi.core.pagination import cursor_params, encode_cursor, older_than_cursor
 from vpsapi.core.search import SearchHit
 from vpsapi.core.security import Principal
 from vpsapi.jobs.engine import (
     CANCELLED,
+    JOBS,
     PENDING,
     PROCESSING,
     TERMINAL,
+    JobState,
     decode_blob,
     encode_blob,
 )
@@ -41,7 +44,57 @@ def _int_option(options: dict[str, Any], name: str, default: int, low: int, high
     return value
 
 
-def job_out(job: JobRecord) -> JobOut:
+class JobView(JobState, Protocol):
+    """What a job's answer is made of: a `JobRecord`, or a row of `VIEW_COLUMNS`."""
+
+    @property
+    def owner(self) -> str: ...
+    @property
+    def processing_type(self) -> str: ...
+    @property
+    def max_attempts(self) -> int: ...
+    @property
+    def result(self) -> bytes | None: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def lease_owner(self) -> str | None: ...
+    @property
+    def run_at(self) -> datetime: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def updated_at(self) -> datetime: ...
+    @property
+    def started_at(self) -> datetime | None: ...
+    @property
+    def finished_at(self) -> datetime | None: ...
+
+
+# Reads for answers select these columns as plain rows, with statements built once: the
+# ORM's entity loading and statement construction cost more than the query itself.
+VIEW_COLUMNS = tuple(column for column in JOBS.c if column.name != "payload")
+_BY_ID = select(*VIEW_COLUMNS).where(JOBS.c.id == bindparam("job_id"))
+
+
+@cache
+def _page_statement(owned: bool, by_status: bool, by_type: bool, after: bool) -> Select[Any]:
+    """A list page's query for one combination of filters (16 at most)."""
+    query = select(*VIEW_COLUMNS)
+    if owned:
+        query = query.where(JOBS.c.owner == bindparam("owner"))
+    if by_status:
+        query = query.where(JOBS.c.status == bindparam("status"))
+    if by_type:
+        query = query.where(JOBS.c.processing_type == bindparam("processing_type"))
+    if after:
+        query = query.where(older_than_cursor(JOBS.c.created_at, JOBS.c.id))
+    return query.order_by(JOBS.c.created_at.desc(), JOBS.c.id.desc()).limit(
+        bindparam("limit", type_=Integer)
+    )
+
+
+def job_out(job: JobView) -> JobOut:
     waiting = job.status == PROCESSING and job.lease_owner is None and job.error is not None
     return JobOut(
         jobId=job.id,
@@ -113,9 +166,9 @@ async def _by_idempotency_key(session: AsyncSession, owner: str, key: str) -> Jo
     return (await session.execute(query)).scalar_one_or_none()
 
 
-async def get_job(session: AsyncSession, principal: Principal, job_id: str) -> JobRecord:
+async def get_job(session: AsyncSession, principal: Principal, job_id: str) -> JobView:
     """The caller's job (admins: any job); 404 for unknown and foreign ids alike."""
-    job = await session.get(JobRecord, job_id, populate_existing=True)
+    job: JobView | None = (await session.execute(_BY_ID, {"job_id": job_id})).one_or_none()
     if job is None or not (principal.is_admin or job.owner == principal.subject):
         raise NotFound("Job not found")
     return job
@@ -129,25 +182,27 @@ async def list_jobs(
     processing_type: str | None,
     limit: int,
     cursor: str | None,
-) -> tuple[list[JobRecord], str | None]:
-    query = select(JobRecord)
+) -> tuple[list[JobView], str | None]:
+    params: dict[str, Any] = {"limit": limit + 1}
     if not principal.is_admin:
-        query = query.where(JobRecord.owner == principal.subject)
+        params["owner"] = principal.subject
     if status is not None:
-        query = query.where(JobRecord.status == status)
+        params["status"] = status
     if processing_type is not None:
-        query = query.where(JobRecord.processing_type == processing_type)
+        params["processing_type"] = processing_type
     if cursor is not None:
-        query = query.where(older_than(JobRecord.created_at, JobRecord.id, cursor))
-    query = query.order_by(JobRecord.created_at.desc(), JobRecord.id.desc()).limit(limit + 1)
-    jobs = list((await session.execute(query)).scalars())
+        params.update(cursor_params(cursor))
+    query = _page_statement(
+        not principal.is_admin, status is not None, processing_type is not None, cursor is not None
+    )
+    jobs: list[JobView] = list(await session.execute(query, params))
     next_cursor = (
         encode_cursor(jobs[limit - 1].created_at, jobs[limit - 1].id) if len(jobs) > limit else None
     )
     return jobs[:limit], next_cursor
 
 
-async def cancel_job(session: AsyncSession, principal: Principal, job_id: str) -> JobRecord:
+async def cancel_job(session: AsyncSession, principal: Principal, job_id: str) -> JobView:
     job = await get_job(session, principal, job_id)
     if job.status in TERMINAL:
         if job.status == CANCELLED:
