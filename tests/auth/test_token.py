@@ -198,3 +198,24 @@ async def test_anything_but_a_bearer_token_is_no_token_provided(
     response = await client.get("/api/jobs/job_x", headers={"Authorization": header})
     assert response.status_code == 401
     assert response.json()["error"] == "No token provided"
+
+
+async def test_openapi_declares_both_credentials_on_protected_routes(
+    client: httpx.AsyncClient,
+) -> None:
+    """Swagger's Authorize dialog offers a bearer token and an `ApiKey` header, and every
+    route that needs a caller asks for one of them; public routes ask for none."""
+    spec = (await client.get("/openapi.json")).json()
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["HTTPBearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "JWT access token or sk_live_ API key",
+    }
+    assert schemes["ApiKeyAuth"]["in"] == "header" and schemes["ApiKeyAuth"]["name"] == (
+        "Authorization"
+    )
+    either = [{"HTTPBearer": []}, {"ApiKeyAuth": []}]
+    for path, method in (("/api/jobs/{job_id}", "get"), ("/api/v1/me", "get")):
+        assert spec["paths"][path][method]["security"] == either, path
+    assert "security" not in spec["paths"]["/health/live"]["get"]
