@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from job_support import submit, wait_for_status
+from vpsapi.jobs.models import JobRecord
 
 
 async def test_submit_returns_202_pending(
@@ -324,6 +326,27 @@ async def test_idempotency_key_returns_same_job(
         "/api/jobs", json=body, headers={**token_headers, "Idempotency-Key": "k" * 300}
     )
     assert too_long.status_code == 400
+
+
+async def test_an_idempotency_key_is_free_again_after_a_day(
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str]
+) -> None:
+    headers = {**token_headers, "Idempotency-Key": "nightly-report"}
+    body = {"processingType": "type1", "data": [{"id": 1}]}
+    first = (await jobs_client.post("/api/jobs", json=body, headers=headers)).json()["jobId"]
+    async with jobs_client.app.state.db.session() as session:  # type: ignore[attr-defined]
+        await session.execute(
+            update(JobRecord)
+            .where(JobRecord.id == first)
+            .values(created_at=datetime.now(UTC) - timedelta(hours=25))
+        )
+    second = await jobs_client.post("/api/jobs", json=body, headers=headers)
+    assert second.status_code == 202
+    assert second.json()["jobId"] != first
+    third = await jobs_client.post("/api/jobs", json=body, headers=headers)
+    assert third.json()["jobId"] == second.json()["jobId"]
+    listed = (await jobs_client.get("/api/jobs", headers=token_headers)).json()["jobs"]
+    assert {job["jobId"] for job in listed} == {first, second.json()["jobId"]}
 
 
 async def test_cancel_running_job(

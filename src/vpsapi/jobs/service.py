@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, Protocol
 
-from sqlalchemy import Integer, Select, bindparam, delete, or_, select, update
+from sqlalchemy import Integer, Select, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -75,6 +75,13 @@ class JobView(JobState, Protocol):
 # ORM's entity loading and statement construction cost more than the query itself.
 VIEW_COLUMNS = tuple(column for column in JOBS.c if column.name != "payload")
 _BY_ID = select(*VIEW_COLUMNS).where(JOBS.c.id == bindparam("job_id"))
+_BY_IDEMPOTENCY_KEY = select(*VIEW_COLUMNS).where(
+    JOBS.c.owner == bindparam("owner"), JOBS.c.idempotency_key == bindparam("key")
+)
+_FORGET_IDEMPOTENCY_KEY = (
+    update(JOBS).where(JOBS.c.id == bindparam("job_id")).values(idempotency_key=None)
+)
+_INSERT = insert(JOBS).returning(*VIEW_COLUMNS)
 
 
 @cache
@@ -120,7 +127,7 @@ async def submit_job(
     principal: Principal,
     body: JobSubmit,
     idempotency_key: str | None,
-) -> tuple[JobRecord, bool]:
+) -> tuple[JobView, bool]:
     """Store a new PENDING job; returns (job, created). An Idempotency-Key seen in the
     last 24 h returns the job it created instead."""
     options = body.options
@@ -133,25 +140,27 @@ async def submit_job(
         if existing is not None:
             if existing.created_at > utcnow() - IDEMPOTENCY_WINDOW:
                 return existing, False
-            existing.idempotency_key = None  # expired: the key may be used again
-            await session.flush()
-    job = JobRecord(
-        id=new_job_id(),
-        owner=principal.subject,
-        processing_type=body.processingType,
-        status=PENDING,
-        progress=0,
-        seq=0,
-        payload=encode_blob({"data": body.data, "options": options}, 0),
-        attempts=0,
-        max_attempts=max_attempts,
-        timeout_seconds=timeout,
-        run_at=utcnow(),
-        idempotency_key=idempotency_key,
-    )
-    session.add(job)
+            # Expired: the key may be used again.
+            await session.execute(_FORGET_IDEMPOTENCY_KEY, {"job_id": existing.id})
+    now = utcnow()
+    values = {
+        "id": new_job_id(),
+        "owner": principal.subject,
+        "processing_type": body.processingType,
+        "status": PENDING,
+        "progress": 0,
+        "seq": 0,
+        "payload": encode_blob({"data": body.data, "options": options}, 0),
+        "attempts": 0,
+        "max_attempts": max_attempts,
+        "timeout_seconds": timeout,
+        "run_at": now,
+        "created_at": now,
+        "updated_at": now,
+        "idempotency_key": idempotency_key,
+    }
     try:
-        await session.flush()
+        job: JobView = (await session.execute(_INSERT, values)).one()
     except IntegrityError as exc:  # the same key raced in from another request
         await session.rollback()
         existing = await _by_idempotency_key(session, principal.subject, idempotency_key or "")
@@ -161,9 +170,11 @@ async def submit_job(
     return job, True
 
 
-async def _by_idempotency_key(session: AsyncSession, owner: str, key: str) -> JobRecord | None:
-    query = select(JobRecord).where(JobRecord.owner == owner, JobRecord.idempotency_key == key)
-    return (await session.execute(query)).scalar_one_or_none()
+async def _by_idempotency_key(session: AsyncSession, owner: str, key: str) -> JobView | None:
+    found: JobView | None = (
+        await session.execute(_BY_IDEMPOTENCY_KEY, {"owner": owner, "key": key})
+    ).one_or_none()
+    return found
 
 
 async def get_job(session: AsyncSession, principal: Principal, job_id: str) -> JobView:

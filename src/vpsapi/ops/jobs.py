@@ -19,7 +19,7 @@ from vpsapi.core.security import Principal
 from vpsapi.jobs.engine import PENDING, TERMINAL, JobEngine, job_channel
 from vpsapi.jobs.models import JobRecord
 from vpsapi.jobs.schemas import JobSubmit
-from vpsapi.jobs.service import submit_job
+from vpsapi.jobs.service import JobView, submit_job
 
 SEAL = "ops_seal"
 
@@ -36,7 +36,7 @@ async def submit_ops_job(
     *,
     attempts: int,
     timeout: int | None = None,
-) -> JobRecord:
+) -> JobView:
     """Store the job in the caller's transaction; dispatch it once that has committed."""
     sealed = {**payload, SEAL: _mac(settings, processing_type, payload)}
     options: dict[str, Any] = {"attempts": attempts}
@@ -106,7 +106,7 @@ async def wait_for_job(
                 subscription.queue.get_nowait()
 
 
-def accepted(job: JobRecord, **extra: Any) -> dict[str, Any]:
+def accepted(job: JobView, **extra: Any) -> dict[str, Any]:
     """The 202 body: the job id under both spellings the seeds use, and where to follow it."""
     return {
         "job_id": job.id,

@@ -22,7 +22,6 @@ from vpsapi.config import Settings
 from vpsapi.core.errors import AppError
 from vpsapi.core.security import Principal
 from vpsapi.jobs import service as jobs_service
-from vpsapi.jobs.models import JobRecord
 from vpsapi.jobs.processors import Report, job_context
 from vpsapi.jobs.schemas import JobSubmit
 
@@ -218,7 +217,7 @@ def job_timeout(settings: Settings, spec: SwarmIn) -> int:
 
 async def submit(
     session: AsyncSession, settings: Settings, principal: Principal, spec: SwarmIn
-) -> JobRecord:
+) -> jobs_service.JobView:
     check_configured(settings, spec)
     swarm = spec.model_dump(exclude={"agents"}, exclude_none=True)
     body = JobSubmit.model_construct(

@@ -15,6 +15,7 @@ from vpsapi.core.db import Database
 from vpsapi.core.errors import Unprocessable
 from vpsapi.core.security import Principal
 from vpsapi.jobs.models import JobRecord
+from vpsapi.jobs.service import JobView
 from vpsapi.ops.audit.service import actor_name
 from vpsapi.ops.jobs import submit_ops_job
 from vpsapi.ops.performance.cache import OpsCache
@@ -100,7 +101,7 @@ async def queue_task(
     principal: Principal,
     task: str,
     params: dict[str, Any],
-) -> JobRecord:
+) -> JobView:
     if task not in available_tasks():
         raise Unprocessable(
             f"unknown task {task!r}; available: {', '.join(sorted(available_tasks()))}"

@@ -18,6 +18,7 @@ from vpsapi.core.errors import BadRequest, Conflict, Forbidden, Unprocessable
 from vpsapi.core.security import Principal
 from vpsapi.jobs.engine import PENDING, PROCESSING, JobEngine, decode_blob
 from vpsapi.jobs.models import JobRecord
+from vpsapi.jobs.service import JobView
 from vpsapi.ops.jobs import SYSTEM_PRINCIPAL, dispatch_job, submit_ops_job, unseal
 from vpsapi.ops.ssl import store
 from vpsapi.ops.ssl.certs import covers, is_hostname
@@ -172,7 +173,7 @@ async def submit_issuance(
     principal: Principal,
     names: list[str],
     email: str | None,
-) -> JobRecord:
+) -> JobView:
     stem = store.stem_for(names[0])
     if stem in await _active_issuances(session, settings):
         raise Conflict(f"a certificate for {names[0]} is already being issued")
