@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import socket
 import subprocess
@@ -33,10 +34,30 @@ async def login(client: httpx.AsyncClient, email: str, password: str) -> dict[st
 # ---- real server processes ---------------------------------------------------------
 
 
+def _ephemeral_ports_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Below the kernel's range for outgoing connections: a port the kernel handed out (bind to
+# port 0) may be the local end of some client connection by the time a server binds it,
+# and nginx then keeps its old configuration on reload (seen in CI, both suites running).
+_PORTS = range(15000, min(_ephemeral_ports_start(), 32768))
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on or connects from now, for a server a test starts."""
+    for _ in range(200):
+        port = random.choice(_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_PORTS}")
 
 
 @dataclass
