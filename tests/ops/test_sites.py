@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 from typing import Any
 
 import httpx
@@ -121,6 +122,33 @@ async def test_config_nginx_rejects_is_refused_and_changes_nothing(
     listed = (await ops_client.get("/api/configs", headers=ops_admin)).json()
     assert [item["id"] for item in listed] == ["good"]
     assert listed[0]["ssl_cert"] is None
+    assert through_nginx(good_port).text == "backend one"
+
+
+async def test_a_port_nginx_cannot_listen_on_is_refused_and_changes_nothing(
+    ops_client: httpx.AsyncClient,
+    ops_admin: dict[str, str],
+    private_nginx: PrivateNginx,
+    backends: list[NamedBackend],
+) -> None:
+    """`nginx -t` does not bind ports: a site on a port another process holds passes it,
+    and the reload then keeps the old configuration. That is refused with nginx's words."""
+    good_port = free_port()
+    good = site_body("good", good_port, backends[0].address)
+    assert (await ops_client.post("/api/configs", json=good, headers=ops_admin)).status_code == 201
+    with socket.socket() as holder:
+        taken = free_port()
+        holder.bind(("0.0.0.0", taken))
+        holder.listen()
+        clash = site_body("clash", taken, backends[1].address)
+        response = await ops_client.post("/api/configs", json=clash, headers=ops_admin)
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert "nginx kept its previous configuration" in body["detail"]
+    assert "Address already in use" in body["nginx_output"]
+    assert not (private_nginx.conf_dir / "vpsapi-site-clash.conf").exists()
+    listed = (await ops_client.get("/api/configs", headers=ops_admin)).json()
+    assert [item["id"] for item in listed] == ["good"]
     assert through_nginx(good_port).text == "backend one"
 
 

@@ -137,7 +137,11 @@ class NginxControl:
         return result.output
 
     async def reload(self) -> str:
-        """Reload and wait until the new workers run, so the change is live on return."""
+        """Reload and wait until the new workers run, so the change is live on return.
+
+        A configuration that passed `nginx -t` can still fail to load (a port another
+        process holds): nginx then logs why and keeps the old one, which is refused here
+        with its words rather than reported as applied."""
         command = (
             shlex.split(self.settings.nginx_reload_cmd)
             if self.settings.nginx_reload_cmd
@@ -145,22 +149,42 @@ class NginxControl:
         )
         master = await self.master_process()
         old_workers = {child.pid for child in master.children()} if master else set()
+        error_log = await self.error_log()
+        logged_before = _size(error_log)
         result = await self.run(command)
         if not result.ok:
             raise NginxRejected("nginx reload failed", result.output)
-        if master is not None:
-            await _wait_for_new_workers(master, old_workers)
+        if master is not None and not await _wait_for_new_workers(master, old_workers):
+            refusal = _emergencies_since(error_log, logged_before)
+            if refusal:
+                raise NginxRejected("nginx kept its previous configuration", refusal)
         return result.output
 
+    async def error_log(self) -> Path | None:
+        """nginx's error log file; None when it logs elsewhere (syslog, stderr)."""
+        target = await self._configured_path("error_log", "error-log-path", "logs/error.log")
+        if target == "stderr" or target.startswith(("syslog:", "memory:")):
+            return None
+        path = Path(target)
+        return (
+            path if path.is_absolute() else Path(self.settings.nginx_prefix or "/etc/nginx") / path
+        )
+
     async def pid_file(self) -> Path:
+        return Path(await self._configured_path("pid", "pid-path", "/run/nginx.pid"))
+
+    async def _configured_path(self, directive: str, build_option: str, default: str) -> str:
+        """What the main configuration's `directive` names, else the path nginx was built
+        with (`nginx -V`)."""
         main_conf = await self.main_conf()
         with contextlib.suppress(OSError):
-            match = re.search(r"^\s*pid\s+([^;\s]+)\s*;", main_conf.read_text(), re.MULTILINE)
+            pattern = rf"^\s*{directive}\s+([^;\s]+)"
+            match = re.search(pattern, main_conf.read_text(), re.MULTILINE)
             if match:
-                return Path(match.group(1))
+                return match.group(1)
         result = await self.run([self.settings.nginx_bin, "-V"])
-        match = re.search(r"--pid-path=(\S+)", result.output)
-        return Path(match.group(1) if match else "/run/nginx.pid")
+        match = re.search(rf"--{build_option}=(\S+)", result.output)
+        return match.group(1) if match else default
 
     async def master_process(self) -> psutil.Process | None:
         """The running nginx master of this configuration, None when nginx is not running."""
@@ -339,9 +363,10 @@ class NginxControl:
                 os.close(fd)
 
 
-async def _wait_for_new_workers(master: psutil.Process, old: set[int]) -> None:
+async def _wait_for_new_workers(master: psutil.Process, old: set[int]) -> bool:
     """Until a new worker runs and every old one has left or is shutting down (stopped
-    accepting); old workers may live on for their open connections (SSE, WebSocket)."""
+    accepting); old workers may live on for their open connections (SSE, WebSocket).
+    False when that did not happen within RELOAD_WAIT_S."""
     deadline = asyncio.get_running_loop().time() + RELOAD_WAIT_S
     while asyncio.get_running_loop().time() < deadline:
         try:
@@ -349,11 +374,36 @@ async def _wait_for_new_workers(master: psutil.Process, old: set[int]) -> None:
             if any(child.pid not in old for child in children) and all(
                 child.pid not in old or _shutting_down(child) for child in children
             ):
-                return
+                return True
         except psutil.Error:
-            return
+            return True
         await asyncio.sleep(0.02)
     log.warning("ops.nginx.reload_slow", waited_s=RELOAD_WAIT_S)
+    return False
+
+
+def _size(path: Path | None) -> int:
+    try:
+        return path.stat().st_size if path is not None else 0
+    except OSError:
+        return 0
+
+
+# What nginx logged after a reload is read up to this much.
+_ERROR_LOG_READ_LIMIT = 64 * 1024
+
+
+def _emergencies_since(path: Path | None, offset: int) -> str:
+    """The `[emerg]` lines nginx wrote to its error log after `offset`."""
+    if path is None:
+        return ""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset if offset <= _size(path) else 0)  # rotated meanwhile: all
+            written = handle.read(_ERROR_LOG_READ_LIMIT).decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(line for line in written.splitlines() if "[emerg]" in line)
 
 
 async def _exited(process: psutil.Process, timeout: float) -> bool:
