@@ -44,19 +44,23 @@ def _ephemeral_ports_start() -> int:
 # Below the kernel's range for outgoing connections: a port the kernel handed out (bind to
 # port 0) may be the local end of some client connection by the time a server binds it,
 # and nginx then keeps its old configuration on reload (seen in CI, both suites running).
-_PORTS = range(15000, min(_ephemeral_ports_start(), 32768))
+_PORTS = range(15000, max(min(_ephemeral_ports_start(), 32768), 20000))
+_handed_out: set[int] = set()  # a test may take several before it starts anything
 
 
 def free_port() -> int:
     """A port nothing listens on or connects from now, for a server a test starts."""
     for _ in range(200):
         port = random.choice(_PORTS)
+        if port in _handed_out:
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("0.0.0.0", port))
             except OSError:
                 continue
-            return port
+        _handed_out.add(port)
+        return port
     raise RuntimeError(f"no free port in {_PORTS}")
 
 
