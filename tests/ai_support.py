@@ -30,15 +30,17 @@ def providers(_provider_server: FakeProviders) -> Iterator[FakeProviders]:
 
 @pytest.fixture
 def ai_timeout_seconds() -> float:
-    """The app's AI timeout; a test that must outlast it parametrizes this name."""
-    return 1
+    """The app's AI timeout; a test that must outlast it parametrizes this name. Short, as
+    the `slow` model's tests wait it out, yet long enough for a loaded machine (1 s let an
+    ordinary fake answer time out in CI with both suites running)."""
+    return 3
 
 
 @pytest.fixture
 async def client(
     make_client: Any, providers: FakeProviders, ai_timeout_seconds: float
 ) -> httpx.AsyncClient:
-    """Replaces the shared `client`: an app with every provider configured (1 s AI
+    """Replaces the shared `client`: an app with every provider configured (3 s AI
     timeout unless a test says otherwise) and in-process job workers (saq inside the app on
     the scale-out run), so the users made by `create_user` and the swarm jobs all live in
     this one app."""

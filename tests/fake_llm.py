@@ -37,7 +37,7 @@ from starlette.routing import Route
 OPENAI_KEY = "sk-test-openai-0123456789abcdef"
 GROQ_KEY = "gsk_test_groq_0123456789abcdef"
 ANTHROPIC_KEY = "sk-ant-test-0123456789abcdef"
-SLOW_SECONDS = 5.0
+SLOW_SECONDS = 8.0
 
 
 def reply_for(model: str, messages: list[dict[str, Any]]) -> str:
