@@ -293,10 +293,27 @@ def init_sentry(settings: Settings) -> None:
     if settings.sentry_dsn is None:
         return
     import sentry_sdk
+    from sentry_sdk.integrations.logging import LoggingIntegration
 
     sentry_sdk.init(
         dsn=settings.sentry_dsn.get_secret_value(),
         environment=settings.environment,
-        send_default_pii=False,
-        traces_sample_rate=0.0,
+        # An unhandled error is answered (500) and logged by our middleware, never raised
+        # to the SDK's ASGI layer: error lines are the events. sentry-sdk 3 no longer
+        # enables this by default. Tracing stays off (no traces_sample_rate).
+        integrations=[LoggingIntegration(level=None, event_level=logging.ERROR)],
+        # No personal data (sentry-sdk 3's successor of send_default_pii=False): no user
+        # identity, cookies, client addresses (forwarding headers), bodies, AI prompts or
+        # local variables (a request's scope and headers sit in most frames); query
+        # strings keep the SDK's scrubbing of credential-named keys.
+        data_collection={
+            "user_info": False,
+            "cookies": {"mode": "off"},
+            "http_headers": {
+                "request": {"mode": "allowlist", "terms": ["content-type", "content-length"]}
+            },
+            "http_bodies": [],
+            "gen_ai": {"inputs": False, "outputs": False},
+            "stack_frame_variables": False,
+        },
     )
