@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,14 +17,11 @@ from typing import Any, NamedTuple
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from support import free_port  # noqa: E402  (ports below the kernel's range for outgoing ones)
+
 API_KEY = "bench-shared-api-key-0123456789"
 ADMIN_PASSWORD = "bench-admin-password"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def bench_env(data_dir: Path, **extra: str) -> dict[str, str]:

@@ -159,7 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             storage=create_storage(settings),
             rules=[rule for module in MODULES for rule in module.rate_limit_rules],
         )
-    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)  # seed 004's
     app.add_middleware(OriginGuard, allowed_origins=settings.allowed_origins)
     app.add_middleware(RequestMiddleware, max_body_size=settings.max_body_size)
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)

@@ -100,6 +100,7 @@ def serve(
         log_config=None,
         access_log=False,
         proxy_headers=False,  # handled by our middleware with TRUSTED_PROXIES
+        server_header=False,  # no software name for scanners
         timeout_graceful_shutdown=settings.shutdown_timeout,
         timeout_keep_alive=75,
     )

@@ -153,6 +153,24 @@ async def test_create_validation_422(
     assert len(listed.json()["data"]["items"]) == 1
 
 
+async def test_create_and_update_refuse_in_the_documented_words(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], create_user
+) -> None:
+    bad = {"email": "not-an-email", "password": "short"}
+    response = await client.post("/api/v1/users", json=bad, headers=admin_headers)
+    assert response.status_code == 422
+    assert response.json()["errors"] == {
+        "email": ["Invalid email format"],
+        "password": ["Password must be at least 8 characters"],
+    }
+    user, _ = await create_user()
+    patched = await client.patch(f"/api/v1/users/{user['id']}", json=bad, headers=admin_headers)
+    assert patched.status_code == 422
+    assert set(patched.json()["errors"]) == {"email", "password"}
+    fetched = await client.get(f"/api/v1/users/{user['id']}", headers=admin_headers)
+    assert fetched.json()["data"]["email"] == user["email"]
+
+
 async def test_admin_cannot_delete_self_or_demote_last_admin(
     client: httpx.AsyncClient, admin_headers: dict[str, str]
 ) -> None:

@@ -55,8 +55,13 @@ def test_console_page_is_served_with_a_strict_csp(console_server: Any) -> None:
     assert page.headers["content-security-policy"] == "default-src 'self'"
     assert '<script type="module" src="/console/app.js">' in page.text
     assert "style=" not in page.text and "<script>" not in page.text
+    assert page.headers["cache-control"] == "no-cache"  # revalidated on every load:
+    etag = {"If-None-Match": page.headers["etag"]}
+    assert httpx.get(console_server.base_url + "/", headers=etag, timeout=10).status_code == 304
     script = httpx.get(console_server.base_url + "/console/app.js", timeout=10)
     assert script.status_code == 200
+    etag = {"If-None-Match": script.headers["etag"]}
+    assert httpx.get(script.url, headers=etag, timeout=10).status_code == 304
     assert script.headers["content-type"].startswith("text/javascript")
     assert "x-ratelimit-limit" not in script.headers  # outside the API's limits
     missing = httpx.get(console_server.base_url + "/console/nope.js", timeout=10)

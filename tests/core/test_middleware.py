@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+
 import httpx
 import pytest
 
@@ -55,6 +57,38 @@ async def test_preflight_for_allowed_origin(make_client) -> None:
     assert "x-frontend-source" in response.headers["access-control-allow-headers"].lower()
 
 
+async def test_preflight_for_an_unlisted_header_lists_what_is_allowed(make_client) -> None:
+    client = await make_client(allowed_origins=["https://app.example.com"])
+    response = await client.options(
+        "/api/jobs",
+        headers={
+            "Origin": "https://app.example.com",
+            "Access-Control-Request-Method": "PATCH",
+            "Access-Control-Request-Headers": "x-custom",
+        },
+    )
+    # As seed 000's `cors` package: 204 with the lists; the browser refuses the header.
+    assert response.status_code == 204
+    assert response.content == b""
+    assert "x-custom" not in response.headers["access-control-allow-headers"].lower()
+    assert response.headers["access-control-allow-origin"] == "https://app.example.com"
+
+
+@pytest.mark.parametrize("origin", [None, "https://app.example.com"])
+@pytest.mark.parametrize("path", ["/api/jobs", "/health", "/api/v1/users"])
+async def test_any_options_is_a_204_with_the_cors_headers(
+    make_client, path: str, origin: str | None
+) -> None:
+    # Seed 000's cors() answers every OPTIONS, not only a browser's preflight.
+    client = await make_client(allowed_origins=["https://app.example.com"])
+    response = await client.options(path, headers={"Origin": origin} if origin else {})
+    assert response.status_code == 204
+    assert response.content == b""
+    assert "GET" in response.headers["access-control-allow-methods"]
+    assert response.headers.get("access-control-allow-origin") == origin
+    assert "x-request-id" in response.headers
+
+
 @pytest.mark.parametrize(
     ("path", "envelope"),
     [("/api/v1/info", True), ("/api/auth/token", False), ("/health", False)],
@@ -86,8 +120,14 @@ async def test_same_origin_passes_without_allow_list(client: httpx.AsyncClient) 
 
 
 async def test_gzip_for_large_responses(client: httpx.AsyncClient) -> None:
-    response = await client.get("/openapi.json", headers={"Accept-Encoding": "gzip"})
+    async with client.stream(
+        "GET", "/openapi.json", headers={"Accept-Encoding": "gzip"}
+    ) as response:
+        sent = b"".join([chunk async for chunk in response.aiter_raw()])
     assert response.headers.get("content-encoding") == "gzip"
+    # Seed 004's level 6 (the balance of CPU and size), not zlib's 9.
+    body = gzip.decompress(sent)
+    assert len(sent) == len(gzip.compress(body, compresslevel=6))
     small = await client.get("/health/live", headers={"Accept-Encoding": "gzip"})
     assert "content-encoding" not in small.headers
 

@@ -76,3 +76,11 @@ def test_login_refresh_logout_across_processes(settings_factory, server_factory,
     assert httpx.post(second.base_url + "/api/v1/auth/logout", headers=headers).status_code == 200
     for server in (first, second):
         assert httpx.get(server.base_url + "/api/v1/me", headers=headers).status_code == 401
+
+
+def test_a_real_server_does_not_name_its_software(settings_factory, server_factory) -> None:
+    server = server_factory(settings_factory())
+    response = httpx.get(server.base_url + "/health/live", timeout=10)
+    assert response.status_code == 200
+    assert "server" not in response.headers  # as helmet hides Express's X-Powered-By
+    assert "date" in response.headers

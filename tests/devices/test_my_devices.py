@@ -39,9 +39,9 @@ async def test_bind_list_rename_unbind(client: httpx.AsyncClient, create_user: A
         "hasPassword": True,
     }
     assert "cam-secret" not in bound.text
-    # The binding was consumed: binding twice finds nothing pending.
+    # Binding twice (the binding was consumed by the first) says what happened.
     again = await client.post("/api/devices", json={"vid": vid}, headers=alice_auth)
-    assert again.status_code == 404
+    assert (again.status_code, again.json()["error"]) == (409, "Device already bound")
 
     listed = await client.get("/api/devices", headers=alice_auth)
     assert [d["vid"] for d in listed.json()] == [vid]

@@ -106,10 +106,16 @@ async def test_result_shapes(
             "data",
             "Data array cannot exceed 1000 items",
         ),
-        ({"processingType": "type1", "data": [1, 2]}, "data.0", None),
-        ({"processingType": "type1", "data": "x"}, "data", None),
-        ({"processingType": "type1", "data": [{}], "options": []}, "options", None),
-        ({"processingType": 5, "data": [{}]}, "processingType", None),
+        # Joi's own words for the wrong types
+        ({"processingType": "type1", "data": [1, 2]}, "data.0", '"data[0]" must be of type object'),
+        ({"processingType": "type1", "data": "x"}, "data", '"data" must be an array'),
+        (
+            {"processingType": "type1", "data": [{}], "options": []},
+            "options",
+            '"options" must be of type object',
+        ),
+        ({"processingType": 5, "data": [{}]}, "processingType", "Invalid processing type"),
+        ({"processingType": None, "data": [{}]}, "processingType", "Invalid processing type"),
     ],
 )
 async def test_validation_400(
@@ -143,8 +149,10 @@ async def test_malformed_body_400(
     [
         b'{"processingType": "type1", "data": [{"a": ' + b"[" * 2000 + b"]" * 2000 + b"}]}",
         b'{"processingType": "type3", "data": [{"name": "\\udc00"}]}',  # unpaired surrogate
+        b'{"processingType": "type2", "data": [{"a": NaN}]}',  # not JSON; would come back null
+        b'{"processingType": "type2", "data": [{"a": -Infinity}]}',
     ],
-    ids=["nested-2000-deep", "lone-surrogate"],
+    ids=["nested-2000-deep", "lone-surrogate", "nan", "infinity"],
 )
 async def test_bodies_no_store_could_keep_are_400_and_store_nothing(
     jobs_client: httpx.AsyncClient, token_headers: dict[str, str], content: bytes
@@ -175,13 +183,23 @@ async def test_an_empty_body_names_the_missing_fields(
 async def test_options_validated(
     jobs_client: httpx.AsyncClient, token_headers: dict[str, str]
 ) -> None:
-    for options in ({"attempts": 0}, {"attempts": "3"}, {"timeout": -1}):
+    for options, field in (
+        ({"attempts": 0}, "options.attempts"),
+        ({"attempts": "3"}, "options.attempts"),
+        ({"timeout": -1}, "options.timeout"),
+        ({"timeout": 0.5}, "options.timeout"),
+    ):
         response = await jobs_client.post(
             "/api/jobs",
             json={"processingType": "type1", "data": [{}], "options": options},
             headers=token_headers,
         )
         assert response.status_code == 400, options
+        body = response.json()
+        assert body["error"] == "Validation failed"
+        assert [d["field"] for d in body["details"]] == [field]
+    listed = await jobs_client.get("/api/jobs", headers=token_headers)
+    assert listed.json()["jobs"] == []
 
 
 async def test_unknown_fields_are_stripped(

@@ -23,6 +23,7 @@ async def test_stream_of_a_job_ends_with_its_final_state(
         assert response.headers["content-type"].startswith("text/event-stream")
         assert response.headers["cache-control"] == "no-cache, no-transform"
         assert response.headers["x-accel-buffering"] == "no"
+        assert response.headers["access-control-allow-origin"] == "*"  # seed 000: origin || '*'
         assert "content-encoding" not in response.headers
     events = [
         e async for e in sse_events(jobs_client, f"/api/sse/job-progress/{job_id}", token_headers)

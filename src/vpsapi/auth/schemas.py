@@ -4,7 +4,9 @@ import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, EmailStr, Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
+from pydantic.networks import validate_email
+from pydantic_core import PydanticCustomError
 
 from vpsapi.core.schemas import CamelModel
 
@@ -126,18 +128,45 @@ def _check_username(value: str) -> str:
 Username = Annotated[str, AfterValidator(_check_username)]
 
 
+def _check_new_email(value: str) -> str:
+    try:
+        return validate_email(value)[1]
+    except PydanticCustomError:
+        raise ValueError("Invalid email format") from None
+
+
+def _check_new_password(value: str) -> str:
+    if len(value) < MIN_PASSWORD_LENGTH:
+        raise ValueError(f"Password must be at least {MIN_PASSWORD_LENGTH} characters")
+    return value
+
+
+MIN_PASSWORD_LENGTH = 8
+# An address or password being set, refused in seed 001's words.
+NewEmail = Annotated[
+    str,
+    Field(max_length=320, json_schema_extra={"format": "email"}),
+    AfterValidator(_check_new_email),
+]
+NewPassword = Annotated[
+    str,
+    Field(max_length=1024, json_schema_extra={"minLength": MIN_PASSWORD_LENGTH}),
+    AfterValidator(_check_new_password),
+]
+
+
 class UserCreate(CamelModel):
-    email: EmailStr
+    email: NewEmail
     username: Username | None = None
-    password: str = Field(min_length=8, max_length=1024)
+    password: NewPassword
     role: RoleName = "user"
     organization_id: str | None = Field(default=None, max_length=64)
 
 
 class UserUpdate(CamelModel):
-    email: EmailStr | None = None
+    email: NewEmail | None = None
     username: Username | None = None
-    password: str | None = Field(default=None, min_length=8, max_length=1024)
+    password: NewPassword | None = None
     role: RoleName | None = None
     is_active: bool | None = None
     organization_id: str | None = Field(default=None, max_length=64)

@@ -8,8 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
@@ -21,11 +20,6 @@ NO_CACHE = {"Cache-Control": "no-cache"}
 router = APIRouter(include_in_schema=False)
 
 
-@router.api_route("/", methods=["GET", "HEAD"])
-async def console_page() -> FileResponse:
-    return FileResponse(STATIC_DIR / "index.html", headers=NO_CACHE)
-
-
 class ConsoleFiles(StaticFiles):
     def file_response(self, *args: Any, **kwargs: Any) -> Response:
         response = super().file_response(*args, **kwargs)
@@ -33,6 +27,16 @@ class ConsoleFiles(StaticFiles):
         return response
 
 
+# html=True: `/console/` (and `/console`, redirected) open the console too.
+_FILES = ConsoleFiles(directory=STATIC_DIR, html=True)
+_PAGE = STATIC_DIR / "index.html"
+
+
+@router.api_route("/", methods=["GET", "HEAD"])
+async def console_page(request: Request) -> Response:
+    # Through the static files' own answer: a matching If-None-Match is a 304.
+    return _FILES.file_response(_PAGE, _PAGE.stat(), request.scope)
+
+
 def static_files(_app: Any) -> ConsoleFiles:
-    # html=True: `/console/` (and `/console`, redirected) open the console too.
-    return ConsoleFiles(directory=STATIC_DIR, html=True)
+    return _FILES

@@ -314,7 +314,8 @@ async def _http_exception_handler(request: Request, exc: Exception) -> JSONRespo
     assert isinstance(exc, StarletteHTTPException)
     status_code = exc.status_code
     if status_code == 404 and exc.detail == "Not Found":
-        message = "Endpoint not found"
+        # Each family's own words: seed 001's envelope example, seed 000's catch-all.
+        message = NotFound.message if is_v1(request.url.path) else "Endpoint not found"
     else:
         message = str(exc.detail)
     return error_response(

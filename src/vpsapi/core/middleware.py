@@ -99,6 +99,11 @@ class _NulScanner:
         return self.pattern is None or self.pattern.search(data) is not None
 
 
+def new_request_id() -> str:
+    """Seed 001's shape, `req_<unix seconds>_<random>`, with 64 random bits."""
+    return f"req_{int(time.time())}_{uuid.uuid4().hex[:16]}"
+
+
 def _has_nul(scope: Scope) -> bool:
     """A NUL in the path (decoded) or the query string (still percent-encoded)."""
     return "\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")
@@ -123,7 +128,7 @@ class RequestMiddleware:
             return
         headers = Headers(scope=scope)
         incoming = headers.get("x-request-id", "")
-        request_id = incoming if _SANE_REQUEST_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
+        request_id = incoming if _SANE_REQUEST_ID.match(incoming) else new_request_id()
         client_ip = (scope.get("client") or ("unknown", 0))[0]
         rid_token = request_id_var.set(request_id)
         ip_token = client_ip_var.set(client_ip)
@@ -363,20 +368,32 @@ class OriginGuard:
             )
             await JSONResponse(body, status_code=403)(scope, receive, send)
             return
-        if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
-            await self.cors(scope, receive, _no_content_preflight(send))
+        if scope["method"] == "OPTIONS":
+            if origin and "access-control-request-method" in headers:
+                await self.cors(scope, receive, _no_content_preflight(send))
+            else:
+                await self._options_response(origin)(scope, receive, send)
             return
         await self.cors(scope, receive, send)
 
+    def _options_response(self, origin: str | None) -> Response:
+        """Any other OPTIONS (no preflight's request method, or no Origin): seed 000's
+        cors() answers every OPTIONS with 204 and its CORS headers; routes would say 405."""
+        headers = dict(self.cors.preflight_headers)
+        if origin and self.cors.preflight_explicit_allow_origin:
+            headers["Access-Control-Allow-Origin"] = origin
+        return Response(status_code=204, headers=headers)
+
 
 def _no_content_preflight(send: Send) -> Send:
-    """A granted preflight answers 204 with no body, as the `cors` package of seed 000 does
-    (Starlette answers 200 "OK")."""
+    """A preflight from an allowed origin answers 204 with no body and the allowed methods
+    and headers, as the `cors` package of seed 000 does; the browser then refuses what is
+    not listed (Starlette answers 200 "OK", or 400 "Disallowed CORS headers" as text)."""
     granted = False
 
     async def send_204(message: Message) -> None:
         nonlocal granted
-        if message["type"] == "http.response.start" and message["status"] == 200:
+        if message["type"] == "http.response.start" and message["status"] in (200, 400):
             granted = True
             kept = [
                 (name, value)

@@ -81,11 +81,12 @@ def parse_json_body(raw: bytes) -> Any:
     """A request body read by hand, parsed as JSON (empty = None). Refused with 400 as
     malformed: bad syntax, bad UTF-8, unpaired surrogates (no store can encode them) and
     nesting deeper than the parser's limit (about 200 levels: json.loads would recurse
-    until Python's stack gives out)."""
+    until Python's stack gives out), and NaN or Infinity (not JSON: JSON.parse refuses them,
+    and no answer could carry them back)."""
     if not raw.strip():
         return None
     try:
-        return pydantic_core.from_json(raw)
+        return pydantic_core.from_json(raw, allow_inf_nan=False)
     except ValueError as exc:
         raise BadRequest("Malformed JSON in request body") from exc
 

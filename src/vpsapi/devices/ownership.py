@@ -33,6 +33,14 @@ async def bind(
         )
     ).scalar_one_or_none()
     if binding is None:
+        # The app's "add" tapped twice: the first consumed the binding.
+        already_owned = await session.scalar(
+            select(UserDevice.device_id)
+            .join(Device, Device.id == UserDevice.device_id)
+            .where(UserDevice.user_id == user_id, Device.virtual_id == vid)
+        )
+        if already_owned is not None:
+            raise Conflict(body={"error": "Device already bound"})
         raise NotFound(
             "No pending binding of this device for you", body={"error": "Binding not found"}
         )

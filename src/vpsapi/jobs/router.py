@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, BackgroundTasks, Header, Query, Request, status
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 from sse_starlette.sse import EventSourceResponse
 
 from vpsapi.auth.dependencies import CurrentPrincipal, StreamPrincipal
@@ -40,6 +41,22 @@ _REQUIRED_MESSAGES = {
 }
 
 
+def _joi_message(error: ErrorDetails) -> str | None:
+    """Seed 000's Joi wording where pydantic's differs."""
+    loc, kind = error["loc"], error["type"]
+    if kind == "missing":
+        return _REQUIRED_MESSAGES.get(str(loc[0])) if len(loc) == 1 else None
+    if loc == ("processingType",):
+        return "Invalid processing type"  # Joi checks the valid values before the type
+    if loc == ("data",) and kind == "list_type":
+        return '"data" must be an array'
+    if len(loc) == 2 and loc[0] == "data" and kind == "dict_type":
+        return f'"data[{loc[1]}]" must be of type object'
+    if loc == ("options",) and kind == "dict_type":
+        return '"options" must be of type object'
+    return None
+
+
 def _engine(request: Request) -> JobEngine:
     engine: JobEngine = request.app.state.jobs_engine
     return engine
@@ -56,8 +73,7 @@ async def _parse_submission(request: Request) -> JobSubmit:
     except ValidationError as exc:
         details = validation_details(exc.errors())
         for item, error in zip(details, exc.errors(), strict=True):
-            if error["type"] == "missing" and item["field"] in _REQUIRED_MESSAGES:
-                item["message"] = _REQUIRED_MESSAGES[item["field"]]
+            item["message"] = _joi_message(error) or item["message"]
         raise ValidationFailed(details) from exc
 
 
@@ -269,8 +285,16 @@ async def job_progress(
         ping=HEARTBEAT_SECONDS,
         shutdown_event=shutdown,
         shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
-        headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"},
+        headers=_stream_headers(request),
     )
+
+
+def _stream_headers(request: Request) -> dict[str, str]:
+    headers = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
+    if "origin" not in request.headers:
+        # Seed 000 sends `origin || '*'`; with an Origin the CORS layer answers for it.
+        headers["Access-Control-Allow-Origin"] = "*"
+    return headers
 
 
 def _reconnect_event(job_id: str, reason: str, retry_ms: int) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from vpsapi.config import Settings
 from vpsapi.core.db import utcnow
-from vpsapi.core.errors import BadRequest, Conflict, NotFound
+from vpsapi.core.errors import BadRequest, Conflict, NotFound, ValidationFailed
 from vpsapi.core.pagination import cursor_params, encode_cursor, older_than_cursor
 from vpsapi.core.search import SearchHit
 from vpsapi.core.security import Principal
@@ -40,7 +40,10 @@ def new_job_id() -> str:
 def _int_option(options: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
     value = options.get(name, default)
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise BadRequest(f"options.{name} must be an integer from {low} to {high}")
+        field = f"options.{name}"
+        raise ValidationFailed(
+            [{"field": field, "message": f"must be an integer from {low} to {high}"}]
+        )
     return value
 
 
@@ -75,6 +78,7 @@ class JobView(JobState, Protocol):
 # ORM's entity loading and statement construction cost more than the query itself.
 VIEW_COLUMNS = tuple(column for column in JOBS.c if column.name != "payload")
 _BY_ID = select(*VIEW_COLUMNS).where(JOBS.c.id == bindparam("job_id"))
+_STATUS_BY_ID = select(JOBS.c.status).where(JOBS.c.id == bindparam("job_id"))
 _BY_IDEMPOTENCY_KEY = select(*VIEW_COLUMNS).where(
     JOBS.c.owner == bindparam("owner"), JOBS.c.idempotency_key == bindparam("key")
 )
@@ -175,6 +179,14 @@ async def _by_idempotency_key(session: AsyncSession, owner: str, key: str) -> Jo
         await session.execute(_BY_IDEMPOTENCY_KEY, {"owner": owner, "key": key})
     ).one_or_none()
     return found
+
+
+async def job_status(session: AsyncSession, job_id: str) -> str | None:
+    """A job's status, None for an unknown id; unchecked, for the code that submitted it."""
+    status: str | None = (
+        await session.execute(_STATUS_BY_ID, {"job_id": job_id})
+    ).scalar_one_or_none()
+    return status
 
 
 async def get_job(session: AsyncSession, principal: Principal, job_id: str) -> JobView:

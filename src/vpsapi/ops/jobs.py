@@ -17,9 +17,8 @@ from vpsapi.core.errors import Forbidden
 from vpsapi.core.events import EventBus
 from vpsapi.core.security import Principal
 from vpsapi.jobs.engine import PENDING, TERMINAL, JobEngine, job_channel
-from vpsapi.jobs.models import JobRecord
 from vpsapi.jobs.schemas import JobSubmit
-from vpsapi.jobs.service import JobView, submit_job
+from vpsapi.jobs.service import JobView, job_status, submit_job
 
 SEAL = "ops_seal"
 
@@ -96,8 +95,7 @@ async def wait_for_job(
             await dispatch_job(engine, job_id)
         while True:
             async with db.session(autocommit=True) as read:
-                job = await read.get(JobRecord, job_id, populate_existing=True)
-            status = job.status if job is not None else PENDING
+                status = await job_status(read, job_id) or PENDING
             remaining = deadline - loop.time()
             if status in TERMINAL or remaining <= 0:
                 return status
