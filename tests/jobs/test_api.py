@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -82,6 +83,8 @@ async def test_result_shapes(
     assert job["status"] == "COMPLETED"
     assert job["progress"] == 100 and isinstance(job["progress"], int)
     datetime.fromisoformat(job["createdAt"].replace("Z", "+00:00"))
+    for moment in ("createdAt", "updatedAt", "startedAt", "completedAt"):  # as toISOString()
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", job[moment]), moment
     assert "error" not in job
     assert check(job["result"], 10)
 

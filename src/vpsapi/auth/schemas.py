@@ -1,14 +1,13 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 from pydantic.networks import validate_email
 from pydantic_core import PydanticCustomError
 
-from vpsapi.core.schemas import CamelModel
+from vpsapi.core.schemas import CamelModel, JsDatetime
 
 RoleName = Literal["admin", "manager", "user"]
 _USERNAME = re.compile(r"^[A-Za-z0-9_.\-]{3,64}$")
@@ -21,8 +20,8 @@ class UserOut(CamelModel):
     role: RoleName
     organization_id: str | None = None
     is_active: bool = True
-    created_at: datetime | None = None
-    last_login_at: datetime | None = None
+    created_at: JsDatetime | None = None
+    last_login_at: JsDatetime | None = None
 
 
 def _check_login_email(value: str) -> str:
@@ -109,10 +108,10 @@ class ApiKeyOut(CamelModel):
     name: str
     prefix: str
     user_id: str
-    created_at: datetime
-    last_used_at: datetime | None = None
-    expires_at: datetime | None = None
-    revoked_at: datetime | None = None
+    created_at: JsDatetime
+    last_used_at: JsDatetime | None = None
+    expires_at: JsDatetime | None = None
+    revoked_at: JsDatetime | None = None
 
 
 class ApiKeyCreated(ApiKeyOut):

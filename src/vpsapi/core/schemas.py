@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import pydantic_core
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 from vpsapi.core.errors import BadRequest
@@ -28,6 +28,19 @@ def as_utc(value: datetime) -> datetime:
 
 # Use for every datetime a request carries (body or query): out-of-range ones are a 4xx.
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
+
+
+def js_timestamp(value: datetime) -> str:
+    """What JavaScript's `Date#toISOString` writes: UTC, milliseconds, `Z`."""
+    return as_utc(value).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# A moment in an answer to seed 000/001's JavaScript clients, written as they write theirs.
+JsDatetime = Annotated[
+    datetime,
+    PlainSerializer(js_timestamp, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}, mode="serialization"),
+]
 
 
 class CamelModel(BaseModel):

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from vpsapi.core.schemas import JsDatetime
 from vpsapi.jobs.processors import public_processor_names
 
 JobStatus = Literal["PENDING", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]
@@ -49,13 +49,13 @@ class JobOut(BaseModel):
     status: JobStatus
     progress: int = Field(ge=0, le=100)
     processingType: str
-    createdAt: datetime
-    updatedAt: datetime
-    startedAt: datetime | None = None
-    completedAt: datetime | None = None
+    createdAt: JsDatetime
+    updatedAt: JsDatetime
+    startedAt: JsDatetime | None = None
+    completedAt: JsDatetime | None = None
     attempts: int
     maxAttempts: int
-    nextAttemptAt: datetime | None = Field(
+    nextAttemptAt: JsDatetime | None = Field(
         default=None, description="when PROCESSING is waiting for a retry"
     )
     lastError: str | None = Field(default=None, description="error of the last failed attempt")
