@@ -311,6 +311,7 @@ class OriginGuard:
     then lets Starlette's CORS middleware answer for the allowed ones."""
 
     def __init__(self, app: ASGIApp, *, allowed_origins: list[str]) -> None:
+        self.app = app
         self.allow_all = "*" in allowed_origins
         self.allowed = {_normalize_origin(o) for o in allowed_origins if o != "*"}
         self.cors = CORSMiddleware(
@@ -373,6 +374,9 @@ class OriginGuard:
                 await self.cors(scope, receive, _no_content_preflight(send))
             else:
                 await self._options_response(origin)(scope, receive, send)
+            return
+        if origin is None:  # not a browser's cross-origin call: nothing for CORS to add
+            await self.app(scope, receive, send)
             return
         await self.cors(scope, receive, send)
 
