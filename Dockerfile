@@ -2,9 +2,9 @@
 # `docker run IMAGE` serves; `docker run IMAGE worker` runs job workers.
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY src ./src
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels -c constraints.txt .
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home /app vpsapi && mkdir -p /data && chown vpsapi /data

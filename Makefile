@@ -5,20 +5,29 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck test-embedded test-scaleout bench clean
+.PHONY: run test lint typecheck test-embedded test-scaleout bench clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# Reinstall only when the project definition changes.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+# Reinstall only when the project definition or the pinned versions change.
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -c constraints.txt -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
-	$(BIN)/pip install --quiet -e '.[dev]'
+$(VENV)/.installed-dev: pyproject.toml constraints.txt $(VENV)/.installed
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
+
+# The newest releases pyproject.toml allows, resolved in a scratch venv, as the new pins.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet --upgrade pip
+	.lock-venv/bin/pip install --quiet '.[dev]'
+	{ sed -n '/^#/p' constraints.txt; .lock-venv/bin/pip freeze --exclude-editable \
+	    | grep -v '^vpsapi'; } > constraints.txt.new && mv constraints.txt.new constraints.txt
+	rm -rf .lock-venv
 
 run: $(VENV)/.installed
 	LOG_FORMAT=$${LOG_FORMAT:-console} $(BIN)/vpsapi serve --host $(HOST) --port $(PORT)

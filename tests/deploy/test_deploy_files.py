@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import httpx
@@ -101,6 +102,21 @@ def test_compose_and_dockerfile() -> None:
     assert "USER vpsapi" in dockerfile
     assert "/health/live" in dockerfile
     assert 'ENTRYPOINT ["vpsapi"]' in dockerfile
+    assert "-c constraints.txt" in dockerfile  # the versions the tests passed with
+
+
+def test_constraints_pin_every_dependency_once() -> None:
+    lines = (ROOT / "constraints.txt").read_text().splitlines()
+    pins = [line for line in lines if line and not line.startswith("#")]
+    assert all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[A-Za-z0-9_.+!\-]+", pin) for pin in pins), pins
+    names = [pin.split("==")[0].lower().replace("_", "-") for pin in pins]
+    assert len(names) == len(set(names))
+    pinned = set(names)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["dev"]
+    for requirement in wanted:
+        name = re.split(r"[\[<>=!~;\s]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+        assert name in pinned, requirement
 
 
 def test_systemd_units() -> None:
