@@ -17,6 +17,11 @@ async def test_security_headers(client: httpx.AsyncClient) -> None:
     assert response.headers["x-xss-protection"] == "1; mode=block"
     assert response.headers["content-security-policy"] == "default-src 'self'"
     assert response.headers["referrer-policy"]
+    # helmet()'s other defaults (seeds 000, 001 and 004 mount it)
+    assert response.headers["x-dns-prefetch-control"] == "off"
+    assert response.headers["x-download-options"] == "noopen"
+    assert response.headers["x-permitted-cross-domain-policies"] == "none"
+    assert response.headers["origin-agent-cluster"] == "?1"
 
 
 @pytest.mark.parametrize("path", ["/docs", "/redoc"])
