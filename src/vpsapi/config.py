@@ -5,11 +5,19 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import ssl
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SECRET_FIELDS = frozenset(
@@ -50,6 +58,14 @@ def parse_duration(value: str | int) -> int:
 
 class SettingsError(RuntimeError):
     """Raised when the configuration cannot be used; the message says what to change."""
+
+
+DEFAULT_SSL_CERT_DIR = Path("/etc/ssl/vpsapi")
+
+
+def _is_openssl_ca_store(directory: Path) -> bool:
+    builtin = ssl.get_default_verify_paths().openssl_capath
+    return bool(builtin) and directory.resolve() == Path(builtin).resolve()
 
 
 class Settings(BaseSettings):
@@ -180,7 +196,7 @@ class Settings(BaseSettings):
     nginx_restart_cmd: str = ""
     # stub_status URL for connection/request figures, e.g. http://127.0.0.1/nginx_status
     nginx_status_url: str = ""
-    ssl_cert_dir: Path = Path("/etc/ssl/vpsapi")
+    ssl_cert_dir: Path = DEFAULT_SSL_CERT_DIR
     default_ssl_cert: str = ""
     default_ssl_key: str = ""
     letsencrypt_email: str = ""
@@ -283,6 +299,27 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return parse_duration(value)
         return value
+
+    _notices: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def notices(self) -> list[str]:
+        """Values the settings did not take as given, and why: logged at startup."""
+        return self._notices
+
+    @model_validator(mode="after")
+    def _own_certificate_dir(self) -> Settings:
+        # OpenSSL reads SSL_CERT_DIR too, and some environments set it to the system's CA
+        # store for OpenSSL's sake. That directory holds no certificate of ours, and taking
+        # it would list every CA as a domain, back it up and restore into it.
+        if _is_openssl_ca_store(self.ssl_cert_dir):
+            self._notices.append(
+                f"SSL_CERT_DIR={self.ssl_cert_dir} is OpenSSL's CA store, not a directory "
+                f"of certificates to manage: {DEFAULT_SSL_CERT_DIR} is used instead (set "
+                "SSL_CERT_DIR in vpsapi's own environment to choose another)"
+            )
+            self.ssl_cert_dir = DEFAULT_SSL_CERT_DIR
+        return self
 
     @model_validator(mode="after")
     def _legacy_rate_limit(self) -> Settings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -374,3 +375,22 @@ async def test_an_issuance_waiting_or_running_is_a_conflict(
     )
     assert second.status_code == 409
     assert second.json()["detail"] == "a certificate for busy.example.com is already being issued"
+
+
+async def test_openssls_ca_store_is_never_taken_for_our_certificates(make_client: Any) -> None:
+    # Some environments export SSL_CERT_DIR for OpenSSL: its CA store holds no domains of
+    # ours, and backups would copy it and restores write into it.
+    from support import ADMIN_EMAIL, ADMIN_PASSWORD, login
+
+    ca_store = Path(ssl.get_default_verify_paths().openssl_capath)
+    client = await make_client(ssl_cert_dir=ca_store)
+    tokens = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    headers = {"Authorization": f"Bearer {tokens['accessToken']}"}
+    listed = await client.get("/api/ssl/domains", headers=headers)
+    assert listed.status_code == 200
+    # (The CA bundle was listed as a "custom" certificate of its first CA's name.)
+    paths = [Path(d["cert_path"]).resolve() for d in listed.json()["domains"]]
+    assert not [path for path in paths if path.parent == ca_store.resolve()], paths
+    settings = client.app.state.settings  # type: ignore[attr-defined]
+    assert settings.ssl_cert_dir == Path("/etc/ssl/vpsapi")
+    assert "OpenSSL's CA store" in settings.notices[0]

@@ -287,6 +287,8 @@ def configure_logging(settings: Settings) -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    for notice in settings.notices:
+        structlog.get_logger("vpsapi.config").warning("setting_overridden", detail=notice)
 
 
 def init_sentry(settings: Settings) -> None:
