@@ -83,6 +83,10 @@ async def test_result_shapes(
     assert job["status"] == "COMPLETED"
     assert job["progress"] == 100 and isinstance(job["progress"], int)
     datetime.fromisoformat(job["createdAt"].replace("Z", "+00:00"))
+    # Seed 000's job hash: the item count, and milliseconds from submission to completion.
+    assert job["dataCount"] == 10
+    assert isinstance(job["processingTime"], int) and job["processingTime"] >= 0
+    assert "failedAt" not in job
     for moment in ("createdAt", "updatedAt", "startedAt", "completedAt"):  # as toISOString()
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", job[moment]), moment
     assert "error" not in job

@@ -27,6 +27,7 @@ async def test_retry_exhaustion_fails_with_last_error(
     assert job["status"] == "FAILED"
     assert job["attempts"] == 2 and job["maxAttempts"] == 2
     assert job["error"] == "boom 2"
+    assert job["failedAt"].endswith("Z") and "processingTime" not in job  # seed 000's hash
 
 
 async def test_waiting_retry_stays_processing(

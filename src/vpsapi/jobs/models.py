@@ -27,6 +27,7 @@ class JobRecord(Base):
     # The job's input (up to the request body limit) is read by the worker that runs it,
     # never by a status read, a list page or a progress event: loaded only when asked.
     payload: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    data_count: Mapped[int | None] = mapped_column(Integer, nullable=True)  # items in payload
     result: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

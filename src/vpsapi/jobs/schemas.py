@@ -61,6 +61,12 @@ class JobOut(BaseModel):
     lastError: str | None = Field(default=None, description="error of the last failed attempt")
     result: Any | None = None
     error: str | None = None
+    # Seed 000's job hash keeps these too.
+    dataCount: int | None = Field(default=None, description="items the job was given")
+    processingTime: int | None = Field(
+        default=None, description="COMPLETED: milliseconds from submission to completion"
+    )
+    failedAt: JsDatetime | None = Field(default=None, description="FAILED: when it failed")
 
 
 class JobList(BaseModel):

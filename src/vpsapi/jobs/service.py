@@ -19,6 +19,8 @@ from vpsapi.core.search import SearchHit
 from vpsapi.core.security import Principal
 from vpsapi.jobs.engine import (
     CANCELLED,
+    COMPLETED,
+    FAILED,
     JOBS,
     PENDING,
     PROCESSING,
@@ -72,6 +74,8 @@ class JobView(JobState, Protocol):
     def started_at(self) -> datetime | None: ...
     @property
     def finished_at(self) -> datetime | None: ...
+    @property
+    def data_count(self) -> int | None: ...
 
 
 # Reads for answers select these columns as plain rows, with statements built once: the
@@ -121,8 +125,19 @@ def job_out(job: JobView) -> JobOut:
         nextAttemptAt=job.run_at if waiting else None,
         lastError=job.error if job.status not in TERMINAL else None,
         result=decode_blob(job.result) if job.result is not None else None,
-        error=job.error if job.status in ("FAILED", CANCELLED) else None,
+        error=job.error if job.status in (FAILED, CANCELLED) else None,
+        dataCount=job.data_count,
+        processingTime=(
+            _milliseconds(job.finished_at - job.created_at)
+            if job.status == COMPLETED and job.finished_at is not None
+            else None
+        ),
+        failedAt=job.finished_at if job.status == FAILED else None,
     )
+
+
+def _milliseconds(span: timedelta) -> int:
+    return int(span.total_seconds() * 1000)
 
 
 async def submit_job(
@@ -155,6 +170,7 @@ async def submit_job(
         "progress": 0,
         "seq": 0,
         "payload": encode_blob({"data": body.data, "options": options}, 0),
+        "data_count": len(body.data),
         "attempts": 0,
         "max_attempts": max_attempts,
         "timeout_seconds": timeout,
