@@ -2,8 +2,6 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-HOST   ?= 127.0.0.1
-PORT   ?= 8000
 
 .PHONY: run test lint typecheck test-embedded test-scaleout bench clean lock
 
@@ -29,8 +27,10 @@ lock:
 	    | grep -v '^vpsapi'; } > constraints.txt.new && mv constraints.txt.new constraints.txt
 	rm -rf .lock-venv
 
+# HOST and PORT as make or environment variables win; else the settings' (.env included).
 run: $(VENV)/.installed
-	LOG_FORMAT=$${LOG_FORMAT:-console} $(BIN)/vpsapi serve --host $(HOST) --port $(PORT)
+	LOG_FORMAT=$${LOG_FORMAT:-console} $(BIN)/vpsapi serve \
+	    $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench

@@ -42,6 +42,8 @@ def test_first_migrate_generates_admin_password_and_secret(tmp_path: Path) -> No
     assert password in result.stderr
     assert stat.S_IMODE((data / "admin-password").stat().st_mode) == 0o600
     assert stat.S_IMODE((data / "jwt-secret").stat().st_mode) == 0o600
+    # The database beside them holds password and key hashes.
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
     secret = (data / "jwt-secret").read_text()
     again = run(["migrate"], data)
     assert again.returncode == 0
@@ -132,3 +134,12 @@ def test_config_masks_secrets(tmp_path: Path) -> None:
     for secret in ("very-secret-api-key", "db-password", "a-jwt-secret-that-is-long"):
         assert secret not in result.stdout
     assert "postgresql://app:****@db/app" in result.stdout
+
+
+def test_config_says_where_a_generated_jwt_secret_is(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    assert run(["migrate"], data).returncode == 0
+    result = run(["config"], data)
+    assert result.returncode == 0, result.stderr
+    assert "JWT_SECRET" in result.stdout and "(generated, in" in result.stdout  # table wraps
+    assert (data / "jwt-secret").read_text().strip() not in result.stdout

@@ -89,7 +89,8 @@ def serve(
         f"[bold green]vpsapi[/] listening on http://{host}:{port}  "
         f"(docs: http://{host}:{port}/docs, {workers} process{'es' if workers > 1 else ''}, "
         f"{'SQLite' if settings.is_sqlite else 'PostgreSQL'}"
-        f"{', Redis' if settings.redis_url else ''})"
+        f"{', Redis' if settings.redis_url else ''})",
+        soft_wrap=True,  # one line also when the output is not a terminal (80 columns)
     )
     uvicorn.run(
         "vpsapi.app:create_server_app",

@@ -315,8 +315,8 @@ class Settings(BaseSettings):
         if _is_openssl_ca_store(self.ssl_cert_dir):
             self._notices.append(
                 f"SSL_CERT_DIR={self.ssl_cert_dir} is OpenSSL's CA store, not a directory "
-                f"of certificates to manage: {DEFAULT_SSL_CERT_DIR} is used instead (set "
-                "SSL_CERT_DIR in vpsapi's own environment to choose another)"
+                f"of certificates to manage: {DEFAULT_SSL_CERT_DIR} is used instead (give "
+                "vpsapi another SSL_CERT_DIR to choose where)"
             )
             self.ssl_cert_dir = DEFAULT_SSL_CERT_DIR
         return self
@@ -371,7 +371,9 @@ class Settings(BaseSettings):
         return self.log_dir or self.data_dir / "logs"
 
     def ensure_data_dir(self) -> Path:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Owner only when we create it: it holds the secrets and the embedded database
+        # (password and key hashes). An existing directory keeps the mode it was given.
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         return self.data_dir
 
     def jwt_signing_key(self) -> str:
@@ -395,6 +397,8 @@ class Settings(BaseSettings):
                 value = value.get_secret_value()
             if name in SECRET_FIELDS and value:
                 value = _mask(str(value))
+            elif name == "jwt_secret" and (self.data_dir / "jwt-secret").is_file():
+                value = f"(generated, in {self.data_dir / 'jwt-secret'})"
             elif isinstance(value, Path):
                 value = str(value)
             shown[name] = value

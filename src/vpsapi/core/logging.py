@@ -287,6 +287,8 @@ def configure_logging(settings: Settings) -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # Which of its plugins alembic loaded, on every start: noise (its migration steps stay).
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     for notice in settings.notices:
         structlog.get_logger("vpsapi.config").warning("setting_overridden", detail=notice)
 
