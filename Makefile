@@ -19,12 +19,16 @@ $(VENV)/.installed-dev: pyproject.toml constraints.txt $(VENV)/.installed
 	touch $@
 
 # The newest releases pyproject.toml allows, resolved in a scratch venv, as the new pins.
+# On the Python the image and CI run (3.11): a newer one could pin releases 3.11 lacks.
+LOCK_PYTHON ?= python3.11
 lock:
-	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	rm -rf .lock-venv && $(LOCK_PYTHON) -m venv .lock-venv
 	.lock-venv/bin/pip install --quiet --upgrade pip
 	.lock-venv/bin/pip install --quiet '.[dev]'
-	{ sed -n '/^#/p' constraints.txt; .lock-venv/bin/pip freeze --exclude-editable \
-	    | grep -v '^vpsapi'; } > constraints.txt.new && mv constraints.txt.new constraints.txt
+	.lock-venv/bin/pip freeze --exclude-editable > .lock-venv/frozen
+	grep -v '^vpsapi' .lock-venv/frozen > .lock-venv/pins
+	{ sed -n '/^#/p' constraints.txt; cat .lock-venv/pins; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 	rm -rf .lock-venv
 
 # HOST and PORT as make or environment variables win; else the settings' (.env included).

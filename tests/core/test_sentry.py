@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 import sentry_sdk
 from fastapi import APIRouter
+from sqlalchemy import text
 
 from support import free_port
+from vpsapi.core.db import SessionDep
 
 
 class _Envelopes(ThreadingHTTPServer):
@@ -61,8 +63,12 @@ async def test_an_unhandled_error_is_reported_without_personal_data(
     client = await make_client(sentry_dsn=f"http://publickey@localhost:{port}/1")
     router = APIRouter()
 
+    email = "alice" + "@example.com"
+
     @router.post("/api/boom-for-sentry")
-    async def boom() -> None:
+    async def boom(session: SessionDep) -> None:
+        # A query with a personal value, and a Redis-free breadcrumb trail before the error.
+        await session.execute(text("SELECT :email"), {"email": email})
         raise RuntimeError("boom for sentry")
 
     client.app.include_router(router)
@@ -80,5 +86,6 @@ async def test_an_unhandled_error_is_reported_without_personal_data(
     sent = json.dumps(sentry_receiver.received)
     assert "boom for sentry" in sent
     assert "/api/boom-for-sentry" in sent  # the request is named, without what identifies
-    for personal in (password, cookie, address, "token-in-url", "127.0.0.1"):
+    assert "SELECT" in sent  # the query is a breadcrumb, without its parameter
+    for personal in (password, cookie, address, email, "token-in-url", "127.0.0.1"):
         assert personal not in sent, personal

@@ -307,7 +307,8 @@ def init_sentry(settings: Settings) -> None:
         # enables this by default. Tracing stays off (no traces_sample_rate).
         integrations=[LoggingIntegration(level=None, event_level=logging.ERROR)],
         # No personal data (sentry-sdk 3's successor of send_default_pii=False): no user
-        # identity, cookies, client addresses (forwarding headers), bodies, AI prompts or
+        # identity, cookies, client addresses (forwarding headers), bodies, SQL parameters
+        # or Redis values (emails, key hashes, addresses), queue payloads, AI prompts or
         # local variables (a request's scope and headers sit in most frames); query
         # strings keep the SDK's scrubbing of credential-named keys.
         data_collection={
@@ -317,7 +318,11 @@ def init_sentry(settings: Settings) -> None:
                 "request": {"mode": "allowlist", "terms": ["content-type", "content-length"]}
             },
             "http_bodies": [],
+            "database_query_data": False,
+            "queues": False,
             "gen_ai": {"inputs": False, "outputs": False},
+            "mcp": {"inputs": False, "outputs": False},
+            "graphql": {"document": False, "variables": False},
             "stack_frame_variables": False,
         },
     )

@@ -6,8 +6,8 @@ Written as plain ASGI middleware so streaming responses (SSE) pass through untou
 from __future__ import annotations
 
 import re
+import secrets
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -108,7 +108,7 @@ class _NulScanner:
 
 def new_request_id() -> str:
     """Seed 001's shape, `req_<unix seconds>_<random>`, with 64 random bits."""
-    return f"req_{int(time.time())}_{uuid.uuid4().hex[:16]}"
+    return f"req_{int(time.time())}_{secrets.token_hex(8)}"
 
 
 def _has_nul(scope: Scope) -> bool:
