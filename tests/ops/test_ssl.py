@@ -164,6 +164,36 @@ async def test_upload_lists_and_serves_the_public_certificate_only(
     assert "PRIVATE" not in str(entry_row.after)
 
 
+async def test_a_form_with_the_pem_files_uploads_too(
+    ssl_client: httpx.AsyncClient, admin: dict[str, str], ca: Any
+) -> None:
+    cert, key = make_leaf(["app.example.com"], ca)
+    response = await ssl_client.post(
+        "/api/ssl/upload",
+        data={"domain": "app.example.com"},
+        files={"cert_file": ("app.crt", cert.encode()), "key_file": ("app.key", key.encode())},
+        headers=admin,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["certificate"]["key_match"] is True
+    # Text fields in the form work as well, and what is missing or not text is named.
+    text_form = {"domain": "app.example.com", "cert_content": cert, "key_content": key}
+    assert (await ssl_client.post("/api/ssl/upload", data=text_form, headers=admin)).is_success
+    for form, files, field in (
+        ({"domain": "b.example.com"}, {"cert_file": ("b.crt", cert.encode())}, "key_content"),
+        (
+            {"domain": "b.example.com"},
+            {"cert_file": ("b.crt", b"\xff\xfe"), "key_file": ("b.key", key.encode())},
+            "cert_content",
+        ),
+    ):
+        refused = await ssl_client.post("/api/ssl/upload", data=form, files=files, headers=admin)
+        assert refused.status_code == 422, refused.text
+        assert [d["loc"][-1] for d in refused.json()["detail"]] == [field]
+    listing = await ssl_client.get("/api/ssl/certificates", headers=admin)
+    assert [c["domain"] for c in listing.json()["certificates"]] == ["app.example.com"]
+
+
 async def test_replacing_a_certificate_and_a_key_that_does_not_match(
     ssl_client: httpx.AsyncClient, admin: dict[str, str], ca: Any
 ) -> None:

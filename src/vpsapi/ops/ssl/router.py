@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Body, Query, Request, status
+from fastapi import APIRouter, BackgroundTasks, Body, Depends, Query, Request, status
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
 
 from vpsapi.auth.dependencies import AdminUser, CurrentUser
 from vpsapi.core.db import SessionDep
+from vpsapi.core.errors import ValidationFailed, validation_details
+from vpsapi.core.schemas import parse_json_body
 from vpsapi.ops.audit.service import record_audit
 from vpsapi.ops.jobs import accepted, dispatch_job
 from vpsapi.ops.ssl import service, store
@@ -33,9 +37,76 @@ async def list_certificates(request: Request, _: CurrentUser) -> CertificateList
     )
 
 
-@router.post("/upload", response_model=UploadResult, summary="Upload a certificate and its key")
+_FORM_FIELDS = {"cert_file": "cert_content", "key_file": "key_content"}
+_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": CertificateUpload.model_json_schema()},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["domain"],
+                    "properties": {
+                        "domain": {"type": "string"},
+                        "cert_file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "certificate, then its chain (PEM); or the text "
+                            "field cert_content",
+                        },
+                        "key_file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "private key (PEM); or the text field key_content",
+                        },
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+async def _read_upload(request: Request) -> CertificateUpload:
+    """The original's JSON body, or the same as a form with the PEM files attached."""
+    raw: Any
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        raw = {}
+        async with request.form(max_files=2, max_fields=4) as form:
+            for name, value in form.multi_items():
+                field = _FORM_FIELDS.get(name, name)
+                if isinstance(value, UploadFile):
+                    try:
+                        raw[field] = (await value.read()).decode()
+                    except UnicodeDecodeError:
+                        raise ValidationFailed(
+                            [{"field": field, "message": "not PEM text"}]
+                        ) from None
+                else:
+                    raw[field] = value
+    else:
+        raw = parse_json_body(await request.body())
+    if not isinstance(raw, dict):
+        raise ValidationFailed([{"field": "body", "message": "Expected a JSON object"}])
+    try:
+        return CertificateUpload.model_validate(raw)
+    except ValidationError as exc:
+        raise ValidationFailed(validation_details(exc.errors())) from exc
+
+
+@router.post(
+    "/upload",
+    response_model=UploadResult,
+    summary="Upload a certificate and its key (JSON, or a form with the PEM files)",
+    openapi_extra=_UPLOAD_BODY,
+)
 async def upload_certificate(
-    request: Request, body: CertificateUpload, principal: AdminUser, session: SessionDep
+    request: Request,
+    body: Annotated[CertificateUpload, Depends(_read_upload)],
+    principal: AdminUser,
+    session: SessionDep,
 ) -> UploadResult:
     settings = request.app.state.settings
     saved, replaced = await asyncio.to_thread(
