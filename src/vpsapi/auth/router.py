@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, status
-from pydantic import ValidationError
 
 from vpsapi.auth import service
 from vpsapi.auth.dependencies import (
@@ -33,7 +32,7 @@ from vpsapi.auth.schemas import (
     UserUpdate,
 )
 from vpsapi.core.db import SessionDep
-from vpsapi.core.errors import Conflict, ValidationFailed, validation_details
+from vpsapi.core.errors import Conflict
 from vpsapi.core.schemas import (
     V1_ERROR_RESPONSES,
     Envelope,
@@ -41,6 +40,7 @@ from vpsapi.core.schemas import (
     Page,
     envelope,
     parse_json_body,
+    validated_body,
 )
 
 legacy_router = APIRouter(prefix="/api/auth", tags=["auth"])
@@ -96,12 +96,7 @@ async def _read_login(request: Request) -> OAuthLoginRequest:
         raw: Any = {k: v for k, v in form.items() if isinstance(v, str)}
     else:
         raw = parse_json_body(await request.body())
-    if not isinstance(raw, dict):
-        raise ValidationFailed([{"field": "body", "message": "Expected a JSON object"}])
-    try:
-        return OAuthLoginRequest.model_validate(raw)
-    except ValidationError as exc:
-        raise ValidationFailed(validation_details(exc.errors())) from exc
+    return validated_body(OAuthLoginRequest, raw)
 
 
 def _oauth_answer(tokens: service.IssuedTokens) -> dict[str, Any]:

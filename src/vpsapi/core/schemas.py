@@ -7,10 +7,18 @@ from functools import lru_cache
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import pydantic_core
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    WithJsonSchema,
+)
 from pydantic.alias_generators import to_camel
 
-from vpsapi.core.errors import BadRequest
+from vpsapi.core.errors import BadRequest, ValidationFailed, validation_details
 
 T = TypeVar("T")
 
@@ -106,6 +114,20 @@ def parse_json_body(raw: bytes) -> Any:
         return pydantic_core.from_json(raw, allow_inf_nan=False)
     except ValueError as exc:
         raise BadRequest("Malformed JSON in request body") from exc
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated_body(model: type[M], raw: Any) -> M:
+    """A body read by hand (JSON, or a form's fields) as `model`; refused in the path's
+    validation shape."""
+    if not isinstance(raw, dict):
+        raise ValidationFailed([{"field": "body", "message": "Expected a JSON object"}])
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ValidationFailed(validation_details(exc.errors())) from exc
 
 
 def envelope(data: T) -> Envelope[T]:

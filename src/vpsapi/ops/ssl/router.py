@@ -6,13 +6,12 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Body, Depends, Query, Request, status
-from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from vpsapi.auth.dependencies import AdminUser, CurrentUser
 from vpsapi.core.db import SessionDep
-from vpsapi.core.errors import ValidationFailed, validation_details
-from vpsapi.core.schemas import parse_json_body
+from vpsapi.core.errors import ValidationFailed
+from vpsapi.core.schemas import parse_json_body, validated_body
 from vpsapi.ops.audit.service import record_audit
 from vpsapi.ops.jobs import accepted, dispatch_job
 from vpsapi.ops.ssl import service, store
@@ -88,12 +87,7 @@ async def _read_upload(request: Request) -> CertificateUpload:
                     raw[field] = value
     else:
         raw = parse_json_body(await request.body())
-    if not isinstance(raw, dict):
-        raise ValidationFailed([{"field": "body", "message": "Expected a JSON object"}])
-    try:
-        return CertificateUpload.model_validate(raw)
-    except ValidationError as exc:
-        raise ValidationFailed(validation_details(exc.errors())) from exc
+    return validated_body(CertificateUpload, raw)
 
 
 @router.post(
