@@ -9,7 +9,6 @@ Three body families exist on the wire:
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -20,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vpsapi.core.context import client_ip_var, request_id_var
 from vpsapi.core.logging import SECURITY_LOGGER
+from vpsapi.core.timestamps import js_now
 
 log = structlog.get_logger("vpsapi.errors")
 security_log = structlog.get_logger(SECURITY_LOGGER)
@@ -172,9 +172,7 @@ def error_body(
             "error": code,
             "message": message,
             "statusCode": status_code,
-            "timestamp": datetime.now(UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
+            "timestamp": js_now(),
             "path": path,
             "method": method,
             "requestId": request_id,

@@ -12,9 +12,10 @@ from vpsapi.auth.dependencies import CurrentUser
 from vpsapi.core.db import SessionDep
 from vpsapi.core.schemas import OUT_OF_RANGE
 from vpsapi.core.storage import ObjectStorage, absolute_url
+from vpsapi.core.timestamps import js_iso
 from vpsapi.devices import cloud
 from vpsapi.devices.router import require_device_token
-from vpsapi.devices.schemas import AlarmType, DeviceId, Moment, iso
+from vpsapi.devices.schemas import AlarmType, DeviceId, Moment
 
 router = APIRouter(prefix="/api/cloud/videos", tags=["devices"])
 
@@ -162,7 +163,7 @@ async def video_urls(
             VideoUrl(
                 filename=item.video.filename,
                 url=_public(request, item.url),
-                startTime=iso(item.video.start_time),
+                startTime=js_iso(item.video.start_time),
                 duration=item.video.duration,
                 thumbnail=_public(request, item.thumbnail_url) if item.thumbnail_url else None,
                 alarmType=item.video.alarm_type,

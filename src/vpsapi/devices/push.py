@@ -18,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from vpsapi.config import Settings
 from vpsapi.core.db import Database
 from vpsapi.core.security import Principal
+from vpsapi.core.timestamps import js_iso
 from vpsapi.devices.models import Device, PushToken, UserDevice
 from vpsapi.devices.push_providers import Notification, Outcome, PushProviders, providers_for
-from vpsapi.devices.schemas import iso
 from vpsapi.jobs import service as jobs_service
 from vpsapi.jobs.processors import Report, job_context
 from vpsapi.jobs.schemas import JobSubmit
@@ -96,7 +96,7 @@ async def notify_owners(
     data = {
         "vid": device.virtual_id,
         "alarmType": alarm.alarm_type,
-        "time": iso(alarm.at),
+        "time": js_iso(alarm.at),
     }
     if alarm.video_id:
         data["videoId"] = alarm.video_id

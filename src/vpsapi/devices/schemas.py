@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import Field
@@ -14,8 +13,3 @@ from vpsapi.core.schemas import UtcDatetime
 Moment = UtcDatetime
 DeviceId = Annotated[str, Field(min_length=1, max_length=64)]
 AlarmType = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
-
-
-def iso(moment: datetime) -> str:
-    """As JavaScript's Date.toJSON(), which the seed's Node answers produced."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import psutil
@@ -14,6 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from vpsapi.core.metrics import render_metrics
+from vpsapi.core.timestamps import js_now
 
 router = APIRouter(tags=["health"])
 
@@ -42,10 +42,6 @@ class ReadyOut(BaseModel):
     errors: dict[str, str] | None = None
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 @router.get(
     "/health", response_model=HealthOut, summary="Liveness with process figures (seed 000/001)"
 )
@@ -56,7 +52,7 @@ async def health(request: Request) -> HealthOut:
     # Node's heapTotal/heapUsed have no exact Python twin: report the data segment
     # (allocated heap) and resident private memory.
     return HealthOut(
-        timestamp=_now(),
+        timestamp=js_now(),
         uptime=round(time.monotonic() - request.app.state.started_at, 3),
         memory=MemoryInfo(
             rss=mem.rss,
@@ -69,7 +65,7 @@ async def health(request: Request) -> HealthOut:
 
 @router.get("/health/live", summary="Liveness probe: the process answers")
 async def live() -> dict[str, Any]:
-    return {"success": True, "status": "alive", "timestamp": _now()}
+    return {"success": True, "status": "alive", "timestamp": js_now()}
 
 
 async def _check(name: str, probe: Any) -> tuple[str, str, str | None]:

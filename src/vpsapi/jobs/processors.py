@@ -19,11 +19,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
+
+from vpsapi.core.timestamps import js_now
 
 if TYPE_CHECKING:
     from vpsapi.config import Settings
@@ -144,7 +145,7 @@ class Type2:
         results = []
         for index, item in enumerate(items):
             await _pause(options)
-            stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            stamp = js_now()
             results.append({"original": item, "processed": {**item, "timestamp": stamp}})
             await report(_percent(index + 1, len(items)))
         return {"results": results, "count": len(results)}
