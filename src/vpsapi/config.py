@@ -386,7 +386,13 @@ class Settings(BaseSettings):
                     "e.g. `openssl rand -hex 32`, or unset it to have one generated."
                 )
             return value
-        return read_or_create_secret(self.ensure_data_dir() / "jwt-secret")
+        self.ensure_data_dir()
+        return read_or_create_secret(self.jwt_secret_file)
+
+    @property
+    def jwt_secret_file(self) -> Path:
+        """Where a JWT secret generated for an unset JWT_SECRET is kept."""
+        return self.data_dir / "jwt-secret"
 
     def masked(self) -> dict[str, Any]:
         """Effective settings for display, secrets masked."""
@@ -397,8 +403,8 @@ class Settings(BaseSettings):
                 value = value.get_secret_value()
             if name in SECRET_FIELDS and value:
                 value = _mask(str(value))
-            elif name == "jwt_secret" and (self.data_dir / "jwt-secret").is_file():
-                value = f"(generated, in {self.data_dir / 'jwt-secret'})"
+            elif name == "jwt_secret" and self.jwt_secret_file.is_file():
+                value = f"(generated, in {self.jwt_secret_file})"
             elif isinstance(value, Path):
                 value = str(value)
             shown[name] = value

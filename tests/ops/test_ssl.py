@@ -184,7 +184,7 @@ async def test_a_form_with_the_pem_files_uploads_too(
         (
             {"domain": "b.example.com"},
             {"cert_file": ("b.crt", b"\xff\xfe"), "key_file": ("b.key", key.encode())},
-            "cert_content",
+            "cert_file",  # the form field as sent
         ),
     ):
         refused = await ssl_client.post("/api/ssl/upload", data=form, files=files, headers=admin)

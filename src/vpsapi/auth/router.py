@@ -39,7 +39,7 @@ from vpsapi.core.schemas import (
     MessageData,
     Page,
     envelope,
-    parse_json_body,
+    read_body_fields,
     validated_body,
 )
 
@@ -90,13 +90,7 @@ _LOGIN_BODY = {
 
 
 async def _read_login(request: Request) -> OAuthLoginRequest:
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
-        form = await request.form()
-        raw: Any = {k: v for k, v in form.items() if isinstance(v, str)}
-    else:
-        raw = parse_json_body(await request.body())
-    return validated_body(OAuthLoginRequest, raw)
+    return validated_body(OAuthLoginRequest, await read_body_fields(request))
 
 
 def _oauth_answer(tokens: service.IssuedTokens) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from pydantic import (
     WithJsonSchema,
 )
 from pydantic.alias_generators import to_camel
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
 
 from vpsapi.core.errors import BadRequest, ValidationFailed, validation_details
 from vpsapi.core.timestamps import js_iso_cached
@@ -109,6 +111,26 @@ def parse_json_body(raw: bytes) -> Any:
 
 
 M = TypeVar("M", bound=BaseModel)
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+async def read_body_fields(request: Request, *, max_files: int = 1000) -> Any:
+    """A JSON body, or a form's fields as a dict (an attached file as its text). Refused
+    as malformed: bad JSON, a file that is not UTF-8 text."""
+    if not request.headers.get("content-type", "").startswith(_FORM_TYPES):
+        return parse_json_body(await request.body())
+    fields: dict[str, str] = {}
+    async with request.form(max_files=max_files) as form:
+        for name, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                try:
+                    value = (await value.read()).decode()
+                except UnicodeDecodeError:
+                    raise ValidationFailed(
+                        [{"field": name, "message": "must be a text file"}]
+                    ) from None
+            fields[name] = value
+    return fields
 
 
 def validated_body(model: type[M], raw: Any) -> M:

@@ -6,12 +6,10 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Body, Depends, Query, Request, status
-from starlette.datastructures import UploadFile
 
 from vpsapi.auth.dependencies import AdminUser, CurrentUser
 from vpsapi.core.db import SessionDep
-from vpsapi.core.errors import ValidationFailed
-from vpsapi.core.schemas import parse_json_body, validated_body
+from vpsapi.core.schemas import read_body_fields, validated_body
 from vpsapi.ops.audit.service import record_audit
 from vpsapi.ops.jobs import accepted, dispatch_job
 from vpsapi.ops.ssl import service, store
@@ -69,24 +67,9 @@ _UPLOAD_BODY: dict[str, Any] = {
 
 async def _read_upload(request: Request) -> CertificateUpload:
     """The original's JSON body, or the same as a form with the PEM files attached."""
-    raw: Any
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
-        raw = {}
-        async with request.form(max_files=2, max_fields=4) as form:
-            for name, value in form.multi_items():
-                field = _FORM_FIELDS.get(name, name)
-                if isinstance(value, UploadFile):
-                    try:
-                        raw[field] = (await value.read()).decode()
-                    except UnicodeDecodeError:
-                        raise ValidationFailed(
-                            [{"field": field, "message": "not PEM text"}]
-                        ) from None
-                else:
-                    raw[field] = value
-    else:
-        raw = parse_json_body(await request.body())
+    raw = await read_body_fields(request, max_files=2)
+    if isinstance(raw, dict):
+        raw = {_FORM_FIELDS.get(name, name): value for name, value in raw.items()}
     return validated_body(CertificateUpload, raw)
 
 
