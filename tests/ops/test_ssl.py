@@ -190,6 +190,12 @@ async def test_a_form_with_the_pem_files_uploads_too(
         refused = await ssl_client.post("/api/ssl/upload", data=form, files=files, headers=admin)
         assert refused.status_code == 422, refused.text
         assert [d["loc"][-1] for d in refused.json()["detail"]] == [field]
+    three = {"cert_file": ("b.crt", cert.encode()), "key_file": ("b.key", key.encode())}
+    three["chain_file"] = ("c.crt", cert.encode())
+    too_many = await ssl_client.post(
+        "/api/ssl/upload", data={"domain": "b.example.com"}, files=three, headers=admin
+    )
+    assert too_many.status_code == 400, too_many.text
     listing = await ssl_client.get("/api/ssl/certificates", headers=admin)
     assert [c["domain"] for c in listing.json()["certificates"]] == ["app.example.com"]
 
