@@ -37,6 +37,24 @@ async def test_method_not_allowed(client: httpx.AsyncClient) -> None:
     response = await client.delete("/api/v1/me")
     assert response.status_code == 405
     assert response.json()["error"] == "MethodNotAllowed"
+    assert response.headers["allow"] == "GET, HEAD, OPTIONS"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        # Two routes share each path: the header names both, not the first one's only.
+        ("PUT", "/api/jobs", "GET, HEAD, POST, OPTIONS"),
+        ("POST", "/api/jobs/some-id", "GET, HEAD, DELETE, OPTIONS"),
+        ("PUT", "/api/v1/users/some-id", "GET, HEAD, PATCH, DELETE, OPTIONS"),
+    ],
+)
+async def test_a_405_allows_every_method_of_the_path(
+    client: httpx.AsyncClient, method: str, path: str, allow: str
+) -> None:
+    response = await client.request(method, path, json={})
+    assert response.status_code == 405
+    assert response.headers["allow"] == allow
 
 
 @pytest.mark.parametrize("path", ["/api/v1/auth/login", "/api/auth/login"])
