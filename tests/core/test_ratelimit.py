@@ -84,6 +84,23 @@ async def test_limits_are_per_user_when_authenticated(make_client) -> None:
     assert (await client.get("/api/v1/me", headers=headers)).status_code == 200  # the user's own
 
 
+async def test_a_shared_client_token_is_limited_per_address(make_client) -> None:
+    """Seed 000's frontend: every visitor holds a token of the one shared key, and its
+    limiter counts per address; one budget for all of them would be spent by a few."""
+    client = await make_client(rate_limit_enabled=True, rate_limit_default="3/minute")
+    exchanged = await client.post(
+        "/api/auth/token", headers={"X-API-Key": SHARED_API_KEY, "X-Forwarded-For": "10.0.0.9"}
+    )
+    token = exchanged.json()["token"]
+
+    async def status(address: str) -> int:
+        headers = {"Authorization": f"Bearer {token}", "X-Forwarded-For": address}
+        return (await client.get("/api/jobs/job_none", headers=headers)).status_code
+
+    assert [await status("10.0.0.1") for _ in range(4)] == [404, 404, 404, 429]
+    assert [await status("10.0.0.2") for _ in range(3)] == [404, 404, 404]
+
+
 async def test_auth_tier_counts_failed_attempts_per_ip(make_client) -> None:
     client = await make_client(rate_limit_enabled=True, rate_limit_auth="5/15minutes")
     for _ in range(3):  # successes do not count

@@ -22,6 +22,7 @@ from vpsapi.core.errors import BadRequest, Conflict, NotFound, Unauthorized
 from vpsapi.core.logging import SECURITY_LOGGER
 from vpsapi.core.security import (
     API_KEY_PREFIX,
+    CLIENT_SUBJECT_PREFIX,
     ROLES,
     Principal,
     Role,
@@ -36,7 +37,7 @@ from vpsapi.core.security import (
 
 security_log = structlog.get_logger(SECURITY_LOGGER)
 
-SHARED_CLIENT = "client:shared"
+SHARED_CLIENT = f"{CLIENT_SUBJECT_PREFIX}shared"
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from vpsapi.config import Settings
 from vpsapi.core.context import client_ip_var
 from vpsapi.core.errors import error_body
 from vpsapi.core.logging import SECURITY_LOGGER
-from vpsapi.core.security import API_KEY_PREFIX, TokenCodec
+from vpsapi.core.security import API_KEY_PREFIX, CLIENT_SUBJECT_PREFIX, TokenCodec
 
 log = structlog.get_logger("vpsapi.ratelimit")
 security_log = structlog.get_logger(SECURITY_LOGGER)
@@ -119,7 +119,10 @@ class RateLimitMiddleware:
                     return f"key:{hashlib.sha256(credential.encode()).hexdigest()[:32]}"
                 if scheme.lower() == "bearer" and credential.count(".") == 2:
                     subject = self.codec.peek_subject(credential)
-                    if subject:
+                    # A shared client's token (seed 000's frontend, one per browser) is
+                    # counted per address, as that seed's limiter does: one budget for
+                    # every visitor of the site would be spent by a handful of them.
+                    if subject and not subject.startswith(CLIENT_SUBJECT_PREFIX):
                         return f"sub:{subject}"
                 break
         return f"ip:{ip}"

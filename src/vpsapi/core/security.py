@@ -83,6 +83,11 @@ def constant_time_equals(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
+# Subjects of API clients (`client:shared`, seed 000's one key for a whole frontend), not
+# of a person.
+CLIENT_SUBJECT_PREFIX = "client:"
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who is calling: a user (by password login or their API key) or an API client."""
