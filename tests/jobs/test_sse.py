@@ -20,7 +20,7 @@ async def test_stream_of_a_job_ends_with_its_final_state(
     async with jobs_client.stream(
         "GET", f"/api/sse/job-progress/{job_id}", headers=token_headers
     ) as response:
-        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["content-type"] == "text/event-stream"  # seed 000's, exactly
         assert response.headers["cache-control"] == "no-cache, no-transform"
         assert response.headers["x-accel-buffering"] == "no"
         assert response.headers["access-control-allow-origin"] == "*"  # seed 000: origin || '*'
@@ -34,6 +34,30 @@ async def test_stream_of_a_job_ends_with_its_final_state(
     assert data[-1]["result"]["processed"] == 5
     ids = [int(i) for kind, i, _ in events if kind == "message"]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+
+async def test_events_are_written_as_seed_000_writes_them(
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lines end in \\n, events in a blank line: a `fetch` reader splitting on "\\n\\n" (the
+    way to send an Authorization header) finds them; an idle stream says `:keep-alive`."""
+    monkeypatch.setattr("vpsapi.core.sse.KEEP_ALIVE_SECONDS", 0.2)
+    job_id = await submit(jobs_client, token_headers, "type1", items=2, delayMs=800)
+    url = f"/api/sse/job-progress/{job_id}"
+    raw = b""
+    async with jobs_client.stream("GET", url, headers=token_headers, timeout=60) as response:
+        async for chunk in response.aiter_bytes():
+            raw += chunk
+    assert b"\r" not in raw
+    blocks = raw.decode().split("\n\n")
+    assert blocks[0] == (
+        'event: connected\ndata: {"message": "Connected to job progress stream", '
+        f'"jobId": "{job_id}"}}'
+    )
+    assert ":keep-alive" in blocks
+    last = [line for line in blocks[-2].split("\n") if line.startswith("data: ")]
+    assert json.loads(last[0].removeprefix("data: "))["status"] == "COMPLETED"
+    assert blocks[-1] == ""  # the last event ends in its blank line
 
 
 async def test_unknown_job_gets_error_event(

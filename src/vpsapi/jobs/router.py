@@ -18,6 +18,7 @@ from vpsapi.core.db import SessionDep, database_failure
 from vpsapi.core.errors import NotFound, ValidationFailed, validation_details
 from vpsapi.core.schemas import V1_ERROR_RESPONSES, Envelope, envelope, parse_json_body
 from vpsapi.core.security import Principal
+from vpsapi.core.sse import event_stream
 from vpsapi.jobs import service
 from vpsapi.jobs.engine import FAILED, TERMINAL, JobEngine, job_channel
 from vpsapi.jobs.processors import public_processor_names
@@ -26,7 +27,8 @@ from vpsapi.jobs.schemas import JobAccepted, JobList, JobOut, JobPage, JobStatus
 router = APIRouter(tags=["jobs"])
 v1_router = APIRouter(prefix="/api/v1", tags=["jobs"], responses=V1_ERROR_RESPONSES)
 
-HEARTBEAT_SECONDS = 15
+# A stream re-reads its job this often without a message, so a lost one delays no more.
+REREAD_SECONDS = 15
 # On SIGTERM open streams get this long to say goodbye and end cleanly; clients then
 # reconnect (through the proxy, to another process) with Last-Event-ID.
 SHUTDOWN_GRACE_SECONDS = 5
@@ -268,7 +270,7 @@ async def job_progress(
                     return
                 # Any message, a lost one, or a quiet heartbeat period: re-read the row.
                 # A burst of progress events thus collapses into one snapshot.
-                change = asyncio.ensure_future(subscription.get(timeout=HEARTBEAT_SECONDS))
+                change = asyncio.ensure_future(subscription.get(timeout=REREAD_SECONDS))
                 stopping = asyncio.ensure_future(shutdown.wait())
                 await asyncio.wait({change, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 for waiter in (change, stopping):
@@ -280,21 +282,14 @@ async def job_progress(
                     subscription.queue.get_nowait()
                 subscription.lost = False
 
-    return EventSourceResponse(
+    # Seed 000 sends `origin || '*'`; with an Origin the CORS layer answers for it.
+    any_origin = {} if "origin" in request.headers else {"Access-Control-Allow-Origin": "*"}
+    return event_stream(
         stream(),
-        ping=HEARTBEAT_SECONDS,
+        headers=any_origin,
         shutdown_event=shutdown,
         shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
-        headers=_stream_headers(request),
     )
-
-
-def _stream_headers(request: Request) -> dict[str, str]:
-    headers = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
-    if "origin" not in request.headers:
-        # Seed 000 sends `origin || '*'`; with an Origin the CORS layer answers for it.
-        headers["Access-Control-Allow-Origin"] = "*"
-    return headers
 
 
 def _reconnect_event(job_id: str, reason: str, retry_ms: int) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from vpsapi.core.schemas import (
     UtcDatetime,
     envelope,
 )
+from vpsapi.core.sse import event_stream
 from vpsapi.jobs.engine import JobEngine
 
 _UPSTREAM_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -38,8 +39,6 @@ _UPSTREAM_ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorEnvelope, "description": "the provider is not configured"},
     504: {"model": ErrorEnvelope, "description": "the provider did not answer in time"},
 }
-STREAM_HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
-PING_SECONDS = 15
 
 
 class JsonBodyRoute(APIRoute):
@@ -124,7 +123,7 @@ async def chat(
     await session.close()  # a model may take a minute: do not hold a database connection
     if body.stream:
         events = await service.open_chat_stream(_context(request), principal.subject, config, call)
-        return EventSourceResponse(events, ping=PING_SECONDS, headers=STREAM_HEADERS)
+        return event_stream(events)
     return envelope(await service.chat(_context(request), principal.subject, config, call))
 
 
