@@ -55,7 +55,7 @@ async def client(
 def parse_sse(text: str) -> list[tuple[str, Any]]:
     """(event, decoded data) of a whole text/event-stream body; comments skipped."""
     events = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
+    for block in text.split("\n\n"):
         name, data = "message", []
         for line in block.split("\n"):
             if line.startswith("event:"):

@@ -197,6 +197,8 @@ class FakeProviders:
                 "completion_tokens": _tokens(text),
             }
             usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+            if body["model"] == "bad-usage":  # counts no real answer has
+                usage = {"prompt_tokens": 10**30, "completion_tokens": -5, "total_tokens": -1}
             if body.get("stream"):
                 with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
                 return StreamingResponse(

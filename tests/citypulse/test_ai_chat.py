@@ -510,6 +510,28 @@ async def test_openapi_documents_json_and_text_bodies(
         assert content["text/plain"]["schema"] == ref
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_token_counts_no_answer_can_have_count_as_none(
+    client: httpx.AsyncClient,  # noqa: F811
+    providers: FakeProviders,  # noqa: F811
+    user: tuple[dict[str, Any], dict[str, str]],
+    stream: bool,
+) -> None:
+    """A provider's negative or huge counts are its fault: the answer still arrives (not a
+    500 from the metrics or the usage table) and the call is recorded."""
+    _, headers = user
+    body = {"message": "hello", "model": "bad-usage", "provider": "openai", "stream": stream}
+    response = await client.post(CHAT, json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    zero = {"promptTokens": 0, "completionTokens": 0, "totalTokens": 0}
+    if stream:
+        assert parse_sse(response.text)[-1][1]["usage"] == zero
+    else:
+        assert response.json()["data"]["usage"] == zero
+    usage = (await client.get("/api/v1/ai/usage", headers=headers)).json()["data"]["items"]
+    assert [(r["model"], r["status"]) for r in usage] == [("bad-usage", "ok")]
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [

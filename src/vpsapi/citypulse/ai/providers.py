@@ -214,8 +214,16 @@ def _request(config: ProviderConfig, call: ChatCall, *, stream: bool) -> httpx.R
     return httpx.Request("POST", url, json=body, headers=headers)
 
 
-def _as_int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+# The usage table's column is a 32-bit integer; no real answer comes near it.
+_MAX_TOKEN_COUNT = 2**31 - 1
+
+
+def _token_count(value: Any) -> int:
+    """A provider's token count, or 0 where it sent none or one no answer can have
+    (negative, huge, not an integer): usage is recorded and counted either way."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_TOKEN_COUNT:
+        return value
+    return 0
 
 
 def _parse_completion(config: ProviderConfig, call: ChatCall, payload: Any) -> Completion:
@@ -233,7 +241,9 @@ def _parse_completion(config: ProviderConfig, call: ChatCall, payload: Any) -> C
         return Completion(
             text,
             model,
-            Usage(_as_int(usage.get("input_tokens")), _as_int(usage.get("output_tokens"))),
+            Usage(
+                _token_count(usage.get("input_tokens")), _token_count(usage.get("output_tokens"))
+            ),
         )
     try:
         content = payload["choices"][0]["message"].get("content") or ""
@@ -244,7 +254,9 @@ def _parse_completion(config: ProviderConfig, call: ChatCall, payload: Any) -> C
     return Completion(
         content,
         model,
-        Usage(_as_int(usage.get("prompt_tokens")), _as_int(usage.get("completion_tokens"))),
+        Usage(
+            _token_count(usage.get("prompt_tokens")), _token_count(usage.get("completion_tokens"))
+        ),
     )
 
 
@@ -353,8 +365,8 @@ class ChatStream:
             message = payload.get("message") or {}
             self.model = message.get("model") or self.model
             usage = message.get("usage") or {}
-            self.usage.prompt_tokens = _as_int(usage.get("input_tokens"))
-            self.usage.completion_tokens = _as_int(usage.get("output_tokens"))
+            self.usage.prompt_tokens = _token_count(usage.get("input_tokens"))
+            self.usage.completion_tokens = _token_count(usage.get("output_tokens"))
         elif kind == "content_block_delta":
             delta = payload.get("delta") or {}
             if delta.get("type") == "text_delta":
@@ -363,7 +375,7 @@ class ChatStream:
             # Anthropic's output_tokens here is the running total, not an increment.
             usage = payload.get("usage") or {}
             if "output_tokens" in usage:
-                self.usage.completion_tokens = _as_int(usage["output_tokens"])
+                self.usage.completion_tokens = _token_count(usage["output_tokens"])
         elif kind == "message_stop":
             return None
         return ""
@@ -375,7 +387,8 @@ class ChatStream:
         usage = payload.get("usage") or (payload.get("x_groq") or {}).get("usage")
         if isinstance(usage, dict):
             self.usage = Usage(
-                _as_int(usage.get("prompt_tokens")), _as_int(usage.get("completion_tokens"))
+                _token_count(usage.get("prompt_tokens")),
+                _token_count(usage.get("completion_tokens")),
             )
         choices = payload.get("choices") or []
         if choices and isinstance(choices[0], dict):
