@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,28 @@ async def test_failed_restart_is_a_422_with_the_command_output(
     )
     assert response.status_code == 422
     assert "restart refused" in response.json()["detail"]
+
+
+async def test_a_restart_command_whose_daemon_keeps_its_output_open_returns(
+    make_client: Any, private_nginx: Any, tmp_path: Path
+) -> None:
+    """A restart command that starts a daemon (as `nginx` itself does) ends while the daemon
+    still holds its output: the answer comes when the command ends (it hung 30 s, then 500)."""
+    from support import ADMIN_EMAIL, ADMIN_PASSWORD, login
+
+    daemon_pid = tmp_path / "daemon.pid"
+    settings = private_nginx.settings()
+    settings["nginx_restart_cmd"] = f"sh -c 'sleep 60 & echo $! > {daemon_pid}; echo restarted'"
+    client = await make_client(**settings)
+    token = (await login(client, ADMIN_EMAIL, ADMIN_PASSWORD))["accessToken"]
+    try:
+        response = await client.post(
+            "/api/system/nginx/restart", headers={"Authorization": f"Bearer {token}"}
+        )
+    finally:
+        os.kill(int(daemon_pid.read_text()), signal.SIGKILL)
+    assert response.status_code == 200, response.text
+    assert "restarted" in response.text
 
 
 def write_log(private_nginx: Any, name: str, lines: list[str]) -> None:

@@ -87,25 +87,30 @@ class NginxControl:
             args += ["-c", str(conf)]
         return args
 
-    async def run(self, args: list[str]) -> CommandResult:
-        try:
-            process = await asyncio.create_subprocess_exec(
-                *args,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-        except FileNotFoundError as exc:
-            raise ServiceUnavailable(
-                f"{args[0]!r} was not found: install nginx or set NGINX_BIN"
-            ) from exc
-        try:
-            stdout, _ = await asyncio.wait_for(process.communicate(), COMMAND_TIMEOUT_S)
-        except TimeoutError as exc:
-            process.kill()
-            await process.wait()
-            raise ServiceUnavailable(f"{shlex.join(args)} did not finish in time") from exc
-        return CommandResult(process.returncode or 0, stdout.decode(errors="replace"))
+    async def run(
+        self, args: list[str], *, timed_out: str = "did not finish in time"
+    ) -> CommandResult:
+        """Run a command to its end. Its output goes to a file, not a pipe: a daemon it
+        starts (nginx, or a restart command that starts it) keeps its output open, so a
+        pipe's end would never come."""
+        with tempfile.TemporaryFile() as output:
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *args, stdin=asyncio.subprocess.DEVNULL, stdout=output, stderr=output
+                )
+            except FileNotFoundError as exc:
+                raise ServiceUnavailable(
+                    f"{args[0]!r} was not found: install nginx or set NGINX_BIN"
+                ) from exc
+            try:
+                await asyncio.wait_for(process.wait(), COMMAND_TIMEOUT_S)
+            except TimeoutError as exc:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+                raise ServiceUnavailable(f"{shlex.join(args)} {timed_out}") from exc
+            output.seek(0)
+            return CommandResult(process.returncode or 0, output.read().decode(errors="replace"))
 
     async def version(self) -> str | None:
         try:
@@ -237,29 +242,11 @@ class NginxControl:
         return "".join(outputs)
 
     async def _start(self) -> CommandResult:
-        """Start nginx; its output goes to a file, not a pipe, which the daemon would keep
-        open (a configuration logging to stderr)."""
-        args = self.base_args()
-        with tempfile.TemporaryFile() as output:
-            try:
-                process = await asyncio.create_subprocess_exec(
-                    *args, stdin=asyncio.subprocess.DEVNULL, stdout=output, stderr=output
-                )
-            except FileNotFoundError as exc:
-                raise ServiceUnavailable(
-                    f"{args[0]!r} was not found: install nginx or set NGINX_BIN"
-                ) from exc
-            try:
-                await asyncio.wait_for(process.wait(), COMMAND_TIMEOUT_S)
-            except TimeoutError as exc:
-                process.kill()
-                await process.wait()
-                raise ServiceUnavailable(
-                    f"{shlex.join(args)} did not return: if its configuration runs nginx in "
-                    "the foreground (daemon off), set NGINX_RESTART_CMD"
-                ) from exc
-            output.seek(0)
-            return CommandResult(process.returncode or 0, output.read().decode(errors="replace"))
+        return await self.run(
+            self.base_args(),
+            timed_out="did not return: if its configuration runs nginx in the foreground "
+            "(daemon off), set NGINX_RESTART_CMD",
+        )
 
     # ---- managed files
     def managed_files(self) -> dict[str, str]:
