@@ -91,3 +91,58 @@ async def test_search_is_owner_scoped(client: httpx.AsyncClient, create_user: An
         "/api/v1/search", params={"q": "%x", "kind": "devices"}, headers=alice_auth
     )
     assert nothing.json()["data"]["results"] == []
+
+
+async def _register_device(client: httpx.AsyncClient, real_id: str, user_id: str) -> str:
+    body = {"realDeviceId": real_id, "userId": user_id}
+    response = await client.post("/api/hello/register", json=body)
+    assert response.status_code == 200, response.text
+    return str(response.json()["virtualId"])
+
+
+async def test_another_accounts_device_is_shared_only_with_its_password(
+    client: httpx.AsyncClient, create_user: Any
+) -> None:
+    """Anyone who learned a camera's real id (`/api/vuid` tells it) can send its
+    registration naming themselves: that alone must not make them an owner of its clips."""
+    alice, alice_auth = await create_user()
+    bob, bob_auth = await create_user()
+    real_id = "REAL" + secrets.token_hex(8).upper()
+    vid = await _register_device(client, real_id, alice["id"])
+    bound = await client.post(
+        "/api/devices", json={"vid": vid, "password": "cam-secret"}, headers=alice_auth
+    )
+    assert bound.status_code == 201
+
+    for password in (None, "guess"):
+        assert await _register_device(client, real_id, bob["id"]) == vid
+        body = {"vid": vid} if password is None else {"vid": vid, "password": password}
+        taken = await client.post("/api/devices", json=body, headers=bob_auth)
+        assert taken.status_code == 409, taken.text
+        assert taken.json()["error"] == "Device bound to another account"
+        assert (await client.get("/api/devices", headers=bob_auth)).json() == []
+        urls = await client.post(
+            "/api/cloud/videos/urls",
+            json={
+                "deviceId": vid,
+                "startTime": "2026-01-01T00:00:00Z",
+                "endTime": "2026-01-02T00:00:00Z",
+            },
+            headers=bob_auth,
+        )
+        assert urls.status_code == 403
+
+    # Whoever has the camera password (a household) shares it.
+    shared = await client.post(
+        "/api/devices", json={"vid": vid, "password": "cam-secret"}, headers=bob_auth
+    )
+    assert shared.status_code == 201, shared.text
+    assert [d["vid"] for d in (await client.get("/api/devices", headers=bob_auth)).json()] == [vid]
+
+    # Once its owners removed it, a device is free to bind again (sold, given away).
+    carol, carol_auth = await create_user()
+    for auth in (alice_auth, bob_auth):
+        assert (await client.delete(f"/api/devices/{vid}", headers=auth)).status_code == 204
+    assert await _register_device(client, real_id, carol["id"]) == vid
+    mine = await client.post("/api/devices", json={"vid": vid}, headers=carol_auth)
+    assert mine.status_code == 201, mine.text

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from cryptography.exceptions import InvalidTag
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vpsapi.core.db import utcnow
 from vpsapi.core.errors import Conflict, NotFound
+from vpsapi.core.security import constant_time_equals
 from vpsapi.devices.models import Device, DeviceBinding, UserDevice
 from vpsapi.devices.params import ParamKeys
 
@@ -45,6 +47,7 @@ async def bind(
             "No pending binding of this device for you", body={"error": "Binding not found"}
         )
     device = (await session.execute(select(Device).where(Device.virtual_id == vid))).scalar_one()
+    await _check_may_share(session, keys, device, user_id, password)
     owned = UserDevice(
         user_id=user_id,
         device_id=device.id,
@@ -58,6 +61,37 @@ async def bind(
         raise Conflict(body={"error": "Device already bound"}) from None
     await session.delete(binding)
     return owned, device
+
+
+async def _check_may_share(
+    session: AsyncSession, keys: ParamKeys, device: Device, user_id: str, password: str | None
+) -> None:
+    """A device another account owns is shared only with whoever gives the camera password
+    an owner stored. A registration is no proof of holding the camera (anyone who learned
+    its real id can send one), and an owner's cloud clips and alarms go to every owner."""
+    owners = (
+        await session.scalars(
+            select(UserDevice).where(
+                UserDevice.device_id == device.id, UserDevice.user_id != user_id
+            )
+        )
+    ).all()
+    if owners and not any(_password_matches(keys, owner, password) for owner in owners):
+        raise Conflict(
+            "The device belongs to another account: its owner removes it, or shares the "
+            "camera password",
+            body={"error": "Device bound to another account"},
+        )
+
+
+def _password_matches(keys: ParamKeys, owner: UserDevice, password: str | None) -> bool:
+    if not password or owner.password_sealed is None:
+        return False
+    try:
+        stored = keys.open(owner.password_sealed).get("password")
+    except (ValueError, KeyError, InvalidTag):  # sealed under a key no longer configured
+        return False
+    return isinstance(stored, str) and constant_time_equals(stored, password)
 
 
 async def list_owned(session: AsyncSession, user_id: str) -> list[OwnedDevice]:
