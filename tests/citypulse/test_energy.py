@@ -67,16 +67,16 @@ async def test_energy_for_a_year_matches_plain_python(
     def expected(
         start: datetime, end: datetime
     ) -> tuple[dict[datetime, float], dict[datetime, float]]:
-        per_sensor_day: dict[tuple[str, datetime], list[float]] = defaultdict(list)
+        per_sensor_hour: dict[tuple[str, datetime], list[float]] = defaultdict(list)
         instant: dict[datetime, float] = defaultdict(float)
         for sensor_id in (main, sub):
             for t, v in series[sensor_id]:
                 if start <= t < end:
-                    per_sensor_day[(sensor_id, t.replace(hour=0, minute=0))].append(v)
+                    per_sensor_hour[(sensor_id, t.replace(minute=0))].append(v)
                     instant[t] += v
         kwh: dict[datetime, float] = defaultdict(float)
-        for (_, day), values in per_sensor_day.items():
-            kwh[day] += sum(values) / len(values) * 24
+        for (_, hour), values in per_sensor_hour.items():
+            kwh[hour.replace(hour=0)] += sum(values) / len(values)  # mean kW for one hour
         peak: dict[datetime, float] = defaultdict(float)
         for t, v in instant.items():
             day = t.replace(hour=0, minute=0)
@@ -128,6 +128,30 @@ async def test_energy_for_a_year_matches_plain_python(
     year_kwh, _ = expected(YEAR_START, year_end)
     assert whole_year.json()["data"]["totals"]["kwh"] == pytest.approx(sum(year_kwh.values()))
     assert whole_year.json()["data"]["comparison"]["changePercent"] is None
+
+
+async def test_energy_counts_the_hours_with_readings_whatever_the_step(
+    client: httpx.AsyncClient, manager: dict[str, str]
+) -> None:
+    """10 kW for two hours is 20 kWh in hourly buckets and in the day's (a day's mean power
+    times 24 hours made it 240), and at 5 minutes where readings are that dense."""
+    building = await client.post(f"{BASE}/buildings", json={"name": "Sparse"}, headers=manager)
+    building_id = building.json()["data"]["id"]
+    sensor = await _sensor(client, manager, building_id, "electricity")
+    ten = datetime(2025, 3, 1, 10, tzinfo=UTC)
+    readings = [{"timestamp": _iso(ten + timedelta(minutes=m)), "value": 10.0} for m in range(120)]
+    response = await client.post(
+        f"{BASE}/sensors/{sensor}/readings", json={"readings": readings}, headers=manager
+    )
+    assert response.status_code == 201, response.text
+    day = {"building": building_id, "from": "2025-03-01T00:00:00Z", "to": "2025-03-02T00:00:00Z"}
+    for step, buckets in (("5m", 24), ("1h", 2), ("1d", 1)):
+        response = await client.get(f"{BASE}/energy", params={**day, "step": step}, headers=manager)
+        assert response.status_code == 200, response.text
+        report = response.json()["data"]
+        assert len(report["buckets"]) == buckets
+        assert report["totals"]["kwh"] == pytest.approx(20.0), step
+        assert report["totals"]["cost"] == pytest.approx(6.0), step
 
 
 @pytest.mark.parametrize(

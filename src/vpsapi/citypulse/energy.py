@@ -1,7 +1,7 @@
-"""Energy aggregation: electricity sensors report power in kW; energy per bucket is the
-bucket's mean power (averaged in SQL per sensor) times its length in hours, summed over
-the sensors of one building, or of every building. Peak kW is the highest power at one
-instant over the same sensors."""
+"""Energy aggregation: electricity sensors report power in kW; energy is each sensor's mean
+power per hour with readings (per bucket, when shorter than an hour) times those hours,
+summed over the sensors of one building, or of every building. Peak kW is the highest
+power at one instant over the same sensors."""
 
 from __future__ import annotations
 
@@ -61,19 +61,29 @@ def _electricity(building_id: str | None, start_ms: int, end_ms: int) -> list[An
 async def _energy(
     session: AsyncSession, building_id: str | None, start_ms: int, end_ms: int, width: int
 ) -> tuple[dict[int, float], dict[str, float]]:
-    """kWh per bucket start (ms) and per building."""
-    bucket = ((Reading.ts_ms // width) * width).label("bucket")
-    hours = width / HOUR_MS
-    per_bucket: dict[int, float] = defaultdict(float)
-    per_building: dict[str, float] = defaultdict(float)
-    means = await session.execute(
-        select(bucket, Sensor.building_id, func.avg(Reading.value))
+    """kWh per bucket start (ms) and per building: each sensor's mean power per slot of an
+    hour (or of the bucket, when shorter) with readings, times the slot's hours. A bucket
+    longer than its data (a day with two hours of readings) counts those hours only, so
+    hourly and daily totals agree, as they do with the analytics' hourly means."""
+    slot_ms = min(width, HOUR_MS)
+    slot = ((Reading.ts_ms // slot_ms) * slot_ms).label("slot")
+    means = (
+        select(slot, Sensor.building_id.label("building_id"), func.avg(Reading.value).label("kw"))
         .join(Sensor, Sensor.id == Reading.sensor_id)
         .where(*_electricity(building_id, start_ms, end_ms))
-        .group_by(bucket, Reading.sensor_id, Sensor.building_id)
+        .group_by(slot, Reading.sensor_id, Sensor.building_id)
+        .subquery()
     )
-    for start, owner, mean_kw in means:
-        kwh = float(mean_kw) * hours
+    bucket = ((means.c.slot // width) * width).label("bucket")
+    rows = await session.execute(
+        select(bucket, means.c.building_id, func.sum(means.c.kw)).group_by(
+            bucket, means.c.building_id
+        )
+    )
+    per_bucket: dict[int, float] = defaultdict(float)
+    per_building: dict[str, float] = defaultdict(float)
+    for start, owner, summed_kw in rows:
+        kwh = float(summed_kw) * slot_ms / HOUR_MS
         per_bucket[int(start)] += kwh
         per_building[owner] += kwh
     return per_bucket, per_building
