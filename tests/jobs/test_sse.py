@@ -88,7 +88,9 @@ async def test_failed_job_ends_with_error_event(
     events = [
         e async for e in sse_events(jobs_client, f"/api/sse/job-progress/{job_id}", token_headers)
     ]
-    assert json.loads(events[-2][2])["status"] == "FAILED"
+    final = json.loads(events[-2][2])
+    assert final["status"] == "FAILED"
+    assert "failedAt" in final and "completedAt" not in final  # as seed 000's job hash
     assert events[-1][0] == "error"
     assert json.loads(events[-1][2]) == {"error": "Job failed", "message": "boom 1"}
 

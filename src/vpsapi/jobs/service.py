@@ -119,7 +119,8 @@ def job_out(job: JobView) -> JobOut:
         createdAt=job.created_at,
         updatedAt=job.updated_at,
         startedAt=job.started_at,
-        completedAt=job.finished_at,
+        # Only a success completes (seed 000 writes `completedAt` then, `failedAt` else).
+        completedAt=job.finished_at if job.status == COMPLETED else None,
         attempts=job.attempts,
         maxAttempts=job.max_attempts,
         nextAttemptAt=job.run_at if waiting else None,

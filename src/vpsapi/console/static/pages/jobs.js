@@ -62,7 +62,7 @@ function jobFacts(job) {
       fact("Attempts", `${job.attempts} of ${job.maxAttempts}`),
       fact("Created", when(job.createdAt)),
       job.startedAt ? fact("Started", when(job.startedAt)) : null,
-      job.completedAt ? fact("Finished", when(job.completedAt)) : null,
+      job.completedAt || job.failedAt ? fact("Finished", when(job.completedAt || job.failedAt)) : null,
       job.nextAttemptAt ? fact("Next attempt", when(job.nextAttemptAt)) : null,
     ),
     job.error ? notice("error", "The job failed:", job.error) : null,
