@@ -251,6 +251,31 @@ async def test_unparseable_uploads_are_refused(
     assert listing.json()["certificates"] == []
 
 
+@pytest.mark.parametrize(
+    ("names", "domain"),
+    [
+        (["app.example.com"], "other.example.com"),
+        (["*.example.com"], "a.b.example.com"),  # a wildcard covers one label
+        (["*.example.com"], "example.com"),
+    ],
+)
+async def test_a_certificate_for_another_domain_is_refused(
+    ssl_client: httpx.AsyncClient, admin: dict[str, str], ca: Any, names: list[str], domain: str
+) -> None:
+    """Stored under a name it does not cover, a site using the file would serve a
+    certificate every browser rejects."""
+    cert, key = make_leaf(names, ca)
+    response = await upload(ssl_client, admin, domain, cert, key)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"] == f"the certificate is for {names[0]}, not {domain}"
+    listing = await ssl_client.get("/api/ssl/certificates", headers=admin)
+    assert listing.json()["certificates"] == []
+    covered = await upload(
+        ssl_client, admin, "app.example.com", *make_leaf(["app.example.com", "*.example.com"], ca)
+    )
+    assert covered.status_code == 200, covered.text
+
+
 async def test_broken_chain_encrypted_key_and_expired_certificate_are_refused(
     ssl_client: httpx.AsyncClient, admin: dict[str, str], ca: Any
 ) -> None:

@@ -156,6 +156,14 @@ def validate_pair(cert_pem: bytes, key_pem: bytes) -> CertificateInfo:
     return info
 
 
+def check_covers(info: CertificateInfo, domain: str) -> None:
+    """Refuse a certificate stored under a domain it does not name: a site pointed at that
+    file would serve a certificate every browser rejects."""
+    if not any(covers(name, domain) for name in info.names):
+        names = ", ".join(info.names) or "no host name"
+        raise Unprocessable(f"the certificate is for {names}, not {domain}")
+
+
 def inspect_files(cert_path: Path, key_path: Path | None) -> CertificateInfo:
     """Describe a stored certificate; `key_match` is None when there is no key file."""
     chain = x509.load_pem_x509_certificates(cert_path.read_bytes())

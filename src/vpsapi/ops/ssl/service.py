@@ -90,9 +90,10 @@ def upload(
     settings: Settings, domain: str, cert_pem: str, key_pem: str
 ) -> tuple[StoredCertificate, StoredCertificate | None]:
     """Validate and store a pair; returns (new, replaced)."""
-    stem = store.stem_for(domain.strip())
+    domain = domain.strip()
+    stem = store.stem_for(domain)
     before = existing(settings, stem)
-    saved = store.save_pair(settings, stem, cert_pem.encode(), key_pem.encode())
+    saved = store.save_pair(settings, stem, cert_pem.encode(), key_pem.encode(), domain=domain)
     return saved, before
 
 

@@ -13,7 +13,13 @@ from typing import Any
 
 from vpsapi.config import Settings
 from vpsapi.core.errors import NotFound, ServiceUnavailable
-from vpsapi.ops.ssl.certs import CertificateInfo, cert_stem, inspect_files, validate_pair
+from vpsapi.ops.ssl.certs import (
+    CertificateInfo,
+    cert_stem,
+    check_covers,
+    inspect_files,
+    validate_pair,
+)
 
 CERT_SUFFIX = ".crt"
 KEY_SUFFIX = ".key"
@@ -106,11 +112,15 @@ def save_pair(
     key_pem: bytes,
     *,
     acme: dict[str, Any] | None = None,
+    domain: str | None = None,
 ) -> StoredCertificate:
-    """Validate, then write key (0600) and certificate (0644), each atomically.
+    """Validate (for `domain`, when given), then write key (0600) and certificate (0644),
+    each atomically.
 
     An uploaded pair replaces an ACME-issued one: it is no longer renewed automatically."""
     info = validate_pair(cert_pem, key_pem)
+    if domain is not None:
+        check_covers(info, domain)
     directory = settings.ssl_cert_dir
     cert_path = directory / (stem + CERT_SUFFIX)
     key_path = directory / (stem + KEY_SUFFIX)
