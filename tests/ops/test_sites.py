@@ -211,6 +211,8 @@ INJECTIONS = [
     {"locations": [{"path": "/", "backend": "127.0.0.1:1", "custom_headers": {"X Y": "a"}}]},
     {"locations": [{"path": "/", "backend": "127.0.0.1:1", "client_max_body_size": "1m;"}]},
     {"locations": [{"path": "/", "root": "/var/www; deny all"}]},
+    {"locations": [{"path": "/", "root": "/var/../etc"}]},
+    {"ssl_cert": "/tmp/../etc/shadow", "ssl_key": "/tmp/k.pem"},
     {"locations": [{"path": "/"}]},
     {"locations": []},
     {"listen_port": 70000},
