@@ -155,10 +155,15 @@ async def test_a_port_nginx_cannot_listen_on_is_refused_and_changes_nothing(
 async def test_validate_and_test_run_the_real_nginx(
     ops_client: httpx.AsyncClient,
     ops_admin: dict[str, str],
+    ops_user: dict[str, str],
     private_nginx: PrivateNginx,
     backends: list[NamedBackend],
 ) -> None:
     body = site_body("candidate", free_port(), backends[0].address)
+    # nginx would read the files a body names with the server's rights: admins only.
+    probe = {**body, "ssl_cert": "/etc/shadow", "ssl_key": "/etc/shadow"}
+    refused = await ops_client.post("/api/configs/validate", json=probe, headers=ops_user)
+    assert refused.status_code == 403
     response = await ops_client.post("/api/configs/validate", json=body, headers=ops_admin)
     assert response.status_code == 200, response.text
     assert response.json()["valid"] is True

@@ -49,9 +49,11 @@ async def create_config(
 
 @configs_router.post("/validate", response_model=NginxCheck)
 async def validate_config(
-    body: SiteIn, _: CurrentUser, session: SessionDep, nginx: NginxDep
+    body: SiteIn, _: AdminUser, session: SessionDep, nginx: NginxDep
 ) -> NginxCheck:
-    """Run the real `nginx -t` on the configuration with this site in it; nothing is applied."""
+    """Run the real `nginx -t` on the configuration with this site in it; nothing is applied.
+    Admins only, as creating the site is: nginx reads the files the body names, with the
+    server's rights, and its answer tells whether each exists."""
     return await service.check_site(session, nginx, body)
 
 
