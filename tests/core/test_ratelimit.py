@@ -138,22 +138,33 @@ async def test_auth_tier_counts_failed_attempts_per_ip(make_client) -> None:
     assert refresh.headers["x-ratelimit-remaining"] == "4"
 
 
-async def test_api_keys_are_limited_per_key(make_client) -> None:
-    client = await make_client(rate_limit_enabled=True, rate_limit_default="3/minute")
+async def test_api_keys_count_as_their_owner(make_client) -> None:
+    """Seed 001 limits per user: a user's keys, the tokens exchanged for them and the
+    user's own token share one budget (keys are free to create: one budget each would
+    make every tier unlimited)."""
+    client = await make_client(rate_limit_enabled=True, rate_limit_default="6/minute")
     token = (await login(client, ADMIN_EMAIL, ADMIN_PASSWORD))["accessToken"]
     admin = {"Authorization": f"Bearer {token}"}
     keys = []
-    for name in ("one", "two"):
+    for name in ("one", "two"):  # the user's first two requests
         created = await client.post("/api/v1/api-keys", json={"name": name}, headers=admin)
         keys.append(created.json()["data"]["key"])
-    for _ in range(3):
-        assert (await client.get("/api/v1/info")).status_code == 200  # the IP's budget
-    assert (await client.get("/api/v1/info")).status_code == 429
-    for key, scheme in zip(keys, ("ApiKey", "Bearer"), strict=True):
-        headers = {"Authorization": f"{scheme} {key}"}
-        answers = [(await client.get("/api/v1/me", headers=headers)) for _ in range(4)]
-        assert [a.status_code for a in answers] == [200, 200, 200, 429]
-        assert answers[0].headers["x-ratelimit-remaining"] == "2"
+    exchanged = await client.post("/api/auth/token", headers={"X-API-Key": keys[0]})
+    as_key_token = {"Authorization": f"Bearer {exchanged.json()['token']}"}
+    callers = [
+        {"Authorization": f"ApiKey {keys[0]}"},
+        {"Authorization": f"Bearer {keys[1]}"},
+        as_key_token,
+        admin,
+    ]
+    answers = [await client.get("/api/v1/me", headers=headers) for headers in callers]
+    assert [a.status_code for a in answers] == [200, 200, 200, 200]
+    assert [a.headers["x-ratelimit-remaining"] for a in answers] == ["3", "2", "1", "0"]
+    assert (await client.get("/api/v1/me", headers=callers[1])).status_code == 429
+    # A key nobody holds counts against its address (which only the exchange used).
+    unknown = await client.get("/api/v1/me", headers={"Authorization": "ApiKey sk_live_nope"})
+    assert unknown.status_code == 401
+    assert unknown.headers["x-ratelimit-remaining"] == "4"
 
 
 async def test_search_tier(make_client) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -20,8 +21,10 @@ from vpsapi.config import Settings
 from vpsapi.core.db import new_id, utcnow
 from vpsapi.core.errors import BadRequest, Conflict, NotFound, Unauthorized
 from vpsapi.core.logging import SECURITY_LOGGER
+from vpsapi.core.ratelimit import KeyReference
 from vpsapi.core.security import (
     API_KEY_PREFIX,
+    API_KEY_SUBJECT_PREFIX,
     CLIENT_SUBJECT_PREFIX,
     ROLES,
     Principal,
@@ -361,12 +364,19 @@ async def exchange_api_key(
         if settings.api_key is not None and constant_time_equals(
             key, settings.api_key.get_secret_value()
         ):
-            return codec.access_token({"sub": SHARED_CLIENT, "client": "vercel-app"})
+            # Seed 000's claims (`client`, `timestamp` in ms) beside our own.
+            return codec.access_token(
+                {"sub": SHARED_CLIENT, "client": "vercel-app", "timestamp": int(time.time() * 1000)}
+            )
         if key.startswith(API_KEY_PREFIX):
             api_key, user = await _active_api_key(session, key)
             if api_key is not None and user is not None:
                 return codec.access_token(
-                    {"sub": f"apikey:{api_key.id}", "client": api_key.name, "role": user.role}
+                    {
+                        "sub": f"{API_KEY_SUBJECT_PREFIX}{api_key.id}",
+                        "client": api_key.name,
+                        "role": user.role,
+                    }
                 )
     security_log.warning("Invalid API key attempt", ip=ip)
     raise Unauthorized("Invalid API key")
@@ -460,7 +470,7 @@ async def principal_from_token(session: AsyncSession, codec: TokenCodec, token: 
         if not row.is_active:
             raise Unauthorized("Account is disabled")
         return _user_principal(row, claims)
-    if kind == "apikey":
+    if kind == API_KEY_SUBJECT_PREFIX.rstrip(":"):
         # A token exchanged for a key lives no longer than the key: revoked or expired,
         # the key's tokens are refused too.
         key_row = (
@@ -488,6 +498,14 @@ async def principal_from_token(session: AsyncSession, codec: TokenCodec, token: 
 
 
 # ---- API keys ------------------------------------------------------------------------
+
+
+async def api_key_owner(session: AsyncSession, by: KeyReference, value: str) -> str | None:
+    """The subject of the user holding an API key, by its digest or id (the rate limiter's:
+    every key of a user counts as the user)."""
+    column = ApiKey.key_hash if by == "hash" else ApiKey.id
+    user_id = await session.scalar(select(ApiKey.user_id).where(column == value))
+    return f"user:{user_id}" if user_id is not None else None
 
 
 async def create_api_key(

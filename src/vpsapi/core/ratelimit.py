@@ -6,17 +6,19 @@ IETF draft: reset in seconds from now); a refused request gets 429 with Retry-Af
 the body family of its path. The `auth` tier counts failed attempts only (a 4xx answer),
 per client IP and per kind of attempt (a rule's `bucket`: logins, refreshes), so sign-in
 brute force is stopped while a frontend that signs in routinely is never locked out.
-Other tiers count every request per user (valid access token), per API key, or per IP.
+Other tiers count every request per user (a valid access token, or an API key or a token
+exchanged for one, counted as its owner's: keys are free to create), or per IP.
 If the limit store is unreachable the request is let through and a warning logged:
 an outage of Redis must not take the whole API down.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import structlog
 from fastapi.responses import JSONResponse
@@ -29,7 +31,13 @@ from vpsapi.config import Settings
 from vpsapi.core.context import client_ip_var
 from vpsapi.core.errors import error_body
 from vpsapi.core.logging import SECURITY_LOGGER
-from vpsapi.core.security import API_KEY_PREFIX, CLIENT_SUBJECT_PREFIX, TokenCodec
+from vpsapi.core.security import (
+    API_KEY_PREFIX,
+    API_KEY_SUBJECT_PREFIX,
+    CLIENT_SUBJECT_PREFIX,
+    TokenCodec,
+    hash_api_key,
+)
 
 log = structlog.get_logger("vpsapi.ratelimit")
 security_log = structlog.get_logger(SECURITY_LOGGER)
@@ -82,6 +90,14 @@ def create_storage(settings: Settings) -> Storage:
     return MemoryStorage()
 
 
+# An API key by its stored digest (`hash`, the key in a request) or by its id (`id`, the
+# subject `apikey:<id>` of a token exchanged for it).
+KeyReference = Literal["hash", "id"]
+KeyOwnerLookup = Callable[[KeyReference, str], Awaitable[str | None]]
+MAX_REMEMBERED_KEYS = 10_000
+_UNSEEN: Any = object()
+
+
 class RateLimitMiddleware:
     def __init__(
         self,
@@ -91,8 +107,11 @@ class RateLimitMiddleware:
         codec: TokenCodec,
         storage: Storage,
         rules: list[TierRule],
+        find_key_owner: KeyOwnerLookup | None = None,
     ) -> None:
         self.app = app
+        self.find_key_owner = find_key_owner
+        self.key_owners: dict[tuple[KeyReference, str], str | None] = {}
         self.codec = codec
         self.limits = tier_limits(settings)
         self.storage = storage
@@ -106,7 +125,7 @@ class RateLimitMiddleware:
                 return rule
         return _DEFAULT_RULE
 
-    def identity(self, scope: Scope, tier: str) -> str:
+    async def identity(self, scope: Scope, tier: str) -> str:
         ip = client_ip_var.get() or (scope.get("client") or ("unknown", 0))[0]
         if tier == AUTH_TIER:
             return f"ip:{ip}"
@@ -115,10 +134,13 @@ class RateLimitMiddleware:
                 scheme, _, credential = value.decode("latin-1").partition(" ")
                 credential = credential.strip()
                 if scheme.lower() in ("bearer", "apikey") and credential.startswith(API_KEY_PREFIX):
-                    # Per key (seed 001: "per user"); only a digest of it is kept.
-                    return f"key:{hashlib.sha256(credential.encode()).hexdigest()[:32]}"
+                    owner = await self.key_owner("hash", hash_api_key(credential))
+                    return f"sub:{owner}" if owner else f"ip:{ip}"
                 if scheme.lower() == "bearer" and credential.count(".") == 2:
                     subject = self.codec.peek_subject(credential)
+                    if subject and subject.startswith(API_KEY_SUBJECT_PREFIX):
+                        owner = await self.key_owner("id", subject[len(API_KEY_SUBJECT_PREFIX) :])
+                        return f"sub:{owner}" if owner else f"ip:{ip}"
                     # A shared client's token (seed 000's frontend, one per browser) is
                     # counted per address, as that seed's limiter does: one budget for
                     # every visitor of the site would be spent by a handful of them.
@@ -126,6 +148,26 @@ class RateLimitMiddleware:
                         return f"sub:{subject}"
                 break
         return f"ip:{ip}"
+
+    async def key_owner(self, by: KeyReference, value: str) -> str | None:
+        """The subject of an API key's owner, so that all of a user's keys (and the tokens
+        exchanged for them) share the user's budget (seed 001: "per user"). A key never
+        changes owner, so each is looked up once per process; an unknown key counts
+        against its address. With the lookup failing, the key counts on its own."""
+        cached = self.key_owners.get((by, value), _UNSEEN)
+        if cached is not _UNSEEN:
+            return cached
+        if self.find_key_owner is None:
+            return f"key:{value[:32]}"
+        try:
+            owner = await self.find_key_owner(by, value)
+        except Exception as exc:
+            log.warning("ratelimit_key_owner_unavailable", error=str(exc))
+            return f"key:{value[:32]}"
+        if len(self.key_owners) >= MAX_REMEMBERED_KEYS:
+            self.key_owners.clear()
+        self.key_owners[(by, value)] = owner
+        return owner
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -139,7 +181,7 @@ class RateLimitMiddleware:
         rule = self.rule_for(path)
         tier, counter = rule.tier, rule.counter
         item = self.limits[tier]
-        key = self.identity(scope, tier)
+        key = await self.identity(scope, tier)
         try:
             if tier == AUTH_TIER:
                 allowed = await self.limiter.test(item, counter, key)

@@ -86,6 +86,8 @@ def constant_time_equals(a: str, b: str) -> bool:
 # Subjects of API clients (`client:shared`, seed 000's one key for a whole frontend), not
 # of a person.
 CLIENT_SUBJECT_PREFIX = "client:"
+# Subject of a token exchanged for a user's API key (`POST /api/auth/token` with the key).
+API_KEY_SUBJECT_PREFIX = "apikey:"
 
 
 @dataclass(frozen=True)
