@@ -21,9 +21,13 @@ _process = psutil.Process()
 
 
 class MemoryInfo(BaseModel):
+    """The fields of Node's `process.memoryUsage()`, which seed 000 returns."""
+
     rss: int
     heapTotal: int
     heapUsed: int
+    external: int
+    arrayBuffers: int
 
 
 class HealthOut(BaseModel):
@@ -49,8 +53,9 @@ async def health(request: Request) -> HealthOut:
     from vpsapi import __version__
 
     mem = _process.memory_info()
-    # Node's heapTotal/heapUsed have no exact Python twin: report the data segment
-    # (allocated heap) and resident private memory.
+    # Node's figures have no exact Python twins: the data segment (allocated heap),
+    # resident private memory, resident shared memory (libraries, as Node's `external` is
+    # memory outside its heap) and no array buffers.
     return HealthOut(
         timestamp=js_now(),
         uptime=round(time.monotonic() - request.app.state.started_at, 3),
@@ -58,6 +63,8 @@ async def health(request: Request) -> HealthOut:
             rss=mem.rss,
             heapTotal=getattr(mem, "data", mem.vms),
             heapUsed=mem.rss - getattr(mem, "shared", 0),
+            external=getattr(mem, "shared", 0),
+            arrayBuffers=0,
         ),
         version=__version__,
     )
