@@ -435,8 +435,9 @@ async def test_apns_over_http2_and_gone_token_deleted(
     vid = await camera_of(client, alice, auth)
     alive, dead = secrets.token_hex(32), secrets.token_hex(32)
     fake.dead_tokens.add(dead)
-    for token in (alive, dead):
-        body = {"deviceType": "ios", "token": token}
+    # The second in the seed's column name (`device_type`): an iOS token all the same.
+    for token, name in ((alive, "deviceType"), (dead, "device_type")):
+        body = {name: "ios", "token": token}
         assert (await client.post("/api/push/tokens", json=body, headers=auth)).status_code == 204
 
     event = await client.post(f"/api/devices/{vid}/events", json={"alarmType": "doorbell"})

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Literal
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field
 
 from vpsapi.auth.dependencies import CurrentUser
 from vpsapi.core.db import SessionDep
@@ -87,11 +87,14 @@ push_router = APIRouter(prefix="/api/push", tags=["devices"])
 
 
 class PushTokenIn(BaseModel):
-    """Seed 003's `{deviceType: ios|android, token}`, or `{platform: fcm|apns|webhook}`."""
+    """Seed 003's `{deviceType: ios|android, token}` (`device_type` too, its column's name),
+    or `{platform: fcm|apns|webhook}`."""
 
     token: str = Field(min_length=1, max_length=4096)
     platform: Literal["fcm", "apns", "webhook"] | None = None
-    deviceType: Literal["ios", "android"] | None = None
+    deviceType: Literal["ios", "android"] | None = Field(
+        default=None, validation_alias=AliasChoices("deviceType", "device_type")
+    )
 
     @property
     def provider_platform(self) -> str:
