@@ -77,6 +77,15 @@ def test_bad_pool_setting_refused(tmp_path: Path, setting: str, value: str) -> N
     assert "Traceback" not in result.stderr
 
 
+def test_short_admin_password_refused_without_showing_it(tmp_path: Path) -> None:
+    """The first admin signs in at /api/v1/auth/login, which refuses shorter passwords."""
+    result = run(["serve", "--port", "1"], tmp_path / "data", ADMIN_PASSWORD="tiny-pw")
+    assert result.returncode == 2
+    assert "Configuration error" in result.stderr
+    assert "ADMIN_PASSWORD must be at least 8 characters" in result.stderr
+    assert "tiny-pw" not in result.stderr + result.stdout
+
+
 def test_users_and_keys_commands(tmp_path: Path) -> None:
     data = tmp_path / "data"
     created = run(

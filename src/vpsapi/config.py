@@ -41,6 +41,8 @@ SECRET_FIELDS = frozenset(
 )
 
 SQLITE_FILE = "vpsapi.db"  # the embedded database, inside DATA_DIR
+# Every password an account holds, ADMIN_PASSWORD included (seed 001's rule).
+MIN_PASSWORD_LENGTH = 8
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -291,6 +293,14 @@ class Settings(BaseSettings):
     def _split_csv(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [item.strip().rstrip("/") for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("admin_password")
+    @classmethod
+    def _admin_password_length(cls, value: SecretStr | None) -> SecretStr | None:
+        # The first admin signs in at /api/v1/auth/login, which refuses shorter passwords.
+        if value is not None and len(value.get_secret_value()) < MIN_PASSWORD_LENGTH:
+            raise ValueError(f"ADMIN_PASSWORD must be at least {MIN_PASSWORD_LENGTH} characters")
         return value
 
     @field_validator("jwt_expires_in", "jwt_refresh_expires_in", mode="before")

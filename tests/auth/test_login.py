@@ -52,6 +52,22 @@ async def test_login_validation_422(client: httpx.AsyncClient, payload: dict, fi
     assert isinstance(body["errors"][field], list)
 
 
+async def test_login_validation_is_the_seeds_example(client: httpx.AsyncClient) -> None:
+    """Seed 001's validation example, word for word: its only body with both fields."""
+    response = await client.post("/api/v1/auth/login", json={"email": "bad", "password": "short"})
+    assert response.status_code == 422
+    body = response.json()
+    assert (body["success"], body["error"], body["message"]) == (
+        False,
+        "ValidationError",
+        "Validation failed",
+    )
+    assert body["errors"] == {
+        "email": ["Invalid email format"],
+        "password": ["Password must be at least 8 characters"],
+    }
+
+
 @pytest.mark.parametrize("email", ["notanemail", "admin", "two@at@signs", "with space@x.org"])
 async def test_login_email_must_look_like_one(client: httpx.AsyncClient, email: str) -> None:
     """Seed 001's validateEmail: a 422 naming the field, before any password check."""

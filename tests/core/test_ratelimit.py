@@ -112,7 +112,7 @@ async def test_auth_tier_counts_failed_attempts_per_ip(make_client) -> None:
     first = True
     for left in range(4, -1, -1):
         bad = await client.post(
-            "/api/v1/auth/login", json={"email": ADMIN_EMAIL, "password": "wrong"}
+            "/api/v1/auth/login", json={"email": ADMIN_EMAIL, "password": "wrong-password"}
         )
         assert bad.status_code == 401
         # The failed attempt is already counted in its own answer.
