@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from vpsapi.config import Settings, SettingsError, get_settings
+from vpsapi.config import MIN_PASSWORD_LENGTH, Settings, SettingsError, get_settings
 from vpsapi.core.errors import AppError
 from vpsapi.core.security import Role
 from vpsapi.jobs.cli import jobs_app, run_worker
@@ -201,8 +201,8 @@ def users_create(
     """Create a user."""
     from vpsapi.auth import service
 
-    if len(password) < 8:
-        raise typer.BadParameter("password must be at least 8 characters")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise typer.BadParameter(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
 
     async def create(session: AsyncSession, _s: Settings) -> Any:
         return await service.create_user(
@@ -267,8 +267,8 @@ def users_set_password(
     ] = "",
 ) -> None:
     """Set a user's password (signs out their sessions)."""
-    if len(password) < 8:
-        raise typer.BadParameter("password must be at least 8 characters")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise typer.BadParameter(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
     user = _update_user(login, password=password)
     console.print(f"[green]Password changed[/green] for {user.email}")
 
