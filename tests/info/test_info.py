@@ -26,6 +26,17 @@ async def test_search_validates_query(
         response = await client.get("/api/v1/search", params=params, headers=api_token_headers)
         assert response.status_code == 422
         assert response.json()["errors"]
+    # A misspelt kind is not "nothing found".
+    response = await client.get(
+        "/api/v1/search", params={"q": "a", "kind": "building"}, headers=api_token_headers
+    )
+    assert response.status_code == 422
+    [message] = response.json()["errors"]["kind"]
+    assert message.startswith("Unknown kind: use one of ") and "buildings" in message
+    known = await client.get(
+        "/api/v1/search", params={"q": "a", "kind": "buildings"}, headers=api_token_headers
+    )
+    assert known.status_code == 200
 
 
 async def test_search_answers_shape(

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from vpsapi import __version__
 from vpsapi.auth.dependencies import CurrentPrincipal
 from vpsapi.core.db import SessionDep
+from vpsapi.core.errors import ValidationFailed
 from vpsapi.core.modules import Module
 from vpsapi.core.schemas import V1_ERROR_RESPONSES, Envelope, envelope
 
@@ -67,11 +68,16 @@ async def search(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> Envelope[SearchOut]:
     modules: list[Module] = request.app.state.modules
+    providers = [provider for module in modules for provider in module.search_providers]
+    kinds = sorted(provider.kind for provider in providers)
+    if kind is not None and kind not in kinds:
+        # A misspelt kind would otherwise look like "nothing found".
+        message = f"Unknown kind: use one of {', '.join(kinds)}"
+        raise ValidationFailed([{"field": "kind", "message": message}])
     hits = []
-    for module in modules:
-        for provider in module.search_providers:
-            if kind is None or provider.kind == kind:
-                hits.extend(await provider.search(session, principal, q, limit))
+    for provider in providers:
+        if kind is None or provider.kind == kind:
+            hits.extend(await provider.search(session, principal, q, limit))
     results = [
         SearchHitOut(kind=h.kind, id=h.id, title=h.title, url=h.url, snippet=h.snippet)
         for h in hits[:limit]
