@@ -413,6 +413,12 @@ async def test_mutations_need_the_admin_role(
         await ssl_client.post("/api/ssl/renew/app.example.com", headers=viewer)
     ).status_code == 403
     assert not (tmp_path / "ssl" / "app.example.com.crt").exists()
+    # Who asks is checked before what they sent.
+    for body in ({}, {"domain": "app.example.com"}):
+        anonymous = await ssl_client.post("/api/ssl/upload", json=body)
+        assert anonymous.status_code == 401, anonymous.text
+        not_admin = await ssl_client.post("/api/ssl/upload", json=body, headers=viewer)
+        assert not_admin.status_code == 403, not_admin.text
 
 
 async def test_an_issuance_waiting_or_running_is_a_conflict(

@@ -81,8 +81,8 @@ async def _read_upload(request: Request) -> CertificateUpload:
 )
 async def upload_certificate(
     request: Request,
+    principal: AdminUser,  # before the body: a stranger hears 401, not what the body lacks
     body: Annotated[CertificateUpload, Depends(_read_upload)],
-    principal: AdminUser,
     session: SessionDep,
 ) -> UploadResult:
     settings = request.app.state.settings
