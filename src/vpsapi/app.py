@@ -6,7 +6,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from functools import partial
 from typing import Any
 
 import structlog
@@ -17,7 +16,6 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from vpsapi import __version__
 from vpsapi.auth.bootstrap import prepare_database
 from vpsapi.auth.module import MODULE as AUTH
-from vpsapi.auth.service import api_key_owner
 from vpsapi.citypulse.ai.module import MODULE as AI
 from vpsapi.citypulse.module import MODULE as CITYPULSE
 from vpsapi.config import Settings, get_settings
@@ -30,7 +28,7 @@ from vpsapi.core.logging import configure_logging, init_sentry
 from vpsapi.core.memory import freeze_long_lived_objects
 from vpsapi.core.middleware import OriginGuard, RequestMiddleware
 from vpsapi.core.modules import Module
-from vpsapi.core.ratelimit import KeyReference, RateLimitMiddleware, create_storage
+from vpsapi.core.ratelimit import KeyOwners, RateLimitMiddleware, create_storage
 from vpsapi.core.redis import create_redis
 from vpsapi.core.security import TokenCodec
 from vpsapi.devices.module import MODULE as DEVICES
@@ -104,11 +102,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("stopping")
 
 
-async def _api_key_owner(app: FastAPI, by: KeyReference, value: str) -> str | None:
-    async with app.state.db.session(autocommit=True) as session:
-        return await api_key_owner(session, by, value)
-
-
 def create_server_app() -> FastAPI:
     """`vpsapi serve`'s app: `create_app`'s, with what it built frozen once it started
     (see `freeze_long_lived_objects`; apps made in tests are thrown away, so not theirs)."""
@@ -145,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.codec = codec
+    app.state.key_owners = KeyOwners()  # filled by authentication, read by the limiter
     app.state.started_at = time.monotonic()
     app.state.modules = MODULES
     install_error_handlers(app)
@@ -165,7 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             codec=codec,
             storage=create_storage(settings),
             rules=[rule for module in MODULES for rule in module.rate_limit_rules],
-            find_key_owner=partial(_api_key_owner, app),
+            key_owners=app.state.key_owners,
         )
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)  # seed 004's
     app.add_middleware(OriginGuard, allowed_origins=settings.allowed_origins)

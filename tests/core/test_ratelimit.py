@@ -139,32 +139,45 @@ async def test_auth_tier_counts_failed_attempts_per_ip(make_client) -> None:
 
 
 async def test_api_keys_count_as_their_owner(make_client) -> None:
-    """Seed 001 limits per user: a user's keys, the tokens exchanged for them and the
-    user's own token share one budget (keys are free to create: one budget each would
-    make every tier unlimited)."""
-    client = await make_client(rate_limit_enabled=True, rate_limit_default="6/minute")
+    """Seed 001 limits per user: once a key has signed in, it, the tokens exchanged for it
+    and the user's own token share one budget (keys are free to create: one budget each
+    would make every tier unlimited). A key not yet seen, or refused, counts against its
+    address."""
+    client = await make_client(rate_limit_enabled=True, rate_limit_default="8/minute")
     token = (await login(client, ADMIN_EMAIL, ADMIN_PASSWORD))["accessToken"]
     admin = {"Authorization": f"Bearer {token}"}
-    keys = []
-    for name in ("one", "two"):  # the user's first two requests
-        created = await client.post("/api/v1/api-keys", json={"name": name}, headers=admin)
-        keys.append(created.json()["data"]["key"])
-    exchanged = await client.post("/api/auth/token", headers={"X-API-Key": keys[0]})
-    as_key_token = {"Authorization": f"Bearer {exchanged.json()['token']}"}
-    callers = [
-        {"Authorization": f"ApiKey {keys[0]}"},
-        {"Authorization": f"Bearer {keys[1]}"},
-        as_key_token,
-        admin,
+    created = [
+        (await client.post("/api/v1/api-keys", json={"name": name}, headers=admin)).json()["data"]
+        for name in ("one", "two")
+    ]  # the user's: 6 left
+    exchanged = await client.post("/api/auth/token", headers={"X-API-Key": created[0]["key"]})
+    assert exchanged.headers["x-ratelimit-remaining"] == "7"  # the address's
+    key_one = {"Authorization": f"ApiKey {created[0]['key']}"}
+    key_two = {"Authorization": f"Bearer {created[1]['key']}"}
+    key_token = {"Authorization": f"Bearer {exchanged.json()['token']}"}
+
+    async def remaining(headers: dict[str, str], status: int = 200) -> str:
+        response = await client.get("/api/v1/me", headers=headers)
+        assert response.status_code == status, response.text
+        return str(response.headers["x-ratelimit-remaining"])
+
+    # First seen: the address's budget, until authentication names the owner.
+    assert [await remaining(h) for h in (key_one, key_two, key_token)] == ["6", "5", "4"]
+    # Then the user's, whichever credential.
+    assert [await remaining(h) for h in (key_one, key_two, key_token, admin)] == [
+        "5",
+        "4",
+        "3",
+        "2",
     ]
-    answers = [await client.get("/api/v1/me", headers=headers) for headers in callers]
-    assert [a.status_code for a in answers] == [200, 200, 200, 200]
-    assert [a.headers["x-ratelimit-remaining"] for a in answers] == ["3", "2", "1", "0"]
-    assert (await client.get("/api/v1/me", headers=callers[1])).status_code == 429
-    # A key nobody holds counts against its address (which only the exchange used).
+    revoke = await client.delete(f"/api/v1/api-keys/{created[1]['id']}", headers=admin)
+    assert revoke.status_code == 200, revoke.text  # 1 left
+    # A revoked key is refused once on its owner's budget, then on its address's.
+    assert await remaining(key_two, 401) == "0"
+    assert await remaining(key_two, 401) == "3"
+    assert (await client.get("/api/v1/me", headers=admin)).status_code == 429
     unknown = await client.get("/api/v1/me", headers={"Authorization": "ApiKey sk_live_nope"})
-    assert unknown.status_code == 401
-    assert unknown.headers["x-ratelimit-remaining"] == "4"
+    assert (unknown.status_code, unknown.headers["x-ratelimit-remaining"]) == (401, "2")
 
 
 async def test_search_tier(make_client) -> None:

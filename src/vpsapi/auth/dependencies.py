@@ -17,7 +17,14 @@ from starlette.requests import HTTPConnection
 from vpsapi.auth import service
 from vpsapi.core.db import SessionDep
 from vpsapi.core.errors import Forbidden, Unauthorized
-from vpsapi.core.security import API_KEY_PREFIX, Principal, Role, TokenCodec
+from vpsapi.core.ratelimit import KeyOwners
+from vpsapi.core.security import (
+    API_KEY_PREFIX,
+    API_KEY_SUBJECT_PREFIX,
+    Principal,
+    Role,
+    TokenCodec,
+)
 
 # Declared for OpenAPI (Swagger's Authorize dialog); parsing is ours.
 _bearer = HTTPBearer(auto_error=False, description="JWT access token or sk_live_ API key")
@@ -44,12 +51,23 @@ def client_ip(request: HTTPConnection) -> str | None:
 async def _resolve(
     request: HTTPConnection, session: SessionDep, codec: TokenCodec, credential: str
 ) -> Principal:
+    key_owners: KeyOwners = request.app.state.key_owners
     if credential.startswith(API_KEY_PREFIX):
-        principal = await service.principal_from_api_key(session, credential, client_ip(request))
+        reference: str | None = KeyOwners.of_key(credential)
     else:
-        try:
+        subject = codec.peek_subject(credential)
+        reference = subject if subject and subject.startswith(API_KEY_SUBJECT_PREFIX) else None
+    try:
+        if credential.startswith(API_KEY_PREFIX):
+            principal = await service.principal_from_api_key(
+                session, credential, client_ip(request)
+            )
+        else:
             principal = await service.principal_from_token(session, codec, credential)
-        except Unauthorized as exc:
+    except Unauthorized as exc:
+        if reference is not None:  # revoked or expired: its requests count as nobody's
+            key_owners.forget(reference)
+        if not credential.startswith(API_KEY_PREFIX):
             service.security_log.warning(
                 "token_rejected",
                 reason=exc.message,
@@ -57,7 +75,9 @@ async def _resolve(
                 path=request.url.path,
                 ip=client_ip(request),
             )
-            raise
+        raise
+    if reference is not None:
+        key_owners.learn(reference, principal.subject)
     request.state.user_id = principal.user_id or principal.subject
     request.state.principal = principal
     request.scope.setdefault("state", {})["user_id"] = principal.user_id or principal.subject

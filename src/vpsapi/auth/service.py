@@ -21,7 +21,6 @@ from vpsapi.config import Settings
 from vpsapi.core.db import new_id, utcnow
 from vpsapi.core.errors import BadRequest, Conflict, NotFound, Unauthorized
 from vpsapi.core.logging import SECURITY_LOGGER
-from vpsapi.core.ratelimit import KeyReference
 from vpsapi.core.security import (
     API_KEY_PREFIX,
     API_KEY_SUBJECT_PREFIX,
@@ -498,14 +497,6 @@ async def principal_from_token(session: AsyncSession, codec: TokenCodec, token: 
 
 
 # ---- API keys ------------------------------------------------------------------------
-
-
-async def api_key_owner(session: AsyncSession, by: KeyReference, value: str) -> str | None:
-    """The subject of the user holding an API key, by its digest or id (the rate limiter's:
-    every key of a user counts as the user)."""
-    column = ApiKey.key_hash if by == "hash" else ApiKey.id
-    user_id = await session.scalar(select(ApiKey.user_id).where(column == value))
-    return f"user:{user_id}" if user_id is not None else None
 
 
 async def create_api_key(

@@ -226,6 +226,17 @@ def validation_details(errors: list[dict[str, Any]] | Any) -> list[dict[str, str
     return [{"field": _field_name(e.get("loc", ())), "message": _clean_message(e)} for e in errors]
 
 
+def _location(request: Request, field: str) -> list[str]:
+    """Where a field checked by hand came from, as FastAPI's own errors say it (`url` and
+    `body` alone name the whole of one, a NUL found in it by the middleware)."""
+    if field in ("url", "body"):
+        return [field]
+    parts = field.split(".")
+    if parts[0] in request.path_params:
+        return ["path", *parts]
+    return ["query" if parts[0] in request.query_params else "body", *parts]
+
+
 def validation_response(
     request: Request, details: list[dict[str, str]], message: str
 ) -> JSONResponse:
@@ -236,7 +247,12 @@ def validation_response(
         return error_response(request, 422, "ValidationError", message, extra={"errors": grouped})
     if is_fastapi_style(request.url.path):
         detail = [
-            {"loc": ["body", *item["field"].split(".")], "msg": item["message"]} for item in details
+            {
+                "type": "value_error",
+                "loc": _location(request, item["field"]),
+                "msg": item["message"],
+            }
+            for item in details
         ]
         return error_response(
             request,

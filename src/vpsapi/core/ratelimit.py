@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Literal
 
 import structlog
 from fastapi.responses import JSONResponse
@@ -90,12 +89,35 @@ def create_storage(settings: Settings) -> Storage:
     return MemoryStorage()
 
 
-# An API key by its stored digest (`hash`, the key in a request) or by its id (`id`, the
-# subject `apikey:<id>` of a token exchanged for it).
-KeyReference = Literal["hash", "id"]
-KeyOwnerLookup = Callable[[KeyReference, str], Awaitable[str | None]]
-MAX_REMEMBERED_KEYS = 10_000
-_UNSEEN: Any = object()
+class KeyOwners:
+    """Which user holds which API key, as authentication found it in this process: the
+    limiter counts a key (and a token exchanged for one) as its owner, so keys, free to
+    create, share the user's budget (seed 001: "per user") without a query of the limiter's
+    own. A key not yet seen here, or refused, counts against its address. References are
+    `key:<digest>` for a key and the subject `apikey:<id>` for a token of one."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._owners: OrderedDict[str, str] = OrderedDict()
+
+    @staticmethod
+    def of_key(key: str) -> str:
+        return f"key:{hash_api_key(key)}"
+
+    def owner(self, reference: str) -> str | None:
+        owner = self._owners.get(reference)
+        if owner is not None:
+            self._owners.move_to_end(reference)
+        return owner
+
+    def learn(self, reference: str, owner: str) -> None:
+        self._owners[reference] = owner
+        self._owners.move_to_end(reference)
+        if len(self._owners) > self.size:
+            self._owners.popitem(last=False)
+
+    def forget(self, reference: str) -> None:
+        self._owners.pop(reference, None)
 
 
 class RateLimitMiddleware:
@@ -107,11 +129,10 @@ class RateLimitMiddleware:
         codec: TokenCodec,
         storage: Storage,
         rules: list[TierRule],
-        find_key_owner: KeyOwnerLookup | None = None,
+        key_owners: KeyOwners,
     ) -> None:
         self.app = app
-        self.find_key_owner = find_key_owner
-        self.key_owners: dict[tuple[KeyReference, str], str | None] = {}
+        self.key_owners = key_owners
         self.codec = codec
         self.limits = tier_limits(settings)
         self.storage = storage
@@ -125,7 +146,7 @@ class RateLimitMiddleware:
                 return rule
         return _DEFAULT_RULE
 
-    async def identity(self, scope: Scope, tier: str) -> str:
+    def identity(self, scope: Scope, tier: str) -> str:
         ip = client_ip_var.get() or (scope.get("client") or ("unknown", 0))[0]
         if tier == AUTH_TIER:
             return f"ip:{ip}"
@@ -134,12 +155,12 @@ class RateLimitMiddleware:
                 scheme, _, credential = value.decode("latin-1").partition(" ")
                 credential = credential.strip()
                 if scheme.lower() in ("bearer", "apikey") and credential.startswith(API_KEY_PREFIX):
-                    owner = await self.key_owner("hash", hash_api_key(credential))
+                    owner = self.key_owners.owner(KeyOwners.of_key(credential))
                     return f"sub:{owner}" if owner else f"ip:{ip}"
                 if scheme.lower() == "bearer" and credential.count(".") == 2:
                     subject = self.codec.peek_subject(credential)
                     if subject and subject.startswith(API_KEY_SUBJECT_PREFIX):
-                        owner = await self.key_owner("id", subject[len(API_KEY_SUBJECT_PREFIX) :])
+                        owner = self.key_owners.owner(subject)
                         return f"sub:{owner}" if owner else f"ip:{ip}"
                     # A shared client's token (seed 000's frontend, one per browser) is
                     # counted per address, as that seed's limiter does: one budget for
@@ -148,26 +169,6 @@ class RateLimitMiddleware:
                         return f"sub:{subject}"
                 break
         return f"ip:{ip}"
-
-    async def key_owner(self, by: KeyReference, value: str) -> str | None:
-        """The subject of an API key's owner, so that all of a user's keys (and the tokens
-        exchanged for them) share the user's budget (seed 001: "per user"). A key never
-        changes owner, so each is looked up once per process; an unknown key counts
-        against its address. With the lookup failing, the key counts on its own."""
-        cached = self.key_owners.get((by, value), _UNSEEN)
-        if cached is not _UNSEEN:
-            return cached
-        if self.find_key_owner is None:
-            return f"key:{value[:32]}"
-        try:
-            owner = await self.find_key_owner(by, value)
-        except Exception as exc:
-            log.warning("ratelimit_key_owner_unavailable", error=str(exc))
-            return f"key:{value[:32]}"
-        if len(self.key_owners) >= MAX_REMEMBERED_KEYS:
-            self.key_owners.clear()
-        self.key_owners[(by, value)] = owner
-        return owner
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -181,7 +182,7 @@ class RateLimitMiddleware:
         rule = self.rule_for(path)
         tier, counter = rule.tier, rule.counter
         item = self.limits[tier]
-        key = await self.identity(scope, tier)
+        key = self.identity(scope, tier)
         try:
             if tier == AUTH_TIER:
                 allowed = await self.limiter.test(item, counter, key)
