@@ -6,7 +6,7 @@ import asyncio
 import os
 import shutil
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar, cast
+from typing import Annotated, Any, NoReturn, TypeVar, cast
 
 import typer
 from rich.console import Console
@@ -30,13 +30,17 @@ err_console = Console(stderr=True)
 T = TypeVar("T")
 
 
+def configuration_error(exc: Exception) -> NoReturn:
+    err_console.print(f"[red]Configuration error:[/red] {exc}")
+    raise typer.Exit(2) from exc
+
+
 def load_settings() -> Settings:
     try:
         settings = get_settings()
         settings.jwt_signing_key()
     except (SettingsError, ValueError) as exc:
-        err_console.print(f"[red]Configuration error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        configuration_error(exc)
     return settings
 
 
@@ -58,6 +62,8 @@ def run_with_session(fn: Callable[[AsyncSession, Settings], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(main())
+    except SettingsError as exc:  # found on the way, e.g. creating the first admin
+        configuration_error(exc)
     except AppError as exc:
         err_console.print(f"[red]Error:[/red] {exc.message}")
         raise typer.Exit(1) from exc
@@ -77,14 +83,16 @@ def serve(
     port = port or settings.port
     workers = workers or settings.workers
     settings.ensure_data_dir()
+    # Migrated and the first admin created here, once for every process, and a problem
+    # (a short ADMIN_PASSWORD, say) is told as such rather than as a failed startup.
+    _migrate_once(settings)
+    os.environ["AUTO_MIGRATE"] = "false"
     if workers > 1:
         # Several processes share metrics through prometheus-client's multiprocess files.
         metrics_dir = (settings.data_dir / "metrics").resolve()
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-        _migrate_once(settings)
-        os.environ["AUTO_MIGRATE"] = "false"
     err_console.print(
         f"[bold green]vpsapi[/] listening on http://{host}:{port}  "
         f"(docs: http://{host}:{port}/docs, {workers} process{'es' if workers > 1 else ''}, "
@@ -118,7 +126,10 @@ def _migrate_once(settings: Settings) -> None:
         finally:
             await db.dispose()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except SettingsError as exc:
+        configuration_error(exc)
 
 
 @app.command()

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vpsapi.auth.models import ApiKey, AuthSession, User
-from vpsapi.config import Settings
+from vpsapi.config import MIN_PASSWORD_LENGTH, Settings, SettingsError
 from vpsapi.core.db import new_id, utcnow
 from vpsapi.core.errors import BadRequest, Conflict, NotFound, Unauthorized
 from vpsapi.core.logging import SECURITY_LOGGER
@@ -196,6 +196,13 @@ async def bootstrap_admin(session: AsyncSession, settings: Settings) -> str | No
         if settings.admin_password is None
         else settings.admin_password.get_secret_value()
     )
+    if len(password) < MIN_PASSWORD_LENGTH:
+        # Checked here, not with the settings: once the admin exists the value is unused,
+        # and an old .env keeping a short one must not stop the server.
+        raise SettingsError(
+            f"ADMIN_PASSWORD must be at least {MIN_PASSWORD_LENGTH} characters: the first "
+            "admin signs in at /api/v1/auth/login, which refuses shorter passwords"
+        )
     await create_user(
         session,
         email=settings.admin_email,
