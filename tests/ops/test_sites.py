@@ -15,6 +15,7 @@ from sqlalchemy import select
 from ops_support import NamedBackend, PrivateNginx, site_body, through_nginx
 from support import free_port
 from vpsapi.ops.audit.models import AuditEntry
+from vpsapi.ops.nginx.models import NginxSite
 
 
 async def test_created_site_proxies_to_its_backend(
@@ -239,6 +240,28 @@ async def test_injections_and_bad_input_are_refused(
     assert isinstance(response.json()["detail"], list)
     assert list(private_nginx.conf_dir.glob("vpsapi-*")) == []
     assert (await ops_client.get("/api/configs", headers=ops_admin)).json() == []
+
+
+async def test_a_site_stored_before_a_rule_still_reads(
+    ops_client: httpx.AsyncClient,
+    ops_admin: dict[str, str],
+    private_nginx: PrivateNginx,
+    backends: list[NamedBackend],
+) -> None:
+    """A row saved when `..` was still taken lists and reads (it was a 500); a change to
+    it is checked by today's rules."""
+    body = site_body("older", free_port(), backends[0].address)
+    assert (await ops_client.post("/api/configs", json=body, headers=ops_admin)).status_code == 201
+    async with ops_client.app.state.db.session() as session:  # type: ignore[attr-defined]
+        site = await session.get(NginxSite, "older")
+        site.locations = [{"path": "/", "root": "/var/www/../html"}]
+    listed = await ops_client.get("/api/configs", headers=ops_admin)
+    assert listed.status_code == 200, listed.text
+    assert listed.json()[0]["locations"][0]["root"] == "/var/www/../html"
+    assert (await ops_client.get("/api/configs/older", headers=ops_admin)).status_code == 200
+    changed = {**body, "locations": [{"path": "/", "root": "/var/www/../html"}]}
+    refused = await ops_client.put("/api/configs/older", json=changed, headers=ops_admin)
+    assert refused.status_code == 422, refused.text
 
 
 async def test_unknown_pool_duplicate_id_and_missing_site(

@@ -54,7 +54,7 @@ async def validate_config(
     """Run the real `nginx -t` on the configuration with this site in it; nothing is applied.
     Admins only, as creating the site is: nginx reads the files the body names, with the
     server's rights, and its answer tells whether each exists."""
-    return await service.check_site(session, nginx, body)
+    return await service.check_new_site(session, nginx, body)
 
 
 @configs_router.get("/{config_id}", response_model=SiteOut)

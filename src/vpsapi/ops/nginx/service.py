@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vpsapi.config import Settings
-from vpsapi.core.errors import Conflict, NotFound, Unprocessable
+from vpsapi.core.errors import Conflict, NotFound, Unprocessable, ValidationFailed
 from vpsapi.core.security import Principal
 from vpsapi.ops.audit.service import actor_name, record_audit
 from vpsapi.ops.nginx.control import NginxControl, NginxRejected
@@ -122,9 +122,25 @@ async def _fresh_site(session: AsyncSession, site_id: str) -> NginxSite:
     return site
 
 
+def _refuse_parent_steps(body: SiteIn) -> None:
+    """`..` in a file path is refused on the way in (nginx reads `/var/../etc` as `/etc`: a
+    path names where it reads, as written). Not a schema rule: a site stored before it
+    still reads, renders and toggles as it was saved."""
+    paths = {"ssl_cert": body.ssl_cert, "ssl_key": body.ssl_key}
+    paths |= {f"locations.{i}.root": place.root for i, place in enumerate(body.locations)}
+    refused = [
+        {"field": field, "message": "must not contain '..'"}
+        for field, path in paths.items()
+        if path and ".." in path
+    ]
+    if refused:
+        raise ValidationFailed(refused)
+
+
 async def create_site(
     session: AsyncSession, nginx: NginxControl, actor: Principal, body: SiteIn
 ) -> NginxSite:
+    _refuse_parent_steps(body)
     conflict = f"Config with ID '{body.id}' already exists"
     async with nginx.exclusive():
         if await session.get(NginxSite, body.id) is not None:
@@ -157,6 +173,7 @@ async def _update_site_locked(
 async def update_site(
     session: AsyncSession, nginx: NginxControl, actor: Principal, site: NginxSite, body: SiteIn
 ) -> NginxSite:
+    _refuse_parent_steps(body)
     async with nginx.exclusive():
         site = await _fresh_site(session, site.id)
         return await _update_site_locked(session, nginx, actor, site, body)
@@ -183,6 +200,12 @@ async def delete_site(
         await _commit_with_files(
             session, nginx, {site_file(site.id): None}, f"Config '{site.id}' changed"
         )
+
+
+async def check_new_site(session: AsyncSession, nginx: NginxControl, body: SiteIn) -> NginxCheck:
+    """`check_site` of a body as `create_site` would take it."""
+    _refuse_parent_steps(body)
+    return await check_site(session, nginx, body)
 
 
 async def check_site(session: AsyncSession, nginx: NginxControl, body: SiteIn) -> NginxCheck:
