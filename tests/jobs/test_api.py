@@ -384,6 +384,7 @@ async def test_cancel_running_job(
     assert response.json()["status"] == "CANCELLED"
     final = await wait_for_status(jobs_client, token_headers, job_id, {"CANCELLED"})
     assert final["status"] == "CANCELLED"
+    assert final["cancelledAt"].endswith("Z") and "completedAt" not in final
     again = await jobs_client.post(f"/api/jobs/{job_id}/cancel", headers=token_headers)
     assert again.status_code == 200 and again.json()["status"] == "CANCELLED"
     test_processors["gate"].release.set()

@@ -67,6 +67,9 @@ class JobOut(BaseModel):
         default=None, description="COMPLETED: milliseconds from submission to completion"
     )
     failedAt: JsDatetime | None = Field(default=None, description="FAILED: when it failed")
+    cancelledAt: JsDatetime | None = Field(
+        default=None, description="CANCELLED: when it was cancelled"
+    )
 
 
 class JobList(BaseModel):

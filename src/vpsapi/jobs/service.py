@@ -134,6 +134,7 @@ def job_out(job: JobView) -> JobOut:
             else None
         ),
         failedAt=job.finished_at if job.status == FAILED else None,
+        cancelledAt=job.finished_at if job.status == CANCELLED else None,
     )
 
 

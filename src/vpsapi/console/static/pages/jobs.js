@@ -32,6 +32,8 @@ const MAX_STREAMS = 3;
 const POLL_MS = 5000;
 const JOB_COLUMNS = ["Job", "Status", "Progress", ["Created", "hide-phone"], ""];
 const PAGE_SIZE = 25;
+// When a terminal job ended, whichever way (each state names its own time).
+const finishedAt = (job) => job.completedAt || job.failedAt || job.cancelledAt;
 // The built-in processors (docs/jobs.md), offered when the server does not list its types
 // (GET /api/jobs/types, `{types: [...]}`); a plug-in type can always be typed in.
 const BUILT_IN_TYPES = ["type1", "type2", "type3"];
@@ -62,7 +64,7 @@ function jobFacts(job) {
       fact("Attempts", `${job.attempts} of ${job.maxAttempts}`),
       fact("Created", when(job.createdAt)),
       job.startedAt ? fact("Started", when(job.startedAt)) : null,
-      job.completedAt || job.failedAt ? fact("Finished", when(job.completedAt || job.failedAt)) : null,
+      finishedAt(job) ? fact("Finished", when(finishedAt(job))) : null,
       job.nextAttemptAt ? fact("Next attempt", when(job.nextAttemptAt)) : null,
     ),
     job.error ? notice("error", "The job failed:", job.error) : null,
