@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.routing import Match, Mount
 
 from vpsapi.core.context import client_ip_var, request_id_var
 from vpsapi.core.logging import SECURITY_LOGGER
@@ -328,18 +328,21 @@ _HTTP_CODES = {
 _ROUTED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
-def allowed_methods(request: Request) -> str:
+def allowed_methods(request: Request) -> str | None:
     """Every method answered at this request's path, for a 405's `Allow`: Starlette's names
     only the first matching route's (`PUT /api/jobs` said `POST`, though `GET` is there too).
-    HEAD goes wherever GET does and OPTIONS everywhere (`RequestMiddleware`, `OriginGuard`)."""
-    routes = request.app.router.routes
+    HEAD goes wherever GET does and OPTIONS everywhere (`RequestMiddleware`, `OriginGuard`).
+    None for a path no route of the app's own answers (a mounted app's: it said its own)."""
+    # Matched from the application's root, also when a mounted app raised the 405.
+    scope = {**request.scope, "root_path": request.scope.get("app_root_path", "")}
+    routes = [route for route in request.app.router.routes if not isinstance(route, Mount)]
     allowed = [
         method
         for method in _ROUTED_METHODS
-        if any(
-            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
-        )
+        if any(route.matches({**scope, "method": method})[0] is Match.FULL for route in routes)
     ]
+    if not allowed:
+        return None
     if "GET" in allowed:
         allowed.insert(1, "HEAD")
     return ", ".join([*allowed, "OPTIONS"])
@@ -349,8 +352,8 @@ async def _http_exception_handler(request: Request, exc: Exception) -> JSONRespo
     assert isinstance(exc, StarletteHTTPException)
     status_code = exc.status_code
     headers = dict(exc.headers or {})
-    if status_code == 405:
-        headers["Allow"] = allowed_methods(request)
+    if status_code == 405 and (allowed := allowed_methods(request)) is not None:
+        headers["Allow"] = allowed
     if status_code == 404 and exc.detail == "Not Found":
         # Each family's own words: seed 001's envelope example, seed 000's catch-all.
         message = NotFound.message if is_v1(request.url.path) else "Endpoint not found"
