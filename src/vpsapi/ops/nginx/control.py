@@ -32,6 +32,9 @@ log = structlog.get_logger(__name__)
 
 MANAGED_PREFIX = "vpsapi-"
 COMMAND_TIMEOUT_S = 30
+# What of a command's output is kept (nginx -t says a few lines; a daemon it started may
+# go on writing to the same file).
+MAX_COMMAND_OUTPUT = 1 << 20
 RELOAD_WAIT_S = 5.0
 RESTART_STOP_WAIT_S = 5.0  # per signal, as Debian's unit waits after QUIT
 _SYSTEMD_NGINX_UNIT = re.compile(r"/([^/\s]*nginx[^/\s]*\.service)$", re.MULTILINE)
@@ -110,7 +113,8 @@ class NginxControl:
                 await process.wait()
                 raise ServiceUnavailable(f"{shlex.join(args)} {timed_out}") from exc
             output.seek(0)
-            return CommandResult(process.returncode or 0, output.read().decode(errors="replace"))
+            text = output.read(MAX_COMMAND_OUTPUT).decode(errors="replace")
+            return CommandResult(process.returncode or 0, text)
 
     async def version(self) -> str | None:
         try:
