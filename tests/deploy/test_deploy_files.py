@@ -42,7 +42,7 @@ def test_fail2ban_filter_matches_real_log_lines(settings_factory, server_factory
     httpx.post(server.base_url + "/api/auth/token", headers={"X-API-Key": "wrong"})
     httpx.post(
         server.base_url + "/api/v1/auth/login",
-        json={"email": "admin@example.com", "password": "wrong"},
+        json={"email": "admin@example.com", "password": "wrong-password"},
     )
     server.stop()
     lines = server.log_path.read_text().splitlines()

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import logging
 import secrets
 from typing import Any
 
 import httpx
+import pytest
 
 
 async def _register(client: httpx.AsyncClient, user_id: str) -> str:
@@ -101,7 +103,7 @@ async def _register_device(client: httpx.AsyncClient, real_id: str, user_id: str
 
 
 async def test_another_accounts_device_is_shared_only_with_its_password(
-    client: httpx.AsyncClient, create_user: Any
+    client: httpx.AsyncClient, create_user: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Anyone who learned a camera's real id (`/api/vuid` tells it) can send its
     registration naming themselves: that alone must not make them an owner of its clips."""
@@ -117,9 +119,13 @@ async def test_another_accounts_device_is_shared_only_with_its_password(
     for password in (None, "guess"):
         assert await _register_device(client, real_id, bob["id"]) == vid
         body = {"vid": vid} if password is None else {"vid": vid, "password": password}
-        taken = await client.post("/api/devices", json=body, headers=bob_auth)
+        with caplog.at_level(logging.WARNING):
+            taken = await client.post("/api/devices", json=body, headers=bob_auth)
         assert taken.status_code == 409, taken.text
         assert taken.json()["error"] == "Device bound to another account"
+        # Told to fail2ban as a wrong sign-in is, without the password tried.
+        refused = [r for r in caplog.records if "device_share_refused" in r.getMessage()]
+        assert refused and "guess" not in refused[-1].getMessage()
         assert (await client.get("/api/devices", headers=bob_auth)).json() == []
         urls = await client.post(
             "/api/cloud/videos/urls",

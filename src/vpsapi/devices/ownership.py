@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import structlog
 from cryptography.exceptions import InvalidTag
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from vpsapi.core.context import client_ip_var
 from vpsapi.core.db import utcnow
 from vpsapi.core.errors import Conflict, NotFound
+from vpsapi.core.logging import SECURITY_LOGGER
 from vpsapi.core.security import constant_time_equals
 from vpsapi.devices.models import Device, DeviceBinding, UserDevice
 from vpsapi.devices.params import ParamKeys
 
 OwnedDevice = tuple[UserDevice, Device]
+security_log = structlog.get_logger(SECURITY_LOGGER)
 
 
 async def bind(
@@ -47,7 +51,7 @@ async def bind(
             "No pending binding of this device for you", body={"error": "Binding not found"}
         )
     device = (await session.execute(select(Device).where(Device.virtual_id == vid))).scalar_one()
-    await _check_may_share(session, keys, device, user_id, password)
+    await _check_may_share(session, keys, device, user_id, vid, password)
     owned = UserDevice(
         user_id=user_id,
         device_id=device.id,
@@ -64,7 +68,12 @@ async def bind(
 
 
 async def _check_may_share(
-    session: AsyncSession, keys: ParamKeys, device: Device, user_id: str, password: str | None
+    session: AsyncSession,
+    keys: ParamKeys,
+    device: Device,
+    user_id: str,
+    vid: str,
+    password: str | None,
 ) -> None:
     """A device another account owns is shared only with whoever gives the camera password
     an owner stored. A registration is no proof of holding the camera (anyone who learned
@@ -77,6 +86,10 @@ async def _check_may_share(
         )
     ).all()
     if owners and not any(_password_matches(keys, owner, password) for owner in owners):
+        # A wrong camera password, as a wrong sign-in password, is told to fail2ban.
+        security_log.warning(
+            "device_share_refused", ip=client_ip_var.get() or None, user_id=user_id, vid=vid
+        )
         raise Conflict(
             "The device belongs to another account: its owner removes it, or shares the "
             "camera password",
