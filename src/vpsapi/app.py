@@ -26,6 +26,7 @@ from vpsapi.core.etag import ETagMiddleware
 from vpsapi.core.events import EventBus, RedisEventBus
 from vpsapi.core.logging import configure_logging, init_sentry
 from vpsapi.core.memory import freeze_long_lived_objects
+from vpsapi.core.metrics import ResponseTimes
 from vpsapi.core.middleware import OriginGuard, RequestMiddleware
 from vpsapi.core.modules import Module
 from vpsapi.core.ratelimit import KeyOwners, RateLimitMiddleware, create_storage
@@ -139,6 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.codec = codec
     app.state.key_owners = KeyOwners()  # filled by authentication, read by the limiter
+    app.state.response_times = ResponseTimes()  # kept by RequestMiddleware, for readiness
     app.state.started_at = time.monotonic()
     app.state.modules = MODULES
     install_error_handlers(app)
@@ -163,6 +165,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)  # seed 004's
     app.add_middleware(OriginGuard, allowed_origins=settings.allowed_origins)
-    app.add_middleware(RequestMiddleware, max_body_size=settings.max_body_size)
+    app.add_middleware(
+        RequestMiddleware,
+        max_body_size=settings.max_body_size,
+        response_times=app.state.response_times,
+    )
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     return app

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import httpx
+import psutil
+import pytest
 
 
 async def test_health_has_seed_fields(client: httpx.AsyncClient) -> None:
@@ -34,8 +36,30 @@ async def test_ready_reports_checks(client: httpx.AsyncClient, backend) -> None:
             "database": "healthy",
             "redis": "healthy" if backend.scaleout else "not_configured",
             "storage": "healthy",
+            "memory": "healthy",
+            "responseTime": "healthy",
         },
     }
+
+
+async def test_ready_fails_short_of_memory_and_reports_slowness(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seed 004's checks: memory under 90 % decides; an average answer of a second or more
+    is reported only (out of rotation, a slow process would slow the others)."""
+    for _ in range(3):
+        client.app.state.response_times.add(2.5)  # type: ignore[attr-defined]
+    slow = await client.get("/health/ready")
+    assert slow.status_code == 200, slow.text
+    assert slow.json()["checks"]["responseTime"] == "slow"
+
+    full = psutil.virtual_memory()._replace(percent=93.0)
+    monkeypatch.setattr("vpsapi.health.router.psutil.virtual_memory", lambda: full)
+    short = await client.get("/health/ready")
+    assert short.status_code == 503
+    body = short.json()
+    assert (body["status"], body["checks"]["memory"]) == ("not_ready", "unhealthy")
+    assert body["errors"]["memory"] == "93% of the memory is in use"
 
 
 async def test_ready_503_names_failing_database(client: httpx.AsyncClient) -> None:

@@ -4,6 +4,7 @@ up prometheus-client's multiprocess mode so `/metrics` aggregates all of them.""
 from __future__ import annotations
 
 import os
+import time
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -33,6 +34,37 @@ IN_FLIGHT = Gauge(
     "Requests being served",
     multiprocess_mode="livesum",
 )
+
+
+class ResponseTimes:
+    """This process's average time to the start of an answer over the last one to two
+    minutes, for the readiness report (seed 004: "Average Response Time < 1s"). Timed to
+    the answer's start, so a stream's (SSE) lifetime is not taken for slowness."""
+
+    def __init__(self, window_seconds: float = 60.0) -> None:
+        self.window_seconds = window_seconds
+        self.current = [0.0, 0]  # seconds in all, answers
+        self.previous = [0.0, 0]
+        self.window_start = time.monotonic()
+
+    def _rotate(self) -> None:
+        elapsed = time.monotonic() - self.window_start
+        if elapsed >= self.window_seconds:
+            recent = elapsed < 2 * self.window_seconds
+            self.previous = self.current if recent else [0.0, 0]
+            self.current = [0.0, 0]
+            self.window_start = time.monotonic()
+
+    def add(self, seconds: float) -> None:
+        self._rotate()
+        self.current[0] += seconds
+        self.current[1] += 1
+
+    def average(self) -> float | None:
+        """Seconds, or None without an answer in the window."""
+        self._rotate()
+        answers = self.current[1] + self.previous[1]
+        return (self.current[0] + self.previous[0]) / answers if answers else None
 
 
 def render_metrics() -> tuple[bytes, str]:

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from vpsapi.core.context import client_ip_var, request_id_var
 from vpsapi.core.errors import error_body, validation_response
 from vpsapi.core.logging import ACCESS_LOGGER
-from vpsapi.core.metrics import IN_FLIGHT, LATENCY, REQUESTS
+from vpsapi.core.metrics import IN_FLIGHT, LATENCY, REQUESTS, ResponseTimes
 
 access_log = structlog.get_logger(ACCESS_LOGGER)  # the performance stream
 error_log = structlog.get_logger("vpsapi.errors")
@@ -125,9 +125,10 @@ def route_template(scope: Scope) -> str:
 class RequestMiddleware:
     """Outermost layer: everything every response must carry, and the 500 safety net."""
 
-    def __init__(self, app: ASGIApp, *, max_body_size: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_size: int, response_times: ResponseTimes) -> None:
         self.app = app
         self.max_body_size = max_body_size
+        self.response_times = response_times
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -163,6 +164,7 @@ class RequestMiddleware:
         path: str = scope["path"]
         method: str = scope["method"]
         started = time.perf_counter()
+        answered = started  # when the answer started
         status = 500
         response_started = False
         extra_headers = [(b"x-request-id", request_id.encode()), *SECURITY_HEADERS]
@@ -175,24 +177,21 @@ class RequestMiddleware:
         replaced = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status, response_started, replaced
+            nonlocal replaced
             if replaced:
                 return  # the app's answer to a refused body is replaced by ours
-            if message["type"] == "http.response.start":
-                if rejected is not None:
-                    replaced = True
-                    await self._send_error(scope, receive, send_wrapper_raw, rejected)
-                    return
-                status = message["status"]
-                response_started = True
-                message["headers"] = [*message.get("headers", []), *extra_headers]
-            await send(message)
+            if message["type"] == "http.response.start" and rejected is not None:
+                replaced = True
+                await self._send_error(scope, receive, send_wrapper_raw, rejected)
+                return
+            await send_wrapper_raw(message)
 
         async def send_wrapper_raw(message: Message) -> None:
-            nonlocal status, response_started
+            nonlocal status, response_started, answered
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
+                answered = time.perf_counter()
                 message["headers"] = [*message.get("headers", []), *extra_headers]
             await send(message)
 
@@ -204,7 +203,7 @@ class RequestMiddleware:
             refused = _NUL_IN_URL
         if refused is not None:
             await self._send_error(scope, receive, send_wrapper, refused)
-            self._record(scope, method, path, status, started, client_ip)
+            self._record(scope, method, path, status, started, answered, client_ip)
             return
 
         received = 0
@@ -242,7 +241,7 @@ class RequestMiddleware:
                 await self._send_error(scope, receive, send_wrapper, _INTERNAL)
         finally:
             IN_FLIGHT.dec()
-            self._record(scope, method, path, status, started, client_ip)
+            self._record(scope, method, path, status, started, answered, client_ip)
 
     async def _send_error(
         self, scope: Scope, receive: Receive, send: Send, error: CannedError
@@ -259,9 +258,17 @@ class RequestMiddleware:
         await response(scope, receive, send)
 
     def _record(
-        self, scope: Scope, method: str, path: str, status: int, started: float, client_ip: str
+        self,
+        scope: Scope,
+        method: str,
+        path: str,
+        status: int,
+        started: float,
+        answered: float,
+        client_ip: str,
     ) -> None:
         duration = time.perf_counter() - started
+        self.response_times.add(max(answered - started, 0.0))
         route = route_template(scope)
         REQUESTS.labels(method, route, str(status)).inc()
         LATENCY.labels(method, route).observe(duration)

@@ -17,6 +17,9 @@ from vpsapi.core.timestamps import js_now
 
 router = APIRouter(tags=["health"])
 
+MEMORY_LIMIT_PERCENT = 90  # seed 004: "Memory Usage < 90%"
+SLOW_AVERAGE_SECONDS = 1.0  # seed 004: "Average Response Time < 1s"
+
 _process = psutil.Process()
 
 
@@ -86,7 +89,8 @@ async def _check(name: str, probe: Any) -> tuple[str, str, str | None]:
 @router.get(
     "/health/ready",
     response_model=ReadyOut,
-    summary="Readiness probe: database, Redis and the modules' dependencies (storage)",
+    summary="Readiness probe: database, Redis, the modules' dependencies (storage), memory; "
+    "and the average response time, reported",
     responses={503: {"model": ReadyOut, "description": "A dependency is down"}},
 )
 async def ready(request: Request) -> JSONResponse:
@@ -105,6 +109,16 @@ async def ready(request: Request) -> JSONResponse:
         checks[name] = status
         if error:
             errors[name] = error
+    # Seed 004's two other checks. Memory decides, as a dependency does: a host short of
+    # it fails whatever is sent there. Slowness is reported only: taken out of rotation, a
+    # slow process would hand its load to the others and slow them too.
+    memory = psutil.virtual_memory().percent
+    checks["memory"] = "healthy" if memory < MEMORY_LIMIT_PERCENT else "unhealthy"
+    if memory >= MEMORY_LIMIT_PERCENT:
+        errors["memory"] = f"{memory:.0f}% of the memory is in use"
+    average = state.response_times.average()
+    slow = average is not None and average >= SLOW_AVERAGE_SECONDS
+    checks["responseTime"] = "slow" if slow else "healthy"
     ok = not errors
     body = ReadyOut(
         success=ok, status="ready" if ok else "not_ready", checks=checks, errors=errors or None
