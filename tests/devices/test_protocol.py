@@ -67,6 +67,9 @@ async def test_missing_key_is_400(client: httpx.AsyncClient) -> None:
             response = await client.post(path, json=body)
             assert response.status_code == 400
             assert response.json()["error"] == "Missing key parameter"
+        too_long = await client.post(path, json={"key": "k" * 301})
+        assert too_long.status_code == 400
+        assert too_long.json()["error"] == "Invalid key parameter: at most 300 characters"
         raw = await client.post(
             path, content=b"{not json", headers={"content-type": "application/json"}
         )

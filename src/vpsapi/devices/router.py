@@ -68,10 +68,17 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
+MAX_BINDING_KEY = 300  # `<userId>_binding`; a user id is far shorter
+
+
 async def _binding_key(request: Request) -> str:
     key = (await _json_body(request)).get("key")
-    if not isinstance(key, str) or not key or len(key) > 300:
+    if not isinstance(key, str) or not key:
         raise BadRequest(body={"error": "Missing key parameter"})
+    if len(key) > MAX_BINDING_KEY:
+        raise BadRequest(
+            body={"error": f"Invalid key parameter: at most {MAX_BINDING_KEY} characters"}
+        )
     return key
 
 
