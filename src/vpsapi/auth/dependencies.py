@@ -51,23 +51,18 @@ def client_ip(request: HTTPConnection) -> str | None:
 async def _resolve(
     request: HTTPConnection, session: SessionDep, codec: TokenCodec, credential: str
 ) -> Principal:
-    key_owners: KeyOwners = request.app.state.key_owners
-    if credential.startswith(API_KEY_PREFIX):
-        reference: str | None = KeyOwners.of_key(credential)
-    else:
-        subject = codec.peek_subject(credential)
-        reference = subject if subject and subject.startswith(API_KEY_SUBJECT_PREFIX) else None
+    is_key = credential.startswith(API_KEY_PREFIX)
     try:
-        if credential.startswith(API_KEY_PREFIX):
+        if is_key:
             principal = await service.principal_from_api_key(
                 session, credential, client_ip(request)
             )
         else:
             principal = await service.principal_from_token(session, codec, credential)
     except Unauthorized as exc:
-        if reference is not None:  # revoked or expired: its requests count as nobody's
-            key_owners.forget(reference)
-        if not credential.startswith(API_KEY_PREFIX):
+        # A revoked or expired key (or a token of one) counts as nobody's from now on.
+        _key_owners(request).forget(_key_reference(codec, credential))
+        if not is_key:
             service.security_log.warning(
                 "token_rejected",
                 reason=exc.message,
@@ -76,12 +71,29 @@ async def _resolve(
                 ip=client_ip(request),
             )
         raise
-    if reference is not None:
-        key_owners.learn(reference, principal.subject)
+    if principal.api_key_id is not None:
+        reference = (
+            KeyOwners.of_key(credential)
+            if is_key
+            else f"{API_KEY_SUBJECT_PREFIX}{principal.api_key_id}"
+        )
+        _key_owners(request).learn(reference, principal.subject)
     request.state.user_id = principal.user_id or principal.subject
     request.state.principal = principal
     request.scope.setdefault("state", {})["user_id"] = principal.user_id or principal.subject
     return principal
+
+
+def _key_owners(request: HTTPConnection) -> KeyOwners:
+    owners: KeyOwners = request.app.state.key_owners
+    return owners
+
+
+def _key_reference(codec: TokenCodec, credential: str) -> str:
+    """How the rate limiter names a key credential (see `KeyOwners`)."""
+    if credential.startswith(API_KEY_PREFIX):
+        return KeyOwners.of_key(credential)
+    return codec.peek_subject(credential) or ""
 
 
 def _header_credential(request: HTTPConnection) -> str | None:
