@@ -72,14 +72,17 @@ async def _energy(
         .join(Sensor, Sensor.id == Reading.sensor_id)
         .where(*_electricity(building_id, start_ms, end_ms))
         .group_by(slot, Reading.sensor_id, Sensor.building_id)
-        .subquery()
     )
-    bucket = ((means.c.slot // width) * width).label("bucket")
-    rows = await session.execute(
-        select(bucket, means.c.building_id, func.sum(means.c.kw)).group_by(
-            bucket, means.c.building_id
+    if slot_ms == width:  # a slot is a bucket: the sensors' means are summed below
+        rows = await session.execute(means)
+    else:
+        per_slot = means.subquery()
+        bucket = (per_slot.c.slot // width) * width
+        rows = await session.execute(
+            select(bucket, per_slot.c.building_id, func.sum(per_slot.c.kw)).group_by(
+                bucket, per_slot.c.building_id
+            )
         )
-    )
     per_bucket: dict[int, float] = defaultdict(float)
     per_building: dict[str, float] = defaultdict(float)
     for start, owner, summed_kw in rows:
