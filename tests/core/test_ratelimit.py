@@ -84,6 +84,26 @@ async def test_limits_are_per_user_when_authenticated(make_client) -> None:
     assert (await client.get("/api/v1/me", headers=headers)).status_code == 200  # the user's own
 
 
+async def test_auth_tier_counts_refused_credentials_only(make_client) -> None:
+    """A browser's GET of the login URL, a malformed body or an unknown path under it
+    guesses no password: they must not lock the address out of signing in."""
+    client = await make_client(rate_limit_enabled=True, rate_limit_auth="2/15minutes")
+    for _ in range(3):
+        for method, path, body in (
+            ("GET", "/api/v1/auth/login", None),  # 405
+            ("POST", "/api/v1/auth/login", {}),  # 422
+            ("POST", "/api/v1/auth/login", {"email": "bad", "password": "short"}),  # 422
+            ("GET", "/api/v1/auth/login/nothing", None),  # 404
+        ):
+            answer = await client.request(method, path, json=body)
+            assert answer.status_code in (404, 405, 422), (method, path, answer.status_code)
+            assert answer.headers["x-ratelimit-remaining"] == "2"
+    signed_in = await client.post(
+        "/api/v1/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+    )
+    assert signed_in.status_code == 200, signed_in.text
+
+
 async def test_a_shared_client_token_is_limited_per_address(make_client) -> None:
     """Seed 000's frontend: every visitor holds a token of the one shared key, and its
     limiter counts per address; one budget for all of them would be spent by a few."""

@@ -3,7 +3,7 @@
 Every `/api` response carries X-RateLimit-Limit/Remaining/Reset (seed 001, reset in epoch
 seconds) and RateLimit-Limit/Remaining/Reset/Policy (seed 000's `standardHeaders`, the
 IETF draft: reset in seconds from now); a refused request gets 429 with Retry-After in
-the body family of its path. The `auth` tier counts failed attempts only (a 4xx answer),
+the body family of its path. The `auth` tier counts failed attempts only (a 401 or 403),
 per client IP and per kind of attempt (a rule's `bucket`: logins, refreshes), so sign-in
 brute force is stopped while a frontend that signs in routinely is never locked out.
 Other tiers count every request per user (a valid access token, or an API key or a token
@@ -87,6 +87,10 @@ def create_storage(settings: Settings) -> Storage:
             socket_connect_timeout=2,
         )
     return MemoryStorage()
+
+
+# The answers of the auth tier's paths that are failed sign-ins (or refreshes).
+_REFUSED_CREDENTIALS = frozenset({401, 403})
 
 
 class KeyOwners:
@@ -223,8 +227,10 @@ class RateLimitMiddleware:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 remaining, reset_time = stats.remaining, stats.reset_time
-                if tier == AUTH_TIER and 400 <= message["status"] < 500:
-                    # A failed attempt counts, and the answer already says so.
+                if tier == AUTH_TIER and message["status"] in _REFUSED_CREDENTIALS:
+                    # A failed attempt counts, and the answer already says so. Not any 4xx:
+                    # a browser's GET of the login URL (405) or a malformed body cannot
+                    # guess a password, and must not lock its address out.
                     try:
                         await self.limiter.hit(item, counter, key)
                         counted = await self.limiter.get_window_stats(item, counter, key)
