@@ -68,6 +68,25 @@ async def test_invalid_json_is_400(client: httpx.AsyncClient, path: str) -> None
     assert "JSON" in (response.json().get("message") or response.json()["error"])
 
 
+@pytest.mark.parametrize("content_type", ["text/plain", None])
+async def test_a_body_not_sent_as_json_says_so(
+    client: httpx.AsyncClient, content_type: str | None
+) -> None:
+    """Pydantic's "a valid dictionary or object to extract fields from" told a client that
+    forgot the content type nothing it could act on."""
+    headers = await _admin_headers(client)
+    if content_type:
+        headers["Content-Type"] = content_type
+    response = await client.post("/api/push/tokens", content=b'{"token": "t"}', headers=headers)
+    assert response.status_code == 400
+    assert response.json()["details"] == [
+        {
+            "field": "body",
+            "message": "Request body must be a JSON object (Content-Type: application/json)",
+        }
+    ]
+
+
 async def test_request_id_echoed_when_sane(client: httpx.AsyncClient) -> None:
     response = await client.get("/health", headers={"X-Request-ID": "abc-123_x.y"})
     assert response.headers["x-request-id"] == "abc-123_x.y"

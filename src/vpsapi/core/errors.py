@@ -215,9 +215,16 @@ def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or "body"
 
 
+# Pydantic's words for a body that is no object ("Input should be a valid dictionary or
+# object to extract fields from"), which is what arrives without a JSON content type.
+_NOT_AN_OBJECT = frozenset({"model_attributes_type", "dict_type", "model_type"})
+
+
 def _clean_message(err: dict[str, Any]) -> str:
     if err.get("type") == "json_invalid":
         return "Malformed JSON in request body"
+    if tuple(err.get("loc", ())) == ("body",) and err.get("type") in _NOT_AN_OBJECT:
+        return "Request body must be a JSON object (Content-Type: application/json)"
     message = str(err.get("msg", "Invalid value"))
     return message.removeprefix("Value error, ")
 
