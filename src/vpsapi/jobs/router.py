@@ -69,14 +69,29 @@ async def _parse_submission(request: Request) -> JobSubmit:
     if raw is None:
         raw = {}  # as express.json leaves it: the missing fields are then named
     if not isinstance(raw, dict):
-        raise ValidationFailed([{"field": "body", "message": "Request body must be an object"}])
+        # Joi's words for a body that is no object (its path is empty).
+        raise ValidationFailed([{"field": "", "message": '"value" must be of type object'}])
     try:
         return JobSubmit.model_validate(raw)
     except ValidationError as exc:
-        details = validation_details(exc.errors())
-        for item, error in zip(details, exc.errors(), strict=True):
+        details = []
+        for item, error in zip(validation_details(exc.errors()), exc.errors(), strict=True):
             item["message"] = _joi_message(error) or item["message"]
+            details.append(item)
+            if error["loc"] == ("processingType",) and (second := _joi_type_message(raw)):
+                details.append({"field": "processingType", "message": second})
         raise ValidationFailed(details) from exc
+
+
+def _joi_type_message(raw: dict[str, Any]) -> str | None:
+    """Joi (abortEarly: false) says what is wrong with a processingType's type too, after
+    "Invalid processing type": not a string, or an empty one."""
+    if "processingType" not in raw:
+        return None  # "Processing type is required" says it all
+    value = raw["processingType"]
+    if value == "":
+        return '"processingType" is not allowed to be empty'
+    return None if isinstance(value, str) else '"processingType" must be a string'
 
 
 @router.post(
