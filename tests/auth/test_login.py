@@ -52,6 +52,18 @@ async def test_login_validation_422(client: httpx.AsyncClient, payload: dict, fi
     assert isinstance(body["errors"][field], list)
 
 
+async def test_a_short_wrong_password_alone_is_a_wrong_password(
+    client: httpx.AsyncClient,
+) -> None:
+    """No account holds a password under 8 characters: alone, one is refused as any wrong
+    password is (a test or client trying "wrong" expects a 401)."""
+    response = await client.post(
+        "/api/v1/auth/login", json={"email": ADMIN_EMAIL, "password": "wrong"}
+    )
+    assert response.status_code == 401
+    assert response.json()["error"] == "Unauthorized"
+
+
 async def test_login_validation_is_the_seeds_example(client: httpx.AsyncClient) -> None:
     """Seed 001's validation example, word for word: its only body with both fields."""
     response = await client.post("/api/v1/auth/login", json={"email": "bad", "password": "short"})

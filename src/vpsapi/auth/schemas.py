@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 from pydantic.networks import validate_email
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from vpsapi.config import MIN_PASSWORD_LENGTH
 from vpsapi.core.schemas import CamelModel, JsDatetime
@@ -44,9 +44,31 @@ def _check_password_length(value: str) -> str:
 
 class LoginRequest(CamelModel):
     email: Annotated[str, Field(min_length=1, max_length=320), AfterValidator(_check_login_email)]
-    # Seed 001's rule and words (its validation example is this body's); no account can
-    # hold a shorter password (ADMIN_PASSWORD included, see config).
-    password: Annotated[str, Field(max_length=1024), AfterValidator(_check_password_length)]
+    password: str = Field(min_length=1, max_length=1024)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _short_password_beside_other_errors(cls, data: Any, handler: Any) -> Any:
+        """Seed 001's validation example (this seed's only body with both fields) names a
+        short password beside a bad email, in its words. Alone, a short password is a wrong
+        one (401): no account holds one, and a client trying a wrong password hears the
+        same whatever its length."""
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            password = data.get("password") if isinstance(data, dict) else None
+            if not isinstance(password, str) or not 0 < len(password) < MIN_PASSWORD_LENGTH:
+                raise
+            short = PydanticCustomError(
+                "password_too_short",
+                f"Password must be at least {MIN_PASSWORD_LENGTH} characters",
+            )
+            errors: list[InitErrorDetails] = [
+                {"type": e["type"], "loc": e["loc"], "input": e["input"], "ctx": e.get("ctx", {})}
+                for e in exc.errors(include_url=False)
+            ]
+            errors.append({"type": short, "loc": ("password",), "input": password})
+            raise ValidationError.from_exception_data(cls.__name__, errors) from None
 
 
 class TokenPair(CamelModel):
