@@ -139,7 +139,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.codec = codec
-    app.state.key_owners = KeyOwners()  # filled by authentication, read by the limiter
+    # Who holds which API key: filled by authentication, read by the limiter (if any).
+    app.state.key_owners = KeyOwners() if settings.rate_limit_enabled else None
     app.state.response_times = ResponseTimes()  # kept by RequestMiddleware, for readiness
     app.state.started_at = time.monotonic()
     app.state.modules = MODULES

@@ -64,6 +64,20 @@ async def test_a_short_wrong_password_alone_is_a_wrong_password(
     assert response.json()["error"] == "Unauthorized"
 
 
+async def test_a_password_already_refused_is_named_once(client: httpx.AsyncClient) -> None:
+    """The short-password message joins other errors, not another about the password."""
+    response = await client.post(
+        "/api/v1/auth/login",
+        content=b'{"email": "bad", "password": "s\\ud800"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    errors = response.json()["errors"]
+    assert errors["email"] == ["Invalid email format"]
+    assert len(errors["password"]) == 1
+    assert "at least 8" not in errors["password"][0]
+
+
 async def test_login_validation_is_the_seeds_example(client: httpx.AsyncClient) -> None:
     """Seed 001's validation example, word for word: its only body with both fields."""
     response = await client.post("/api/v1/auth/login", json={"email": "bad", "password": "short"})

@@ -68,6 +68,15 @@ async def test_invalid_json_is_400(client: httpx.AsyncClient, path: str) -> None
     assert "JSON" in (response.json().get("message") or response.json()["error"])
 
 
+async def test_a_405_under_a_root_path_allows_every_method(client: httpx.AsyncClient) -> None:
+    """Served under a prefix (`--root-path`), the routes are matched from there too."""
+    transport = httpx.ASGITransport(app=client.app, root_path="/p")  # type: ignore[attr-defined]
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as prefixed:
+        response = await prefixed.put("/p/api/jobs", json={})
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, HEAD, POST, OPTIONS"
+
+
 @pytest.mark.parametrize("content_type", ["text/plain", None])
 async def test_a_body_not_sent_as_json_says_so(
     client: httpx.AsyncClient, content_type: str | None

@@ -42,24 +42,21 @@ async def test_ready_reports_checks(client: httpx.AsyncClient, backend) -> None:
     }
 
 
-async def test_ready_fails_short_of_memory_and_reports_slowness(
+async def test_ready_reports_memory_and_slowness_without_failing(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Seed 004's checks: memory under 90 % decides; an average answer of a second or more
-    is reported only (out of rotation, a slow process would slow the others)."""
+    """Seed 004's checks (memory under 90 %, an average answer under a second) are reported
+    only: the host's memory is a whole node's in a container, and a slow process taken out
+    of rotation would slow the others."""
     for _ in range(3):
         client.app.state.response_times.add(2.5)  # type: ignore[attr-defined]
-    slow = await client.get("/health/ready")
-    assert slow.status_code == 200, slow.text
-    assert slow.json()["checks"]["responseTime"] == "slow"
-
     full = psutil.virtual_memory()._replace(percent=93.0)
     monkeypatch.setattr("vpsapi.health.router.psutil.virtual_memory", lambda: full)
-    short = await client.get("/health/ready")
-    assert short.status_code == 503
-    body = short.json()
-    assert (body["status"], body["checks"]["memory"]) == ("not_ready", "unhealthy")
-    assert body["errors"]["memory"] == "93% of the memory is in use"
+    response = await client.get("/health/ready")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "ready"
+    assert (body["checks"]["memory"], body["checks"]["responseTime"]) == ("high", "slow")
 
 
 async def test_ready_503_names_failing_database(client: httpx.AsyncClient) -> None:

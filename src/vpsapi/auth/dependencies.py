@@ -61,7 +61,8 @@ async def _resolve(
             principal = await service.principal_from_token(session, codec, credential)
     except Unauthorized as exc:
         # A revoked or expired key (or a token of one) counts as nobody's from now on.
-        _key_owners(request).forget(_key_reference(codec, credential))
+        if (owners := _key_owners(request)) is not None:
+            owners.forget(_key_reference(codec, credential))
         if not is_key:
             service.security_log.warning(
                 "token_rejected",
@@ -71,21 +72,22 @@ async def _resolve(
                 ip=client_ip(request),
             )
         raise
-    if principal.api_key_id is not None:
+    if principal.api_key_id is not None and (owners := _key_owners(request)) is not None:
         reference = (
             KeyOwners.of_key(credential)
             if is_key
             else f"{API_KEY_SUBJECT_PREFIX}{principal.api_key_id}"
         )
-        _key_owners(request).learn(reference, principal.subject)
+        owners.learn(reference, principal.subject)
     request.state.user_id = principal.user_id or principal.subject
     request.state.principal = principal
     request.scope.setdefault("state", {})["user_id"] = principal.user_id or principal.subject
     return principal
 
 
-def _key_owners(request: HTTPConnection) -> KeyOwners:
-    owners: KeyOwners = request.app.state.key_owners
+def _key_owners(request: HTTPConnection) -> KeyOwners | None:
+    """The rate limiter's map of API key owners; None with rate limiting off."""
+    owners: KeyOwners | None = request.app.state.key_owners
     return owners
 
 

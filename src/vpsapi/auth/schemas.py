@@ -57,17 +57,30 @@ class LoginRequest(CamelModel):
             return handler(data)
         except ValidationError as exc:
             password = data.get("password") if isinstance(data, dict) else None
-            if not isinstance(password, str) or not 0 < len(password) < MIN_PASSWORD_LENGTH:
+            found = exc.errors(include_url=False)
+            if (
+                not isinstance(password, str)
+                or not 0 < len(password) < MIN_PASSWORD_LENGTH
+                or any(e["loc"] == ("password",) for e in found)  # already said what is wrong
+            ):
                 raise
-            short = PydanticCustomError(
-                "password_too_short",
-                f"Password must be at least {MIN_PASSWORD_LENGTH} characters",
-            )
+            # Each error again as it was (type and words), whatever its kind, then ours.
             errors: list[InitErrorDetails] = [
-                {"type": e["type"], "loc": e["loc"], "input": e["input"], "ctx": e.get("ctx", {})}
-                for e in exc.errors(include_url=False)
+                {
+                    "type": PydanticCustomError(e["type"], e["msg"]),
+                    "loc": e["loc"],
+                    "input": e["input"],
+                }
+                for e in found
             ]
-            errors.append({"type": short, "loc": ("password",), "input": password})
+            short = f"Password must be at least {MIN_PASSWORD_LENGTH} characters"
+            errors.append(
+                {
+                    "type": PydanticCustomError("password_too_short", short),
+                    "loc": ("password",),
+                    "input": password,
+                }
+            )
             raise ValidationError.from_exception_data(cls.__name__, errors) from None
 
 

@@ -451,7 +451,7 @@ async def principal_from_token(session: AsyncSession, codec: TokenCodec, token: 
         subject = SHARED_CLIENT
     if not isinstance(subject, str):
         raise Unauthorized("Invalid token")
-    kind, _, ident = subject.partition(":")  # `user:<id>`, `apikey:<id>` (API_KEY_SUBJECT_PREFIX)
+    kind, _, ident = subject.partition(":")
     if subject == SHARED_CLIENT:
         return Principal(kind="client", subject=SHARED_CLIENT, role="user", claims=claims)
     if kind == "user":
@@ -476,7 +476,7 @@ async def principal_from_token(session: AsyncSession, codec: TokenCodec, token: 
         if not row.is_active:
             raise Unauthorized("Account is disabled")
         return _user_principal(row, claims)
-    if kind == "apikey":
+    if subject.startswith(API_KEY_SUBJECT_PREFIX):
         # A token exchanged for a key lives no longer than the key: revoked or expired,
         # the key's tokens are refused too.
         key_row = (

@@ -341,7 +341,8 @@ def allowed_methods(request: Request) -> str | None:
     HEAD goes wherever GET does and OPTIONS everywhere (`RequestMiddleware`, `OriginGuard`).
     None for a path no route of the app's own answers (a mounted app's: it said its own)."""
     # Matched from the application's root, also when a mounted app raised the 405.
-    scope = {**request.scope, "root_path": request.scope.get("app_root_path", "")}
+    root = request.scope.get("app_root_path", request.scope.get("root_path", ""))
+    scope = {**request.scope, "root_path": root}
     routes = [route for route in request.app.router.routes if not isinstance(route, Mount)]
     allowed = [
         method
