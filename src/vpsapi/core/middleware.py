@@ -268,7 +268,7 @@ class RequestMiddleware:
         client_ip: str,
     ) -> None:
         duration = time.perf_counter() - started
-        self.response_times.add(max(answered - started, 0.0))
+        self.response_times.add(answered - started)
         route = route_template(scope)
         REQUESTS.labels(method, route, str(status)).inc()
         LATENCY.labels(method, route).observe(duration)

@@ -158,19 +158,20 @@ class RateLimitMiddleware:
             if name == b"authorization":
                 scheme, _, credential = value.decode("latin-1").partition(" ")
                 credential = credential.strip()
+                key_reference = None
                 if scheme.lower() in ("bearer", "apikey") and credential.startswith(API_KEY_PREFIX):
-                    owner = self.key_owners.owner(KeyOwners.of_key(credential))
-                    return f"sub:{owner}" if owner else f"ip:{ip}"
-                if scheme.lower() == "bearer" and credential.count(".") == 2:
+                    key_reference = KeyOwners.of_key(credential)
+                elif scheme.lower() == "bearer" and credential.count(".") == 2:
                     subject = self.codec.peek_subject(credential)
                     if subject and subject.startswith(API_KEY_SUBJECT_PREFIX):
-                        owner = self.key_owners.owner(subject)
-                        return f"sub:{owner}" if owner else f"ip:{ip}"
-                    # A shared client's token (seed 000's frontend, one per browser) is
-                    # counted per address, as that seed's limiter does: one budget for
-                    # every visitor of the site would be spent by a handful of them.
-                    if subject and not subject.startswith(CLIENT_SUBJECT_PREFIX):
+                        key_reference = subject
+                    elif subject and not subject.startswith(CLIENT_SUBJECT_PREFIX):
+                        # A shared client's token (seed 000's frontend, one per browser)
+                        # falls through to its address, as that seed's limiter counts: one
+                        # budget for every visitor would be spent by a handful of them.
                         return f"sub:{subject}"
+                if key_reference is not None and (owner := self.key_owners.owner(key_reference)):
+                    return f"sub:{owner}"
                 break
         return f"ip:{ip}"
 

@@ -69,10 +69,9 @@ async def search(
 ) -> Envelope[SearchOut]:
     modules: list[Module] = request.app.state.modules
     providers = [provider for module in modules for provider in module.search_providers]
-    kinds = sorted(provider.kind for provider in providers)
-    if kind is not None and kind not in kinds:
+    if kind is not None and kind not in (kinds := {provider.kind for provider in providers}):
         # A misspelt kind would otherwise look like "nothing found".
-        message = f"Unknown kind: use one of {', '.join(kinds)}"
+        message = f"Unknown kind: use one of {', '.join(sorted(kinds))}"
         raise ValidationFailed([{"field": "kind", "message": message}])
     hits = []
     for provider in providers:
