@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import psutil
 import pytest
@@ -57,6 +59,17 @@ async def test_ready_reports_memory_and_slowness_without_failing(
     body = response.json()
     assert body["status"] == "ready"
     assert (body["checks"]["memory"], body["checks"]["responseTime"]) == ("high", "slow")
+
+
+async def test_a_slow_spell_long_past_is_forgotten(client: httpx.AsyncClient) -> None:
+    """The average covers the last one or two windows only: slowness two windows ago no
+    longer counts."""
+    times = client.app.state.response_times  # type: ignore[attr-defined]
+    times.window_seconds = 0.05
+    times.add(5.0)
+    assert (await client.get("/health/ready")).json()["checks"]["responseTime"] == "slow"
+    await asyncio.sleep(0.15)  # more than two windows
+    assert (await client.get("/health/ready")).json()["checks"]["responseTime"] == "healthy"
 
 
 async def test_ready_503_names_failing_database(client: httpx.AsyncClient) -> None:
