@@ -267,6 +267,19 @@ async def test_seed002_login_bad_input(
     assert "error" in body and "detail" in body
 
 
+async def test_seed002_login_empty_body_names_everything_missing(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post("/api/auth/login", json={})
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    said = {(tuple(error["loc"]), error["msg"]) for error in detail}
+    assert said == {
+        (("body", "username"), "username or email is required"),
+        (("body", "password"), "Field required"),
+    }
+
+
 async def test_disabled_user_cannot_log_in(
     client: httpx.AsyncClient, admin_headers: dict[str, str], create_user
 ) -> None:

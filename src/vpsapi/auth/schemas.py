@@ -42,6 +42,15 @@ def _check_password_length(value: str) -> str:
     return value
 
 
+def _again(exc: ValidationError) -> list[InitErrorDetails]:
+    """Each of a validation's errors as it was (type and words), whatever its kind, to be
+    raised again beside one of ours."""
+    return [
+        {"type": PydanticCustomError(e["type"], e["msg"]), "loc": e["loc"], "input": e["input"]}
+        for e in exc.errors(include_url=False)
+    ]
+
+
 class LoginRequest(CamelModel):
     email: Annotated[str, Field(min_length=1, max_length=320), AfterValidator(_check_login_email)]
     password: str = Field(min_length=1, max_length=1024)
@@ -64,15 +73,7 @@ class LoginRequest(CamelModel):
                 or any(e["loc"] == ("password",) for e in found)  # already said what is wrong
             ):
                 raise
-            # Each error again as it was (type and words), whatever its kind, then ours.
-            errors: list[InitErrorDetails] = [
-                {
-                    "type": PydanticCustomError(e["type"], e["msg"]),
-                    "loc": e["loc"],
-                    "input": e["input"],
-                }
-                for e in found
-            ]
+            errors = _again(exc)
             short = f"Password must be at least {MIN_PASSWORD_LENGTH} characters"
             errors.append(
                 {
@@ -121,11 +122,33 @@ class OAuthLoginRequest(CamelModel):
     email: str | None = Field(default=None, max_length=320)
     password: str = Field(min_length=1, max_length=1024)
 
-    @model_validator(mode="after")
-    def _one_identifier(self) -> OAuthLoginRequest:
-        if not (self.username or self.email):
-            raise ValueError("username or email is required")
-        return self
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_identifier(cls, data: Any, handler: Any) -> Any:
+        """Neither username nor email is one more error, told beside the fields' own (an
+        empty body names everything it lacks at once)."""
+        missing_identifier = isinstance(data, dict) and not (
+            data.get("username") or data.get("email")
+        )
+        try:
+            login = handler(data)
+        except ValidationError as exc:
+            if not missing_identifier:
+                raise
+            errors = _again(exc)
+        else:
+            if not missing_identifier:
+                return login
+            errors = []
+        errors.insert(
+            0,
+            {
+                "type": PydanticCustomError("missing", "username or email is required"),
+                "loc": ("username",),
+                "input": data,
+            },
+        )
+        raise ValidationError.from_exception_data(cls.__name__, errors)
 
 
 class OAuthTokenResponse(CamelModel):
