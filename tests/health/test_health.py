@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
 import psutil
@@ -44,21 +45,129 @@ async def test_ready_reports_checks(client: httpx.AsyncClient, backend) -> None:
     }
 
 
+@pytest.fixture
+def cgroup_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A control-group file system of the test's making (empty: no limit), this process
+    in its root group as in a container's own namespace."""
+    own = tmp_path / "self-cgroup"
+    own.write_text("0::/\n")
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    monkeypatch.setattr("vpsapi.core.memory.CGROUP_ROOT", root)
+    monkeypatch.setattr("vpsapi.core.memory.OWN_CGROUP", own)
+    return root
+
+
 async def test_ready_reports_memory_and_slowness_without_failing(
-    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, cgroup_root: Path
 ) -> None:
     """Seed 004's checks (memory under 90 %, an average answer under a second) are reported
-    only: the host's memory is a whole node's in a container, and a slow process taken out
-    of rotation would slow the others."""
+    only: on a shared host the memory is every process's, and a slow process taken out of
+    rotation would slow the others. Without a control-group limit the host's memory
+    counts."""
     for _ in range(3):
         client.app.state.response_times.add(2.5)  # type: ignore[attr-defined]
     full = psutil.virtual_memory()._replace(percent=93.0)
-    monkeypatch.setattr("vpsapi.health.router.psutil.virtual_memory", lambda: full)
+    monkeypatch.setattr("vpsapi.core.memory.psutil.virtual_memory", lambda: full)
     response = await client.get("/health/ready")
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["status"] == "ready"
     assert (body["checks"]["memory"], body["checks"]["responseTime"]) == ("high", "slow")
+
+
+def _write_group(group: Path, files: dict[str, str]) -> None:
+    group.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (group / name).write_text(text)
+
+
+@pytest.mark.parametrize(
+    ("own_group", "layout", "memory"),
+    [
+        # v2 in a container: 950 of 1,000 bytes, none of it reclaimable cache.
+        (
+            "0::/",
+            {
+                "": {
+                    "memory.max": "1000\n",
+                    "memory.current": "950\n",
+                    "memory.stat": "anon 900\ninactive_file 0\n",
+                }
+            },
+            "high",
+        ),
+        # The same with 100 bytes of inactive file cache, which the kernel reclaims first.
+        (
+            "0::/",
+            {
+                "": {
+                    "memory.max": "1000\n",
+                    "memory.current": "950\n",
+                    "memory.stat": "active_file 5\ninactive_file 100\n",
+                }
+            },
+            "healthy",
+        ),
+        # v2 on a host: a systemd unit's MemoryMax=, found through /proc/self/cgroup.
+        (
+            "0::/system.slice/vpsapi.service",
+            {
+                "system.slice/vpsapi.service": {
+                    "memory.max": "2048\n",
+                    "memory.current": "2000\n",
+                    "memory.stat": "inactive_file 0\n",
+                }
+            },
+            "high",
+        ),
+        # v1 (memory controller mounted apart), limit and usage in bytes.
+        (
+            "",
+            {
+                "memory": {
+                    "memory.limit_in_bytes": "4096\n",
+                    "memory.usage_in_bytes": "4000\n",
+                    "memory.stat": "inactive_file 9\ntotal_inactive_file 10\n",
+                }
+            },
+            "high",
+        ),
+    ],
+)
+async def test_ready_memory_is_the_containers_when_it_has_a_limit(
+    client: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    cgroup_root: Path,
+    own_group: str,
+    layout: dict[str, dict[str, str]],
+    memory: str,
+) -> None:
+    """The host has room (10 % in use) but the container's limit is what gets the process
+    killed."""
+    (cgroup_root.parent / "self-cgroup").write_text(own_group + "\n")
+    for group, files in layout.items():
+        _write_group(cgroup_root / group, files)
+    roomy = psutil.virtual_memory()._replace(percent=10.0)
+    monkeypatch.setattr("vpsapi.core.memory.psutil.virtual_memory", lambda: roomy)
+    response = await client.get("/health/ready")
+    assert response.status_code == 200, response.text
+    assert response.json()["checks"]["memory"] == memory
+
+
+@pytest.mark.parametrize("limit", ["max\n", str(2**63 - 4096) + "\n"])
+async def test_ready_memory_without_a_limit_is_the_hosts(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, cgroup_root: Path, limit: str
+) -> None:
+    """No limit ("max" in v2, a number near 2**63 in v1's way) leaves the host's figure."""
+    _write_group(
+        cgroup_root,
+        {"memory.max": limit, "memory.current": "950\n", "memory.stat": "inactive_file 0\n"},
+    )
+    full = psutil.virtual_memory()._replace(percent=95.0)
+    monkeypatch.setattr("vpsapi.core.memory.psutil.virtual_memory", lambda: full)
+    response = await client.get("/health/ready")
+    assert response.json()["checks"]["memory"] == "high"
 
 
 async def test_a_slow_spell_long_past_is_forgotten(client: httpx.AsyncClient) -> None:

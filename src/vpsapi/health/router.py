@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from vpsapi.core.memory import memory_in_use_percent
 from vpsapi.core.metrics import render_metrics
 from vpsapi.core.timestamps import js_now
 
@@ -90,7 +91,7 @@ async def _check(name: str, probe: Any) -> tuple[str, str, str | None]:
     "/health/ready",
     response_model=ReadyOut,
     summary="Readiness probe: database, Redis, the modules' dependencies (storage); the "
-    "host's memory and the average response time, reported",
+    "memory in use and the average response time, reported",
     responses={503: {"model": ReadyOut, "description": "A dependency is down"}},
 )
 async def ready(request: Request) -> JSONResponse:
@@ -109,11 +110,12 @@ async def ready(request: Request) -> JSONResponse:
         checks[name] = status
         if error:
             errors[name] = error
-    # Seed 004's two other checks, reported without deciding readiness: the host's memory
-    # (in a container, the node's: every pod there would be taken out of rotation at
-    # once) and slowness (out of rotation, a slow process hands its load to the others).
-    memory = psutil.virtual_memory().percent
-    checks["memory"] = "healthy" if memory < MEMORY_LIMIT_PERCENT else "high"
+    # Seed 004's two other checks, reported without deciding readiness: memory (of the
+    # container's limit when there is one; on a shared host every process there would be
+    # taken out of rotation at once) and slowness (out of rotation, a slow process hands
+    # its load to the others).
+    high = memory_in_use_percent() >= MEMORY_LIMIT_PERCENT
+    checks["memory"] = "high" if high else "healthy"
     average = state.response_times.average()
     slow = average is not None and average >= SLOW_AVERAGE_SECONDS
     checks["responseTime"] = "slow" if slow else "healthy"
