@@ -114,6 +114,29 @@ async def test_seed_000_shaped_tokens_are_the_shared_client(client: httpx.AsyncC
     assert response.json()["error"] == "Token expired"
 
 
+@pytest.mark.parametrize("left_out", [("iss",), ("iat",), ("iss", "iat")])
+async def test_a_token_signed_with_the_secret_needs_no_issuer_nor_issue_time(
+    client: httpx.AsyncClient, left_out: tuple[str, ...]
+) -> None:
+    """Seed 000 verifies with the secret alone (`jwt.verify(token, JWT_SECRET)`): a token a
+    client signed without `iss` or `iat` is taken, and answers "Token expired" once it
+    is."""
+    now = int(time.time())
+
+    def token(exp: int) -> dict[str, str]:
+        claims = {"client": "test", "iss": "vps-api", "iat": now - 100, "exp": exp}
+        for name in left_out:
+            del claims[name]
+        return {"Authorization": f"Bearer {jwt.encode(claims, JWT_SECRET, algorithm='HS256')}"}
+
+    job = {"processingType": "type1", "data": [{"i": 1}]}
+    accepted = await client.post("/api/jobs", json=job, headers=token(now + 60))
+    assert accepted.status_code == 202, accepted.text
+    expired = await client.post("/api/jobs", json=job, headers=token(now - 10))
+    assert expired.status_code == 401
+    assert expired.json()["error"] == "Token expired"
+
+
 async def test_a_signed_token_naming_no_one_is_invalid(client: httpx.AsyncClient) -> None:
     now = int(time.time())
     token = jwt.encode(

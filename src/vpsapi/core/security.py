@@ -24,9 +24,12 @@ JWT_ALGORITHM = "HS256"
 # Tolerated clock skew between servers for `iat`/`nbf`; `exp` is kept to the second, as a
 # client that was told `expiresIn` expects.
 JWT_LEEWAY_SECONDS = 5
-# Checked by PyJWT; `sub` and `jti` are checked after the expiry, so an expired token
-# of any shape answers "Token expired" (tokens of seed 000's own shape carry neither).
-_REQUIRED_CLAIMS = ["exp", "iat", "iss"]
+# Checked by PyJWT: a token without an expiry would never end. Everything else is checked
+# after the expiry, so an expired token of any shape answers "Token expired". Seed 000's
+# service verified tokens with the secret alone: one signed with it that names no issuer
+# (or no `iat`, or no `sub`, as seed 000's own shape) is taken; one naming another
+# issuer is not.
+_REQUIRED_CLAIMS = ["exp"]
 # Verified tokens remembered per process (LRU): a few MiB at most.
 VERIFIED_TOKENS_KEPT = 4096
 
@@ -146,7 +149,7 @@ class TokenCodec:
         return self.encode(claims, self.refresh_ttl, "refresh")
 
     def _verified_claims(self, token: str) -> dict[str, Any]:
-        """Claims of a token whose signature, issuer and required claims check out. A client
+        """Claims of a token whose signature, expiry and issuer (if it names one) check out. A client
         sends the same token on every request, so a verified one is remembered (by its exact
         text) and later only its expiry is checked again."""
         cached = self._verified.get(token)
@@ -155,11 +158,12 @@ class TokenCodec:
                 token,
                 self._secret,
                 algorithms=[JWT_ALGORITHM],  # pinned: `alg: none` and RS/HS confusion refused
-                issuer=self.issuer,
                 options={"require": _REQUIRED_CLAIMS},
                 leeway=JWT_LEEWAY_SECONDS,
             )
             _check_expiry(cached)
+            if cached.get("iss", self.issuer) != self.issuer:
+                raise jwt.InvalidIssuerError("Invalid issuer")
             self._verified[token] = cached
             if len(self._verified) > VERIFIED_TOKENS_KEPT:
                 self._verified.popitem(last=False)
