@@ -156,9 +156,15 @@ async def test_concurrent_creates_of_one_pool_give_one_201_and_matching_file_and
         "http://127.0.0.1:/x",
         "http://a b/",
         "http://user@127.0.0.1:1/",
+        # Hosts no client can ask (each was a 500).
+        "http://999.999.999.999/",
+        "http://1.1.1.999/x",
+        "300.1.1.1:80",
+        "http://01.2.3.4/",
+        "http://xn--zz/",
     ],
 )
-async def test_backend_urls_other_than_http_are_refused(
+async def test_backend_urls_that_no_client_can_ask_are_refused(
     ops_client: httpx.AsyncClient, ops_admin: dict[str, str], url: str
 ) -> None:
     response = await ops_client.get(f"/api/health/backend/{url}", headers=ops_admin)

@@ -264,6 +264,62 @@ async def test_a_site_stored_before_a_rule_still_reads(
     assert refused.status_code == 422, refused.text
 
 
+@pytest.mark.parametrize(
+    ("field", "address"),
+    [
+        ("locations.0.backend", "http://256.0.0.1:80"),
+        ("locations.0.backend", "http://xn--zz/"),
+        ("locations.0.backend", "999.1.1.1:8080"),
+        ("upstream.servers.0", "1.2.3.999:80"),
+    ],
+)
+async def test_a_backend_no_client_can_ask_is_refused_even_on_an_inactive_site(
+    ops_client: httpx.AsyncClient,
+    ops_admin: dict[str, str],
+    backends: list[NamedBackend],
+    field: str,
+    address: str,
+) -> None:
+    """An inactive site is not tested by nginx; its backends' health checks would ask
+    those hosts (and were a 500 on every refresh)."""
+    if field.startswith("upstream"):
+        body = site_body(
+            "unaskable",
+            free_port(),
+            "inline",
+            is_active=False,
+            upstream={"name": "inline", "servers": [address]},
+        )
+    else:
+        body = site_body("unaskable", free_port(), address, is_active=False)
+    response = await ops_client.post("/api/configs", json=body, headers=ops_admin)
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", *field.split(".")]
+    assert error["msg"] == f"{address!r} names no valid host name or IP address"
+    assert (await ops_client.get("/api/configs", headers=ops_admin)).json() == []
+
+
+async def test_a_site_stored_with_a_host_no_client_can_ask_still_reads_and_checks(
+    ops_client: httpx.AsyncClient,
+    ops_admin: dict[str, str],
+    backends: list[NamedBackend],
+) -> None:
+    """A row saved before the rule lists, and refreshing its backends' health reports the
+    host as unhealthy (it was a 500)."""
+    body = site_body("older-host", free_port(), backends[0].address, is_active=False)
+    assert (await ops_client.post("/api/configs", json=body, headers=ops_admin)).status_code == 201
+    async with ops_client.app.state.db.session() as session:  # type: ignore[attr-defined]
+        site = await session.get(NginxSite, "older-host")
+        site.locations = [{"path": "/", "backend": "http://256.0.0.1:80"}]
+    listed = await ops_client.get("/api/configs", headers=ops_admin)
+    assert listed.status_code == 200, listed.text
+    report = await ops_client.get("/api/health/backends?refresh=true", headers=ops_admin)
+    assert report.status_code == 200, report.text
+    checked = report.json()["backends"]["http://256.0.0.1:80"]
+    assert checked["healthy"] is False and "IPv4" in checked["error"]
+
+
 async def test_unknown_pool_duplicate_id_and_missing_site(
     ops_client: httpx.AsyncClient, ops_admin: dict[str, str], backends: list[NamedBackend]
 ) -> None:

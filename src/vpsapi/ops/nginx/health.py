@@ -38,7 +38,9 @@ class BackendHealthRegistry:
         try:
             async with outbound_client(timeout=CHECK_TIMEOUT_S, follow_redirects=False) as http:
                 response = await http.get(url)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
+            # Not only the backend's failures: a site stored before the address rules
+            # tightened may name a host no client can ask (`999.1.1.1`, `xn--zz`).
             result = BackendHealth(
                 backend=url,
                 healthy=False,

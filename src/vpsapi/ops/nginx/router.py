@@ -23,6 +23,7 @@ from vpsapi.ops.nginx.schemas import (
     SiteOut,
     SiteUpdate,
     check_backend,
+    check_client_can_ask,
 )
 
 configs_router = APIRouter(prefix="/api/configs", tags=["ops: nginx sites"])
@@ -195,6 +196,7 @@ def _normalise_backend(raw: str) -> str:
         raw = f"http://{raw}"
     try:
         check_backend(raw)
+        check_client_can_ask(raw)
     except ValueError as exc:
         raise BadRequest(f"Invalid backend URL: {exc}") from exc
     return raw

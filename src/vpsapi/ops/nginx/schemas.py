@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+import httpx
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -36,6 +37,20 @@ _URL_PATH = re.compile(r"^/[A-Za-z0-9_./~%-]*$")
 _LOCATION_PATH = re.compile(r"^/[A-Za-z0-9_./~-]*$")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _HEADER_VALUE = re.compile(r"^[^\"'\\{};\r\n\x00-\x1f$]{0,500}$")
+
+
+def check_client_can_ask(backend: str) -> None:
+    """Refuse a backend (URL or `host:port`) naming a host no HTTP client or resolver takes,
+    which the patterns above let through: digits and dots that are no IPv4 address
+    (`999.1.1.1`), a bad IPv6 literal, a punycode label that decodes to nothing (`xn--zz`).
+    Checked where bodies come in, not by the schema: a row stored before still reads."""
+    url = backend if backend.startswith(("http://", "https://")) else f"http://{backend}/"
+    try:
+        host = httpx.URL(url).host  # decoding the host is the check
+    except (httpx.InvalidURL, UnicodeError) as exc:
+        raise ValueError(f"{backend!r} names no valid host name or IP address") from exc
+    if not host:
+        raise ValueError(f"{backend!r} names no host")
 
 
 def check_address(value: str) -> str:

@@ -38,6 +38,7 @@ from vpsapi.ops.nginx.schemas import (
     SiteIn,
     SiteMetrics,
     SiteOut,
+    check_client_can_ask,
 )
 
 SITE_FIELDS = tuple(SiteIn.model_fields)
@@ -122,10 +123,15 @@ async def _fresh_site(session: AsyncSession, site_id: str) -> NginxSite:
     return site
 
 
-def _refuse_parent_steps(body: SiteIn) -> None:
-    """`..` in a file path is refused on the way in (nginx reads `/var/../etc` as `/etc`: a
-    path names where it reads, as written). Not a schema rule: a site stored before it
-    still reads, renders and toggles as it was saved."""
+def _refuse_on_the_way_in(body: SiteIn) -> None:
+    """Rules a site body meets on the way in, which are no schema rules so that a site
+    stored before them still reads, renders and toggles as it was saved (a stored row is
+    validated by the schema again on every read):
+
+    - `..` in a file path (nginx reads `/var/../etc` as `/etc`: a path names where it
+      reads, as written);
+    - a backend naming a host no client can ask (an inactive site is not tested by nginx,
+      and its backends' health checks would ask that host)."""
     paths = {"ssl_cert": body.ssl_cert, "ssl_key": body.ssl_key}
     paths |= {f"locations.{i}.root": place.root for i, place in enumerate(body.locations)}
     refused = [
@@ -133,6 +139,16 @@ def _refuse_parent_steps(body: SiteIn) -> None:
         for field, path in paths.items()
         if path and ".." in path
     ]
+    backends = {f"locations.{i}.backend": place.backend for i, place in enumerate(body.locations)}
+    if body.upstream is not None:
+        backends |= {f"upstream.servers.{i}": s for i, s in enumerate(body.upstream.servers)}
+    for field, backend in backends.items():
+        if backend is None or (":" not in backend and "/" not in backend):
+            continue  # a pool's name
+        try:
+            check_client_can_ask(backend)
+        except ValueError as exc:
+            refused.append({"field": field, "message": str(exc)})
     if refused:
         raise ValidationFailed(refused)
 
@@ -140,7 +156,7 @@ def _refuse_parent_steps(body: SiteIn) -> None:
 async def create_site(
     session: AsyncSession, nginx: NginxControl, actor: Principal, body: SiteIn
 ) -> NginxSite:
-    _refuse_parent_steps(body)
+    _refuse_on_the_way_in(body)
     conflict = f"Config with ID '{body.id}' already exists"
     async with nginx.exclusive():
         if await session.get(NginxSite, body.id) is not None:
@@ -173,7 +189,7 @@ async def _update_site_locked(
 async def update_site(
     session: AsyncSession, nginx: NginxControl, actor: Principal, site: NginxSite, body: SiteIn
 ) -> NginxSite:
-    _refuse_parent_steps(body)
+    _refuse_on_the_way_in(body)
     async with nginx.exclusive():
         site = await _fresh_site(session, site.id)
         return await _update_site_locked(session, nginx, actor, site, body)
@@ -204,7 +220,7 @@ async def delete_site(
 
 async def check_new_site(session: AsyncSession, nginx: NginxControl, body: SiteIn) -> NginxCheck:
     """`check_site` of a body as `create_site` would take it."""
-    _refuse_parent_steps(body)
+    _refuse_on_the_way_in(body)
     return await check_site(session, nginx, body)
 
 
