@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 import httpx
@@ -24,6 +25,22 @@ async def test_service_param_sealed_and_cached(client: httpx.AsyncClient) -> Non
     assert rid not in param and "secret" not in param
     by_real = await client.post("/api/auth/service-param", json={"deviceId": [rid]})
     assert by_real.json() == {"serviceParam": param}
+
+
+async def test_apps_asking_at_once_for_a_new_device_get_one_service_param(
+    client: httpx.AsyncClient,
+) -> None:
+    """Each sealing gives a different text: of requests racing for a device's first
+    parameter, one is kept and all of them answer it (seed 003 caches one per device)."""
+    _rid, vid = await _device(client)
+    answers = await asyncio.gather(
+        *(client.post("/api/auth/service-param", json={"deviceId": vid}) for _ in range(10))
+    )
+    assert {response.status_code for response in answers} == {200}
+    params = {response.json()["serviceParam"] for response in answers}
+    assert len(params) == 1
+    again = await client.post("/api/auth/service-param", json={"deviceId": vid})
+    assert again.json()["serviceParam"] in params
 
 
 async def test_service_param_errors(client: httpx.AsyncClient) -> None:

@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -198,8 +198,22 @@ async def service_param(session: AsyncSession, keys: ParamKeys, device_id: str) 
     device = await find_device(session, device_id)
     if device is None:
         return None
-    if device.service_param is None or keys.key_id(device.service_param) != keys.current:
-        device.service_param = keys.seal(
-            service_param_payload(device.real_device_id, device.supplier, device.cluster)
-        )
-    return device.service_param
+    stored = device.service_param
+    if stored is not None and keys.key_id(stored) == keys.current:
+        return stored
+    sealed = keys.seal(
+        service_param_payload(device.real_device_id, device.supplier, device.cluster)
+    )
+    # Written only over what was read: of apps asking at once for a new device, one seals
+    # it and every one of them gets that one (each sealing gives a different text).
+    unchanged = Device.service_param.is_(None) if stored is None else Device.service_param == stored
+    written = await session.scalar(
+        update(Device)
+        .where(Device.id == device.id, unchanged)
+        .values(service_param=sealed)
+        .returning(Device.service_param)
+        .execution_options(synchronize_session=False)
+    )
+    if written is None:
+        written = await session.scalar(select(Device.service_param).where(Device.id == device.id))
+    return written
