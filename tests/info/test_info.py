@@ -22,7 +22,7 @@ async def test_search_requires_auth(client: httpx.AsyncClient) -> None:
 async def test_search_validates_query(
     client: httpx.AsyncClient, api_token_headers: dict[str, str]
 ) -> None:
-    for params in ({}, {"q": ""}, {"q": "x" * 201}, {"q": "a", "limit": 0}):
+    for params in ({"q": "x" * 201}, {"q": "a", "limit": 0}, {"limit": 101}):
         response = await client.get("/api/v1/search", params=params, headers=api_token_headers)
         assert response.status_code == 422
         assert response.json()["errors"]
@@ -47,3 +47,35 @@ async def test_search_answers_shape(
     data = response.json()["data"]
     assert data["query"] == "x"
     assert data["count"] == len(data["results"])
+
+
+async def test_seed_001_api_key_example_searches_without_a_query(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    """Seed 001 shows `GET /api/v1/search` with only an API key: no query lists the newest
+    of what the caller may see."""
+    created = await client.post("/api/v1/api-keys", json={"name": "it"}, headers=admin_headers)
+    key = created.json()["data"]["key"]
+    job = {"processingType": "type1", "data": [{"i": 1}]}
+    for scheme in ("ApiKey", "Bearer"):
+        headers = {"Authorization": f"{scheme} {key}"}
+        job_id = (await client.post("/api/jobs", json=job, headers=headers)).json()["jobId"]
+        response = await client.get("/api/v1/search", headers=headers)
+        assert response.status_code == 200, response.text
+        data = response.json()["data"]
+        assert data["query"] == ""
+        assert job_id in {hit["id"] for hit in data["results"] if hit["kind"] == "jobs"}
+
+
+async def test_search_text_is_no_pattern(
+    client: httpx.AsyncClient, api_token_headers: dict[str, str]
+) -> None:
+    """`%` and `_` are searched for as written, not as wildcards matching everything."""
+    job = {"processingType": "type1", "data": [{"i": 1}]}
+    await client.post("/api/jobs", json=job, headers=api_token_headers)
+    for text in ("%", "type_", "t%1"):
+        response = await client.get(
+            "/api/v1/search", params={"q": text, "kind": "jobs"}, headers=api_token_headers
+        )
+        assert response.status_code == 200
+        assert response.json()["data"]["results"] == [], text

@@ -63,7 +63,10 @@ async def search(
     request: Request,
     principal: CurrentPrincipal,
     session: SessionDep,
-    q: Annotated[str, Query(min_length=1, max_length=200, description="search text")],
+    q: Annotated[
+        str,
+        Query(max_length=200, description="search text; none lists the newest of each kind"),
+    ] = "",
     kind: Annotated[str | None, Query(max_length=40, description="limit to one kind")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> Envelope[SearchOut]:

@@ -282,9 +282,11 @@ class JobSearch:
     async def search(
         self, session: AsyncSession, principal: Principal, query: str, limit: int
     ) -> list[SearchHit]:
-        pattern = f"%{query.lower()}%"
         statement = select(JobRecord).where(
-            or_(JobRecord.id.ilike(pattern), JobRecord.processing_type.ilike(pattern))
+            or_(  # autoescape: % and _ in the query are plain characters, not wildcards
+                JobRecord.id.icontains(query, autoescape=True),
+                JobRecord.processing_type.icontains(query, autoescape=True),
+            )
         )
         if not principal.is_admin:
             statement = statement.where(JobRecord.owner == principal.subject)
