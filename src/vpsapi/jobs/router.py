@@ -255,9 +255,13 @@ async def job_progress(
             sent = last_seen
             while True:
                 try:
-                    async with database.session(autocommit=True) as read:
-                        record = await service.get_job(read, principal, job_id)
-                        job, seq = service.job_out(record), record.seq
+                    # A client leaving mid-read lets the read finish (a few ms): a query
+                    # cancelled half-way costs its connection (SQLite's cannot even be
+                    # closed then, and says so with a traceback in the log).
+                    with anyio.CancelScope(shield=True):
+                        async with database.session(autocommit=True) as read:
+                            record = await service.get_job(read, principal, job_id)
+                            job, seq = service.job_out(record), record.seq
                 except NotFound:
                     yield {"event": "error", "data": json.dumps({"error": "Job not found"})}
                     return
@@ -284,9 +288,11 @@ async def job_progress(
                 # A burst of progress events thus collapses into one snapshot.
                 change = asyncio.ensure_future(subscription.get(timeout=REREAD_SECONDS))
                 stopping = asyncio.ensure_future(shutdown.wait())
-                await asyncio.wait({change, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                for waiter in (change, stopping):
-                    waiter.cancel()
+                try:
+                    await asyncio.wait({change, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                finally:  # a client gone while waiting leaves no waiter behind
+                    for waiter in (change, stopping):
+                        waiter.cancel()
                 if shutdown.is_set():
                     yield _reconnect_event(job_id, "server shutting down", 500)
                     return
