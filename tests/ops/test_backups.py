@@ -141,8 +141,10 @@ async def create_backup(
     client: httpx.AsyncClient, headers: dict[str, str], **body: Any
 ) -> dict[str, Any]:
     response = await client.post("/api/backup/create", json=body or None, headers=headers)
-    assert response.status_code == 202, response.text
     accepted = response.json()
+    # 201 once written (the answer waits up to 10 s), 202 while it still is being written.
+    written = accepted["status"] == "COMPLETED"
+    assert response.status_code == (201 if written else 202), response.text
     for _ in range(1200):
         job = (await client.get(f"/api/jobs/{accepted['job_id']}", headers=headers)).json()
         if job["status"] in ("COMPLETED", "FAILED"):
@@ -569,7 +571,7 @@ async def test_a_created_backup_is_usable_as_soon_as_create_answers(
     response = await backup_client.post(
         "/api/backup/create", json={"description": "at once"}, headers=admin
     )
-    assert response.status_code == 202, response.text
+    assert response.status_code == 201, response.text  # created, not merely accepted
     accepted = response.json()
     assert accepted["status"] == "COMPLETED" and accepted["message"] == "Backup created"
     name = accepted["filename"]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Body, Request, status
+from fastapi import APIRouter, Body, Request, Response, status
 from fastapi.responses import FileResponse
 
 from vpsapi.auth.dependencies import AdminUser, CurrentUser
@@ -46,9 +46,14 @@ async def list_backups(request: Request, _: CurrentUser) -> BackupList:
     response_model=BackupAccepted,
     status_code=status.HTTP_202_ACCEPTED,
     summary="Write a backup archive (a job; answers once it is written, or after 10 s)",
+    responses={
+        201: {"model": BackupAccepted, "description": "Written: `status` COMPLETED"},
+        202: {"description": "Still being written (or failed): follow the job"},
+    },
 )
 async def create_backup(
     request: Request,
+    response: Response,
     principal: AdminUser,
     session: SessionDep,
     body: Annotated[BackupCreate | None, Body()] = None,
@@ -81,6 +86,8 @@ async def create_backup(
     message = {"COMPLETED": "Backup created", "FAILED": "Backup failed"}.get(
         job_status, "Backup started"
     )
+    if job_status == "COMPLETED":  # the archive exists now, not just the request
+        response.status_code = status.HTTP_201_CREATED
     return BackupAccepted(**accepted(job, message=message, filename=filename, status=job_status))
 
 
