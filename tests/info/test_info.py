@@ -52,8 +52,8 @@ async def test_search_answers_shape(
 async def test_seed_001_api_key_example_searches_without_a_query(
     client: httpx.AsyncClient, admin_headers: dict[str, str]
 ) -> None:
-    """Seed 001 shows `GET /api/v1/search` with only an API key: no query lists the newest
-    of what the caller may see."""
+    """Seed 001 shows `GET /api/v1/search` with only an API key: no query matches all the
+    caller may see."""
     created = await client.post("/api/v1/api-keys", json={"name": "it"}, headers=admin_headers)
     key = created.json()["data"]["key"]
     job = {"processingType": "type1", "data": [{"i": 1}]}

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vpsapi.citypulse.models import Building
-from vpsapi.core.search import SearchHit
+from vpsapi.core.search import SearchHit, text_matches
 from vpsapi.core.security import Principal
 
 
@@ -18,13 +18,7 @@ class BuildingSearch:
     ) -> list[SearchHit]:
         rows = await session.scalars(
             select(Building)
-            .where(
-                or_(  # autoescape: % and _ in the query are plain characters, not wildcards
-                    Building.name.icontains(query, autoescape=True),
-                    Building.city.icontains(query, autoescape=True),
-                    Building.address.icontains(query, autoescape=True),
-                )
-            )
+            .where(text_matches(query, Building.name, Building.city, Building.address))
             .order_by(Building.name, Building.id)
             .limit(limit)
         )

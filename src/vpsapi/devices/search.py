@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from vpsapi.core.search import SearchHit
+from vpsapi.core.search import SearchHit, text_matches
 from vpsapi.core.security import Principal
 from vpsapi.devices.models import Device, UserDevice
-
-
-def _like(query: str) -> str:
-    escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
 
 
 class DeviceSearch:
@@ -23,17 +18,12 @@ class DeviceSearch:
     ) -> list[SearchHit]:
         if principal.user_id is None:
             return []
-        pattern = _like(query)
         rows = await session.execute(
             select(UserDevice, Device)
             .join(Device, Device.id == UserDevice.device_id)
             .where(
                 UserDevice.user_id == principal.user_id,
-                or_(
-                    UserDevice.name.ilike(pattern, escape="\\"),
-                    Device.virtual_id.ilike(pattern, escape="\\"),
-                    Device.model.ilike(pattern, escape="\\"),
-                ),
+                text_matches(query, UserDevice.name, Device.virtual_id, Device.model),
             )
             .order_by(UserDevice.name)
             .limit(limit)

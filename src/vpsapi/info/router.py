@@ -65,7 +65,7 @@ async def search(
     session: SessionDep,
     q: Annotated[
         str,
-        Query(max_length=200, description="search text; none lists the newest of each kind"),
+        Query(max_length=200, description="search text; none matches all you may see"),
     ] = "",
     kind: Annotated[str | None, Query(max_length=40, description="limit to one kind")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, Protocol
 
-from sqlalchemy import Integer, Select, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Integer, Select, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,7 +15,7 @@ from vpsapi.config import Settings
 from vpsapi.core.db import utcnow
 from vpsapi.core.errors import BadRequest, Conflict, NotFound, ValidationFailed
 from vpsapi.core.pagination import cursor_params, encode_cursor, older_than_cursor
-from vpsapi.core.search import SearchHit
+from vpsapi.core.search import SearchHit, text_matches
 from vpsapi.core.security import Principal
 from vpsapi.jobs.engine import (
     CANCELLED,
@@ -283,10 +283,7 @@ class JobSearch:
         self, session: AsyncSession, principal: Principal, query: str, limit: int
     ) -> list[SearchHit]:
         statement = select(JobRecord).where(
-            or_(  # autoescape: % and _ in the query are plain characters, not wildcards
-                JobRecord.id.icontains(query, autoescape=True),
-                JobRecord.processing_type.icontains(query, autoescape=True),
-            )
+            text_matches(query, JobRecord.id, JobRecord.processing_type)
         )
         if not principal.is_admin:
             statement = statement.where(JobRecord.owner == principal.subject)
