@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -180,6 +182,33 @@ async def test_a_report_inside_the_interval_is_written_while_the_job_runs(
     gate.release.set()
     final = await wait_for_status(jobs_client, token_headers, job_id, {"COMPLETED"})
     assert final["progress"] == 100
+
+
+async def test_stream_ends_with_reconnect_when_its_read_stalls(
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stream's read of its job runs to its end even when the client leaves, but not
+    longer than SNAPSHOT_READ_SECONDS: a stalled database ends the stream with `reconnect`
+    (and would otherwise hold a gone client's task and a shutdown)."""
+    from vpsapi.jobs import service
+
+    job_id = await submit(jobs_client, token_headers)
+    monkeypatch.setattr("vpsapi.jobs.router.SNAPSHOT_READ_SECONDS", 0.2)
+    real_get_job = service.get_job
+
+    async def stalled(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(30)
+        return await real_get_job(*args, **kwargs)
+
+    monkeypatch.setattr(service, "get_job", stalled)
+    url = f"/api/sse/job-progress/{job_id}"
+    events = await asyncio.wait_for(_all(sse_events(jobs_client, url, token_headers)), 10)
+    assert [kind for kind, _, _ in events] == ["connected", "reconnect"]
+    assert json.loads(events[1][2])["reason"] == "database busy or unavailable"
+
+
+async def _all(events: Any) -> list[Any]:
+    return [event async for event in events]
 
 
 async def test_stream_ends_with_reconnect_when_no_database_connection_is_free(

@@ -32,6 +32,9 @@ REREAD_SECONDS = 15
 # On SIGTERM open streams get this long to say goodbye and end cleanly; clients then
 # reconnect (through the proxy, to another process) with Last-Event-ID.
 SHUTDOWN_GRACE_SECONDS = 5
+# The longest a stream's read of its job may take before the stream ends with a
+# `reconnect` event (a busy pool waits DATABASE_POOL_TIMEOUT, 5 s by default, first).
+SNAPSHOT_READ_SECONDS = 10
 _LEGACY_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": '`{"error": "Validation failed", "details": [{field, message}]}`'},
     401: {"description": '`{"error": "No token provided" | "Invalid token" | "Token expired"}`'},
@@ -257,8 +260,9 @@ async def job_progress(
                 try:
                     # A client leaving mid-read lets the read finish (a few ms): a query
                     # cancelled half-way costs its connection (SQLite's cannot even be
-                    # closed then, and says so with a traceback in the log).
-                    with anyio.CancelScope(shield=True):
+                    # closed then, and says so with a traceback in the log). Bounded, so
+                    # a stalled database holds neither a gone client nor a shutdown.
+                    with anyio.fail_after(SNAPSHOT_READ_SECONDS, shield=True):
                         async with database.session(autocommit=True) as read:
                             record = await service.get_job(read, principal, job_id)
                             job, seq = service.job_out(record), record.seq
@@ -266,7 +270,7 @@ async def job_progress(
                     yield {"event": "error", "data": json.dumps({"error": "Job not found"})}
                     return
                 except Exception as exc:
-                    if database_failure(exc) is None:
+                    if database_failure(exc) is None and not isinstance(exc, TimeoutError):
                         raise
                     # Busy or away: end the stream cleanly rather than break it; the
                     # client comes back with Last-Event-ID and misses nothing.
