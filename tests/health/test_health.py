@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import httpx
@@ -28,7 +27,12 @@ async def test_live(client: httpx.AsyncClient) -> None:
     assert response.json()["status"] == "alive"
 
 
-async def test_ready_reports_checks(client: httpx.AsyncClient, backend) -> None:
+async def test_ready_reports_checks(
+    client: httpx.AsyncClient, backend, monkeypatch: pytest.MonkeyPatch, cgroup_root: Path
+) -> None:
+    # The memory check reads the test's own figures, not the machine's.
+    roomy = psutil.virtual_memory()._replace(percent=10.0)
+    monkeypatch.setattr("vpsapi.core.memory.psutil.virtual_memory", lambda: roomy)
     response = await client.get("/health/ready")
     assert response.status_code == 200, response.text
     body = response.json()
@@ -121,15 +125,51 @@ def _write_group(group: Path, files: dict[str, str]) -> None:
             },
             "high",
         ),
-        # v1 (memory controller mounted apart), limit and usage in bytes.
+        # v2: the unit has no limit of its own, its slice has one (and binds it too).
         (
-            "",
+            "0::/app.slice/vpsapi.service",
+            {
+                "app.slice/vpsapi.service": {
+                    "memory.max": "max\n",
+                    "memory.current": "100\n",
+                    "memory.stat": "inactive_file 0\n",
+                },
+                "app.slice": {
+                    "memory.max": "1000\n",
+                    "memory.current": "960\n",
+                    "memory.stat": "inactive_file 0\n",
+                },
+            },
+            "high",
+        ),
+        # v1 (memory controller mounted apart) in a container: the mount's top is its
+        # group; the hierarchy's inactive cache (total_) is what is left out.
+        (
+            "4:memory:/docker/abc",
             {
                 "memory": {
                     "memory.limit_in_bytes": "4096\n",
                     "memory.usage_in_bytes": "4000\n",
-                    "memory.stat": "inactive_file 9\ntotal_inactive_file 10\n",
+                    "memory.stat": "inactive_file 9\ntotal_inactive_file 500\n",
                 }
+            },
+            "healthy",
+        ),
+        # v1 on a host: the group named in /proc/self/cgroup, with the limit it inherits
+        # from a parent (hierarchical_memory_limit) under its own "no limit".
+        (
+            "4:memory:/system.slice/vpsapi.service",
+            {
+                "memory": {
+                    "memory.limit_in_bytes": "9223372036854771712\n",
+                    "memory.usage_in_bytes": "10\n",
+                    "memory.stat": "total_inactive_file 0\n",
+                },
+                "memory/system.slice/vpsapi.service": {
+                    "memory.limit_in_bytes": "9223372036854771712\n",
+                    "memory.usage_in_bytes": "1990\n",
+                    "memory.stat": "hierarchical_memory_limit 2048\ntotal_inactive_file 0\n",
+                },
             },
             "high",
         ),
@@ -172,12 +212,16 @@ async def test_ready_memory_without_a_limit_is_the_hosts(
 
 async def test_a_slow_spell_long_past_is_forgotten(client: httpx.AsyncClient) -> None:
     """The average covers the last one or two windows only: slowness two windows ago no
-    longer counts."""
+    longer counts. (The window's clock is the test's: a loaded machine cannot move it.)"""
     times = client.app.state.response_times  # type: ignore[attr-defined]
-    times.window_seconds = 0.05
+    now = [1000.0]
+    times.clock = lambda: now[0]
+    times.window_start = now[0]
     times.add(5.0)
     assert (await client.get("/health/ready")).json()["checks"]["responseTime"] == "slow"
-    await asyncio.sleep(0.15)  # more than two windows
+    now[0] += 1.5 * times.window_seconds  # one window on: still counted
+    assert (await client.get("/health/ready")).json()["checks"]["responseTime"] == "slow"
+    now[0] += 2.5 * times.window_seconds  # more than two windows past it
     assert (await client.get("/health/ready")).json()["checks"]["responseTime"] == "healthy"
 
 

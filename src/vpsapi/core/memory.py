@@ -26,55 +26,89 @@ OWN_CGROUP = Path("/proc/self/cgroup")
 
 
 def memory_in_use_percent() -> float:
-    """Memory in use, in percent of what this process may use: its control group's limit
-    when it has one (a container's, or a systemd unit's `MemoryMax=`), otherwise the host's.
+    """Memory in use, in percent of what this process may use: of the tightest control
+    group limit over it (a container's, a systemd unit's or slice's `MemoryMax=`) when
+    there is one, otherwise of the host's memory.
 
     In a container the host's figure is the node's, which says nothing of how close this
     process is to being killed for memory."""
-    limited = _control_group_memory(CGROUP_ROOT)
-    if limited is None:
-        return psutil.virtual_memory().percent
-    used, limit = limited
-    return round(100 * used / limit, 1)
-
-
-def _control_group_memory(root: Path) -> tuple[int, int] | None:
-    """(bytes in use, limit) of this process's memory control group, v2 or v1, or None
-    when it has no limit below the host's memory. In use leaves out inactive file cache,
-    which the kernel reclaims before it kills anything (as `kubectl top` and cAdvisor's
-    working set do)."""
-    candidates = [
-        (_own_v2_group(root), "memory.max", "memory.current", "inactive_file"),
-        (root / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"),
+    host = psutil.virtual_memory()
+    limited = [
+        (used, limit)
+        for used, limit in _control_group_figures(CGROUP_ROOT)
+        if 0 < limit < host.total  # v1 writes a number near 2**63 for "no limit"
     ]
-    for group, limit_name, usage_name, inactive_name in candidates:
-        try:
-            limit_text = (group / limit_name).read_text().strip()
-            usage = int((group / usage_name).read_text())
-            stat = (group / "memory.stat").read_text()
-        except (OSError, ValueError):
-            continue
-        # v2 writes "max" for no limit; v1 a number near 2**63.
-        if limit_text == "max" or int(limit_text) >= psutil.virtual_memory().total:
-            return None
-        inactive = next(
-            (
-                int(line.split()[1])
-                for line in stat.splitlines()
-                if line.startswith(inactive_name + " ")
-            ),
-            0,
+    if not limited:
+        return host.percent
+    return round(max(100 * used / limit for used, limit in limited), 1)
+
+
+def _control_group_figures(root: Path) -> list[tuple[int, int]]:
+    """(bytes in use, limit) of each memory control group that bounds this process: its
+    own and its parents' in the unified (v2) hierarchy, its own (with the limit it
+    inherits) in v1's. In use leaves out inactive file cache, which the kernel reclaims
+    before it kills anything (as `kubectl top` and cAdvisor's working set count)."""
+    paths = _own_groups()
+    figures = []
+    v2 = root / paths.get("", "/").lstrip("/")
+    while True:
+        figures.append(_figures(v2, "memory.max", "memory.current", "inactive_file"))
+        if v2 == root or root not in v2.parents:
+            break
+        v2 = v2.parent
+    v1 = root / "memory" / paths.get("memory", "/").lstrip("/")
+    if not v1.is_dir():  # a container's own mount: its group is the mount's top
+        v1 = root / "memory"
+    figures.append(
+        _figures(
+            v1,
+            "memory.limit_in_bytes",
+            "memory.usage_in_bytes",
+            "total_inactive_file",
+            inherited_limit="hierarchical_memory_limit",
         )
-        return max(usage - inactive, 0), int(limit_text)
-    return None
+    )
+    return [found for found in figures if found is not None]
 
 
-def _own_v2_group(root: Path) -> Path:
-    """This process's group in the unified (v2) hierarchy, from `/proc/self/cgroup`
-    (`0::/system.slice/vpsapi.service`; `0::/` inside a container's own namespace)."""
+def _figures(
+    group: Path,
+    limit_file: str,
+    usage_file: str,
+    inactive_key: str,
+    inherited_limit: str | None = None,
+) -> tuple[int, int] | None:
+    """A group's (in use, limit), or None when it has no limit ("max") or no such files.
+    v1 names the tightest limit over the group in `memory.stat` (`inherited_limit`)."""
+    try:
+        limit_text = (group / limit_file).read_text().strip()
+        usage = int((group / usage_file).read_text())
+        stat = dict(line.split(" ", 1) for line in (group / "memory.stat").read_text().splitlines())
+        limits = [int(limit_text)] if limit_text != "max" else []
+        if inherited_limit in stat:
+            limits.append(int(stat[inherited_limit]))
+        inactive = int(stat.get(inactive_key, "0"))
+    except (OSError, ValueError):
+        return None
+    if not limits:
+        return None
+    return max(usage - inactive, 0), min(limits)
+
+
+def _own_groups() -> dict[str, str]:
+    """This process's group path per hierarchy, from `/proc/self/cgroup`: `""` for the
+    unified one (`0::/system.slice/vpsapi.service`; `0::/` in a container's own
+    namespace), `"memory"` for v1's memory controller (`4:memory:/docker/<id>`)."""
     try:
         lines = OWN_CGROUP.read_text().splitlines()
     except OSError:
-        return root
-    path = next((line[3:] for line in lines if line.startswith("0::")), "/")
-    return root / path.lstrip("/")
+        return {}
+    groups = {}
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _number, controllers, path = parts
+        for controller in controllers.split(",") if controllers else [""]:
+            groups[controller] = path
+    return groups

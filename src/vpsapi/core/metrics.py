@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -41,19 +42,22 @@ class ResponseTimes:
     minutes, for the readiness report (seed 004: "Average Response Time < 1s"). Timed to
     the answer's start, so a stream's (SSE) lifetime is not taken for slowness."""
 
-    def __init__(self, window_seconds: float = 60.0) -> None:
+    def __init__(
+        self, window_seconds: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.window_seconds = window_seconds
+        self.clock = clock
         self.current = [0.0, 0]  # seconds in all, answers
         self.previous = [0.0, 0]
-        self.window_start = time.monotonic()
+        self.window_start = clock()
 
     def _rotate(self) -> None:
-        elapsed = time.monotonic() - self.window_start
+        elapsed = self.clock() - self.window_start
         if elapsed >= self.window_seconds:
             recent = elapsed < 2 * self.window_seconds
             self.previous = self.current if recent else [0.0, 0]
             self.current = [0.0, 0]
-            self.window_start = time.monotonic()
+            self.window_start = self.clock()
 
     def add(self, seconds: float) -> None:
         self._rotate()
