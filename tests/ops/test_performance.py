@@ -160,6 +160,33 @@ async def test_queue_refuses_bad_requests_and_non_admins(
     assert set(await audit_actions(perf_client)) <= {"POST /api/tasks/queue"}
 
 
+@pytest.mark.parametrize(
+    "params",
+    [
+        '{"a": "\\ud800"}',  # an unpaired surrogate, as a JSON escape
+        '{"a": ' + "[" * 260 + "]" * 260 + "}",  # deeper than JSON is read back
+    ],
+)
+async def test_task_params_that_could_not_be_read_back_are_refused(
+    perf_client: httpx.AsyncClient, admin: dict[str, str], params: str
+) -> None:
+    """Queued, such params made every read of the job (and the jobs list, and the audit
+    log page holding it) a 500."""
+    body = '{"task": "echo", "params": ' + params + "}"
+    response = await perf_client.post(
+        "/api/tasks/queue",
+        content=body,
+        headers={**admin, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "params"] and "unpaired surrogates" in error["msg"]
+    status = await perf_client.get("/api/tasks/queue/status", headers=admin)
+    assert sum(status.json()["by_status"].values()) == 0
+    assert (await perf_client.get("/api/jobs", headers=admin)).status_code == 200
+    assert (await perf_client.get("/api/logs/audit", headers=admin)).status_code == 200
+
+
 async def test_ops_task_jobs_cannot_be_submitted_through_the_jobs_api(
     perf_client: httpx.AsyncClient, viewer: dict[str, str]
 ) -> None:

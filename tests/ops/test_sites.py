@@ -4,6 +4,7 @@ a broken one is refused with nginx's words and changes nothing, injections never
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
 from typing import Any
@@ -215,6 +216,8 @@ INJECTIONS = [
     {"locations": [{"path": "/", "backend": "127.0.0.1:99999"}]},
     {"locations": [{"path": "/", "backend": "127.0.0.1:1", "custom_headers": {"X": 'a"; b'}}]},
     {"locations": [{"path": "/", "backend": "127.0.0.1:1", "custom_headers": {"X Y": "a"}}]},
+    # An unpaired surrogate cannot be written to the site's file (it was a 500).
+    {"locations": [{"path": "/", "backend": "127.0.0.1:1", "custom_headers": {"X": "\ud800"}}]},
     {"locations": [{"path": "/", "backend": "127.0.0.1:1", "client_max_body_size": "1m;"}]},
     {"locations": [{"path": "/", "root": "/var/www; deny all"}]},
     {"locations": [{"path": "/", "root": "/var/../etc"}]},
@@ -235,7 +238,12 @@ async def test_injections_and_bad_input_are_refused(
     change: dict[str, Any],
 ) -> None:
     body = {**site_body("victim", free_port(), "127.0.0.1:9"), **change}
-    response = await ops_client.post("/api/configs", json=body, headers=ops_admin)
+    # Encoded as ASCII (JSON escapes), so that a lone surrogate can be sent at all.
+    response = await ops_client.post(
+        "/api/configs",
+        content=json.dumps(body),
+        headers={**ops_admin, "Content-Type": "application/json"},
+    )
     assert response.status_code == 422, response.text
     assert isinstance(response.json()["detail"], list)
     assert list(private_nginx.conf_dir.glob("vpsapi-*")) == []

@@ -110,6 +110,23 @@ def parse_json_body(raw: bytes) -> Any:
         raise BadRequest("Malformed JSON in request body") from exc
 
 
+def check_storable_json(value: Any) -> Any:
+    """A value parsed by FastAPI (Python's json, laxer than `parse_json_body`) that can
+    be written as JSON and read back: stored otherwise, it breaks every later read of
+    it (a job, an audit entry). Refused: unpaired surrogates and nesting deeper than
+    about 200 levels."""
+    try:
+        pydantic_core.from_json(pydantic_core.to_json(value))
+    except ValueError as exc:  # PydanticSerializationError is one
+        raise ValueError(
+            "must be JSON nested at most about 200 levels deep, without unpaired "
+            "surrogates (\\ud800-\\udfff)"
+        ) from exc
+    return value
+
+
+StorableJsonObject = Annotated[dict[str, Any], AfterValidator(check_storable_json)]
+
 M = TypeVar("M", bound=BaseModel)
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 

@@ -36,7 +36,8 @@ _HOST = re.compile(r"^([A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]{2,45}
 _URL_PATH = re.compile(r"^/[A-Za-z0-9_./~%-]*$")
 _LOCATION_PATH = re.compile(r"^/[A-Za-z0-9_./~-]*$")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
-_HEADER_VALUE = re.compile(r"^[^\"'\\{};\r\n\x00-\x1f$]{0,500}$")
+# No unpaired surrogate either: it cannot be written to a file (it was a 500).
+_HEADER_VALUE = re.compile(r"^[^\"'\\{};\r\n\x00-\x1f$\ud800-\udfff]{0,500}$")
 
 
 def check_client_can_ask(backend: str) -> None:

@@ -4,6 +4,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vpsapi.core.schemas import StorableJsonObject
+
 
 class CacheStats(BaseModel):
     backend: str = Field(description="redis (shared by all processes) or memory")
@@ -31,7 +33,7 @@ class TaskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     task: str = Field(min_length=1, max_length=64, description="e.g. nginx_test")
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: StorableJsonObject = Field(default_factory=dict)
 
 
 class TaskQueued(BaseModel):
