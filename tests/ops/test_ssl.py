@@ -164,6 +164,27 @@ async def test_upload_lists_and_serves_the_public_certificate_only(
     assert "PRIVATE" not in str(entry_row.after)
 
 
+async def test_the_certificate_file_and_its_content_hold_certificates_only(
+    ssl_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    viewer: dict[str, str],
+    ca: Any,
+    tmp_path: Path,
+) -> None:
+    """Text around the PEM blocks is not written; a file stored before keys beside the
+    certificate were refused is served without its key."""
+    cert, key = make_leaf(["app.example.com"], ca)
+    noted = "issued for the app\n" + cert
+    assert (await upload(ssl_client, admin, "app.example.com", noted, key)).status_code == 200
+    stored = tmp_path / "ssl" / "app.example.com.crt"
+    assert stored.read_text() == cert
+    stored.write_text(key + cert)  # as an upload of before the rule could have left it
+    content = await ssl_client.get("/api/ssl/certificate/app.example.com/content", headers=viewer)
+    assert content.status_code == 200
+    assert content.json()["cert_content"] == cert
+    assert "PRIVATE KEY" not in content.text
+
+
 async def test_a_form_with_the_pem_files_uploads_too(
     ssl_client: httpx.AsyncClient, admin: dict[str, str], ca: Any
 ) -> None:
@@ -233,6 +254,10 @@ async def test_replacing_a_certificate_and_a_key_that_does_not_match(
             422,
             "the certificate is not valid PEM",
         ),
+        # A key pasted into the certificate (either side of it) would be written into
+        # the world-readable file and served by the content endpoint.
+        (lambda c, k: (k + c, k), 422, "the certificate holds a private key"),
+        (lambda c, k: (c + k, k), 422, "the certificate holds a private key"),
     ],
 )
 async def test_unparseable_uploads_are_refused(

@@ -104,8 +104,24 @@ def describe(chain: list[x509.Certificate]) -> CertificateInfo:
     )
 
 
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+_PEM_PRIVATE_KEY = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+
+
+def certificate_blocks(pem: bytes) -> bytes:
+    """Only the certificates of a PEM text, one block per certificate: whatever else it
+    holds (a key pasted beside them, comments) reaches neither the public file nor the
+    content endpoint."""
+    return b"".join(block + b"\n" for block in _PEM_CERTIFICATE.findall(pem))
+
+
 def parse_chain(pem: bytes) -> list[x509.Certificate]:
     """The certificates of a PEM bundle, leaf first; each must be issued by the next."""
+    if _PEM_PRIVATE_KEY.search(pem):
+        # The certificate file is world-readable and its content served to any user.
+        raise Unprocessable(
+            "the certificate holds a private key: send the key as key_content, apart"
+        )
     try:
         chain = x509.load_pem_x509_certificates(pem)
     except ValueError as exc:

@@ -115,7 +115,7 @@ async def certificate_content(domain: str, request: Request, _: CurrentUser) -> 
     item = await asyncio.to_thread(store.find, request.app.state.settings, domain)
     return CertificateContent(
         domain=item.domain,
-        cert_content=await asyncio.to_thread(item.cert_path.read_text),
+        cert_content=await asyncio.to_thread(service.public_certificate, item),
         source=item.source,
         cert_path=str(item.cert_path),
     )

@@ -21,7 +21,7 @@ from vpsapi.jobs.models import JobRecord
 from vpsapi.jobs.service import JobView
 from vpsapi.ops.jobs import SYSTEM_PRINCIPAL, dispatch_job, submit_ops_job, unseal
 from vpsapi.ops.ssl import store
-from vpsapi.ops.ssl.certs import covers, is_hostname
+from vpsapi.ops.ssl.certs import certificate_blocks, covers, is_hostname
 from vpsapi.ops.ssl.schemas import CertificateOut, DomainEntry, DomainList, LetsEncryptRequest
 from vpsapi.ops.ssl.store import StoredCertificate
 
@@ -95,6 +95,12 @@ def upload(
     before = existing(settings, stem)
     saved = store.save_pair(settings, stem, cert_pem.encode(), key_pem.encode(), domain=domain)
     return saved, before
+
+
+def public_certificate(item: StoredCertificate) -> str:
+    """What a content request gets: the certificates only, even from a file uploaded
+    before a key beside them was refused."""
+    return certificate_blocks(item.cert_path.read_bytes()).decode()
 
 
 def domains(settings: Settings, query: str | None) -> DomainList:

@@ -16,6 +16,7 @@ from vpsapi.core.errors import NotFound, ServiceUnavailable
 from vpsapi.ops.ssl.certs import (
     CertificateInfo,
     cert_stem,
+    certificate_blocks,
     check_covers,
     inspect_files,
     validate_pair,
@@ -127,7 +128,7 @@ def save_pair(
     acme_path = directory / (stem + ACME_SUFFIX)
     try:
         write_atomic(key_path, key_pem, KEY_MODE)
-        write_atomic(cert_path, cert_pem, CERT_MODE)
+        write_atomic(cert_path, certificate_blocks(cert_pem), CERT_MODE)
         if acme is None:
             acme_path.unlink(missing_ok=True)
         else:
