@@ -98,6 +98,28 @@ async def test_duplicate_email_409(
     assert response.json()["error"] == "Conflict"
 
 
+@pytest.mark.parametrize(
+    "also",
+    [{}, {"username": "renamed-one"}, {"password": "another-password-1"}, {"isActive": False}],
+)
+async def test_patching_in_a_taken_email_is_409_whatever_else_it_changes(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], create_user, also: dict
+) -> None:
+    """With another field beside it, a taken email was a 500 (flushed by that field's own
+    query before the check)."""
+    user, _headers = await create_user()
+    response = await client.patch(
+        f"/api/v1/users/{user['id']}",
+        json={"email": ADMIN_EMAIL.upper(), **also},
+        headers=admin_headers,
+    )
+    assert response.status_code == 409, response.text
+    assert response.json()["error"] == "Conflict"
+    after = await client.get(f"/api/v1/users/{user['id']}", headers=admin_headers)
+    assert after.json()["data"]["email"] == user["email"]
+    assert after.json()["data"]["isActive"] is True
+
+
 async def test_usernames_differing_only_in_case_are_one_name(
     client: httpx.AsyncClient, admin_headers: dict[str, str], create_user
 ) -> None:

@@ -149,11 +149,22 @@ async def update_user(
     is_active: bool | None = None,
     organization_id: str | None = None,
 ) -> User:
+    # Both checked before either is set: a later query would flush a taken email first
+    # (an IntegrityError outside the flush below, a 500).
+    email = None if email is None else _normalize_email(email)
+    email_taken = (
+        email is not None
+        and (
+            await session.execute(select(User.id).where(User.email == email, User.id != user.id))
+        ).first()
+    )
+    if email_taken or (
+        username is not None and await _username_taken(session, username, besides=user.id)
+    ):
+        raise Conflict("A user with this email or username already exists")
     if email is not None:
-        user.email = _normalize_email(email)
+        user.email = email
     if username is not None:
-        if await _username_taken(session, username, besides=user.id):
-            raise Conflict("A user with this email or username already exists")
         user.username = username
     if role is not None:
         if role not in ROLES:
