@@ -236,6 +236,10 @@ async def test_filters_limit_and_cursor_paging(
         ("nginx", {"grep": "\x00"}),
         ("structured", {"source": "passwords"}),
         ("audit", {"cursor": "bm9wZQ"}),
+        # A cursor's time out of range once in UTC (0001-01-01T00:00+14:00, 9999-12-31
+        # T23:59:59-14:00): was a 500 binding it.
+        ("audit", {"cursor": "eyJ0IjogIjAwMDEtMDEtMDFUMDA6MDA6MDArMTQ6MDAiLCAiaWQiOiAieCJ9"}),
+        ("audit", {"cursor": "eyJ0IjogIjk5OTktMTItMzFUMjM6NTk6NTktMTQ6MDAiLCAiaWQiOiAieCJ9"}),
         ("audit", {"limit": "many"}),
         ("nginx", {"log": "secrets"}),
         ("nginx", {"lines": 0}),

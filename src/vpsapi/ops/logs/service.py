@@ -23,6 +23,7 @@ from vpsapi.config import Settings
 from vpsapi.core.db import utcnow
 from vpsapi.core.errors import ValidationFailed
 from vpsapi.core.logging import LOG_STREAMS, redact, stream_path
+from vpsapi.core.schemas import as_utc
 from vpsapi.core.security import Principal
 from vpsapi.ops.audit.models import AuditEntry
 from vpsapi.ops.audit.service import actor_name
@@ -184,8 +185,12 @@ def _audit_position(cursor: str) -> tuple[datetime, str]:
         position = reader.decode_cursor(cursor)
         moment = reader.parse_timestamp(position.get("t"))
         entry_id = position.get("id")
+        # In UTC as the column binds it: a forged 0001-01-01T00:00+14:00 fails here.
+        moment = None if moment is None else as_utc(moment)
     except reader.InvalidCursor as exc:
         raise _invalid("cursor", str(exc)) from exc
+    except ValueError:
+        moment = None
     if moment is None or not isinstance(entry_id, str):
         raise _invalid("cursor", "Invalid cursor")
     return moment, entry_id
