@@ -622,8 +622,9 @@ async def test_a_backup_still_being_written_is_a_409_naming_its_job(
 
 
 def write_archive(path: Path, manifest: Any) -> None:
-    """An archive whose first member is `manifest` (any JSON), and nothing else."""
-    data = json.dumps(manifest).encode()
+    """An archive whose first member is `manifest` (any JSON, or its text), and nothing
+    else."""
+    data = manifest.encode() if isinstance(manifest, str) else json.dumps(manifest).encode()
     with tarfile.open(path, "w:gz") as tar:
         info = tarfile.TarInfo("manifest.json")
         info.size = len(data)
@@ -634,7 +635,7 @@ def write_archive(path: Path, manifest: Any) -> None:
     ("manifest", "reason"),
     [
         (["not", "an", "object"], "not a vpsapi backup"),
-        ("just text", "not a vpsapi backup"),
+        (json.dumps("just text"), "not a vpsapi backup"),
         ({"config_count": "abc"}, "config_count is not a count"),
         ({"cert_count": -1}, "cert_count is not a count"),
         ({"created_at": "yesterday"}, "created_at is not an ISO time"),
@@ -676,3 +677,25 @@ async def test_a_malformed_manifest_is_listed_as_damaged_and_not_restored(
     # Refused before anything happened: no safety backup was taken.
     listing = (await backup_client.get("/api/backup/list", headers=admin)).json()["backups"]
     assert len(listing) == 2
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda text: text[:-1] + ', "x": ' + "[" * 5000 + "]" * 5000 + "}",  # too deep
+        lambda text: text[:-1] + ', "description": "\\ud800"}',  # an unpaired surrogate
+    ],
+)
+async def test_a_manifest_json_cannot_read_back_is_damaged_not_a_500(
+    backup_client: httpx.AsyncClient, admin: dict[str, str], tmp_path: Path, spoil: Any
+) -> None:
+    good = await create_backup(backup_client, admin)
+    with tarfile.open(tmp_path / "backups" / good["filename"]) as tar:
+        real = tar.extractfile("manifest.json").read().decode()  # type: ignore[union-attr]
+    write_archive(tmp_path / "backups" / "odd.tar.gz", spoil(real))
+    listing = await backup_client.get("/api/backup/list", headers=admin)
+    assert listing.status_code == 200, listing.text
+    entries = {entry["filename"]: entry for entry in listing.json()["backups"]}
+    assert "not a readable backup" in entries["odd.tar.gz"]["error"]
+    response = await backup_client.post("/api/backup/restore/odd.tar.gz", headers=admin)
+    assert response.status_code == 422, response.text

@@ -17,6 +17,8 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import pydantic_core
+
 from vpsapi.core.errors import BadRequest, Unprocessable
 
 FORMAT = "vpsapi-backup"
@@ -111,7 +113,9 @@ def read_manifest(path: Path) -> dict[str, Any]:
                 raise Unprocessable(f"{path.name} is not a vpsapi backup (no manifest)")
             handle = tar.extractfile(first)
             assert handle is not None
-            manifest: Any = json.loads(handle.read())
+            # pydantic's parser, not json.loads: nesting past ~200 levels and unpaired
+            # surrogates (which no answer can carry) are a damaged manifest, not a 500.
+            manifest: Any = pydantic_core.from_json(handle.read(), allow_inf_nan=False)
     except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
         raise Unprocessable(f"{path.name} is not a readable backup: {exc}") from exc
     if (
