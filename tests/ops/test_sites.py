@@ -250,6 +250,20 @@ async def test_injections_and_bad_input_are_refused(
     assert (await ops_client.get("/api/configs", headers=ops_admin)).json() == []
 
 
+async def store_site_as_before(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    body: dict[str, Any],
+    locations: list[dict[str, Any]],
+) -> None:
+    """A site created from `body`, then its row given `locations` that today's rules
+    refuse on the way in, as a row saved before a rule came would hold them."""
+    assert (await client.post("/api/configs", json=body, headers=headers)).status_code == 201
+    async with client.app.state.db.session() as session:  # type: ignore[attr-defined]
+        site = await session.get(NginxSite, body["id"])
+        site.locations = locations
+
+
 async def test_a_site_stored_before_a_rule_still_reads(
     ops_client: httpx.AsyncClient,
     ops_admin: dict[str, str],
@@ -259,10 +273,9 @@ async def test_a_site_stored_before_a_rule_still_reads(
     """A row saved when `..` was still taken lists and reads (it was a 500); a change to
     it is checked by today's rules."""
     body = site_body("older", free_port(), backends[0].address)
-    assert (await ops_client.post("/api/configs", json=body, headers=ops_admin)).status_code == 201
-    async with ops_client.app.state.db.session() as session:  # type: ignore[attr-defined]
-        site = await session.get(NginxSite, "older")
-        site.locations = [{"path": "/", "root": "/var/www/../html"}]
+    await store_site_as_before(
+        ops_client, ops_admin, body, [{"path": "/", "root": "/var/www/../html"}]
+    )
     listed = await ops_client.get("/api/configs", headers=ops_admin)
     assert listed.status_code == 200, listed.text
     assert listed.json()[0]["locations"][0]["root"] == "/var/www/../html"
@@ -316,10 +329,9 @@ async def test_a_site_stored_with_a_host_no_client_can_ask_still_reads_and_check
     """A row saved before the rule lists, and refreshing its backends' health reports the
     host as unhealthy (it was a 500)."""
     body = site_body("older-host", free_port(), backends[0].address, is_active=False)
-    assert (await ops_client.post("/api/configs", json=body, headers=ops_admin)).status_code == 201
-    async with ops_client.app.state.db.session() as session:  # type: ignore[attr-defined]
-        site = await session.get(NginxSite, "older-host")
-        site.locations = [{"path": "/", "backend": "http://256.0.0.1:80"}]
+    await store_site_as_before(
+        ops_client, ops_admin, body, [{"path": "/", "backend": "http://256.0.0.1:80"}]
+    )
     listed = await ops_client.get("/api/configs", headers=ops_admin)
     assert listed.status_code == 200, listed.text
     report = await ops_client.get("/api/health/backends?refresh=true", headers=ops_admin)
