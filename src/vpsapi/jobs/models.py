@@ -16,6 +16,7 @@ class JobRecord(Base):
         UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
         Index("ix_jobs_due", "status", "run_at"),
         Index("ix_jobs_owner_created", "owner", "created_at"),
+        Index("ix_jobs_created", "created_at", "id"),  # pages across owners (admins)
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
