@@ -165,6 +165,8 @@ async def test_queue_refuses_bad_requests_and_non_admins(
     [
         '{"a": "\\ud800"}',  # an unpaired surrogate, as a JSON escape
         '{"a": ' + "[" * 260 + "]" * 260 + "}",  # deeper than JSON is read back
+        '{"a": NaN}',  # Python's json reads it; PostgreSQL's json refuses it (a 500)
+        '{"a": [1, -Infinity]}',
     ],
 )
 async def test_task_params_that_could_not_be_read_back_are_refused(

@@ -166,6 +166,7 @@ async def update_user(
         user.email = email
     if username is not None:
         user.username = username
+    await _flush_user(session)  # now: a later query would flush a name taken meanwhile
     if role is not None:
         if role not in ROLES:
             raise BadRequest(f"role must be one of {', '.join(ROLES)}")
@@ -179,11 +180,15 @@ async def update_user(
         user.is_active = is_active
         if not is_active:
             await revoke_user_sessions(session, user.id, reason="deactivated")
+    await _flush_user(session)
+    return user
+
+
+async def _flush_user(session: AsyncSession) -> None:
     try:
         await session.flush()
     except IntegrityError as exc:
         raise Conflict("A user with this email or username already exists") from exc
-    return user
 
 
 async def delete_user(session: AsyncSession, user: User) -> None:

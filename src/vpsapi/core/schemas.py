@@ -113,14 +113,15 @@ def parse_json_body(raw: bytes) -> Any:
 def check_storable_json(value: Any) -> Any:
     """A value parsed by FastAPI (Python's json, laxer than `parse_json_body`) that can
     be written as JSON and read back: stored otherwise, it breaks every later read of
-    it (a job, an audit entry). Refused: unpaired surrogates and nesting deeper than
-    about 200 levels."""
+    it (a job, an audit entry). Refused: unpaired surrogates, nesting deeper than about
+    200 levels, and NaN or Infinity (PostgreSQL's json refuses them)."""
     try:
-        pydantic_core.from_json(pydantic_core.to_json(value))
+        written = pydantic_core.to_json(value, inf_nan_mode="constants")
+        pydantic_core.from_json(written, allow_inf_nan=False)
     except ValueError as exc:  # PydanticSerializationError is one
         raise ValueError(
             "must be JSON nested at most about 200 levels deep, without unpaired "
-            "surrogates (\\ud800-\\udfff)"
+            "surrogates (\\ud800-\\udfff), NaN or Infinity"
         ) from exc
     return value
 

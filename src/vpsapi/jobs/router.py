@@ -270,7 +270,7 @@ async def job_progress(
                     yield {"event": "error", "data": json.dumps({"error": "Job not found"})}
                     return
                 except Exception as exc:
-                    if database_failure(exc) is None and not isinstance(exc, TimeoutError):
+                    if database_failure(exc) is None:  # a TimeoutError is one
                         raise
                     # Busy or away: end the stream cleanly rather than break it; the
                     # client comes back with Last-Event-ID and misses nothing.
