@@ -178,6 +178,13 @@ async def test_the_certificate_file_and_its_content_hold_certificates_only(
     assert (await upload(ssl_client, admin, "app.example.com", noted, key)).status_code == 200
     stored = tmp_path / "ssl" / "app.example.com.crt"
     assert stored.read_text() == cert
+    # A certificate under the old PEM label, which the parser takes: written again under
+    # the usual one (matched as text, it was written as an empty file).
+    old_label = cert.replace("BEGIN CERTIFICATE", "BEGIN X509 CERTIFICATE").replace(
+        "END CERTIFICATE", "END X509 CERTIFICATE"
+    )
+    assert (await upload(ssl_client, admin, "app.example.com", old_label, key)).status_code == 200
+    assert stored.read_text() == cert
     stored.write_text(key + cert)  # as an upload of before the rule could have left it
     content = await ssl_client.get("/api/ssl/certificate/app.example.com/content", headers=viewer)
     assert content.status_code == 200

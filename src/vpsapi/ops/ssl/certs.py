@@ -104,15 +104,19 @@ def describe(chain: list[x509.Certificate]) -> CertificateInfo:
     )
 
 
-_PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 _PEM_PRIVATE_KEY = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 
 
 def certificate_blocks(pem: bytes) -> bytes:
-    """Only the certificates of a PEM text, one block per certificate: whatever else it
-    holds (a key pasted beside them, comments) reaches neither the public file nor the
-    content endpoint."""
-    return b"".join(block + b"\n" for block in _PEM_CERTIFICATE.findall(pem))
+    """Only the certificates of a PEM text, each written again from what was parsed:
+    whatever else it holds (a key pasted beside them, comments) reaches neither the
+    public file nor the content endpoint, and an old label (`X509 CERTIFICATE`) comes out
+    as nginx's usual one."""
+    try:
+        chain = x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        return b""
+    return b"".join(cert.public_bytes(serialization.Encoding.PEM) for cert in chain)
 
 
 def parse_chain(pem: bytes) -> list[x509.Certificate]:
