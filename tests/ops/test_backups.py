@@ -680,14 +680,24 @@ async def test_a_malformed_manifest_is_listed_as_damaged_and_not_restored(
 
 
 @pytest.mark.parametrize(
-    "spoil",
+    ("spoil", "reason"),
     [
-        lambda text: text[:-1] + ', "x": ' + "[" * 5000 + "]" * 5000 + "}",  # too deep
-        lambda text: text[:-1] + ', "description": "\\ud800"}',  # an unpaired surrogate
+        (
+            lambda text: text[:-1] + ', "x": ' + "[" * 5000 + "]" * 5000 + "}",
+            "not a readable backup",  # deeper than the parser follows
+        ),
+        (
+            lambda text: text[:-1] + ', "description": "\\ud800"}',
+            "description is not text",  # an unpaired surrogate no answer can carry
+        ),
     ],
 )
-async def test_a_manifest_json_cannot_read_back_is_damaged_not_a_500(
-    backup_client: httpx.AsyncClient, admin: dict[str, str], tmp_path: Path, spoil: Any
+async def test_a_manifest_no_answer_could_carry_is_damaged_not_a_500(
+    backup_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    tmp_path: Path,
+    spoil: Any,
+    reason: str,
 ) -> None:
     good = await create_backup(backup_client, admin)
     with tarfile.open(tmp_path / "backups" / good["filename"]) as tar:
@@ -696,6 +706,23 @@ async def test_a_manifest_json_cannot_read_back_is_damaged_not_a_500(
     listing = await backup_client.get("/api/backup/list", headers=admin)
     assert listing.status_code == 200, listing.text
     entries = {entry["filename"]: entry for entry in listing.json()["backups"]}
-    assert "not a readable backup" in entries["odd.tar.gz"]["error"]
+    assert reason in entries["odd.tar.gz"]["error"]
     response = await backup_client.post("/api/backup/restore/odd.tar.gz", headers=admin)
     assert response.status_code == 422, response.text
+
+
+async def test_a_certificate_file_name_that_is_not_utf8_backs_up_and_restores(
+    backup_client: httpx.AsyncClient, admin: dict[str, str], tmp_path: Path
+) -> None:
+    """Its name is kept as its bytes (an unpaired surrogate in the manifest): the archive
+    lists as sound and restores."""
+    odd = os.fsencode(tmp_path / "ssl") + b"/caf\xe9.pem"
+    os.makedirs(tmp_path / "ssl", exist_ok=True)
+    with open(odd, "wb") as handle:
+        handle.write(b"not a certificate\n")
+    created = await create_backup(backup_client, admin)
+    listing = (await backup_client.get("/api/backup/list", headers=admin)).json()["backups"]
+    [entry] = [item for item in listing if item["filename"] == created["filename"]]
+    assert entry["error"] is None, entry
+    restored = await backup_client.post(f"/api/backup/restore/{created['filename']}", headers=admin)
+    assert restored.status_code == 200, restored.text

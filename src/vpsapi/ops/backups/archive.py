@@ -17,8 +17,6 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import pydantic_core
-
 from vpsapi.core.errors import BadRequest, Unprocessable
 
 FORMAT = "vpsapi-backup"
@@ -113,10 +111,9 @@ def read_manifest(path: Path) -> dict[str, Any]:
                 raise Unprocessable(f"{path.name} is not a vpsapi backup (no manifest)")
             handle = tar.extractfile(first)
             assert handle is not None
-            # pydantic's parser, not json.loads: nesting past ~200 levels and unpaired
-            # surrogates (which no answer can carry) are a damaged manifest, not a 500.
-            manifest: Any = pydantic_core.from_json(handle.read(), allow_inf_nan=False)
-    except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+            manifest: Any = json.loads(handle.read())
+    # RecursionError: nesting json.loads cannot follow (a hand-made manifest).
+    except (tarfile.TarError, OSError, EOFError, ValueError, RecursionError) as exc:
         raise Unprocessable(f"{path.name} is not a readable backup: {exc}") from exc
     if (
         not isinstance(manifest, dict)
@@ -140,7 +137,9 @@ def _manifest_problem(manifest: dict[str, Any]) -> str | None:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             return f"{field} is not a count"
     for field in ("created_at", "created_by", "description", "kind"):
-        if not isinstance(manifest.get(field, ""), str | None):
+        # Text a listing shows: no unpaired surrogate, which no answer can carry (member
+        # names may hold some: a file name that is not UTF-8, kept as its bytes).
+        if not _is_text(manifest.get(field, "")):
             return f"{field} is not text"
     try:
         created = datetime.fromisoformat(manifest.get("created_at") or "2000-01-01T00:00:00Z")
@@ -149,7 +148,11 @@ def _manifest_problem(manifest: dict[str, Any]) -> str | None:
     if created.tzinfo is None:
         return "created_at has no time zone"
     database = manifest.get("database")
-    if not isinstance(database, dict) or not isinstance(database.get("backend"), str):
+    if (
+        not isinstance(database, dict)
+        or not isinstance(database.get("backend"), str)
+        or not _is_text(database["backend"])
+    ):
         return "database.backend is missing"
     for name, member in manifest["members"].items():
         if (
@@ -163,6 +166,18 @@ def _manifest_problem(manifest: dict[str, Any]) -> str | None:
         ):
             return f"member {name!r} is not described by sha256, size and mode"
     return None
+
+
+def _is_text(value: Any) -> bool:
+    if value is None:
+        return True
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _safe_name(name: str) -> bool:
