@@ -155,20 +155,20 @@ def _write_group(group: Path, files: dict[str, str]) -> None:
             },
             "healthy",
         ),
-        # v1 on a host: the group named in /proc/self/cgroup, with the limit it inherits
-        # from a parent (hierarchical_memory_limit) under its own "no limit".
+        # v1 on a host: the group named in /proc/self/cgroup has no limit ("a number near
+        # 2**63"); its slice has one, nearly used up by the slice's other services.
         (
             "4:memory:/system.slice/vpsapi.service",
             {
-                "memory": {
-                    "memory.limit_in_bytes": "9223372036854771712\n",
-                    "memory.usage_in_bytes": "10\n",
+                "memory/system.slice": {
+                    "memory.limit_in_bytes": "2048\n",
+                    "memory.usage_in_bytes": "1990\n",
                     "memory.stat": "total_inactive_file 0\n",
                 },
                 "memory/system.slice/vpsapi.service": {
                     "memory.limit_in_bytes": "9223372036854771712\n",
-                    "memory.usage_in_bytes": "1990\n",
-                    "memory.stat": "hierarchical_memory_limit 2048\ntotal_inactive_file 0\n",
+                    "memory.usage_in_bytes": "600\n",
+                    "memory.stat": "total_inactive_file 0\n",
                 },
             },
             "high",

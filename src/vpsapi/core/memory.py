@@ -45,54 +45,47 @@ def memory_in_use_percent() -> float:
 
 def _control_group_figures(root: Path) -> list[tuple[int, int]]:
     """(bytes in use, limit) of each memory control group that bounds this process: its
-    own and its parents' in the unified (v2) hierarchy, its own (with the limit it
-    inherits) in v1's. In use leaves out inactive file cache, which the kernel reclaims
-    before it kills anything (as `kubectl top` and cAdvisor's working set count)."""
+    own and its parents', in the unified (v2) hierarchy and in v1's memory one. In use
+    leaves out inactive file cache, which the kernel reclaims before it kills anything
+    (as `kubectl top` and cAdvisor's working set count)."""
     paths = _own_groups()
-    figures = []
-    v2 = root / paths.get("", "/").lstrip("/")
-    while True:
-        figures.append(_figures(v2, "memory.max", "memory.current", "inactive_file"))
-        if v2 == root or root not in v2.parents:
-            break
-        v2 = v2.parent
-    v1 = root / "memory" / paths.get("memory", "/").lstrip("/")
-    if not v1.is_dir():  # a container's own mount: its group is the mount's top
-        v1 = root / "memory"
-    figures.append(
-        _figures(
-            v1,
-            "memory.limit_in_bytes",
-            "memory.usage_in_bytes",
-            "total_inactive_file",
-            inherited_limit="hierarchical_memory_limit",
-        )
-    )
-    return [found for found in figures if found is not None]
+    v1 = root / "memory"
+    own_v1 = v1 / paths.get("memory", "/").lstrip("/")
+    if not own_v1.is_dir():  # a container's own mount: its group is the mount's top
+        own_v1 = v1
+    groups = [
+        (group, "memory.max", "memory.current", "inactive_file")
+        for group in _up_to(root / paths.get("", "/").lstrip("/"), root)
+    ] + [
+        (group, "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+        for group in _up_to(own_v1, v1)
+    ]
+    found = (_figures(*group) for group in groups)
+    return [figures for figures in found if figures is not None]
+
+
+def _up_to(group: Path, top: Path) -> list[Path]:
+    """`group` and its parents up to `top` (a parent's limit binds its children too)."""
+    chain = [group]
+    while chain[-1] != top and top in chain[-1].parents:
+        chain.append(chain[-1].parent)
+    return chain
 
 
 def _figures(
-    group: Path,
-    limit_file: str,
-    usage_file: str,
-    inactive_key: str,
-    inherited_limit: str | None = None,
+    group: Path, limit_file: str, usage_file: str, inactive_key: str
 ) -> tuple[int, int] | None:
-    """A group's (in use, limit), or None when it has no limit ("max") or no such files.
-    v1 names the tightest limit over the group in `memory.stat` (`inherited_limit`)."""
+    """A group's (in use, limit), or None when it has no limit ("max") or no such files."""
     try:
         limit_text = (group / limit_file).read_text().strip()
         usage = int((group / usage_file).read_text())
         stat = dict(line.split(" ", 1) for line in (group / "memory.stat").read_text().splitlines())
-        limits = [int(limit_text)] if limit_text != "max" else []
-        if inherited_limit in stat:
-            limits.append(int(stat[inherited_limit]))
         inactive = int(stat.get(inactive_key, "0"))
+        if limit_text == "max":
+            return None
+        return max(usage - inactive, 0), int(limit_text)
     except (OSError, ValueError):
         return None
-    if not limits:
-        return None
-    return max(usage - inactive, 0), min(limits)
 
 
 def _own_groups() -> dict[str, str]:
