@@ -192,6 +192,29 @@ async def test_the_certificate_file_and_its_content_hold_certificates_only(
     assert "PRIVATE KEY" not in content.text
 
 
+async def test_a_key_stored_in_a_certificate_file_is_taken_out_at_start(
+    make_client: Any, ca: Any, tmp_path: Path
+) -> None:
+    """A `.crt` uploaded before keys beside certificates were refused is world-readable:
+    at start it is written again without the key (and still lists as valid)."""
+    from support import ADMIN_EMAIL, ADMIN_PASSWORD, login
+
+    cert, key = make_leaf(["app.example.com"], ca)
+    directory = tmp_path / "ssl"
+    directory.mkdir()
+    (directory / "app.example.com.crt").write_text(key + cert)
+    (directory / "app.example.com.key").write_text(key)
+    client = await make_client(ssl_cert_dir=directory)
+    assert (directory / "app.example.com.crt").read_text() == cert
+    assert (directory / "app.example.com.key").read_text() == key
+    token = (await login(client, ADMIN_EMAIL, ADMIN_PASSWORD))["accessToken"]
+    listing = await client.get(
+        "/api/ssl/certificates", headers={"Authorization": f"Bearer {token}"}
+    )
+    [entry] = listing.json()["certificates"]
+    assert entry["key_match"] is True
+
+
 async def test_a_form_with_the_pem_files_uploads_too(
     ssl_client: httpx.AsyncClient, admin: dict[str, str], ca: Any
 ) -> None:

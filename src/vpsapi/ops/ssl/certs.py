@@ -119,9 +119,13 @@ def certificate_blocks(pem: bytes) -> bytes:
     return b"".join(cert.public_bytes(serialization.Encoding.PEM) for cert in chain)
 
 
+def holds_private_key(pem: bytes) -> bool:
+    return _PEM_PRIVATE_KEY.search(pem) is not None
+
+
 def parse_chain(pem: bytes) -> list[x509.Certificate]:
     """The certificates of a PEM bundle, leaf first; each must be issued by the next."""
-    if _PEM_PRIVATE_KEY.search(pem):
+    if holds_private_key(pem):
         # The certificate file is world-readable and its content served to any user.
         raise Unprocessable(
             "the certificate holds a private key: send the key as key_content, apart"

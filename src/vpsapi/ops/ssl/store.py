@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from vpsapi.config import Settings
 from vpsapi.core.errors import NotFound, ServiceUnavailable
 from vpsapi.ops.ssl.certs import (
@@ -18,9 +20,12 @@ from vpsapi.ops.ssl.certs import (
     cert_stem,
     certificate_blocks,
     check_covers,
+    holds_private_key,
     inspect_files,
     validate_pair,
 )
+
+log = structlog.get_logger(__name__)
 
 CERT_SUFFIX = ".crt"
 KEY_SUFFIX = ".key"
@@ -136,6 +141,26 @@ def save_pair(
     except OSError as exc:
         raise ServiceUnavailable(f"cannot write to {directory}: {exc.strerror}") from exc
     return StoredCertificate(stem, cert_path, key_path, info, acme=acme)
+
+
+def strip_private_keys(settings: Settings) -> list[Path]:
+    """Certificate files of SSL_CERT_DIR holding a private key (an upload made before such
+    certificates were refused), written again with their certificates only: the files are
+    world-readable. Returns the files rewritten; one that cannot be is left and logged."""
+    directory = settings.ssl_cert_dir
+    rewritten: list[Path] = []
+    for cert_path in sorted(directory.glob("*" + CERT_SUFFIX)) if directory.is_dir() else []:
+        try:
+            pem = cert_path.read_bytes()
+            if not holds_private_key(pem):
+                continue
+            write_atomic(cert_path, certificate_blocks(pem), CERT_MODE)
+        except OSError as exc:
+            log.warning("ssl_certificate_holds_key", path=str(cert_path), error=exc.strerror)
+            continue
+        log.warning("ssl_key_removed_from_certificate", path=str(cert_path))
+        rewritten.append(cert_path)
+    return rewritten
 
 
 def write_atomic(path: Path, data: bytes, mode: int) -> None:
