@@ -29,7 +29,8 @@ async def system_status(request: Request, _user: CurrentUser, nginx: NginxDep) -
 async def restart_nginx(
     admin: AdminUser, session: SessionDep, nginx: NginxDep
 ) -> NginxActionResult:
-    output = await nginx.restart()
+    async with nginx.exclusive():  # one at a time, and never inside a site's change
+        output = await nginx.restart()
     await record_audit(session, admin, "system.nginx.restart", "nginx")
     return NginxActionResult(message="Nginx restarted successfully", output=output.strip())
 
@@ -38,8 +39,9 @@ async def restart_nginx(
 async def reload_nginx(admin: AdminUser, session: SessionDep, nginx: NginxDep) -> NginxActionResult:
     # `nginx -s reload` succeeds even when the new config is broken (the old one stays):
     # test first, so the caller hears why.
-    tested = await nginx.test()
-    output = await nginx.reload()
+    async with nginx.exclusive():
+        tested = await nginx.test()
+        output = await nginx.reload()
     await record_audit(session, admin, "system.nginx.reload", "nginx")
     return NginxActionResult(
         message="Nginx configuration reloaded successfully", output=(tested + output).strip()
