@@ -68,6 +68,11 @@ async def find_user_by_login(session: AsyncSession, login: str) -> User | None:
     return found[0] if len(found) == 1 else None
 
 
+async def _email_taken(session: AsyncSession, email: str, *, besides: str = "") -> bool:
+    taken = await session.execute(select(User.id).where(User.email == email, User.id != besides))
+    return taken.first() is not None
+
+
 async def _username_taken(session: AsyncSession, username: str, *, besides: str = "") -> bool:
     taken = await session.execute(
         select(User.id).where(func.lower(User.username) == username.lower(), User.id != besides)
@@ -104,8 +109,9 @@ async def create_user(
     if role not in ROLES:
         raise BadRequest(f"role must be one of {', '.join(ROLES)}")
     email = _normalize_email(email)
-    email_taken = (await session.execute(select(User.id).where(User.email == email))).first()
-    if email_taken or (username and await _username_taken(session, username)):
+    if await _email_taken(session, email) or (
+        username and await _username_taken(session, username)
+    ):
         raise Conflict("A user with this email or username already exists")
     username = username or await _username_from_email(session, email)
     user = User(
@@ -152,13 +158,7 @@ async def update_user(
     # Both checked before either is set: a later query would flush a taken email first
     # (an IntegrityError outside the flush below, a 500).
     email = None if email is None else _normalize_email(email)
-    email_taken = (
-        email is not None
-        and (
-            await session.execute(select(User.id).where(User.email == email, User.id != user.id))
-        ).first()
-    )
-    if email_taken or (
+    if (email is not None and await _email_taken(session, email, besides=user.id)) or (
         username is not None and await _username_taken(session, username, besides=user.id)
     ):
         raise Conflict("A user with this email or username already exists")

@@ -78,14 +78,15 @@ def _figures(
     """A group's (in use, limit), or None when it has no limit ("max") or no such files."""
     try:
         limit_text = (group / limit_file).read_text().strip()
+        if limit_text == "max":  # nothing more to read for a group without a limit
+            return None
+        limit = int(limit_text)
         usage = int((group / usage_file).read_text())
         stat = dict(line.split(" ", 1) for line in (group / "memory.stat").read_text().splitlines())
         inactive = int(stat.get(inactive_key, "0"))
-        if limit_text == "max":
-            return None
-        return max(usage - inactive, 0), int(limit_text)
     except (OSError, ValueError):
         return None
+    return max(usage - inactive, 0), limit
 
 
 def _own_groups() -> dict[str, str]:
