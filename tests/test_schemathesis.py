@@ -44,7 +44,8 @@ def _start() -> tuple[str, object]:
 if os.environ.get("VPSAPI_TEST_BACKEND", "embedded") == "embedded":
     BASE_URL, SERVER = _start()
     schema = schemathesis.openapi.from_url(BASE_URL + "/openapi.json").include(
-        path_regex=r"^/(health|api/auth/token|api/v1/(info|search|me|api-keys|jobs)|api/jobs)"
+        path_regex=r"^/(health|api/auth/(token|service-param)|api/v1/(info|search|me|api-keys|jobs)"
+        r"|api/jobs|api/hello|api/vuid)"
     )
 else:  # one run is enough: the contract does not depend on the backend
     schema = None

@@ -29,6 +29,7 @@ from vpsapi.core.memory import freeze_long_lived_objects
 from vpsapi.core.metrics import ResponseTimes
 from vpsapi.core.middleware import OriginGuard, RequestMiddleware
 from vpsapi.core.modules import Module
+from vpsapi.core.openapi import install_openapi
 from vpsapi.core.ratelimit import KeyOwners, RateLimitMiddleware, create_storage
 from vpsapi.core.redis import create_redis
 from vpsapi.core.security import TokenCodec
@@ -145,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.started_at = time.monotonic()
     app.state.modules = MODULES
     install_error_handlers(app)
+    install_openapi(app)
     register_fastapi_style([p for module in MODULES for p in module.fastapi_error_prefixes])
     for module in MODULES:
         for router in module.routers:

@@ -11,12 +11,45 @@ from pydantic import BaseModel, Field
 
 from vpsapi.core.db import SessionDep, utcnow
 from vpsapi.core.errors import BadRequest, NotFound, Unauthorized
+from vpsapi.core.openapi import LegacyValidationError, read_by_hand
 from vpsapi.core.schemas import parse_json_body
 from vpsapi.devices import push, service
 from vpsapi.devices.params import ParamKeys
 from vpsapi.devices.schemas import AlarmType, Moment
 
 router = APIRouter(prefix="/api", tags=["devices"])
+
+
+# The bodies the routes below read by hand (documentation only): a missing or odd field
+# gets the seed's own answer, not FastAPI's.
+class BindingKeyIn(BaseModel):
+    key: str = Field(description="`<userId>_binding`", max_length=300)
+
+
+class RegistrationIn(BaseModel):
+    realDeviceId: str = Field(min_length=16, max_length=64)
+    userId: str = Field(min_length=1, max_length=255)
+    model: str | None = Field(default=None, max_length=64)
+    firmwareVersion: str | None = Field(default=None, max_length=64)
+    supplier: str | None = Field(default=None, max_length=64)
+    cluster: str | None = Field(default=None, max_length=64)
+
+
+class RegistrationProblem(BaseModel):
+    type: str = "field"
+    value: Any = None
+    msg: str
+    path: str
+    location: str = "body"
+
+
+class RegistrationRefused(BaseModel):
+    error: str | None = Field(default=None, description="`Missing required parameters`")
+    errors: list[RegistrationProblem]
+
+
+class ServiceParamIn(BaseModel):
+    deviceId: str | list[str] = Field(description="a device id, or a one-element list of one")
 
 
 class ConfirmOut(BaseModel):
@@ -125,14 +158,25 @@ def _validate_registration(body: dict[str, Any]) -> None:
         raise BadRequest(body=body_out)
 
 
-@router.post("/hello/confirm", response_model=ConfirmOut)
+_MISSING_KEY: dict[int | str, dict[str, Any]] = {400: {"description": "Missing key parameter"}}
+
+
+@router.post(
+    "/hello/confirm",
+    response_model=ConfirmOut,
+    responses=_MISSING_KEY,
+    openapi_extra=read_by_hand(BindingKeyIn),
+)
 async def confirm(request: Request, session: SessionDep) -> ConfirmOut:
     await service.clear_binding(session, await _binding_key(request))
     return ConfirmOut()
 
 
 @router.post(
-    "/hello/query", response_model=ValueOut, responses={404: {"description": "Binding not found"}}
+    "/hello/query",
+    response_model=ValueOut,
+    responses={**_MISSING_KEY, 404: {"description": "Binding not found"}},
+    openapi_extra=read_by_hand(BindingKeyIn),
 )
 async def query(request: Request, session: SessionDep) -> ValueOut:
     value = await service.query_binding(session, await _binding_key(request))
@@ -141,7 +185,18 @@ async def query(request: Request, session: SessionDep) -> ValueOut:
     return ValueOut(value=value)
 
 
-@router.post("/hello/register", response_model=RegisterOut)
+@router.post(
+    "/hello/register",
+    response_model=RegisterOut,
+    responses={
+        400: {
+            "model": RegistrationRefused | LegacyValidationError,
+            "description": "express-validator's errors (a body that is no JSON: the usual 400)",
+        },
+        401: {"description": "Invalid device token (when DEVICE_API_TOKEN is set)"},
+    },
+    openapi_extra=read_by_hand(RegistrationIn),
+)
 async def register(request: Request, session: SessionDep) -> RegisterOut:
     require_device_token(request)
     body = await _json_body(request)
@@ -233,7 +288,8 @@ def param_keys(request: Request) -> ParamKeys:
 @router.post(
     "/auth/service-param",
     response_model=ServiceParamOut,
-    responses={404: {"description": "Device not found"}},
+    responses={400: {"description": "Missing deviceId"}, 404: {"description": "Device not found"}},
+    openapi_extra=read_by_hand(ServiceParamIn),
 )
 async def service_param(request: Request, session: SessionDep) -> ServiceParamOut:
     device_id = (await _json_body(request)).get("deviceId")

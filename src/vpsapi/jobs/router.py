@@ -16,6 +16,7 @@ from sse_starlette.sse import EventSourceResponse
 from vpsapi.auth.dependencies import CurrentPrincipal, StreamPrincipal
 from vpsapi.core.db import SessionDep, database_failure
 from vpsapi.core.errors import NotFound, ValidationFailed, validation_details
+from vpsapi.core.openapi import read_by_hand
 from vpsapi.core.schemas import V1_ERROR_RESPONSES, Envelope, envelope, parse_json_body
 from vpsapi.core.security import Principal
 from vpsapi.core.sse import event_stream
@@ -103,12 +104,7 @@ def _joi_type_message(raw: dict[str, Any]) -> str | None:
     status_code=status.HTTP_202_ACCEPTED,
     summary="Submit a processing job (seed 000)",
     responses=_LEGACY_ERRORS,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": JobSubmit.model_json_schema()}},
-        }
-    },
+    openapi_extra=read_by_hand(JobSubmit),
 )
 async def submit_job(
     request: Request,
