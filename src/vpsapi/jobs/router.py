@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, BackgroundTasks, Header, Query, Request, status
+from fastapi import APIRouter, BackgroundTasks, Header, Query, Request, Response, status
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
+from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette.sse import EventSourceResponse
 
 from vpsapi.auth.dependencies import CurrentPrincipal, StreamPrincipal
@@ -219,6 +220,16 @@ async def cancel_job(
 # ---- SSE ----------------------------------------------------------------------------
 
 
+async def _has_seen_the_end(
+    session: AsyncSession, principal: Principal, job_id: str, last_seen: int
+) -> bool:
+    try:
+        record = await service.get_job(session, principal, job_id)
+    except NotFound:
+        return False  # the stream says so in its own event
+    return record.status in TERMINAL and record.seq <= last_seen
+
+
 def _last_event_id(request: Request) -> int:
     raw = request.headers.get("last-event-id") or request.query_params.get("lastEventId") or ""
     return int(raw) if raw.isdigit() else -1
@@ -228,19 +239,25 @@ def _last_event_id(request: Request) -> int:
     "/api/sse/job-progress/{job_id}",
     summary="Live job progress as Server-Sent Events (seed 000)",
     response_class=EventSourceResponse,
+    response_model=None,
     responses={
         200: {
             "content": {"text/event-stream": {}},
             "description": "`event: connected`, then `data:` job JSON on every change "
             "(`id:` = sequence), `event: error` when unknown or failed; ends after the "
             "terminal state. Auth by header or `?access_token=`; resume with `Last-Event-ID`.",
-        }
+        },
+        204: {"description": "`Last-Event-ID` already names the ended job's final event"},
     },
 )
 async def job_progress(
     request: Request, job_id: str, principal: StreamPrincipal, session: SessionDep
-) -> EventSourceResponse:
+) -> EventSourceResponse | Response:
     last_seen = _last_event_id(request)
+    if last_seen >= 0 and await _has_seen_the_end(session, principal, job_id, last_seen):
+        # The one answer that stops an EventSource from reconnecting: after a stream
+        # that only said `connected` it would come back every few seconds, forever.
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
     database = request.app.state.db
     events = request.app.state.events
     shutdown = anyio.Event()
