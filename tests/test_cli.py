@@ -77,6 +77,19 @@ def test_bad_pool_setting_refused(tmp_path: Path, setting: str, value: str) -> N
     assert "Traceback" not in result.stderr
 
 
+def test_a_placeholder_sentry_dsn_is_refused_at_start(tmp_path: Path) -> None:
+    """Seed 001's example value: a clear line, not a traceback after the server is up."""
+    dsn = "https://secretkey123@sentry.io/xxxxx"
+    result = run(["serve", "--port", "1"], tmp_path / "data", SENTRY_DSN=dsn)
+    assert result.returncode == 2
+    assert "Configuration error" in result.stderr
+    assert "not a Sentry DSN" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "secretkey123" not in result.stdout + result.stderr
+    empty = run(["config"], tmp_path / "data", SENTRY_DSN="")  # `SENTRY_DSN=`: none
+    assert empty.returncode == 0, empty.stderr
+
+
 def test_short_admin_password_refused_without_showing_it(tmp_path: Path) -> None:
     """The first admin signs in at /api/v1/auth/login, which refuses shorter passwords;
     once the admin exists, an old .env keeping a short one is no obstacle."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 from collections.abc import Awaitable, Callable
+from types import FrameType
 from typing import Annotated, Any, NoReturn, TypeVar, cast
 
 import typer
@@ -100,6 +102,10 @@ def serve(
         f"{', Redis' if settings.redis_url else ''})",
         soft_wrap=True,  # one line also when the output is not a terminal (80 columns)
     )
+    # uvicorn drains, then raises the signal again under the handler found before it:
+    # this one makes a drained SIGTERM a clean exit (0, as seed 001's `process.exit(0)`
+    # after its graceful shutdown), not a death by the signal (143).
+    signal.signal(signal.SIGTERM, _exit_after_drain)
     uvicorn.run(
         "vpsapi.app:create_server_app",
         factory=True,
@@ -113,6 +119,10 @@ def serve(
         timeout_graceful_shutdown=settings.shutdown_timeout,
         timeout_keep_alive=75,
     )
+
+
+def _exit_after_drain(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def _migrate_once(settings: Settings) -> None:

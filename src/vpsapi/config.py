@@ -152,7 +152,10 @@ class Settings(BaseSettings):
     apns_topic: str = ""
     apns_base_url: str = "https://api.push.apple.com"
     rate_limit_window_ms: int | None = None
-    rate_limit_max_requests: int | None = None
+    rate_limit_max_requests: int | None = Field(
+        default=None,
+        validation_alias=AliasChoices("RATE_LIMIT_MAX_REQUESTS", "RATE_LIMIT_MAX"),  # 000, 001
+    )
 
     admin_email: str = "admin@example.com"
     admin_username: str = "admin"
@@ -297,6 +300,21 @@ class Settings(BaseSettings):
     def _split_csv(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [item.strip().rstrip("/") for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("sentry_dsn")
+    @classmethod
+    def _sentry_dsn(cls, value: SecretStr | None) -> SecretStr | None:
+        # Checked here, so that a placeholder (seed 001's `https://xxxxx@sentry.io/xxxxx`)
+        # is a configuration error at start, not a traceback once the server is up.
+        if value is None or not value.get_secret_value().strip():
+            return None  # `SENTRY_DSN=` in an env file: no Sentry
+        from sentry_sdk.utils import BadDsn, Dsn
+
+        try:
+            Dsn(value.get_secret_value())
+        except BadDsn as exc:
+            raise ValueError(f"not a Sentry DSN ({exc})") from None
         return value
 
     @field_validator("jwt_expires_in", "jwt_refresh_expires_in", mode="before")

@@ -53,8 +53,7 @@ def test_sigterm_lets_in_flight_requests_finish(settings_factory, server_factory
                 break
             response += chunk
     assert response.startswith(b"HTTP/1.1 401"), response[:200]
-    # uvicorn re-raises the signal after a clean shutdown, so -SIGTERM is a clean exit.
-    assert server.process.wait(30) in (0, -signal.SIGTERM)
+    assert server.process.wait(30) == 0  # drained: a clean exit, not death by the signal
 
 
 def test_login_refresh_logout_across_processes(settings_factory, server_factory, backend) -> None:

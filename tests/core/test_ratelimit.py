@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from support import ADMIN_EMAIL, ADMIN_PASSWORD, SHARED_API_KEY, login
+from vpsapi.config import Settings
 
 
 @pytest.fixture
@@ -223,3 +224,14 @@ def test_seed000_window_settings(settings_factory, window_ms, max_requests, expe
         rate_limit_window_ms=window_ms, rate_limit_max_requests=max_requests
     )
     assert settings.rate_limit_default == expected
+
+
+@pytest.mark.parametrize("count_variable", ["RATE_LIMIT_MAX_REQUESTS", "RATE_LIMIT_MAX"])
+def test_the_seeds_window_variables_set_the_default_tier(
+    monkeypatch: pytest.MonkeyPatch, tmp_path, count_variable: str
+) -> None:
+    """Seed 000 names the count RATE_LIMIT_MAX_REQUESTS, seed 001 RATE_LIMIT_MAX."""
+    monkeypatch.setenv("RATE_LIMIT_WINDOW_MS", "60000")
+    monkeypatch.setenv(count_variable, "3")
+    settings = Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
+    assert settings.rate_limit_default == "3/60seconds"
