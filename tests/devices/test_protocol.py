@@ -96,6 +96,14 @@ async def test_register_validation_errors(client: httpx.AsyncClient) -> None:
     assert "error" not in bad_type.json()
     # Nothing was stored for a rejected registration.
     assert (await client.get("/api/vuid/short")).json() == {"uid": "short"}
+    # A number beyond a float (read as infinity) is refused, not echoed into a 500.
+    huge = await client.post(
+        "/api/hello/register",
+        content=b'{"realDeviceId": "VSTC123456789ABCDEF", "userId": "u", "supplier": 1e400}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert huge.status_code == 400, huge.text
+    assert huge.json()["error"] == "Missing required parameters"  # unreadable: no fields
 
 
 async def test_concurrent_registrations(client: httpx.AsyncClient) -> None:

@@ -192,24 +192,35 @@ async def test_malformed_body_400(
     assert "error" in response.json()
 
 
+MALFORMED = "Malformed JSON in request body"
+
+
 @pytest.mark.parametrize(
-    "content",
+    ("content", "error"),
     [
-        b'{"processingType": "type1", "data": [{"a": ' + b"[" * 2000 + b"]" * 2000 + b"}]}",
-        b'{"processingType": "type3", "data": [{"name": "\\udc00"}]}',  # unpaired surrogate
-        b'{"processingType": "type2", "data": [{"a": NaN}]}',  # not JSON; would come back null
-        b'{"processingType": "type2", "data": [{"a": -Infinity}]}',
+        (
+            b'{"processingType": "type1", "data": [{"a": ' + b"[" * 2000 + b"]" * 2000 + b"}]}",
+            MALFORMED,
+        ),
+        (b'{"processingType": "type3", "data": [{"name": "\\udc00"}]}', MALFORMED),
+        (b'{"processingType": "type2", "data": [{"a": NaN}]}', MALFORMED),  # not JSON
+        (b'{"processingType": "type2", "data": [{"a": -Infinity}]}', MALFORMED),
+        # JSON, but beyond a float: Python reads it as infinity, which no answer can hold
+        (
+            b'{"processingType": "type2", "data": [{"a": 1e400}]}',
+            "A number in the request body is out of range",
+        ),
     ],
-    ids=["nested-2000-deep", "lone-surrogate", "nan", "infinity"],
+    ids=["nested-2000-deep", "lone-surrogate", "nan", "infinity", "overflow"],
 )
 async def test_bodies_no_store_could_keep_are_400_and_store_nothing(
-    jobs_client: httpx.AsyncClient, token_headers: dict[str, str], content: bytes
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str], content: bytes, error: str
 ) -> None:
     response = await jobs_client.post(
         "/api/jobs", content=content, headers={**token_headers, "Content-Type": "application/json"}
     )
     assert response.status_code == 400
-    assert response.json()["error"] == "Malformed JSON in request body"
+    assert response.json()["error"] == error
     listed = await jobs_client.get("/api/jobs", headers=token_headers)
     assert listed.json()["jobs"] == []
 

@@ -101,13 +101,19 @@ def parse_json_body(raw: bytes) -> Any:
     malformed: bad syntax, bad UTF-8, unpaired surrogates (no store can encode them) and
     nesting deeper than the parser's limit (about 200 levels: json.loads would recurse
     until Python's stack gives out), and NaN or Infinity (not JSON: JSON.parse refuses them,
-    and no answer could carry them back)."""
+    and no answer could carry them back), also as a number beyond a float's range."""
     if not raw.strip():
         return None
     try:
-        return pydantic_core.from_json(raw, allow_inf_nan=False)
+        value = pydantic_core.from_json(raw, allow_inf_nan=False)
     except ValueError as exc:
         raise BadRequest("Malformed JSON in request body") from exc
+    try:
+        # What the parser lets through: a number too large for a float (`1e400`) is
+        # read as infinity, which no answer or JSON column could hold.
+        return check_storable_json(value)
+    except ValueError:
+        raise BadRequest("A number in the request body is out of range") from None
 
 
 def check_storable_json(value: Any) -> Any:
