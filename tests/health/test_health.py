@@ -253,3 +253,25 @@ async def test_metrics_prometheus_text(client: httpx.AsyncClient) -> None:
     assert 'vpsapi_http_requests_total{method="GET",route="/health",status="200"}' in response.text
     assert "vpsapi_http_request_duration_seconds_bucket" in response.text
     assert "vpsapi_http_requests_in_flight" in response.text
+
+
+async def test_seed_003_health_names_database_and_redis(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/health")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "OK"
+    assert body["database"] == "OK"
+    assert body["redis"] == "OK"  # the real one, or without REDIS_URL the in-process one
+    assert isinstance(body["timestamp"], int) and body["timestamp"] > 1_700_000_000_000
+    assert isinstance(body["uptime"], int | float)
+
+
+async def test_seed_003_health_is_503_when_the_database_fails(client: httpx.AsyncClient) -> None:
+    async def broken() -> None:
+        raise ConnectionRefusedError("database down")
+
+    client.app.state.db.ping = broken  # type: ignore[attr-defined]
+    response = await client.get("/api/health")
+    assert response.status_code == 503
+    assert response.json()["status"] == "ERROR"
+    assert response.json()["database"] == "ERROR"

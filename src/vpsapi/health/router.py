@@ -1,4 +1,5 @@
-"""Liveness, readiness and Prometheus metrics (never rate limited)."""
+"""Liveness, readiness and Prometheus metrics (never rate limited; seed 003's
+`/api/health`, under `/api`, is counted as the rest of `/api`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any, Literal
 import psutil
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from vpsapi.core.memory import memory_in_use_percent
 from vpsapi.core.metrics import render_metrics
@@ -133,6 +134,40 @@ async def ready(request: Request) -> JSONResponse:
         notes=notes or None,
     )
     return JSONResponse(body.model_dump(exclude_none=True), status_code=200 if ok else 503)
+
+
+class DependencyHealthOut(BaseModel):
+    """Seed 003's `GET /api/health` (its router is mounted on `/api`)."""
+
+    uptime: float = Field(description="seconds")
+    timestamp: int = Field(description="Unix milliseconds, as `Date.now()`")
+    status: Literal["OK", "ERROR"]
+    database: Literal["OK", "ERROR"]
+    redis: Literal["OK", "ERROR"] = Field(description="OK without REDIS_URL: in-process")
+
+
+@router.get(
+    "/api/health",
+    response_model=DependencyHealthOut,
+    summary="Database and Redis answer (seed 003): 503 when one does not",
+    responses={503: {"model": DependencyHealthOut, "description": "A dependency is down"}},
+)
+async def dependency_health(request: Request) -> JSONResponse:
+    state = request.app.state
+    probes = [_check("database", state.db.ping)]
+    if state.redis is not None:
+        probes.append(_check("redis", state.redis.ping))
+    results = {name: status == "healthy" for name, status, _ in await asyncio.gather(*probes)}
+    results.setdefault("redis", True)
+    ok = all(results.values())
+    body = DependencyHealthOut(
+        uptime=round(time.monotonic() - state.started_at, 3),
+        timestamp=int(time.time() * 1000),
+        status="OK" if ok else "ERROR",
+        database="OK" if results["database"] else "ERROR",
+        redis="OK" if results["redis"] else "ERROR",
+    )
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
