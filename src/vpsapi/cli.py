@@ -118,6 +118,9 @@ def serve(
         server_header=False,  # no software name for scanners
         timeout_graceful_shutdown=settings.shutdown_timeout,
         timeout_keep_alive=75,
+        # wsproto takes any Sec-WebSocket-Key; the websockets library refuses one that is
+        # not 16 bytes, as the one in seed 002's own curl check of /ws/monitoring.
+        ws="wsproto",
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -576,6 +577,17 @@ async def test_websocket_streams_samples_and_alerts_from_every_process(
         assert created.status_code == 201, created.text
         key = await http.post("/api/v1/api-keys", json={"name": "ws"}, headers=headers)
         api_key = key.json()["data"]["key"]
+
+    # Seed 002's own check, byte for byte (its key is 13 bytes, not the RFC's 16): the
+    # handshake succeeds.
+    host, port = servers[0].base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as raw:
+        raw.sendall(
+            b"GET /ws/monitoring HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\n"
+            b"Upgrade: websocket\r\nSec-WebSocket-Key: SGVsbG8sIHdvcmxkIQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        assert raw.recv(4096).startswith(b"HTTP/1.1 101 ")
 
     # Unauthenticated, a bad token, or an API key in the URL (it would end up in proxy
     # logs): closed with 1008 (policy violation).
