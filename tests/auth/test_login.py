@@ -253,7 +253,7 @@ async def test_seed002_login_oauth2_form(client: httpx.AsyncClient) -> None:
         ({"json": {"username": "admin", "password": "nope"}}, 401),
         ({"json": {"password": "x"}}, 422),
         ({"json": ["not", "an", "object"]}, 422),
-        ({"content": b"{bad json", "headers": {"Content-Type": "application/json"}}, 400),
+        ({"content": b"{bad json", "headers": {"Content-Type": "application/json"}}, 422),
         ({"data": {"username": "admin"}}, 422),
     ],
 )

@@ -70,6 +70,12 @@ class BadRequest(AppError):
     message = "Bad request"
 
 
+class MalformedJson(BadRequest):
+    """A body that is no JSON: 400, but FastAPI's 422 `json_invalid` on seed 002's paths."""
+
+    message = "Malformed JSON in request body"
+
+
 class Unauthorized(AppError):
     status_code = 401
     code = "Unauthorized"
@@ -281,6 +287,8 @@ async def _app_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
     if isinstance(exc, ValidationFailed):
         return validation_response(request, exc.details, exc.message)
+    if isinstance(exc, MalformedJson) and is_fastapi_style(request.url.path):
+        return _malformed_json_as_fastapi(request, ["body"])
     if isinstance(exc, Forbidden):
         security_log.warning(
             "permission_denied",
@@ -301,11 +309,21 @@ async def _app_error_handler(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _malformed_json_as_fastapi(request: Request, loc: list[Any]) -> JSONResponse:
+    """FastAPI's own answer (`loc` is `["body", <offset>]` where the parser says where)."""
+    detail = [{"type": "json_invalid", "loc": loc, "msg": "JSON decode error"}]
+    body = {"detail": detail, "error": MalformedJson.message}
+    return error_response(request, 422, "ValidationError", "", legacy_body=body)
+
+
 async def _request_validation_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
-    if any(e.get("type") == "json_invalid" for e in errors):
-        return error_response(request, 400, "BadRequest", "Malformed JSON in request body")
+    malformed = next((e for e in errors if e.get("type") == "json_invalid"), None)
+    if malformed is not None:
+        if is_fastapi_style(request.url.path):
+            return _malformed_json_as_fastapi(request, list(malformed.get("loc", ("body",))))
+        return error_response(request, 400, "BadRequest", MalformedJson.message)
     if is_fastapi_style(request.url.path):
         # FastAPI's own shape, where each error says where it was (query, path or body);
         # not the input itself, which may be a password.

@@ -19,7 +19,7 @@ from pydantic.alias_generators import to_camel
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from vpsapi.core.errors import BadRequest, ValidationFailed, validation_details
+from vpsapi.core.errors import BadRequest, MalformedJson, ValidationFailed, validation_details
 from vpsapi.core.timestamps import js_iso_cached
 
 T = TypeVar("T")
@@ -107,7 +107,7 @@ def parse_json_body(raw: bytes) -> Any:
     try:
         value = pydantic_core.from_json(raw, allow_inf_nan=False)
     except ValueError as exc:
-        raise BadRequest("Malformed JSON in request body") from exc
+        raise MalformedJson() from exc
     try:
         # What the parser lets through: a number too large for a float (`1e400`) is
         # read as infinity, which no answer or JSON column could hold.
