@@ -27,7 +27,7 @@ from vpsapi.core.events import EventBus, RedisEventBus
 from vpsapi.core.logging import configure_logging, init_sentry
 from vpsapi.core.memory import freeze_long_lived_objects
 from vpsapi.core.metrics import ResponseTimes
-from vpsapi.core.middleware import OriginGuard, RequestMiddleware
+from vpsapi.core.middleware import OriginGuard, RequestMiddleware, TrailingSlash
 from vpsapi.core.modules import Module
 from vpsapi.core.openapi import install_openapi
 from vpsapi.core.ratelimit import KeyOwners, RateLimitMiddleware, create_storage
@@ -174,4 +174,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response_times=app.state.response_times,
     )
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
+    app.add_middleware(TrailingSlash, router=app.router)
+    app.router.redirect_slashes = False  # a path no route takes either way is a 404
     return app

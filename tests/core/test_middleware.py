@@ -89,18 +89,25 @@ async def test_any_options_is_a_204_with_the_cors_headers(
 
 
 @pytest.mark.parametrize(
-    ("path", "envelope"),
-    [("/api/v1/info", True), ("/api/auth/token", False), ("/health", False)],
+    ("path", "family"),
+    [
+        ("/api/v1/info", "envelope"),
+        ("/api/auth/token", "legacy"),
+        ("/health", "legacy"),
+        ("/api/configs", "fastapi"),  # seed 002's clients read `detail`
+    ],
 )
-async def test_foreign_origin_is_refused(make_client, path: str, envelope: bool) -> None:
+async def test_foreign_origin_is_refused(make_client, path: str, family: str) -> None:
     client = await make_client(allowed_origins=["https://app.example.com"])
     response = await client.post(path, headers={"Origin": "https://evil.example.net"})
     assert response.status_code == 403
     assert "access-control-allow-origin" not in response.headers
     body = response.json()
-    assert (
-        (body["error"] == "Forbidden") if envelope else (body["error"] == "CORS policy violation")
-    )
+    if family == "envelope":
+        assert body["error"] == "Forbidden"
+    else:
+        assert body["error"] == "CORS policy violation"
+        assert body.get("detail") == ("CORS policy violation" if family == "fastapi" else None)
 
 
 async def test_foreign_preflight_is_refused(make_client) -> None:
@@ -185,3 +192,26 @@ async def test_streams_and_writes_are_not_tagged(
     token = admin_headers["Authorization"].removeprefix("Bearer ")
     async with client.stream("GET", f"/api/sse/job-progress/nope?access_token={token}") as stream:
         assert "etag" not in stream.headers
+
+
+async def test_a_trailing_slash_is_answered_as_express_does(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], api_token_headers: dict[str, str]
+) -> None:
+    """`/api/jobs/` is `/api/jobs` (Express's non-strict routing), not a 307 elsewhere."""
+    health = await client.get("/health/")
+    assert health.status_code == 200 and health.json()["status"] == "healthy"
+    me = await client.get("/api/v1/me/", headers=admin_headers)
+    assert me.status_code == 200, me.text
+    job = await client.post(
+        "/api/jobs/",
+        json={"processingType": "type1", "data": [{"a": 1}]},
+        headers=api_token_headers,
+    )
+    assert job.status_code == 202, job.text
+    status = await client.get(f"/api/jobs/{job.json()['jobId']}/", headers=api_token_headers)
+    assert status.status_code == 200, status.text
+    # No route either way: a 404, not a redirect to one.
+    missing = await client.get("/api/nothing-here/")
+    assert (missing.status_code, missing.json()["error"]) == (404, "Endpoint not found")
+    # A path taken with its slash keeps it (the console's index).
+    assert (await client.get("/console/")).status_code == 200

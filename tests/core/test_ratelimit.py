@@ -67,6 +67,16 @@ async def test_seed000_429_body(limited: httpx.AsyncClient) -> None:
     assert body["retryAfter"] == int(response.headers["retry-after"])
 
 
+async def test_seed002_429_body_has_detail(limited: httpx.AsyncClient) -> None:
+    for _ in range(3):
+        await limited.get("/api/configs")
+    response = await limited.get("/api/configs")
+    assert response.status_code == 429
+    body = response.json()
+    assert body["detail"] == body["error"] == "Too many requests"
+    assert body["retryAfter"] == int(response.headers["retry-after"])
+
+
 async def test_health_and_metrics_never_limited(limited: httpx.AsyncClient) -> None:
     for _ in range(6):
         for path in ("/health", "/health/ready", "/health/live", "/metrics"):

@@ -184,10 +184,11 @@ def error_body(
             "method": method,
             "requestId": request_id,
         }
-    elif is_fastapi_style(path) and legacy_body is None:
-        body = {"detail": message, "error": message, "requestId": request_id}
     else:
         body = dict(legacy_body) if legacy_body is not None else {"error": message}
+        if is_fastapi_style(path):
+            # Seed 002's clients read `detail` from every error, a limiter's or CORS's too.
+            body.setdefault("detail", body.get("error", message))
         body.setdefault("requestId", request_id)
     if extra:
         body.update(extra)

@@ -1,4 +1,5 @@
-"""HTTP middleware: request id, access log, metrics, security headers, body checks, CORS.
+"""HTTP middleware: request id, access log, metrics, security headers, body checks, CORS,
+Express's trailing slashes.
 
 Written as plain ASGI middleware so streaming responses (SSE) pass through untouched.
 """
@@ -17,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
+from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vpsapi.core.context import client_ip_var, request_id_var
@@ -424,3 +426,27 @@ def _no_content_preflight(send: Send) -> Send:
         await send(message)
 
     return send_204
+
+
+class TrailingSlash:
+    """Express's routing, which the seeds' clients know: `/api/jobs/` is `/api/jobs`,
+    answered as such, where Starlette would redirect (307; a Dart client does not follow
+    one for a POST, httpx not at all). A path a route takes with its slash keeps it."""
+
+    def __init__(self, app: ASGIApp, *, router: Router) -> None:
+        self.app = app
+        self.router = router
+
+    def _routed(self, scope: Scope) -> bool:
+        return any(route.matches(scope)[0] != Match.NONE for route in self.router.routes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        slashed = scope["type"] in ("http", "websocket") and len(path) > 1 and path[-1] == "/"
+        if slashed and not self._routed(scope):
+            stripped = {**scope, "path": path[:-1]}
+            if scope.get("raw_path", b"").endswith(b"/"):
+                stripped["raw_path"] = scope["raw_path"][:-1]
+            if self._routed(stripped):
+                scope = stripped
+        await self.app(scope, receive, send)
