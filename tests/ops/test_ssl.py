@@ -445,6 +445,18 @@ async def test_unknown_certificates_and_bad_names(
     assert (await ssl_client.get("/api/ssl/certificates")).status_code == 401
 
 
+async def test_an_order_without_a_domain_is_a_validation_failure_on_domain(
+    ssl_client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    missing = "give the domain to certify: {domain} or {domains: [...]}"
+    for body in ({}, {"domains": []}, {"email": "ops@example.com"}, None):
+        response = await ssl_client.post("/api/ssl/request-letsencrypt", json=body, headers=admin)
+        assert response.status_code == 422, (body, response.text)
+        assert response.json()["detail"] == [
+            {"type": "value_error", "loc": ["body", "domain"], "msg": missing}
+        ]
+
+
 async def test_renewing_an_uploaded_certificate_is_a_conflict(
     ssl_client: httpx.AsyncClient, admin: dict[str, str], ca: Any
 ) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from vpsapi.config import Settings
 from vpsapi.core.db import Database
-from vpsapi.core.errors import BadRequest, Conflict, Forbidden, Unprocessable
+from vpsapi.core.errors import BadRequest, Conflict, Forbidden, Unprocessable, ValidationFailed
 from vpsapi.core.security import Principal
 from vpsapi.jobs.engine import PENDING, PROCESSING, JobEngine, decode_blob
 from vpsapi.jobs.models import JobRecord
@@ -142,7 +142,9 @@ def requested_names(body: LetsEncryptRequest | None, query_domain: str | None) -
         if name is not None and name.strip().lower() not in names:
             names.append(name.strip().lower())
     if not names:
-        raise BadRequest("give the domain to certify: {domain} or {domains: [...]}")
+        # Reported as FastAPI reports a missing required field: 422 naming `domain`.
+        missing = "give the domain to certify: {domain} or {domains: [...]}"
+        raise ValidationFailed([{"field": "domain", "message": missing}])
     if len(names) > MAX_NAMES:
         raise BadRequest(f"at most {MAX_NAMES} names per certificate")
     for name in names:
