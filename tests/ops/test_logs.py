@@ -511,6 +511,40 @@ async def test_nginx_log_missing_is_an_empty_answer(make_client: Any, tmp_path: 
     }
 
 
+async def test_nginx_and_system_logs_take_limit_as_lines(make_client: Any, tmp_path: Path) -> None:
+    # Seed 002's clients ask `?limit=` (as of the other /api/logs endpoints).
+    (tmp_path / "nginx").mkdir()
+    (tmp_path / "nginx" / "access.log").write_text("".join(f"GET /{n}\n" for n in range(10)))
+    syslog = tmp_path / "syslog"
+    syslog.write_text("".join(f"daemon: line {n}\n" for n in range(10)))
+    client = await make_client(
+        nginx_log_dir=tmp_path / "nginx", journalctl_bin="", system_log_files=[str(syslog)]
+    )
+    tokens = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    headers = {"Authorization": f"Bearer {tokens['accessToken']}"}
+    nginx = await get_logs(client, headers, "nginx", log="access", limit=2)
+    assert nginx["logs"] == ["GET /8", "GET /9"] and nginx["lines"] == 2
+    system = await get_logs(client, headers, "system", limit=2)
+    assert system["logs"] == ["daemon: line 8", "daemon: line 9"]
+
+    for endpoint in ("nginx", "system"):
+        for bad in ({"limit": 0}, {"limit": 5001}, {"limit": "many"}):
+            response = await client.get(f"/api/logs/{endpoint}", params=bad, headers=headers)
+            assert response.status_code == 422, response.text
+            assert response.json()["detail"][0]["loc"] == ["query", "limit"]
+        both = await client.get(
+            f"/api/logs/{endpoint}", params={"lines": 2, "limit": 3}, headers=headers
+        )
+        assert both.status_code == 422, both.text
+        assert both.json()["detail"] == [
+            {
+                "type": "value_error",
+                "loc": ["query", "limit"],
+                "msg": "give `lines` or `limit`, not both",
+            }
+        ]
+
+
 async def test_auto_cleanup_applies_the_policy_by_itself(make_client: Any) -> None:
     client = await make_client(log_cleanup_interval=0.2)
     tokens = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)

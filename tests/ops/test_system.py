@@ -12,6 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from support import ADMIN_EMAIL, ADMIN_PASSWORD, login
 from vpsapi.ops.audit.models import AuditEntry
 
 
@@ -196,6 +197,22 @@ async def test_nginx_log_not_written_yet(
     assert alone.status_code == 404
     both = await ops_client.get("/api/system/nginx/logs", headers=ops_admin)
     assert both.status_code == 200 and both.json()["access_logs"] == []
+
+
+async def test_nginx_logs_take_limit_as_lines(make_client: Any, tmp_path: Path) -> None:
+    # Seed 002's clients ask `?limit=` (as of the /api/logs endpoints).
+    (tmp_path / "access.log").write_text("".join(f"GET /{n}\n" for n in range(10)))
+    client = await make_client(nginx_log_dir=tmp_path)
+    tokens = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    headers = {"Authorization": f"Bearer {tokens['accessToken']}"}
+    url = "/api/system/nginx/logs"
+    tail = await client.get(url, params={"log": "access", "limit": 2}, headers=headers)
+    assert tail.status_code == 200, tail.text
+    assert tail.json()["access_logs"] == ["GET /8", "GET /9"] and tail.json()["lines"] == 2
+    for bad in ({"limit": 0}, {"limit": 1001}, {"lines": 2, "limit": 2}):
+        response = await client.get(url, params={"log": "access", **bad}, headers=headers)
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"][0]["loc"] == ["query", "limit"]
 
 
 @pytest.fixture

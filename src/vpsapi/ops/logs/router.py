@@ -15,6 +15,7 @@ from vpsapi.auth.dependencies import AdminUser
 from vpsapi.config import Settings
 from vpsapi.core.db import SessionDep
 from vpsapi.ops.audit.service import record_audit
+from vpsapi.ops.dependencies import tail_lines
 from vpsapi.ops.logs import service
 from vpsapi.ops.logs.schemas import (
     AuditLogPage,
@@ -70,7 +71,7 @@ async def log_query(
 
 
 LogQueryDep = Annotated[LogQuery, Depends(log_query)]
-TailLines = Annotated[int, Query(ge=1, le=5000, description="lines from the end")]
+TailLines = Annotated[int, Depends(tail_lines(5000))]
 Grep = Annotated[
     str | None,
     Query(min_length=1, max_length=200, pattern=PLAIN_TEXT, description="plain text"),
@@ -128,7 +129,7 @@ async def audit_logs(
 async def nginx_logs(
     _: AdminUser,
     settings: SettingsDep,
-    lines: TailLines = 100,
+    lines: TailLines,
     grep: Grep = None,
     log: Annotated[Literal["access", "error"], Query()] = "error",
 ) -> NginxLogLines:
@@ -138,7 +139,7 @@ async def nginx_logs(
 
 @router.get("/system", response_model=TextLogLines)
 async def system_logs(
-    _: AdminUser, settings: SettingsDep, lines: TailLines = 100, grep: Grep = None
+    _: AdminUser, settings: SettingsDep, lines: TailLines, grep: Grep = None
 ) -> TextLogLines:
     """The journal, else /var/log/syslog (SYSTEM_LOG_FILES), else an empty list."""
     return await service.read_system_log(settings, lines, grep)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from vpsapi.auth.dependencies import AdminUser, CurrentUser
 from vpsapi.core.db import SessionDep, utcnow
 from vpsapi.ops.audit.service import record_audit
-from vpsapi.ops.dependencies import NginxDep
+from vpsapi.ops.dependencies import NginxDep, tail_lines
 from vpsapi.ops.system import service
 from vpsapi.ops.system.schemas import NginxActionResult, NginxLogs, SystemStatus
 
@@ -52,7 +52,7 @@ async def reload_nginx(admin: AdminUser, session: SessionDep, nginx: NginxDep) -
 async def nginx_logs(
     request: Request,
     _admin: AdminUser,
-    lines: Annotated[int, Query(ge=1, le=MAX_LOG_LINES)] = 100,
+    lines: Annotated[int, Depends(tail_lines(MAX_LOG_LINES))],
     grep: Annotated[
         str | None, Query(min_length=1, max_length=200, description="plain substring")
     ] = None,
