@@ -10,7 +10,6 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI
-from starlette.middleware.gzip import GZipMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from vpsapi import __version__
@@ -22,12 +21,17 @@ from vpsapi.config import Settings, get_settings
 from vpsapi.console.module import MODULE as CONSOLE
 from vpsapi.core.db import Database
 from vpsapi.core.errors import install_error_handlers, register_fastapi_style
-from vpsapi.core.etag import ETagMiddleware
+from vpsapi.core.etag import COMPRESSED_FROM_BYTES, ETagMiddleware
 from vpsapi.core.events import EventBus, RedisEventBus
 from vpsapi.core.logging import configure_logging, init_sentry
 from vpsapi.core.memory import freeze_long_lived_objects
 from vpsapi.core.metrics import ResponseTimes
-from vpsapi.core.middleware import OriginGuard, RequestMiddleware, TrailingSlash
+from vpsapi.core.middleware import (
+    NegotiatedGZip,
+    OriginGuard,
+    RequestMiddleware,
+    TrailingSlash,
+)
 from vpsapi.core.modules import Module
 from vpsapi.core.openapi import install_openapi
 from vpsapi.core.ratelimit import KeyOwners, RateLimitMiddleware, create_storage
@@ -166,7 +170,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             rules=[rule for module in MODULES for rule in module.rate_limit_rules],
             key_owners=app.state.key_owners,
         )
-    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)  # seed 004's
+    app.add_middleware(  # seed 004's level
+        NegotiatedGZip, minimum_size=COMPRESSED_FROM_BYTES, compresslevel=6
+    )
     app.add_middleware(OriginGuard, allowed_origins=settings.allowed_origins)
     app.add_middleware(
         RequestMiddleware,

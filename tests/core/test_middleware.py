@@ -138,6 +138,26 @@ async def test_gzip_for_large_responses(client: httpx.AsyncClient) -> None:
     assert "content-encoding" not in small.headers
 
 
+@pytest.mark.parametrize(
+    ("accept", "gzipped"),
+    [
+        ("gzip;q=0, identity", False),  # RFC 9110: q=0 is "not acceptable"
+        ("GZIP; Q=0.0", False),
+        ("*;q=0, identity", False),
+        ("gzip;q=0.5, identity", True),
+        ("*;q=0, gzip", True),  # named, so the wildcard does not speak for it
+        ("deflate, gzip;q=0.1", True),
+    ],
+)
+async def test_gzip_follows_the_quality_values(
+    client: httpx.AsyncClient, accept: str, gzipped: bool
+) -> None:
+    async with client.stream("GET", "/openapi.json", headers={"Accept-Encoding": accept}) as answer:
+        sent = b"".join([chunk async for chunk in answer.aiter_raw()])
+    assert (answer.headers.get("content-encoding") == "gzip") is gzipped
+    assert (sent[:2] == b"\x1f\x8b") is gzipped
+
+
 @pytest.mark.parametrize("path", ["/health", "/health/live", "/api/v1/info"])
 async def test_head_is_answered_wherever_get_is(client: httpx.AsyncClient, path: str) -> None:
     get = await client.get(path)
@@ -180,6 +200,30 @@ async def test_api_gets_carry_an_etag_and_answer_304(
     assert again.headers["etag"] == etag
     changed = await client.get(path, headers={**admin_headers, "If-None-Match": 'W/"other"'})
     assert changed.status_code == 200
+
+
+async def test_a_304_varies_as_its_200_does(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    for number in range(12):  # a list over the compression threshold
+        await client.post(
+            "/api/v1/citypulse/buildings", json={"name": f"Depot {number}"}, headers=admin_headers
+        )
+    headers = {**admin_headers, "Accept-Encoding": "gzip"}
+    first = await client.get("/api/v1/citypulse/buildings", headers=headers)
+    assert first.headers["content-encoding"] == "gzip"
+    assert first.headers["vary"] == "Accept-Encoding"
+    again = await client.get(
+        "/api/v1/citypulse/buildings", headers={**headers, "If-None-Match": first.headers["etag"]}
+    )
+    assert again.status_code == 304
+    assert again.headers["vary"] == "Accept-Encoding"
+    small = await client.get("/api/v1/me", headers=headers)  # never compressed: no Vary
+    assert "vary" not in small.headers
+    small_again = await client.get(
+        "/api/v1/me", headers={**headers, "If-None-Match": small.headers["etag"]}
+    )
+    assert small_again.status_code == 304 and "vary" not in small_again.headers
 
 
 async def test_streams_and_writes_are_not_tagged(

@@ -14,6 +14,9 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CACHE_CONTROL = "private, max-age=0, must-revalidate"
+# Answers this large are gzipped for clients that accept it (`NegotiatedGZip`), so their
+# 200 says `Vary: Accept-Encoding`; a 304 must say what the 200 would (RFC 9110 15.4.5).
+COMPRESSED_FROM_BYTES = 1024
 
 
 def weak_etag(body: bytes) -> str:
@@ -69,6 +72,8 @@ class ETagMiddleware:
         if if_none_match and etag_matches(if_none_match, etag):
             del headers["content-length"]
             del headers["content-type"]
+            if len(body.get("body", b"")) >= COMPRESSED_FROM_BYTES:
+                headers.add_vary_header("Accept-Encoding")
             await send({"type": "http.response.start", "status": 304, "headers": headers.raw})
             await send({"type": "http.response.body", "body": b""})
             return

@@ -17,6 +17,7 @@ import structlog
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -450,3 +451,36 @@ class TrailingSlash:
             if self._routed(stripped):
                 scope = stripped
         await self.app(scope, receive, send)
+
+
+def refuses_gzip(accept_encoding: str) -> bool:
+    """`gzip;q=0` (or `*;q=0` naming no gzip), which RFC 9110 makes a refusal; Starlette
+    only looks for the word."""
+    wildcard_refused, gzip_quality = False, None
+    for coding in accept_encoding.lower().split(","):
+        name, _, params = coding.partition(";")
+        quality = 1.0
+        for param in params.split(";"):
+            key, _, value = param.partition("=")
+            if key.strip() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 1.0
+        if name.strip() in ("gzip", "x-gzip"):
+            gzip_quality = quality
+        elif name.strip() == "*":
+            wildcard_refused = quality == 0
+    return gzip_quality == 0 if gzip_quality is not None else wildcard_refused
+
+
+class NegotiatedGZip(GZipMiddleware):
+    """Starlette's gzip for the clients that accept it, q-values read."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            accept = Headers(scope=scope).get("accept-encoding", "")
+            if refuses_gzip(accept):
+                headers = [(k, v) for k, v in scope["headers"] if k != b"accept-encoding"]
+                scope = {**scope, "headers": headers}
+        await super().__call__(scope, receive, send)
