@@ -41,3 +41,19 @@ async def test_online_within_window(client: httpx.AsyncClient) -> None:
     ).json()["virtualId"]
     assert (await client.post(f"/api/devices/{vid}/heartbeat")).status_code == 200
     assert (await client.get(f"/api/vuid/{vid}")).json()["online"] is True
+
+
+async def test_a_camera_may_name_itself_by_its_real_id(client: httpx.AsyncClient) -> None:
+    """Firmware knows its real id; cloud/videos and service-param take either id, and so do
+    the heartbeat and alarm events."""
+    rid = "REAL" + secrets.token_hex(8).upper()
+    vid = (
+        await client.post("/api/hello/register", json={"realDeviceId": rid, "userId": "u"})
+    ).json()["virtualId"]
+    beat = await client.post(f"/api/devices/{rid}/heartbeat")
+    assert beat.status_code == 200, beat.text
+    assert (await client.get(f"/api/vuid/{vid}")).json()["online"] is True
+    event = await client.post(f"/api/devices/{rid}/events", json={"alarmType": "motion"})
+    assert event.status_code == 202, event.text
+    too_long = await client.post(f"/api/devices/{'X' * 300}/heartbeat")
+    assert too_long.status_code == 404

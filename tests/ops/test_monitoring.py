@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import signal
+import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field

@@ -156,10 +156,9 @@ def is_online(device: Device, offline_after_s: int) -> bool:
     return bool(device.is_online and seen and seen > utcnow() - timedelta(seconds=offline_after_s))
 
 
-async def heartbeat(session: AsyncSession, vid: str) -> Device | None:
-    device = (
-        await session.execute(select(Device).where(Device.virtual_id == vid))
-    ).scalar_one_or_none()
+async def heartbeat(session: AsyncSession, device_id: str) -> Device | None:
+    """The camera (by its virtual id or the real id its firmware knows) is online now."""
+    device = await find_device(session, device_id) if len(device_id) <= MAX_LOOKUP_ID else None
     if device is not None:
         device.is_online = True
         device.last_seen = utcnow()
