@@ -223,6 +223,17 @@ async def test_bad_rules_are_refused(
     assert (await client.get(RULES, headers=admin_headers)).json()["rules"] == []
 
 
+@pytest.mark.parametrize(
+    ("word", "symbol"), [("gt", ">"), ("GTE", ">="), ("lt", "<"), ("lte", "<="), ("eq", "==")]
+)
+async def test_an_operator_may_be_given_in_words(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], word: str, symbol: str
+) -> None:
+    response = await client.post(RULES, json=rule(operator=word), headers=admin_headers)
+    assert response.status_code == 201, response.text
+    assert response.json()["rule"]["operator"] == symbol
+
+
 # ---- samples and history ---------------------------------------------------------------
 
 

@@ -6,7 +6,14 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from vpsapi.ops.monitoring.models import METRICS
 
@@ -19,7 +26,23 @@ METRIC_ALIASES = {
     "response_time": "response_time_p95",
 }
 
-Operator = Literal[">", ">=", "<", "<=", "=="]
+# The words clients also send (`gt`, as query languages and rule engines spell them).
+OPERATOR_WORDS = {
+    "gt": ">",
+    "gte": ">=",
+    "ge": ">=",
+    "lt": "<",
+    "lte": "<=",
+    "le": "<=",
+    "eq": "==",
+}
+
+
+def _operator_symbol(value: Any) -> Any:
+    return OPERATOR_WORDS.get(value.lower(), value) if isinstance(value, str) else value
+
+
+Operator = Annotated[Literal[">", ">=", "<", "<=", "=="], BeforeValidator(_operator_symbol)]
 Severity = Literal["info", "warning", "critical"]
 Channel = Literal["email", "webhook"]
 
