@@ -145,13 +145,17 @@ async def test_energy_counts_the_hours_with_readings_whatever_the_step(
     )
     assert response.status_code == 201, response.text
     day = {"building": building_id, "from": "2025-03-01T00:00:00Z", "to": "2025-03-02T00:00:00Z"}
-    for step, buckets in (("5m", 24), ("1h", 2), ("1d", 1)):
+    for step, buckets, with_readings in (("5m", 288, 24), ("1h", 24, 2), ("1d", 1, 1)):
         response = await client.get(f"{BASE}/energy", params={**day, "step": step}, headers=manager)
         assert response.status_code == 200, response.text
         report = response.json()["data"]
         assert len(report["buckets"]) == buckets
+        assert len([b for b in report["buckets"] if b["kwh"]]) == with_readings
         assert report["totals"]["kwh"] == pytest.approx(20.0), step
         assert report["totals"]["cost"] == pytest.approx(6.0), step
+
+
+HALF_PAST = datetime(2000, 1, 1, 0, 30, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
@@ -186,6 +190,12 @@ async def test_energy_counts_the_hours_with_readings_whatever_the_step(
                 "to": "2026-01-02T00:00:00Z",
                 "step": "5m",
             },
+            422,
+            "step",
+        ),
+        # 20,000 hours from a half hour touch 20,001 hourly buckets.
+        (
+            {"from": _iso(HALF_PAST), "to": _iso(HALF_PAST + timedelta(hours=20_000))},
             422,
             "step",
         ),
@@ -226,13 +236,58 @@ async def test_energy_at_the_ends_of_time(
     response = await client.get(f"{BASE}/energy", params=first_day, headers=manager)
     assert response.status_code == 200, response.text
     report = response.json()["data"]
-    assert report["from"] == "0001-01-01T00:00:00Z" and report["buckets"] == []
+    assert report["from"] == "0001-01-01T00:00:00Z"
+    assert report["buckets"][0]["timestamp"] == "0001-01-01T00:00:00Z"
+    assert len(report["buckets"]) == 24 and not any(b["kwh"] for b in report["buckets"])
     assert report["comparison"]["previousFrom"] == "0001-01-01T00:00:00Z"
     assert report["comparison"]["previousKwh"] == 0
     last_day = {"from": "9999-12-31T00:00:00Z", "to": "9999-12-31T23:59:59.999Z"}
     response = await client.get(f"{BASE}/energy", params=last_day, headers=manager)
     assert response.status_code == 200, response.text
     assert response.json()["data"]["comparison"]["previousFrom"] == "9999-12-30T00:00:00.001000Z"
+
+
+async def test_a_bare_energy_get_lists_every_hourly_bucket_of_the_last_day(
+    client: httpx.AsyncClient, manager: dict[str, str]
+) -> None:
+    """Buckets without readings are zeros, not left out: a fresh server answered
+    `buckets: []` where the last 24 hourly buckets were documented."""
+    response = await client.get(f"{BASE}/energy", headers=manager)
+    assert response.status_code == 200, response.text
+    report = response.json()["data"]
+    start = datetime.fromisoformat(report["from"])
+    assert [b["timestamp"] for b in report["buckets"]] == [
+        _iso(start + timedelta(hours=h)) for h in range(24)
+    ]
+    assert {(b["kwh"], b["peakKw"], b["cost"]) for b in report["buckets"]} == {(0, 0, 0)}
+
+
+@pytest.mark.parametrize(
+    ("step", "timestamps"),
+    [
+        ("1d", ["2025-03-01T00:00:00Z", "2025-03-02T00:00:00Z", "2025-03-03T00:00:00Z"]),
+        ("1h", [f"2025-03-01T{h:02}:00:00Z" for h in range(10, 24)] + ["2025-03-02T00:00:00Z"]),
+    ],
+)
+async def test_energy_fills_the_buckets_between_readings_with_zeros(
+    client: httpx.AsyncClient, manager: dict[str, str], step: str, timestamps: list[str]
+) -> None:
+    """From the bucket `from` falls in to the one before `to`, readings or not."""
+    building = await client.post(f"{BASE}/buildings", json={"name": "Gaps"}, headers=manager)
+    building_id = building.json()["data"]["id"]
+    sensor = await _sensor(client, manager, building_id, "electricity")
+    reading = {"timestamp": "2025-03-01T12:00:00Z", "value": 6.0}
+    response = await client.post(f"{BASE}/sensors/{sensor}/readings", json=reading, headers=manager)
+    assert response.status_code == 201, response.text
+    window = {"from": "2025-03-01T10:30:00Z", "to": timestamps[-1].replace(":00:00Z", ":30:00Z")}
+    response = await client.get(
+        f"{BASE}/energy", params={**window, "building": building_id, "step": step}, headers=manager
+    )
+    assert response.status_code == 200, response.text
+    buckets = response.json()["data"]["buckets"]
+    assert [b["timestamp"] for b in buckets] == timestamps
+    bucket_of_reading = "2025-03-01T00:00:00Z" if step == "1d" else "2025-03-01T12:00:00Z"
+    assert {b["timestamp"]: b["kwh"] for b in buckets if b["kwh"]} == {bucket_of_reading: 6.0}
 
 
 async def test_energy_without_parameters_covers_every_building_for_the_last_day(

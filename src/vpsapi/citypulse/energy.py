@@ -42,9 +42,15 @@ def report_window(start: datetime | None, end: datetime | None, width: int) -> t
     start_ms = to_ms(start) if start is not None else end_ms - DEFAULT_SPAN_MS
     if end_ms <= start_ms:
         raise invalid("to", "must be after 'from'")
-    if (end_ms - start_ms) // width > MAX_BUCKETS:
+    if len(bucket_starts(start_ms, end_ms, width)) > MAX_BUCKETS:
         raise invalid("step", f"Too many buckets: use a coarser step (at most {MAX_BUCKETS})")
     return start_ms, end_ms
+
+
+def bucket_starts(start_ms: int, end_ms: int, width: int) -> range:
+    """Every UTC-aligned bucket the window touches, the first one possibly begun before
+    `from` (as SQL buckets the readings)."""
+    return range(start_ms // width * width, end_ms, width)
 
 
 def _electricity(building_id: str | None, start_ms: int, end_ms: int) -> list[Any]:
@@ -153,14 +159,15 @@ async def energy_report(
         .all()
     )
 
+    # Every bucket of the window, those without readings as zeros: a chart gets no gaps.
     buckets = [
         EnergyBucket(
             timestamp=from_ms(ts),
-            kwh=round(kwh, 6),
+            kwh=round(current.get(ts, 0.0), 6),
             peak_kw=peaks.get(ts, 0.0),
-            cost=round(kwh * tariff, 4),
+            cost=round(current.get(ts, 0.0) * tariff, 4),
         )
-        for ts, kwh in sorted(current.items())
+        for ts in bucket_starts(start_ms, end_ms, width)
     ]
     buildings = [
         EnergyBuilding(
