@@ -240,7 +240,7 @@ async def test_energy_at_the_ends_of_time(
     assert report["buckets"][0]["timestamp"] == "0001-01-01T00:00:00Z"
     assert len(report["buckets"]) == 24 and not any(b["kwh"] for b in report["buckets"])
     assert report["comparison"]["previousFrom"] == "0001-01-01T00:00:00Z"
-    assert report["comparison"]["previousKwh"] == 0
+    assert report["comparison"]["previousKwh"] is None
     last_day = {"from": "9999-12-31T00:00:00Z", "to": "9999-12-31T23:59:59.999Z"}
     response = await client.get(f"{BASE}/energy", params=last_day, headers=manager)
     assert response.status_code == 200, response.text
@@ -288,6 +288,37 @@ async def test_energy_fills_the_buckets_between_readings_with_zeros(
     assert [b["timestamp"] for b in buckets] == timestamps
     bucket_of_reading = "2025-03-01T00:00:00Z" if step == "1d" else "2025-03-01T12:00:00Z"
     assert {b["timestamp"]: b["kwh"] for b in buckets if b["kwh"]} == {bucket_of_reading: 6.0}
+
+
+async def test_comparison_is_null_without_readings_in_the_previous_period(
+    client: httpx.AsyncClient, manager: dict[str, str]
+) -> None:
+    """No readings before `from` is no data to compare with (it said previousKwh 0 and
+    changeKwh the whole period); readings of 0 kW are data: 0 kWh, a change, no percent."""
+    building = await client.post(f"{BASE}/buildings", json={"name": "New"}, headers=manager)
+    building_id = building.json()["data"]["id"]
+    sensor = await _sensor(client, manager, building_id, "electricity")
+    readings = {"readings": [{"timestamp": "2025-03-02T10:00:00Z", "value": 5.0}]}
+    response = await client.post(
+        f"{BASE}/sensors/{sensor}/readings", json=readings, headers=manager
+    )
+    assert response.status_code == 201, response.text
+    day = {"building": building_id, "from": "2025-03-02T00:00:00Z", "to": "2025-03-03T00:00:00Z"}
+
+    async def comparison() -> dict:
+        response = await client.get(f"{BASE}/energy", params=day, headers=manager)
+        assert response.status_code == 200, response.text
+        assert response.json()["data"]["totals"]["kwh"] == 5.0
+        return dict(response.json()["data"]["comparison"])
+
+    first = await comparison()
+    assert (first["previousKwh"], first["changeKwh"], first["changePercent"]) == (None, None, None)
+    assert first["previousFrom"] == "2025-03-01T00:00:00Z"
+    idle = {"timestamp": "2025-03-01T10:00:00Z", "value": 0.0}
+    response = await client.post(f"{BASE}/sensors/{sensor}/readings", json=idle, headers=manager)
+    assert response.status_code == 201, response.text
+    second = await comparison()
+    assert (second["previousKwh"], second["changeKwh"], second["changePercent"]) == (0, 5.0, None)
 
 
 async def test_energy_without_parameters_covers_every_building_for_the_last_day(
@@ -351,7 +382,7 @@ async def test_energy_without_parameters_covers_every_building_for_the_last_day(
     only_b = one.json()["data"]
     assert only_b["buildingId"] == b and only_b["totals"]["kwh"] == 5.0
     assert [x["buildingId"] for x in only_b["buildings"]] == [b]
-    assert only_b["comparison"]["previousKwh"] == 0
+    assert only_b["comparison"]["previousKwh"] is None  # b had no readings the day before
 
     # `to` alone: the 24 hours before it; a step of a day: the day in progress.
     until = _iso(now - timedelta(hours=1))

@@ -129,6 +129,26 @@ async def _peaks(
     )
 
 
+def _comparison(
+    previous_start: int, previous_end: int, total_kwh: float, previous: dict[int, float]
+) -> EnergyComparison:
+    """Against the previous window's kWh per bucket. Without readings there (no bucket,
+    as opposed to readings summing to 0 kWh) there is nothing to compare: all null."""
+    previous_kwh = change_kwh = change_percent = None
+    if previous:
+        previous_kwh = sum(previous.values())
+        change_kwh = total_kwh - previous_kwh
+        if previous_kwh:
+            change_percent = round(change_kwh / previous_kwh * 100, 3)
+    return EnergyComparison(
+        previous_from=from_ms(previous_start),
+        previous_to=from_ms(previous_end),
+        previous_kwh=None if previous_kwh is None else round(previous_kwh, 6),
+        change_kwh=None if change_kwh is None else round(change_kwh, 6),
+        change_percent=change_percent,
+    )
+
+
 async def energy_report(
     session: AsyncSession,
     building_id: str | None,
@@ -182,8 +202,6 @@ async def energy_report(
         )
     ]
     total_kwh = sum(current.values())
-    previous_kwh = sum(previous.values())
-    change = total_kwh - previous_kwh
     return EnergyReport(
         building_id=building_id,
         from_=from_ms(start_ms),
@@ -197,12 +215,6 @@ async def energy_report(
             peak_kw=max(peaks.values(), default=0.0),
             cost=round(total_kwh * tariff, 4),
         ),
-        comparison=EnergyComparison(
-            previous_from=from_ms(previous_start),
-            previous_to=from_ms(start_ms),
-            previous_kwh=round(previous_kwh, 6),
-            change_kwh=round(change, 6),
-            change_percent=round(change / previous_kwh * 100, 3) if previous_kwh else None,
-        ),
+        comparison=_comparison(previous_start, start_ms, total_kwh, previous),
         buildings=buildings,
     )

@@ -144,9 +144,9 @@ class EnergyTotals(CamelModel):
 class EnergyComparison(CamelModel):
     previous_from: datetime
     previous_to: datetime
-    previous_kwh: float
-    change_kwh: float
-    change_percent: float | None
+    previous_kwh: float | None = Field(description="null: no readings in the previous period")
+    change_kwh: float | None
+    change_percent: float | None = Field(description="also null when previousKwh is 0")
 
 
 class EnergyBuilding(CamelModel):
