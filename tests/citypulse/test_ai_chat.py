@@ -425,6 +425,10 @@ async def test_unreachable_provider_is_502(make_client: Any) -> None:
         ({"message": "hi", "model": "m", "provider": "skynet"}, "provider"),
         ({"message": "hi", "model": "m", "temperature": 2.5}, "temperature"),
         ({"message": "hi", "model": "m", "max_tokens": 0}, "max_tokens"),
+        # JSON's true is no number (it was sent on as a temperature of 1).
+        ({"message": "hi", "model": "m", "temperature": True}, "temperature"),
+        ({"message": "hi", "model": "m", "max_tokens": True}, "max_tokens"),
+        ({"message": "hi", "model": "m", "maxTokens": True}, "maxTokens"),  # as spelled
         ({"message": "hi", "model": "m", "stream": "yes please"}, "stream"),
         ({"message": "x" * 100_001, "model": "m"}, "message"),
         ({"message": "hi"}, "model"),  # no AI_DEFAULT_MODEL set

@@ -153,6 +153,17 @@ async def test_bad_rules(
     assert (await client.get(f"{BASE}/alerts/rules", headers=manager)).json()["data"] == []
 
 
+@pytest.mark.parametrize("field", ["threshold", "durationSeconds"])
+async def test_a_boolean_is_no_number_in_a_rule(
+    client: httpx.AsyncClient, manager: dict[str, str], sensor: dict, field: str
+) -> None:
+    body = {"sensorId": sensor["id"], "name": "x", "condition": "above", "threshold": 1}
+    response = await client.post(f"{BASE}/alerts/rules", json=body | {field: True}, headers=manager)
+    assert response.status_code == 422, response.text
+    assert list(response.json()["errors"]) == [field]
+    assert (await client.get(f"{BASE}/alerts/rules", headers=manager)).json()["data"] == []
+
+
 async def test_unknown_alerts_and_sensors(
     client: httpx.AsyncClient, manager: dict[str, str]
 ) -> None:

@@ -119,6 +119,28 @@ async def test_non_finite_floor_area_is_refused(
     assert got.json()["data"]["floorAreaM2"] == 1200.0
 
 
+async def test_a_boolean_is_no_floor_area(
+    client: httpx.AsyncClient, manager: dict[str, str]
+) -> None:
+    """JSON's true was stored as 1.0 m² (pydantic's lax mode reads it as 1)."""
+    created = await client.post(
+        f"{BASE}/buildings", json={"name": "x", "floorAreaM2": True}, headers=manager
+    )
+    assert created.status_code == 422, created.text
+    assert created.json()["errors"] == {
+        "floorAreaM2": ["Input should be a number, not true or false"]
+    }
+    building = await _building(client, manager)
+    url = f"{BASE}/buildings/{building['id']}"
+    patched = await client.patch(url, json={"floorAreaM2": False}, headers=manager)
+    assert patched.status_code == 422, patched.text
+    assert list(patched.json()["errors"]) == ["floorAreaM2"]
+    for number, stored in ((60, 60.0), (60.5, 60.5), ("60", 60.0)):  # numbers still are
+        patched = await client.patch(url, json={"floorAreaM2": number}, headers=manager)
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["data"]["floorAreaM2"] == stored
+
+
 @pytest.mark.parametrize(
     ("params", "status", "field"),
     [

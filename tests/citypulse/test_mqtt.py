@@ -240,6 +240,7 @@ async def test_bad_messages_are_counted_and_ingestion_continues(
         (topic, b'{"time": "2026-01-01T00:00:00Z"}'),
         (topic, b"[]"),
         (topic, b"true"),
+        (topic, b'{"value": true}'),  # stored as 1.0 before
         (topic, b'{"value": 1e999}'),
         (topic, b"1e999"),
         (topic, b"NaN"),
@@ -263,7 +264,7 @@ async def test_bad_messages_are_counted_and_ingestion_continues(
     assert len(await readings(client, headers, sensor_id)) == 2  # probe + good reading
     text = (await client.get("/metrics")).text
     delta = {o: metric(text, name, outcome=o) - before[o] for o in before}
-    assert delta == {"invalid_payload": 12, "invalid_topic": 2, "unknown_sensor": 2}
+    assert delta == {"invalid_payload": 13, "invalid_topic": 2, "unknown_sensor": 2}
 
 
 @pytest.fixture

@@ -118,6 +118,9 @@ def _in(delta: timedelta) -> str:
         # Finite but absurd: sums over it overflowed to infinity (null in answers).
         ({"timestamp": "2026-01-01T00:00:00Z", "value": 1e308}, "value"),
         ({"timestamp": "2026-01-01T00:00:00Z", "value": -1e13}, "value"),
+        # JSON's true and false are no readings (they were stored as 1.0 and 0.0).
+        ({"timestamp": "2026-01-01T00:00:00Z", "value": True}, "value"),
+        ({"readings": [{"timestamp": "2026-01-01T00:00:00Z", "value": False}]}, "readings.0.value"),
         (
             {
                 "readings": [

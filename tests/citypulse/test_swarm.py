@@ -262,6 +262,10 @@ async def test_cancelled_swarm_records_the_cut_call(
         ),
         ({"task": "t", "agents": [{"name": "a", "model": "m"}], "strategy": "random"}, "strategy"),
         (
+            {"task": "t", "agents": [{"name": "a", "model": "m", "temperature": True}]},
+            "agents.0.temperature",
+        ),
+        (
             {"task": "t", "agents": [{"name": "a", "model": "m"}], "aggregate": "vote"},
             "aggregate",
         ),

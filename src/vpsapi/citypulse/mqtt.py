@@ -21,12 +21,11 @@ import ssl
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 import structlog
-from pydantic import AliasChoices, Field, TypeAdapter, ValidationError
+from pydantic import AliasChoices, Field, TypeAdapter
 
 from vpsapi.citypulse import ingest, service
 from vpsapi.citypulse.metrics import MQTT_CONNECTED, MQTT_MESSAGES
@@ -74,14 +73,9 @@ class BadMessage(ValueError):
 
 
 def parse_payload(payload: bytes) -> list[MqttReading]:
-    try:
-        decoded: Any = json.loads(payload)
-        if isinstance(decoded, bool):
-            raise BadMessage("invalid_payload", "a boolean is not a reading")
-        parsed = _PAYLOAD.validate_python(decoded)
-    except (ValueError, ValidationError) as exc:
-        if isinstance(exc, BadMessage):
-            raise
+    try:  # a boolean is no reading: ReadingValue refuses it
+        parsed = _PAYLOAD.validate_python(json.loads(payload))
+    except ValueError as exc:  # bad JSON, or no reading (a ValidationError is a ValueError)
         raise BadMessage("invalid_payload", str(exc).splitlines()[0]) from exc
     if isinstance(parsed, float):
         return [MqttReading(value=parsed)]

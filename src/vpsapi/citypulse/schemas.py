@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, ValidatorFunctionWrapHandler, WrapValidator
 
-from vpsapi.core.schemas import CamelModel, UtcDatetime
+from vpsapi.core.schemas import CamelModel, NumberNotBool, UtcDatetime
 
 SensorKind = Literal[
     "electricity", "gas", "water", "heat", "temperature", "humidity", "co2", "occupancy"
@@ -17,11 +17,11 @@ Aggregate = Literal["avg", "min", "max", "last"]
 
 # Far beyond any building; bounds keep sums and ratios finite (1e999 parses as infinity).
 MAX_FLOOR_AREA_M2 = 10_000_000
-FloorArea = Annotated[float, Field(gt=0, le=MAX_FLOOR_AREA_M2, allow_inf_nan=False)]
+FloorArea = NumberNotBool[Annotated[float, Field(gt=0, le=MAX_FLOOR_AREA_M2, allow_inf_nan=False)]]
 # Beyond any meter; sums over any number of such readings stay far from float overflow.
 MAX_READING_VALUE = 1e12
-ReadingValue = Annotated[
-    float, Field(ge=-MAX_READING_VALUE, le=MAX_READING_VALUE, allow_inf_nan=False)
+ReadingValue = NumberNotBool[
+    Annotated[float, Field(ge=-MAX_READING_VALUE, le=MAX_READING_VALUE, allow_inf_nan=False)]
 ]
 # A device clock may run a little fast; a reading much further ahead would stay "latest"
 # until then and so decide every alert evaluation of its sensor.
@@ -308,8 +308,8 @@ class AlertRuleIn(CamelModel):
     sensor_id: str = Field(min_length=1, max_length=32)
     name: str = Field(min_length=1, max_length=200)
     condition: Literal["above", "below"]
-    threshold: float = Field(allow_inf_nan=False)
-    duration_seconds: int = Field(default=0, ge=0, le=30 * 86_400)
+    threshold: NumberNotBool[Annotated[float, Field(allow_inf_nan=False)]]
+    duration_seconds: NumberNotBool[Annotated[int, Field(ge=0, le=30 * 86_400)]] = 0
     severity: Literal["info", "warning", "critical"] = "warning"
 
 

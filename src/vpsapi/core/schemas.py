@@ -9,6 +9,7 @@ import pydantic_core
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -23,6 +24,7 @@ from vpsapi.core.errors import BadRequest, MalformedJson, ValidationFailed, vali
 from vpsapi.core.timestamps import js_iso_cached
 
 T = TypeVar("T")
+NumberT = TypeVar("NumberT", int, float)
 
 OUT_OF_RANGE = "must be between years 1 and 9999 in UTC"
 
@@ -39,6 +41,19 @@ def as_utc(value: datetime) -> datetime:
 
 # Use for every datetime a request carries (body or query): out-of-range ones are a 4xx.
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
+
+
+def refuse_boolean(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("Input should be a number, not true or false")
+    return value
+
+
+# A number a request carries: pydantic's lax mode reads JSON's true and false as 1 and 0,
+# and no client sending one meant a number. Constraints go inside, as in
+# `NumberNotBool[Annotated[float, Field(gt=0)]]`: outside they would follow this validator,
+# and OpenAPI would no longer show them as minimum and maximum.
+NumberNotBool = Annotated[NumberT, BeforeValidator(refuse_boolean)]
 
 
 # A moment in an answer to seed 000/001's JavaScript clients, written as they write theirs.

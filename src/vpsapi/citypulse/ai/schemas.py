@@ -15,16 +15,18 @@ from pydantic import (
 )
 
 from vpsapi.citypulse.ai.providers import ProviderName
-from vpsapi.core.schemas import CamelModel
+from vpsapi.core.schemas import CamelModel, NumberNotBool
 
 # Model ids as providers spell them: `gpt-4o-mini`, `claude-3-5-haiku-latest`,
 # `llama3.1:8b` (Ollama), `meta-llama/Llama-3.1-8B-Instruct` (vLLM).
 ModelId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:/@+-]+$")]
 MaxTokens = Annotated[
-    int | None,
-    Field(default=None, ge=1, le=200_000, validation_alias=AliasChoices("max_tokens", "maxTokens")),
+    NumberNotBool[Annotated[int, Field(ge=1, le=200_000)]] | None,
+    Field(default=None, validation_alias=AliasChoices("max_tokens", "maxTokens")),
 ]
-Temperature = Annotated[float | None, Field(default=None, ge=0, le=2)]
+Temperature = Annotated[
+    NumberNotBool[Annotated[float, Field(ge=0, le=2)]] | None, Field(default=None)
+]
 MAX_MESSAGE_CHARS = 100_000
 
 
