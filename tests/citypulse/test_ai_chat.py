@@ -413,13 +413,13 @@ async def test_unreachable_provider_is_502(make_client: Any) -> None:
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({}, "body"),
+        ({}, "message"),
         ({"messages": [], "model": "m"}, "messages"),
         ({"messages": [{"role": "robot", "content": "x"}], "model": "m"}, "messages.0.role"),
         ({"messages": [{"role": "user", "content": ""}], "model": "m"}, "messages.0.content"),
         ({"messages": [{"role": "user"}], "model": "m"}, "messages.0.content"),
-        ({"messages": [{"role": "system", "content": "only"}], "model": "m"}, "body"),
-        ({"messages": CONVERSATION, "message": "both", "model": "m"}, "body"),
+        ({"messages": [{"role": "system", "content": "only"}], "model": "m"}, "messages"),
+        ({"messages": CONVERSATION, "message": "both", "model": "m"}, "message"),
         ({"message": "hi", "model": "has space"}, "model"),
         ({"message": "hi", "model": ""}, "model"),
         ({"message": "hi", "model": "m", "provider": "skynet"}, "provider"),
@@ -451,6 +451,32 @@ async def test_bad_input_is_422(
     assert error["success"] is False and error["error"] == "ValidationError"
     assert field in error["errors"], error["errors"]
     assert providers.received == []
+
+
+@pytest.mark.parametrize(
+    ("body", "errors"),
+    [
+        (
+            {"messages": [{"role": "system", "content": "x"}]},
+            {"messages": ["messages needs at least one user or assistant message"]},
+        ),
+        (
+            {"message": "x", "messages": CONVERSATION},
+            {"message": ["Send either messages or message"]},
+        ),
+        ({"model": "m"}, {"message": ["Send either messages or message"]}),
+    ],
+)
+async def test_checks_across_fields_name_a_field(
+    client: httpx.AsyncClient,  # noqa: F811
+    user: tuple[dict[str, Any], dict[str, str]],
+    body: dict[str, Any],
+    errors: dict[str, list[str]],
+) -> None:
+    """They were keyed `body`, as if the whole body were wrong."""
+    response = await client.post(CHAT, json=body, headers=user[1])
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"] == errors
 
 
 async def test_malformed_json_and_auth(

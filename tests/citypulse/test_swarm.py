@@ -253,7 +253,7 @@ async def test_cancelled_swarm_records_the_cut_call(
         ({"agents": [{"name": "a", "model": "m"}], "task": ""}, "task"),
         ({"task": "t", "agents": []}, "agents"),
         ({"task": "t"}, "agents"),
-        ({"task": "t", "agents": [{"name": "a", "model": "m"}] * 2}, "body"),
+        ({"task": "t", "agents": [{"name": "a", "model": "m"}] * 2}, "agents"),
         ({"task": "t", "agents": [{"name": f"a{i}", "model": "m"} for i in range(11)]}, "agents"),
         ({"task": "t", "agents": [{"name": "a/b", "model": "m"}]}, "agents.0.name"),
         (
@@ -271,7 +271,7 @@ async def test_cancelled_swarm_records_the_cut_call(
         ),
         (
             {"task": "t", "agents": [{"name": "a", "model": "m"}], "aggregate": {"agent": "zed"}},
-            "body",
+            "aggregate.agent",
         ),
         (
             {
@@ -304,6 +304,31 @@ async def test_bad_swarm_input_is_422(
     assert any(name.startswith(field) for name in errors), errors
     jobs = await client.get("/api/v1/jobs", headers=user_headers)
     assert jobs.json()["data"]["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "errors"),
+    [
+        (
+            {"task": "t", "agents": [{"name": "a", "model": "m"}], "aggregate": {"agent": "zzz"}},
+            {"aggregate.agent": ["aggregate.agent 'zzz' is not an agent"]},
+        ),
+        (
+            {"task": "t", "agents": [{"name": "a", "model": "m"}] * 2},
+            {"agents": ["Agent names must be unique"]},
+        ),
+    ],
+)
+async def test_checks_across_fields_name_a_field(
+    client: httpx.AsyncClient,  # noqa: F811
+    user_headers: dict[str, str],
+    body: dict[str, Any],
+    errors: dict[str, list[str]],
+) -> None:
+    """They were keyed `body`, as if the whole body were wrong."""
+    response = await client.post(ORCHESTRATE, json=body, headers=user_headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"] == errors
 
 
 async def test_a_json_body_sent_as_text_plain_is_read(

@@ -17,6 +17,7 @@ from pydantic import (
     WithJsonSchema,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
@@ -148,6 +149,22 @@ def check_storable_json(value: Any) -> Any:
 
 
 StorableJsonObject = Annotated[dict[str, Any], AfterValidator(check_storable_json)]
+
+
+def field_error(model: type[BaseModel], field: str, message: str, value: Any) -> ValidationError:
+    """For a model validator to raise about one field (`a.b` for a nested one): a ValueError
+    raised there is the whole body's, keyed `body` in a 422, not the field's."""
+    return ValidationError.from_exception_data(
+        model.__name__,
+        [
+            {
+                "type": PydanticCustomError("value_error", message),
+                "loc": tuple(field.split(".")),
+                "input": value,
+            }
+        ],
+    )
+
 
 M = TypeVar("M", bound=BaseModel)
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")

@@ -15,7 +15,7 @@ from pydantic import (
 )
 
 from vpsapi.citypulse.ai.providers import ProviderName
-from vpsapi.core.schemas import CamelModel, NumberNotBool
+from vpsapi.core.schemas import CamelModel, NumberNotBool, field_error
 
 # Model ids as providers spell them: `gpt-4o-mini`, `claude-3-5-haiku-latest`,
 # `llama3.1:8b` (Ollama), `meta-llama/Llama-3.1-8B-Instruct` (vLLM).
@@ -58,9 +58,14 @@ class ChatIn(BaseModel):
     @model_validator(mode="after")
     def _one_conversation(self) -> ChatIn:
         if (self.messages is None) == (self.message is None):
-            raise ValueError("Send either messages or message")
+            raise field_error(ChatIn, "message", "Send either messages or message", self.message)
         if self.messages is not None and all(m.role == "system" for m in self.messages):
-            raise ValueError("messages needs at least one user or assistant message")
+            raise field_error(
+                ChatIn,
+                "messages",
+                "messages needs at least one user or assistant message",
+                [m.model_dump() for m in self.messages],
+            )
         return self
 
     def conversation(self) -> list[dict[str, str]]:
@@ -176,10 +181,12 @@ class SwarmIn(BaseModel):
     def _names(self) -> SwarmIn:
         names = [agent.name for agent in self.agents]
         if len(set(names)) != len(names):
-            raise ValueError("Agent names must be unique")
+            raise field_error(SwarmIn, "agents", "Agent names must be unique", names)
         chosen = self.aggregate.agent if isinstance(self.aggregate, AggregateIn) else None
         if chosen is not None and chosen not in names:
-            raise ValueError(f"aggregate.agent {chosen!r} is not an agent")
+            raise field_error(
+                SwarmIn, "aggregate.agent", f"aggregate.agent {chosen!r} is not an agent", chosen
+            )
         return self
 
 
