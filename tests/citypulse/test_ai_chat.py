@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 from typing import Any
 
@@ -192,6 +193,27 @@ async def test_provider_failing_midstream_ends_with_an_error_event(
     assert [(r["model"], r["status"]) for r in usage] == [("broken-stream", "error")]
 
 
+async def _admin_headers(http: httpx.AsyncClient) -> dict[str, str]:
+    login = await http.post(
+        "/api/v1/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+    )
+    return {"Authorization": f"Bearer {login.json()['data']['accessToken']}"}
+
+
+async def _usage_of(
+    http: httpx.AsyncClient, headers: dict[str, str], model: str
+) -> list[dict[str, Any]]:
+    """The groq usage records of `model`, once there are any (none after 30 s)."""
+    for _ in range(600):
+        # The admin sees everyone's records, and the scale-out database is shared.
+        usage = await http.get("/api/v1/ai/usage?provider=groq", headers=headers)
+        records = [r for r in usage.json()["data"]["items"] if r["model"] == model]
+        if records:
+            return records
+        await asyncio.sleep(0.05)
+    return []
+
+
 @pytest.mark.multiprocess
 async def test_stream_is_live_through_a_real_server(
     settings_factory: Any,
@@ -200,10 +222,7 @@ async def test_stream_is_live_through_a_real_server(
 ) -> None:
     server = server_factory(settings_factory(), **providers.env())
     async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
-        login = await http.post(
-            "/api/v1/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
-        )
-        headers = {"Authorization": f"Bearer {login.json()['data']['accessToken']}"}
+        headers = await _admin_headers(http)
         body = {"message": "one two", "model": "gated-stream", "provider": "openai", "stream": True}
         async with http.stream("POST", CHAT, json=body, headers=headers) as response:
             assert response.status_code == 200
@@ -226,10 +245,7 @@ async def test_stream_left_by_the_client_is_recorded_as_cancelled(
 ) -> None:
     server = server_factory(settings_factory(), **providers.env())
     async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
-        login = await http.post(
-            "/api/v1/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
-        )
-        headers = {"Authorization": f"Bearer {login.json()['data']['accessToken']}"}
+        headers = await _admin_headers(http)
         body = {"message": "bye", "model": "gated-stream", "provider": "groq", "stream": True}
         async with http.stream("POST", CHAT, json=body, headers=headers) as response:
             assert await _next_event(response.aiter_lines()) == (
@@ -237,14 +253,7 @@ async def test_stream_left_by_the_client_is_recorded_as_cancelled(
                 {"content": "gated-stream"},
             )
         # The client has gone; the provider is still holding its answer.
-        records: list[dict[str, Any]] = []
-        for _ in range(300):
-            # The admin sees everyone's records, and the scale-out database is shared.
-            usage = await http.get("/api/v1/ai/usage?provider=groq", headers=headers)
-            records = [r for r in usage.json()["data"]["items"] if r["model"] == "gated-stream"]
-            if records:
-                break
-            await asyncio.sleep(0.05)
+        records = await _usage_of(http, headers, "gated-stream")
         providers.gate.set()
         failed = await http.post(
             CHAT, json={"message": "x", "model": "fail-500", "provider": "groq"}, headers=headers
@@ -258,6 +267,36 @@ async def test_stream_left_by_the_client_is_recorded_as_cancelled(
     assert "ai_call_failed" in log
     for key in (OPENAI_KEY, GROQ_KEY, ANTHROPIC_KEY):
         assert key not in log
+
+
+@pytest.mark.multiprocess
+async def test_stream_left_before_the_provider_answered_is_recorded_as_cancelled(
+    settings_factory: Any,
+    server_factory: Any,
+    providers: FakeProviders,  # noqa: F811
+) -> None:
+    """A client gone while the provider had not started its answer was noticed only at
+    AI_TIMEOUT_SECONDS: the call ran on until then and was recorded as a timeout."""
+    server = server_factory(settings_factory(), **providers.env(), AI_TIMEOUT_SECONDS="600")
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
+        headers = await _admin_headers(http)
+        body = {"message": "bye", "model": "gated", "provider": "groq", "stream": True}
+        leaving = asyncio.create_task(http.post(CHAT, json=body, headers=headers))
+        for _ in range(600):  # until the provider holds the request (behind its gate)
+            if providers.received or leaving.done():
+                break
+            await asyncio.sleep(0.05)
+        assert [r.body["model"] for r in providers.received] == ["gated"], leaving
+        leaving.cancel()  # the client closes its connection
+        with contextlib.suppress(asyncio.CancelledError):
+            await leaving
+        records = await _usage_of(http, headers, "gated")
+        assert not providers.gate.is_set()  # the provider never answered
+    assert [(r["status"], r["stream"]) for r in records] == [("cancelled", True)]
+    server.stop()
+    log = server.log_path.read_text()
+    assert "ai_call_cancelled" in log and '"status": 499' in log  # nginx's "client closed"
+    assert "Traceback" not in log
 
 
 def test_provider_keys_are_masked_in_the_effective_settings(

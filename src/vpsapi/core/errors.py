@@ -124,6 +124,15 @@ class TooManyRequests(AppError):
     message = "Too many requests, please try again later"
 
 
+class ClientClosedRequest(AppError):
+    """The client left before its answer (nginx's 499): no one reads this one, but the
+    access log and the metrics say what became of the request."""
+
+    status_code = 499
+    code = "ClientClosedRequest"
+    message = "The client closed the request"
+
+
 class BadGateway(AppError):
     """An upstream service answered with an error or with nonsense."""
 

@@ -1,10 +1,13 @@
-"""Stopping background tasks."""
+"""Stopping background tasks, and work whose caller may go away."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import structlog
 
 log = structlog.get_logger("vpsapi.tasks")
@@ -30,3 +33,23 @@ async def cancel_and_wait(*tasks: asyncio.Task[Any]) -> None:
         error = None if task.cancelled() else task.exception()
         if error is not None:
             log.warning("task_failed_on_stop", task=task.get_name(), error=repr(error))
+
+
+@asynccontextmanager
+async def cancelled_when(event: Callable[[], Awaitable[object]]) -> AsyncIterator[None]:
+    """Run the block, cancelled as soon as `event()` returns (a client leaving, say). The
+    cancellation ends with the block: what follows runs, and finds out from what the block
+    did not get done."""
+    watcher: asyncio.Task[None] | None = None
+    try:
+        with anyio.CancelScope() as scope:
+
+            async def watch() -> None:
+                await event()
+                scope.cancel()
+
+            watcher = asyncio.create_task(watch())
+            yield
+    finally:
+        if watcher is not None:  # outside the scope: a cancelled one would cut this short
+            await cancel_and_wait(watcher)

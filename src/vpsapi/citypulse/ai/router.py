@@ -90,6 +90,13 @@ swarm_router = APIRouter(
 )
 
 
+async def _client_left(request: Request) -> None:
+    """Returns once the client has closed its connection (its body has been read: what
+    the server receives next is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 def _context(request: Request) -> service.AiContext:
     state = request.app.state
     return service.AiContext(state.settings, state.ai_http, state.db)
@@ -122,7 +129,9 @@ async def chat(
     )
     await session.close()  # a model may take a minute: do not hold a database connection
     if body.stream:
-        events = await service.open_chat_stream(_context(request), principal.subject, config, call)
+        events = await service.open_chat_stream(
+            _context(request), principal.subject, config, call, lambda: _client_left(request)
+        )
         return event_stream(events)
     return envelope(await service.chat(_context(request), principal.subject, config, call))
 

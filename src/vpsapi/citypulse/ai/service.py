@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -41,12 +41,14 @@ from vpsapi.config import Settings
 from vpsapi.core.db import Database
 from vpsapi.core.errors import (
     AppError,
+    ClientClosedRequest,
     GatewayTimeout,
     ServiceUnavailable,
     ValidationFailed,
 )
 from vpsapi.core.pagination import encode_cursor, older_than
 from vpsapi.core.security import Principal
+from vpsapi.core.tasks import cancelled_when
 
 log = structlog.get_logger("vpsapi.ai")
 
@@ -211,27 +213,44 @@ async def chat(ctx: AiContext, owner: str, config: ProviderConfig, call: ChatCal
 
 
 async def open_chat_stream(
-    ctx: AiContext, owner: str, config: ProviderConfig, call: ChatCall
+    ctx: AiContext,
+    owner: str,
+    config: ProviderConfig,
+    call: ChatCall,
+    client_left: Callable[[], Awaitable[object]],
 ) -> AsyncIterator[dict[str, Any]]:
     """Open the provider stream now (its refusal raises here, before any byte is sent);
     return the SSE events: `delta` per text piece, then `done` with the whole answer and
-    usage, or `error` if the provider fails midway."""
+    usage, or `error` if the provider fails midway. When `client_left()` returns before
+    the provider starts its answer, the call is cut there and ClientClosedRequest raised."""
     started = time.perf_counter()
+    stream: ChatStream | None = None
+    status, error = "cancelled", None
     try:
-        stream = await open_stream(ctx.http, ctx.settings, config, call)
+        async with cancelled_when(client_left):
+            stream = await open_stream(ctx.http, ctx.settings, config, call)
     except AppError as exc:
-        await record_usage(
-            ctx.db,
-            owner=owner,
-            provider=config.name,
-            model=call.model,
-            usage=Usage(),
-            latency_ms=_elapsed_ms(started),
-            status=_status_of(exc),
-            stream=True,
-            error=exc.message,
-        )
+        status, error = _status_of(exc), exc.message
         raise
+    except Exception:
+        status = "error"
+        raise
+    finally:
+        if stream is None:  # refused, failed, or cut short
+            with anyio.CancelScope(shield=True):
+                await record_usage(
+                    ctx.db,
+                    owner=owner,
+                    provider=config.name,
+                    model=call.model,
+                    usage=Usage(),
+                    latency_ms=_elapsed_ms(started),
+                    status=status,
+                    stream=True,
+                    error=error,
+                )
+    if stream is None:
+        raise ClientClosedRequest()
     return _relay(ctx, owner, stream)
 
 
