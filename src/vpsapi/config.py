@@ -256,13 +256,18 @@ class Settings(BaseSettings):
     alert_webhook_url: str = ""
 
     # ---- citypulse
+    # The seed's feature switches: CITYPULSE_ENABLED=false answers 503 on /api/v1/citypulse
+    # and runs no MQTT subscriber, WEBSOCKET_ENABLED=false refuses Socket.IO connections on
+    # /ws, AI_MODELS_ENABLED=false answers 503 on /api/v1/ai and /api/v1/swarm.
+    citypulse_enabled: bool = True
+    websocket_enabled: bool = True
+    ai_models_enabled: bool = True
     citypulse_tariff_per_kwh: float = Field(default=0.30, ge=0)
     citypulse_currency: str = "EUR"
 
     # ---- citypulse AI chat and swarm: a provider is usable once its key (or, for the
     # OpenAI-compatible endpoint, its base URL) is set. Base URLs end before the
     # endpoint path: OpenAI-style ones include `/v1`, Anthropic's does not.
-    ai_models_enabled: bool = True  # the seed's switch: false answers 503 on both
     openai_api_key: SecretStr | None = None
     openai_base_url: str = "https://api.openai.com/v1"
     anthropic_api_key: SecretStr | None = None

@@ -6,6 +6,8 @@ from typing import Any
 import httpx
 import pytest
 
+from support import ADMIN_EMAIL, ADMIN_PASSWORD, login
+
 BASE = "/api/v1/citypulse"
 
 
@@ -252,6 +254,26 @@ async def test_sensor_crud(
     # Deleting the building removes its sensors.
     await client.delete(f"{BASE}/buildings/{building['id']}", headers=manager)
     assert (await client.get(f"{BASE}/sensors/{sensor['id']}", headers=reader)).status_code == 404
+
+
+async def test_citypulse_turned_off_answers_503(make_client: Any) -> None:
+    """CITYPULSE_ENABLED, a switch of the seed's, was not read: the API answered as ever."""
+    off = await make_client(citypulse_enabled=False)
+    tokens = await login(off, ADMIN_EMAIL, ADMIN_PASSWORD)
+    headers = {"Authorization": f"Bearer {tokens['accessToken']}"}
+    for method, path in (
+        ("GET", "/buildings"),
+        ("POST", "/buildings"),
+        ("GET", "/energy"),
+        ("GET", "/analytics"),
+        ("GET", "/alerts"),
+    ):
+        response = await off.request(method, f"{BASE}{path}", json={"name": "x"}, headers=headers)
+        assert response.status_code == 503, (path, response.text)
+        body = response.json()
+        assert body["success"] is False and body["error"] == "ServiceUnavailable"
+        assert body["message"] == "CityPulse is turned off on this server (CITYPULSE_ENABLED=false)"
+    assert (await off.get("/api/v1/info", headers=headers)).status_code == 200  # the rest is on
 
 
 async def test_citypulse_uses_its_rate_limit_tier(make_client: Any) -> None:

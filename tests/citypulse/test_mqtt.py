@@ -22,7 +22,7 @@ import httpx
 import paho.mqtt.client as paho
 import pytest
 
-from support import ADMIN_EMAIL, ADMIN_PASSWORD, free_port, login
+from support import ADMIN_EMAIL, ADMIN_PASSWORD, ServerProcess, free_port, login
 
 BASE = "/api/v1/citypulse"
 BROKER = ("127.0.0.1", 1883)
@@ -365,3 +365,38 @@ async def test_shared_subscription_stores_each_message_once(
         points = [p for p in await readings(client, headers, sensor_id) if p["value"] >= 0]
         assert sorted(p["value"] for p in points) == [float(v) for v in range(20)]
         assert sum(await stored_per_process()) == before + 20
+
+
+@pytest.mark.multiprocess
+async def test_no_subscriber_while_citypulse_is_turned_off(
+    server_factory: Any, settings_factory: Any, prefix: str
+) -> None:
+    """A process with CITYPULSE_ENABLED=false took its share of the group's messages (and
+    stored them) though its API answered 503: the other process saw only some of them."""
+    settings = settings_factory()
+    env = {"MQTT_URL": "mqtt://127.0.0.1:1883", "CITYPULSE_MQTT_TOPIC_PREFIX": prefix}
+    off = server_factory(settings, **env, CITYPULSE_ENABLED="false")
+    on = server_factory(settings, **env)
+    async with httpx.AsyncClient(base_url=on.base_url) as client:
+        tokens = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+        headers = {"Authorization": f"Bearer {tokens['accessToken']}"}
+        building_id, sensor_id = await _building_with_sensor(client, headers)
+        topic = f"{prefix}/{building_id}/{sensor_id}"
+        await wait_subscribed(client, headers, BROKER[1], topic, sensor_id)
+
+        def stored_by(server: ServerProcess) -> float:
+            text = httpx.get(server.base_url + "/metrics").text
+            return metric(text, "vpsapi_citypulse_mqtt_messages_total", outcome="stored")
+
+        before = stored_by(on)
+        for value in range(20):  # one group: the broker hands each to one subscriber
+            publish(BROKER[1], topic, value)
+
+        async def all_twenty() -> bool:
+            return stored_by(on) >= before + 20
+
+        await poll(all_twenty, "the enabled process to get every message")
+    lines = httpx.get(off.base_url + "/metrics").text.splitlines()
+    assert not any(line.startswith("vpsapi_citypulse_mqtt_messages_total{") for line in lines)
+    assert "vpsapi_citypulse_mqtt_connected 0.0" in lines
+    assert "mqtt_subscribed" not in off.log_path.read_text()

@@ -93,6 +93,35 @@ async def _building_with_sensor(
     return building_id, sensor.json()["data"]["id"]
 
 
+async def test_connections_are_refused_while_websocket_is_turned_off(
+    server_factory: Any, settings_factory: Any
+) -> None:
+    """WEBSOCKET_ENABLED, a switch of the seed's, was not read: clients connected."""
+    server = server_factory(settings_factory(), WEBSOCKET_ENABLED="false")
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+        token, headers = await _admin(client)
+        # Only Socket.IO is off: the HTTP API answers.
+        assert (await client.get(f"{BASE}/buildings", headers=headers)).status_code == 200
+    refused = socketio.AsyncClient(reconnection=False)
+    reasons: list[Any] = []
+
+    async def on_connect_error(data: Any) -> None:
+        reasons.append(data)
+
+    refused.on("connect_error", on_connect_error)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await refused.connect(
+            server.base_url,
+            socketio_path="ws",
+            transports=["websocket"],
+            auth={"token": token},
+            wait_timeout=10,
+        )
+    assert reasons == [
+        {"message": "Socket.IO is turned off on this server (WEBSOCKET_ENABLED=false)"}
+    ]
+
+
 async def test_connect_requires_a_valid_token(server: ServerProcess, listeners: Any) -> None:
     async with httpx.AsyncClient(base_url=server.base_url) as client:
         token, headers = await _admin(client)

@@ -24,6 +24,7 @@ from vpsapi.citypulse import service
 from vpsapi.citypulse.metrics import KNOWN_FRONTENDS, SOCKET_CONNECTIONS, frontend_label
 from vpsapi.citypulse.runtime import building_room
 from vpsapi.core.errors import AppError, NotFound
+from vpsapi.core.modules import switched_off
 from vpsapi.core.security import API_KEY_PREFIX, Principal
 from vpsapi.jobs import service as jobs_service
 from vpsapi.jobs.engine import TERMINAL, job_channel
@@ -99,6 +100,10 @@ class RealtimeServer:
                 raise socketio.exceptions.ConnectionRefusedError(exc.message) from exc
 
     async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        if not self.app.state.settings.websocket_enabled:
+            raise socketio.exceptions.ConnectionRefusedError(
+                switched_off("websocket_enabled", "Socket.IO")
+            )
         principal = await self._authenticate(environ, auth)
         declared = auth.get("source") if isinstance(auth, dict) else None
         source = frontend_label(declared or environ.get("HTTP_X_FRONTEND_SOURCE"))

@@ -39,13 +39,17 @@ from vpsapi.citypulse.schemas import (
     TopConsumers,
 )
 from vpsapi.core.db import SessionDep
+from vpsapi.core.modules import feature_switch
 from vpsapi.core.schemas import V1_ERROR_RESPONSES, Envelope, Page, UtcDatetime, envelope
 
 router = APIRouter(
     prefix="/api/v1/citypulse",
     tags=["citypulse"],
     responses=V1_ERROR_RESPONSES,
-    dependencies=[Depends(record_frontend_source)],
+    dependencies=[
+        Depends(feature_switch("citypulse_enabled", "CityPulse")),
+        Depends(record_frontend_source),
+    ],
 )
 
 

@@ -139,7 +139,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     background: list[asyncio.Task[None]] = []
     if settings.citypulse_readings_retention_days:
         background.append(asyncio.create_task(enforce_retention(app), name="citypulse-retention"))
-    if settings.mqtt_url:
+    if settings.mqtt_url and settings.citypulse_enabled:
         ingestor = MqttIngestor(settings, app.state.db, runtime)
         background.append(asyncio.create_task(ingestor.run(), name="citypulse-mqtt"))
     try:

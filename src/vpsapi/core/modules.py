@@ -11,8 +11,10 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
+from vpsapi.config import Settings
+from vpsapi.core.errors import ServiceUnavailable
 from vpsapi.core.ratelimit import TierRule
 from vpsapi.core.search import SearchProvider
 
@@ -39,3 +41,21 @@ class Module:
     # Path prefixes whose errors take FastAPI's `{"detail": ...}` shape (seed 002).
     fastapi_error_prefixes: list[str] = field(default_factory=list)
     description: str = ""
+
+
+def switched_off(setting: str, feature: str) -> str:
+    """What a client is told while the boolean setting `setting` turns `feature` off."""
+    return f"{feature} is turned off on this server ({setting.upper()}=false)"
+
+
+def feature_switch(setting: str, feature: str) -> Callable[[Request], Awaitable[None]]:
+    """A router dependency answering 503 while the boolean setting `setting` is false."""
+    if setting not in Settings.model_fields:
+        raise ValueError(f"no setting {setting}")
+    message = switched_off(setting, feature)
+
+    async def switched_on(request: Request) -> None:
+        if not getattr(request.app.state.settings, setting):
+            raise ServiceUnavailable(message)
+
+    return switched_on

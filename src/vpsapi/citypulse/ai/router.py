@@ -23,7 +23,7 @@ from vpsapi.citypulse.ai.schemas import (
 )
 from vpsapi.citypulse.metrics import record_frontend_source
 from vpsapi.core.db import SessionDep
-from vpsapi.core.errors import ServiceUnavailable
+from vpsapi.core.modules import feature_switch
 from vpsapi.core.schemas import (
     V1_ERROR_RESPONSES,
     Envelope,
@@ -69,10 +69,7 @@ def _json_body_docs(schema: str) -> dict[str, Any]:
     return {"requestBody": {"content": {"text/plain": ref}}}
 
 
-async def ai_enabled(request: Request) -> None:
-    if not request.app.state.settings.ai_models_enabled:
-        raise ServiceUnavailable("AI is turned off on this server (AI_MODELS_ENABLED=false)")
-
+ai_enabled = feature_switch("ai_models_enabled", "AI")
 
 router = APIRouter(
     prefix="/api/v1/ai",
