@@ -256,6 +256,29 @@ async def test_sensor_crud(
     assert (await client.get(f"{BASE}/sensors/{sensor['id']}", headers=reader)).status_code == 404
 
 
+async def test_a_sensor_may_be_created_at_sensors_naming_its_building(
+    client: httpx.AsyncClient, manager: dict[str, str], reader: dict[str, str]
+) -> None:
+    building = await _building(client, manager)
+    body = {"buildingId": building["id"], "name": "Gas", "kind": "gas", "unit": "m3"}
+    created = await client.post(f"{BASE}/sensors", json=body, headers=manager)
+    assert created.status_code == 201, created.text
+    assert created.json()["data"]["buildingId"] == building["id"]
+    listed = await client.get(f"{BASE}/buildings/{building['id']}/sensors", headers=reader)
+    assert [s["id"] for s in listed.json()["data"]] == [created.json()["data"]["id"]]
+    missing = await client.post(
+        f"{BASE}/sensors",
+        json={k: v for k, v in body.items() if k != "buildingId"},
+        headers=manager,
+    )
+    assert missing.status_code == 422 and "buildingId" in missing.json()["errors"]
+    unknown = await client.post(
+        f"{BASE}/sensors", json={**body, "buildingId": "nope"}, headers=manager
+    )
+    assert unknown.status_code == 404
+    assert (await client.post(f"{BASE}/sensors", json=body, headers=reader)).status_code == 403
+
+
 async def test_citypulse_turned_off_answers_503(make_client: Any) -> None:
     """CITYPULSE_ENABLED, a switch of the seed's, was not read: the API answered as ever."""
     off = await make_client(citypulse_enabled=False)

@@ -32,6 +32,7 @@ from vpsapi.citypulse.schemas import (
     ReadingsBody,
     ReadingSeries,
     SensorIn,
+    SensorInBuilding,
     SensorKind,
     SensorOut,
     SensorPatch,
@@ -116,6 +117,16 @@ async def create_sensor(
     building_id: str, body: SensorIn, session: SessionDep, _: ManagerUser
 ) -> Envelope[SensorOut]:
     sensor = await service.create_sensor(session, building_id, body)
+    return envelope(SensorOut.model_validate(sensor))
+
+
+@router.post("/sensors", status_code=201, response_model=Envelope[SensorOut])
+async def create_sensor_naming_its_building(
+    body: SensorInBuilding, session: SessionDep, _: ManagerUser
+) -> Envelope[SensorOut]:
+    """As `POST /buildings/{id}/sensors`, the building named in the body (`/sensors` is
+    the seed's own endpoint)."""
+    sensor = await service.create_sensor(session, body.building_id, body)
     return envelope(SensorOut.model_validate(sensor))
 
 

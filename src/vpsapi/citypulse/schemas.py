@@ -75,6 +75,10 @@ class SensorIn(CamelModel):
     unit: str = Field(min_length=1, max_length=20)
 
 
+class SensorInBuilding(SensorIn):
+    building_id: str = Field(min_length=1, max_length=64)
+
+
 class SensorPatch(CamelModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     unit: str | None = Field(default=None, min_length=1, max_length=20)

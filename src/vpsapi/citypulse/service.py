@@ -168,7 +168,8 @@ async def delete_building(session: AsyncSession, building_id: str) -> None:
 
 async def create_sensor(session: AsyncSession, building_id: str, data: SensorIn) -> Sensor:
     await get_building(session, building_id)
-    sensor = Sensor(building_id=building_id, **data.model_dump())
+    # A sensor's own fields (a body may also name the building).
+    sensor = Sensor(building_id=building_id, **data.model_dump(include=set(SensorIn.model_fields)))
     session.add(sensor)
     await session.flush()
     return sensor
