@@ -9,9 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from job_support import sse_events, submit, wait_for_progress, wait_for_status
 from support import SHARED_API_KEY
+from vpsapi.jobs import service
 from vpsapi.jobs.engine import PROGRESS_MIN_INTERVAL
 
 
@@ -148,6 +150,41 @@ async def test_last_event_id_resume(
         )
     ]
     assert json.loads(behind[-1][2])["status"] == final["status"]
+    # Not an id (a superscript two passes str.isdigit, 5,000 digits int()'s limit): as none.
+    for odd in ("%C2%B2", "9" * 5000):
+        answered = [
+            e
+            async for e in sse_events(
+                jobs_client, f"/api/sse/job-progress/{job_id}?lastEventId={odd}", token_headers
+            )
+        ]
+        assert json.loads(answered[-1][2])["status"] == final["status"]
+
+
+async def test_a_database_failure_on_resume_is_no_final_answer(
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An EventSource gives up for good on a status other than 200 or 204: the check for an
+    ended job failing once must not turn into a 503."""
+    job_id = await submit(jobs_client, token_headers)
+    await wait_for_status(jobs_client, token_headers, job_id, {"COMPLETED"})
+    real_get_job = service.get_job
+    failures = [PoolTimeout("every connection busy")]
+
+    async def get_job_failing_once(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await real_get_job(*args, **kwargs)
+
+    monkeypatch.setattr(service, "get_job", get_job_failing_once)
+    async with jobs_client.stream(
+        "GET",
+        f"/api/sse/job-progress/{job_id}",
+        headers={**token_headers, "Last-Event-ID": "99999"},
+    ) as answer:
+        assert answer.status_code == 200
+        assert "event: connected" in (await answer.aread()).decode()
+    assert failures == []
 
 
 def _seconds_between(start: str, end: str) -> float:

@@ -13,7 +13,6 @@ A bad message is logged and counted, never fatal; a lost broker is retried with 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import secrets
 import socket
@@ -73,8 +72,10 @@ class BadMessage(ValueError):
 
 
 def parse_payload(payload: bytes) -> list[MqttReading]:
+    # pydantic's own parser: json.loads recurses until Python's stack gives out (1,200 `[`
+    # raised RecursionError, which ended the subscriber) where this one stops at a depth.
     try:  # a boolean is no reading: ReadingValue refuses it
-        parsed = _PAYLOAD.validate_python(json.loads(payload))
+        parsed = _PAYLOAD.validate_json(payload)
     except ValueError as exc:  # bad JSON, or no reading (a ValidationError is a ValueError)
         raise BadMessage("invalid_payload", str(exc).splitlines()[0]) from exc
     if isinstance(parsed, float):

@@ -227,12 +227,19 @@ async def _has_seen_the_end(
         record = await service.get_job(session, principal, job_id)
     except NotFound:
         return False  # the stream says so in its own event
+    except Exception as exc:
+        if database_failure(exc) is None:
+            raise
+        # Not a 503 here: an EventSource gives up for good on any status but 200 and
+        # 204; the stream tells it to come back instead.
+        return False
     return record.status in TERMINAL and record.seq <= last_seen
 
 
 def _last_event_id(request: Request) -> int:
     raw = request.headers.get("last-event-id") or request.query_params.get("lastEventId") or ""
-    return int(raw) if raw.isdigit() else -1
+    # ASCII digits only (`isdigit` takes "²", which int() refuses), as many as an id has.
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else -1
 
 
 @router.get(
