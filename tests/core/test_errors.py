@@ -296,6 +296,12 @@ async def test_malformed_json_is_fastapis_422_on_seed_002_paths_only(
         body = response.json()
         assert body["detail"] == [{"type": "json_invalid", "loc": loc, "msg": "JSON decode error"}]
         assert body["error"] == "Malformed JSON in request body"
+    # JSON, but a number no float holds: a validation failure in each family's shape.
+    huge = await client.post(
+        "/api/auth/login", content=b'{"username": "a", "password": 1e400}', headers=headers
+    )
+    assert huge.status_code == 422, huge.text
+    assert huge.json()["detail"][0]["loc"] == ["body"]
     # Seed 000/003 and /api/v1: a 400, as body-parser answers.
     jobs = await client.post("/api/jobs", content=b"{bad", headers=headers)
     assert (jobs.status_code, jobs.json()["error"]) == (400, "Malformed JSON in request body")

@@ -434,22 +434,39 @@ class TrailingSlash:
     answered as such, where Starlette would redirect (307; a Dart client does not follow
     one for a POST, httpx not at all). A path a route takes with its slash keeps it."""
 
+    # Deciding scans every route, up to twice (about as long as a small request takes):
+    # decisions are kept, a bounded number, since a scanner's paths never repeat.
+    MAX_DECISIONS = 4096
+
     def __init__(self, app: ASGIApp, *, router: Router) -> None:
         self.app = app
         self.router = router
+        self._decisions: dict[tuple[str, str, str], bool] = {}
 
     def _routed(self, scope: Scope) -> bool:
         return any(route.matches(scope)[0] != Match.NONE for route in self.router.routes)
 
+    def _strips(self, scope: Scope) -> bool:
+        """Whether the path is routed only without its trailing slash (the method plays no
+        part: a route of another method matches partly, which counts as routed)."""
+        key = (scope["type"], scope.get("root_path", ""), scope["path"])
+        decision = self._decisions.get(key)
+        if decision is None:
+            decision = not self._routed(scope) and self._routed(
+                {**scope, "path": scope["path"][:-1]}
+            )
+            if len(self._decisions) >= self.MAX_DECISIONS:
+                self._decisions.clear()
+            self._decisions[key] = decision
+        return decision
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
         slashed = scope["type"] in ("http", "websocket") and len(path) > 1 and path[-1] == "/"
-        if slashed and not self._routed(scope):
-            stripped = {**scope, "path": path[:-1]}
+        if slashed and self._strips(scope):
+            scope = {**scope, "path": path[:-1]}
             if scope.get("raw_path", b"").endswith(b"/"):
-                stripped["raw_path"] = scope["raw_path"][:-1]
-            if self._routed(stripped):
-                scope = stripped
+                scope["raw_path"] = scope["raw_path"][:-1]
         await self.app(scope, receive, send)
 
 
@@ -480,7 +497,7 @@ class NegotiatedGZip(GZipMiddleware):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             accept = Headers(scope=scope).get("accept-encoding", "")
-            if refuses_gzip(accept):
+            if "q=" in accept.lower() and refuses_gzip(accept):  # a refusal needs a q
                 headers = [(k, v) for k, v in scope["headers"] if k != b"accept-encoding"]
                 scope = {**scope, "headers": headers}
         await super().__call__(scope, receive, send)

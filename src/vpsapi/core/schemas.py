@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -21,7 +22,7 @@ from pydantic_core import PydanticCustomError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from vpsapi.core.errors import BadRequest, MalformedJson, ValidationFailed, validation_details
+from vpsapi.core.errors import MalformedJson, ValidationFailed, validation_details
 from vpsapi.core.timestamps import js_iso_cached
 
 T = TypeVar("T")
@@ -112,6 +113,10 @@ class Page(BaseModel, Generic[T]):
     model_config = ConfigDict(populate_by_name=True)
 
 
+# A number JSON allows and a float cannot hold: an exponent, or 309 digits and more.
+_MAY_OVERFLOW = re.compile(rb"\d[eE][+-]?\d|\d{309}")
+
+
 def parse_json_body(raw: bytes) -> Any:
     """A request body read by hand, parsed as JSON (empty = None). Refused with 400 as
     malformed: bad syntax, bad UTF-8, unpaired surrogates (no store can encode them) and
@@ -124,12 +129,16 @@ def parse_json_body(raw: bytes) -> Any:
         value = pydantic_core.from_json(raw, allow_inf_nan=False)
     except ValueError as exc:
         raise MalformedJson() from exc
-    try:
-        # What the parser lets through: a number too large for a float (`1e400`) is
-        # read as infinity, which no answer or JSON column could hold.
-        return check_storable_json(value)
-    except ValueError:
-        raise BadRequest("A number in the request body is out of range") from None
+    if _MAY_OVERFLOW.search(raw):
+        # What the parser lets through: a number too large for a float (`1e400`) is read
+        # as infinity, which no answer or JSON column could hold. Looked for only where
+        # one may be: the check writes the whole value again.
+        try:
+            check_storable_json(value)
+        except ValueError:
+            message = "a number is out of range (beyond ±1.8e308)"
+            raise ValidationFailed([{"field": "body", "message": message}]) from None
+    return value
 
 
 def check_storable_json(value: Any) -> Any:
