@@ -21,6 +21,7 @@ from ai_support import (  # noqa: F401
 )
 from fake_llm import ANTHROPIC_KEY, GROQ_KEY, OPENAI_KEY, FakeProviders
 from support import ADMIN_EMAIL, ADMIN_PASSWORD
+from vpsapi.citypulse.ai import service as ai_service
 
 CHAT = "/api/v1/ai/chat"
 CONVERSATION = [
@@ -357,6 +358,24 @@ async def test_provider_not_configured_is_503(
     assert response.json()["message"] == (
         "AI provider 'anthropic' is not configured: set ANTHROPIC_API_KEY"
     )
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_usage_record_that_cannot_be_written_changes_no_answer(
+    client: httpx.AsyncClient,  # noqa: F811
+    user: tuple[dict[str, Any], dict[str, str]],
+    stream: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The provider's 502 stays the answer (the failed write raised over it: a 500)."""
+    monkeypatch.setattr(ai_service, "AiUsage", lambda **_: object())  # no row to add
+    response = await client.post(
+        CHAT,
+        json={"message": "hi", "model": "fail-500", "provider": "openai", "stream": stream},
+        headers=user[1],
+    )
+    assert response.status_code == 502, response.text
+    assert response.json()["providerStatus"] == 500
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])

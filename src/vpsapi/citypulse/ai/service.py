@@ -76,6 +76,11 @@ class AiContext:
     db: Database
 
 
+# How long the bookkeeping after a call may take, also when its caller is cancelled.
+USAGE_WRITE_SECONDS = 5
+PROVIDER_CLOSE_SECONDS = 5
+
+
 def resolve_call(
     settings: Settings,
     provider: str | None,
@@ -132,21 +137,27 @@ async def record_usage(
     AI_LATENCY.labels(provider=provider).observe(latency_ms / 1000)
     AI_TOKENS.labels(provider=provider, kind="prompt").inc(usage.prompt_tokens)
     AI_TOKENS.labels(provider=provider, kind="completion").inc(usage.completion_tokens)
-    async with db.session() as session:
-        session.add(
-            AiUsage(
-                owner=owner,
-                provider=provider,
-                model=model[:200],
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                total_tokens=usage.total_tokens,
-                latency_ms=latency_ms,
-                status=status,
-                stream=stream,
-                job_id=job_id,
-            )
-        )
+    record = AiUsage(
+        owner=owner,
+        provider=provider,
+        model=model[:200],
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+        latency_ms=latency_ms,
+        status=status,
+        stream=stream,
+        job_id=job_id,
+    )
+    # Written also when the caller is cancelled (a client that left), but bounded: a stalled
+    # database must hold up neither the answer nor a shutdown. A failed write is logged,
+    # never raised: it would replace the call's own outcome (a provider's 502, say).
+    try:
+        with anyio.fail_after(USAGE_WRITE_SECONDS, shield=True):
+            async with db.session() as session:
+                session.add(record)
+    except Exception as exc:
+        log.error("ai_usage_not_recorded", error=f"{type(exc).__name__}: {exc}"[:200], **context)
 
 
 def _elapsed_ms(started: float) -> int:
@@ -177,18 +188,17 @@ async def call_model(
         raise
     finally:
         latency = _elapsed_ms(started)
-        with anyio.CancelScope(shield=True):
-            await record_usage(
-                ctx.db,
-                owner=owner,
-                provider=config.name,
-                model=completion.model if completion else call.model,
-                usage=completion.usage if completion else Usage(),
-                latency_ms=latency,
-                status=status,
-                job_id=job_id,
-                error=error,
-            )
+        await record_usage(
+            ctx.db,
+            owner=owner,
+            provider=config.name,
+            model=completion.model if completion else call.model,
+            usage=completion.usage if completion else Usage(),
+            latency_ms=latency,
+            status=status,
+            job_id=job_id,
+            error=error,
+        )
     return completion, latency
 
 
@@ -237,18 +247,17 @@ async def open_chat_stream(
         raise
     finally:
         if stream is None:  # refused, failed, or cut short
-            with anyio.CancelScope(shield=True):
-                await record_usage(
-                    ctx.db,
-                    owner=owner,
-                    provider=config.name,
-                    model=call.model,
-                    usage=Usage(),
-                    latency_ms=_elapsed_ms(started),
-                    status=status,
-                    stream=True,
-                    error=error,
-                )
+            await record_usage(
+                ctx.db,
+                owner=owner,
+                provider=config.name,
+                model=call.model,
+                usage=Usage(),
+                latency_ms=_elapsed_ms(started),
+                status=status,
+                stream=True,
+                error=error,
+            )
     if stream is None:
         raise ClientClosedRequest()
     return _relay(ctx, owner, stream)
@@ -272,20 +281,20 @@ async def _relay(ctx: AiContext, owner: str, stream: ChatStream) -> AsyncIterato
         raise
     finally:
         # Also when the client went away: the stream's cancellation must not stop the
-        # provider connection from closing or the usage from being recorded.
-        with anyio.CancelScope(shield=True):
+        # provider connection from closing (nor the usage from being recorded).
+        with anyio.move_on_after(PROVIDER_CLOSE_SECONDS, shield=True):
             await stream.aclose()
-            await record_usage(
-                ctx.db,
-                owner=owner,
-                provider=stream.config.name,
-                model=stream.model,
-                usage=stream.usage,
-                latency_ms=_elapsed_ms(stream.started),
-                status=status,
-                stream=True,
-                error=error,
-            )
+        await record_usage(
+            ctx.db,
+            owner=owner,
+            provider=stream.config.name,
+            model=stream.model,
+            usage=stream.usage,
+            latency_ms=_elapsed_ms(stream.started),
+            status=status,
+            stream=True,
+            error=error,
+        )
 
 
 def providers(settings: Settings) -> list[ProviderOut]:
