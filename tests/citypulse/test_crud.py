@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from support import ADMIN_EMAIL, ADMIN_PASSWORD, login
+from vpsapi.citypulse.models import Building
 
 BASE = "/api/v1/citypulse"
 
@@ -297,6 +298,15 @@ async def test_citypulse_turned_off_answers_503(make_client: Any) -> None:
         assert body["success"] is False and body["error"] == "ServiceUnavailable"
         assert body["message"] == "CityPulse is turned off on this server (CITYPULSE_ENABLED=false)"
     assert (await off.get("/api/v1/info", headers=headers)).status_code == 200  # the rest is on
+    # Nor are its buildings found by the search.
+    async with off.app.state.db.session() as session:  # type: ignore[attr-defined]
+        session.add(Building(name="Hidden depot", created_by=tokens["user"]["id"]))
+    for params in ({"q": "Hidden depot"}, {"kind": "buildings"}):
+        found = await off.get("/api/v1/search", params=params, headers=headers)
+        assert found.status_code == 200 and found.json()["data"]["results"] == [], params
+    off.app.state.settings.citypulse_enabled = True  # type: ignore[attr-defined]
+    found = await off.get("/api/v1/search", params={"q": "Hidden depot"}, headers=headers)
+    assert [hit["title"] for hit in found.json()["data"]["results"]] == ["Hidden depot"]
 
 
 async def test_citypulse_uses_its_rate_limit_tier(make_client: Any) -> None:

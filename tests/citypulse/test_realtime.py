@@ -122,6 +122,19 @@ async def test_connections_are_refused_while_websocket_is_turned_off(
     ]
 
 
+async def test_no_building_room_while_citypulse_is_turned_off(
+    server_factory: Any, settings_factory: Any, listeners: Any
+) -> None:
+    server = server_factory(settings_factory(), CITYPULSE_ENABLED="false")
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+        token, _ = await _admin(client)
+    listener = await listeners(server.base_url, auth={"token": token})
+    assert await listener.subscribe(buildingId="any") == {
+        "ok": False,
+        "error": "CityPulse is turned off on this server (CITYPULSE_ENABLED=false)",
+    }
+
+
 async def test_connect_requires_a_valid_token(server: ServerProcess, listeners: Any) -> None:
     async with httpx.AsyncClient(base_url=server.base_url) as client:
         token, headers = await _admin(client)

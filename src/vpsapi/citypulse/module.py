@@ -13,6 +13,7 @@ MODULE = Module(
     # After the routers, so the ops module's plain WebSocket /ws/monitoring still wins.
     mounts=[("/ws", realtime.mount)],
     search_providers=[BuildingSearch()],
+    enabled_by="citypulse_enabled",
     rate_limit_rules=[
         TierRule("/api/v1/citypulse", "citypulse"),
         TierRule("/api/v1/ai", "ai"),

@@ -128,6 +128,8 @@ class RealtimeServer:
         building_id, job_id = data.get("buildingId"), data.get("jobId")
         try:
             if isinstance(building_id, str) and building_id:
+                if not self.app.state.settings.citypulse_enabled:
+                    return {"ok": False, "error": switched_off("citypulse_enabled", "CityPulse")}
                 async with self.app.state.db.session() as session:
                     await service.get_building(session, building_id)
                 room = building_room(building_id)

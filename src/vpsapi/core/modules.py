@@ -34,6 +34,9 @@ class Module:
     routers: list[APIRouter] = field(default_factory=list)
     lifespan: Lifespan | None = None
     search_providers: list[SearchProvider] = field(default_factory=list)
+    # A boolean setting that, false, turns the module's search kinds off as well as the
+    # routes it guards itself (`feature_switch`).
+    enabled_by: str | None = None
     rate_limit_rules: list[TierRule] = field(default_factory=list)
     # (path, factory(app) -> ASGI app) mounted after the routers, e.g. Socket.IO.
     mounts: list[AsgiMount] = field(default_factory=list)

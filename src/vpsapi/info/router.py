@@ -76,8 +76,15 @@ async def search(
         # A misspelt kind would otherwise look like "nothing found".
         message = f"Unknown kind: use one of {', '.join(sorted(kinds))}"
         raise ValidationFailed([{"field": "kind", "message": message}])
+    settings = request.app.state.settings
+    switched_on = [
+        provider
+        for module in modules
+        if module.enabled_by is None or getattr(settings, module.enabled_by)
+        for provider in module.search_providers
+    ]
     hits = []
-    for provider in providers:
+    for provider in switched_on:
         if kind is None or provider.kind == kind:
             hits.extend(await provider.search(session, principal, q, limit))
     results = [
