@@ -66,7 +66,7 @@ async def test_a_seed_002_refusal_in_words_matches_the_documented_body(
     jsonschema_rs.validate(schema, response.json())
 
 
-async def test_no_path_outside_seed_002_documents_fastapis_422(client: httpx.AsyncClient) -> None:
+async def test_no_path_documents_fastapis_own_422_body(client: httpx.AsyncClient) -> None:
     spec = await _openapi(client)
     fastapi_422 = [
         f"{method.upper()} {path}"

@@ -26,13 +26,19 @@ class BindingKeyIn(BaseModel):
     key: str = Field(description="`<userId>_binding`", max_length=300)
 
 
+# The seed's express-validator lengths, checked by `_validate_registration`.
+REAL_ID_LENGTH = (16, 64)
+USER_ID_LENGTH = (1, 255)
+DETAIL_MAX_LENGTH = 64  # model, firmwareVersion, supplier, cluster
+
+
 class RegistrationIn(BaseModel):
-    realDeviceId: str = Field(min_length=16, max_length=64)
-    userId: str = Field(min_length=1, max_length=255)
-    model: str | None = Field(default=None, max_length=64)
-    firmwareVersion: str | None = Field(default=None, max_length=64)
-    supplier: str | None = Field(default=None, max_length=64)
-    cluster: str | None = Field(default=None, max_length=64)
+    realDeviceId: str = Field(min_length=REAL_ID_LENGTH[0], max_length=REAL_ID_LENGTH[1])
+    userId: str = Field(min_length=USER_ID_LENGTH[0], max_length=USER_ID_LENGTH[1])
+    model: str | None = Field(default=None, max_length=DETAIL_MAX_LENGTH)
+    firmwareVersion: str | None = Field(default=None, max_length=DETAIL_MAX_LENGTH)
+    supplier: str | None = Field(default=None, max_length=DETAIL_MAX_LENGTH)
+    cluster: str | None = Field(default=None, max_length=DETAIL_MAX_LENGTH)
 
 
 class RegistrationProblem(BaseModel):
@@ -129,7 +135,11 @@ def _js_falsy(value: Any) -> bool:
 
 def _validate_registration(body: dict[str, Any]) -> None:
     """express-validator rules of the seed, answered in its `{errors: [...]}` shape."""
-    rules = [("realDeviceId", 16, 64, False), ("userId", 1, 255, False), ("model", 0, 64, True)]
+    rules = [
+        ("realDeviceId", *REAL_ID_LENGTH, False),
+        ("userId", *USER_ID_LENGTH, False),
+        ("model", 0, DETAIL_MAX_LENGTH, True),
+    ]
     errors = []
     for path, lo, hi, optional in rules:
         if _length_error(body, path, lo, hi, optional):
@@ -140,7 +150,7 @@ def _validate_registration(body: dict[str, Any]) -> None:
             errors.append(error)
     for path in ("firmwareVersion", "supplier", "cluster"):
         value = body.get(path)
-        if value is not None and (not isinstance(value, str) or len(value) > 64):
+        if value is not None and (not isinstance(value, str) or len(value) > DETAIL_MAX_LENGTH):
             errors.append(
                 {
                     "type": "field",
