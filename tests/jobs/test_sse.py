@@ -223,12 +223,12 @@ async def test_stream_ends_with_reconnect_when_its_read_stalls(
     jobs_client: httpx.AsyncClient, token_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The stream's read of its job runs to its end even when the client leaves, but not
-    longer than SNAPSHOT_READ_SECONDS: a stalled database ends the stream with `reconnect`
+    longer than SHIELDED_READ_SECONDS: a stalled database ends the stream with `reconnect`
     (and would otherwise hold a gone client's task and a shutdown)."""
     from vpsapi.jobs import service
 
     job_id = await submit(jobs_client, token_headers)
-    monkeypatch.setattr("vpsapi.jobs.router.SNAPSHOT_READ_SECONDS", 0.2)
+    monkeypatch.setattr("vpsapi.core.db.SHIELDED_READ_SECONDS", 0.2)
     real_get_job = service.get_job
 
     async def stalled(*args: Any, **kwargs: Any) -> Any:

@@ -23,6 +23,7 @@ from vpsapi.auth import service as auth_service
 from vpsapi.citypulse import service
 from vpsapi.citypulse.metrics import KNOWN_FRONTENDS, SOCKET_CONNECTIONS, frontend_label
 from vpsapi.citypulse.runtime import building_room
+from vpsapi.core.db import shielded_read
 from vpsapi.core.errors import AppError, NotFound
 from vpsapi.core.modules import switched_off
 from vpsapi.core.security import API_KEY_PREFIX, Principal
@@ -166,10 +167,11 @@ class RealtimeServer:
         with contextlib.suppress(NotFound):
             async with self.app.state.events.subscribe(job_channel(job_id)) as subscription:
                 while True:
-                    async with self.app.state.db.session() as session:
-                        record = await jobs_service.get_job(session, principal, job_id)
-                        job = jobs_service.job_out(record)
-                        seq = record.seq
+                    with shielded_read():  # the client may leave meanwhile
+                        async with self.app.state.db.session() as session:
+                            record = await jobs_service.get_job(session, principal, job_id)
+                            job = jobs_service.job_out(record)
+                            seq = record.seq
                     if seq > sent:
                         sent = seq
                         await self.sio.emit(

@@ -9,11 +9,12 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
 import structlog
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, MetaData, String, event, text
@@ -260,6 +261,20 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         if answer is None:
             raise
         raise answer from exc
+
+
+# The longest a read done for a client that may leave may take (a busy pool waits
+# DATABASE_POOL_TIMEOUT, 5 s by default, first).
+SHIELDED_READ_SECONDS = 10
+
+
+def shielded_read() -> AbstractContextManager[anyio.CancelScope]:
+    """Around a read done for a client that may leave (a stream, a socket): its leaving
+    lets the read finish (a few ms), as a query cancelled half-way costs its connection
+    (SQLite's cannot even be closed then, and says so with a traceback in the log).
+    Bounded (TimeoutError), so a stalled database holds neither a gone client nor a
+    shutdown."""
+    return anyio.fail_after(SHIELDED_READ_SECONDS, shield=True)
 
 
 def database_failure(exc: BaseException) -> AppError | None:

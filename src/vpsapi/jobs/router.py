@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette.sse import EventSourceResponse
 
 from vpsapi.auth.dependencies import CurrentPrincipal, StreamPrincipal
-from vpsapi.core.db import SessionDep, database_failure
+from vpsapi.core.db import SessionDep, database_failure, shielded_read
 from vpsapi.core.errors import NotFound, ValidationFailed, validation_details
 from vpsapi.core.openapi import read_by_hand
 from vpsapi.core.schemas import V1_ERROR_RESPONSES, Envelope, envelope, parse_json_body
@@ -34,9 +34,6 @@ REREAD_SECONDS = 15
 # On SIGTERM open streams get this long to say goodbye and end cleanly; clients then
 # reconnect (through the proxy, to another process) with Last-Event-ID.
 SHUTDOWN_GRACE_SECONDS = 5
-# The longest a stream's read of its job may take before the stream ends with a
-# `reconnect` event (a busy pool waits DATABASE_POOL_TIMEOUT, 5 s by default, first).
-SNAPSHOT_READ_SECONDS = 10
 _LEGACY_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": '`{"error": "Validation failed", "details": [{field, message}]}`'},
     401: {"description": '`{"error": "No token provided" | "Invalid token" | "Token expired"}`'},
@@ -278,11 +275,8 @@ async def job_progress(
             sent = last_seen
             while True:
                 try:
-                    # A client leaving mid-read lets the read finish (a few ms): a query
-                    # cancelled half-way costs its connection (SQLite's cannot even be
-                    # closed then, and says so with a traceback in the log). Bounded, so
-                    # a stalled database holds neither a gone client nor a shutdown.
-                    with anyio.fail_after(SNAPSHOT_READ_SECONDS, shield=True):
+                    # Past SHIELDED_READ_SECONDS: ends with a `reconnect` event.
+                    with shielded_read():
                         async with database.session(autocommit=True) as read:
                             record = await service.get_job(read, principal, job_id)
                             job, seq = service.job_out(record), record.seq

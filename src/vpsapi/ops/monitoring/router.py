@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request, WebSocket, status
 from starlette.websockets import WebSocketDisconnect
 
 from vpsapi.auth.dependencies import AdminUser, CurrentUser, get_stream_principal
-from vpsapi.core.db import Database, SessionDep, utcnow
+from vpsapi.core.db import Database, SessionDep, shielded_read, utcnow
 from vpsapi.core.errors import AppError, Unprocessable
 from vpsapi.core.events import Subscription
 from vpsapi.core.security import Principal
@@ -256,7 +256,8 @@ async def _forward_samples(websocket: WebSocket, subscription: Subscription) -> 
     # METRICS_INTERVAL); read after subscribing, so no sample falls in between.
     sent: datetime | None = None
     try:
-        first = await _latest_message(websocket.app.state.db)
+        with shielded_read():  # the client may leave meanwhile
+            first = await _latest_message(websocket.app.state.db)
     except Exception as exc:  # the database is away: the next sample still comes
         log.warning("ops.monitoring.ws_first_sample_failed", error=str(exc))
     else:
