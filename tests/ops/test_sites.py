@@ -451,3 +451,41 @@ async def test_concurrent_toggles_and_updates_keep_file_and_row_together(
     row = (await ops_client.get("/api/configs/busy", headers=ops_admin)).json()
     text = (private_nginx.conf_dir / "vpsapi-site-busy.conf").read_text()
     assert re.findall(r"listen (\d+)", text) == [str(row["listen_port"])]
+
+
+async def test_a_second_server_for_one_name_and_port_is_refused(
+    ops_client: httpx.AsyncClient,
+    ops_admin: dict[str, str],
+    private_nginx: PrivateNginx,
+    backends: list[NamedBackend],
+) -> None:
+    """nginx accepts it, warns, and ignores the second: it would serve nothing."""
+    port = free_port()
+    first = site_body("first", port, backends[0].address)
+    assert (await ops_client.post("/api/configs", json=first, headers=ops_admin)).status_code == 201
+    twin = site_body("twin", port, backends[1].address)
+    refused = await ops_client.post("/api/configs", json=twin, headers=ops_admin)
+    assert refused.status_code == 422, refused.text
+    assert "another server already answers this name on this port" in refused.json()["detail"]
+    assert 'conflicting server name "example.test"' in refused.json()["nginx_output"]
+    assert not (private_nginx.conf_dir / "vpsapi-site-twin.conf").exists()
+    assert through_nginx(port).text == "backend one"
+    # Another name on the same port is another server.
+    other = site_body("other", port, backends[1].address, server_name="other.test")
+    assert (await ops_client.post("/api/configs", json=other, headers=ops_admin)).status_code == 201
+
+
+async def test_an_ssl_redirect_needs_the_site_off_port_80(
+    ops_client: httpx.AsyncClient, ops_admin: dict[str, str], backends: list[NamedBackend]
+) -> None:
+    body = site_body(
+        "tls",
+        80,
+        backends[0].address,
+        ssl_cert="/etc/ssl/vpsapi/example.test.crt",
+        ssl_key="/etc/ssl/vpsapi/example.test.key",
+        ssl_redirect=True,
+    )
+    response = await ops_client.post("/api/configs", json=body, headers=ops_admin)
+    assert response.status_code == 422, response.text
+    assert "listen on another, e.g. 443" in response.json()["detail"][0]["msg"]

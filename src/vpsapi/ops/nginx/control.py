@@ -53,6 +53,13 @@ class NginxRejected(Unprocessable):
         self.output = output
 
 
+_CONFLICT = re.compile(r"^.*conflicting server name .*$", re.MULTILINE)
+
+
+def _conflicts(output: str) -> set[str]:
+    return {line.strip() for line in _CONFLICT.findall(output)}
+
+
 @dataclass(frozen=True)
 class CommandResult:
     returncode: int
@@ -283,7 +290,24 @@ class NginxControl:
         output = output.replace(str(staged), str(self.conf_dir))
         if not result.ok:
             raise NginxRejected("nginx rejected the configuration", output)
+        await self._refuse_new_conflicts(output)
         return output
+
+    async def _refuse_new_conflicts(self, candidate_output: str) -> None:
+        """nginx accepts two servers claiming one name on one port and ignores the second
+        with a warning, which names no file: a change that adds such a warning to those
+        of the live configuration would not serve what it says."""
+        added = _conflicts(candidate_output)
+        if not added:
+            return
+        live = await self.run([*self.base_args(), "-t"])
+        added -= _conflicts(live.output)
+        if added:
+            raise NginxRejected(
+                "another server already answers this name on this port, so nginx would "
+                "ignore this one",
+                "\n".join(sorted(added)),
+            )
 
     def _redirect_include(self, main_text: str, main_conf: Path, staged: Path) -> str:
         for spelling in (str(self.conf_dir), os.path.relpath(self.conf_dir, main_conf.parent)):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vpsapi.ops.nginx.control import MANAGED_PREFIX
-from vpsapi.ops.nginx.schemas import InlineUpstream, Location, PoolIn, SiteIn
+from vpsapi.ops.nginx.schemas import HTTP_PORT, InlineUpstream, Location, PoolIn, SiteIn
 
 HEADER = "# Managed by vpsapi ({what}). Changes made here are overwritten.\n"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -152,7 +152,7 @@ def render_site(site: SiteIn, log_dir: Path) -> str:
     if site.ssl_redirect:
         names = f"    server_name {site.server_name};\n" if site.server_name else ""
         lines.append(
-            f"server {{\n    listen 80;\n{names}    return 301 https://$host$request_uri;\n}}"
+            f"server {{\n    listen {HTTP_PORT};\n{names}    return 301 https://$host$request_uri;\n}}"
         )
     lines.append("")
     return "\n".join(lines)

@@ -29,6 +29,8 @@ BodySize = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,6}[kKmMgG]?$")]
 
 FilePath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9_./*-]{1,400}$")]
 
+HTTP_PORT = 80  # where an ssl_redirect server listens
+
 _HOSTNAME = re.compile(
     r"^(\*\.)?(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$"
 )
@@ -208,6 +210,9 @@ class SiteIn(BaseModel):
             raise ValueError("ssl_cert and ssl_key go together")
         if self.ssl_redirect and self.ssl_cert is None:
             raise ValueError("ssl_redirect needs ssl_cert and ssl_key")
+        if self.ssl_redirect and self.listen_port == HTTP_PORT:
+            # The redirect is a server on port 80 with the same names: nginx would keep one.
+            raise ValueError("ssl_redirect answers on port 80: listen on another, e.g. 443")
         paths = [location.path for location in self.locations]
         if len(paths) != len(set(paths)):
             raise ValueError("location paths must be unique")
