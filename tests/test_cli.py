@@ -121,14 +121,15 @@ def test_users_and_keys_commands(tmp_path: Path) -> None:
     assert key.returncode == 0, key.stderr
     secret = key.stdout.strip()
     assert secret.startswith("sk_live_")
+    key_id = key.stderr.split("key ", 1)[1].split(" ", 1)[0]
     keys = run(["keys", "list"], data)
     assert "ci" in keys.stdout and secret not in keys.stdout
+    assert key_id in keys.stdout  # whole, as `keys revoke` takes it
 
     token = run(["token", "--api-key", secret], data)
     assert token.returncode == 0, token.stderr
     assert token.stdout.count(".") == 2
 
-    key_id = key.stderr.split("key ", 1)[1].split(" ", 1)[0]
     assert run(["keys", "revoke", key_id], data).returncode == 0
     assert run(["token", "--api-key", secret], data).returncode == 1
 
@@ -140,12 +141,19 @@ def test_users_and_keys_commands(tmp_path: Path) -> None:
         ["users", "create", "bad@example.com", "--password", "short"],
         ["users", "set-role", "nobody@example.com", "admin"],
         ["keys", "revoke", "does-not-exist"],
+        ["token"],  # no --api-key and no API_KEY
     ],
 )
 def test_bad_cli_input_exits_non_zero(tmp_path: Path, args: list[str]) -> None:
     result = run(args, tmp_path / "data")
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
+
+
+def test_token_without_a_key_names_what_is_missing(tmp_path: Path) -> None:
+    result = run(["token"], tmp_path / "data")
+    assert result.returncode == 2
+    assert "No API key: pass --api-key or set API_KEY" in result.stderr
 
 
 def test_config_masks_secrets(tmp_path: Path) -> None:

@@ -12,13 +12,13 @@ from typing import Annotated, Any, NoReturn, TypeVar, cast
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vpsapi.config import MIN_PASSWORD_LENGTH, Settings, SettingsError, get_settings
 from vpsapi.core.errors import AppError
 from vpsapi.core.security import Role
-from vpsapi.jobs.cli import jobs_app, run_worker
+from vpsapi.jobs.cli import jobs_app, output_console, run_worker
 
 app = typer.Typer(help="vpsapi: one backend for jobs, VPS ops, devices and smart buildings.")
 users_app = typer.Typer(help="Manage users.")
@@ -27,7 +27,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")
 
-console = Console()
+console = output_console()
 err_console = Console(stderr=True)
 T = TypeVar("T")
 
@@ -198,10 +198,19 @@ def token(
             settings.jwt_expires_in,
             settings.jwt_refresh_expires_in,
         )
-        key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
         return await service.exchange_api_key(session, codec, settings, key, "cli")
 
+    settings = load_settings()
+    key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
+    if not key:
+        err_console.print("[red]No API key:[/red] pass --api-key or set API_KEY")
+        raise typer.Exit(2)
     print(run_with_session(issue))
+
+
+def _id_column() -> Column:
+    # Whole in any terminal: the other commands take it as written (`keys revoke ID`).
+    return Column("id", no_wrap=True, min_width=32)
 
 
 # ---- users ---------------------------------------------------------------------------
@@ -250,7 +259,7 @@ def users_list() -> None:
         users, _total = await service.list_users(session, limit=10_000, offset=0)
         return users
 
-    table = Table("id", "email", "username", "role", "active", "last login")
+    table = Table(_id_column(), "email", "username", "role", "active", "last login")
     for user in run_with_session(fetch):
         table.add_row(
             user.id,
@@ -329,7 +338,7 @@ def keys_list() -> None:
     async def fetch(session: AsyncSession, _s: Settings) -> Any:
         return await service.list_api_keys(session, None)
 
-    table = Table("id", "name", "prefix", "owner", "created", "last used", "revoked")
+    table = Table(_id_column(), "name", "prefix", "owner", "created", "last used", "revoked")
     for key in run_with_session(fetch):
         table.add_row(
             key.id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +21,15 @@ from rich.table import Table
 from vpsapi.config import Settings
 
 jobs_app = typer.Typer(help="Submit, follow and manage jobs through the API.")
-console = Console()
+
+
+def output_console() -> Console:
+    """Standard output's console. Piped or captured, a table keeps its natural width: rich
+    would fit it into 80 columns, wrapping the ids and addresses scripts read whole."""
+    return Console(width=None if sys.stdout.isatty() else 1000)
+
+
+console = output_console()
 err_console = Console(stderr=True)
 
 
