@@ -296,6 +296,14 @@ async def test_malformed_json_is_fastapis_422_on_seed_002_paths_only(
         body = response.json()
         assert body["detail"] == [{"type": "json_invalid", "loc": loc, "msg": "JSON decode error"}]
         assert body["error"] == "Malformed JSON in request body"
+    # Bytes that are no UTF-8 (FastAPI's "error parsing the body"): the same answers.
+    rules = await client.post("/api/monitoring/alerts/rules", content=b"\xff", headers=headers)
+    assert rules.status_code == 422, rules.text
+    assert rules.json()["detail"] == [
+        {"type": "json_invalid", "loc": ["body"], "msg": "JSON decode error"}
+    ]
+    users = await client.post("/api/v1/users", content=b"\xff", headers=headers)
+    assert (users.status_code, users.json()["message"]) == (400, "Malformed JSON in request body")
     # JSON, but a number no float holds: a validation failure in each family's shape.
     huge = await client.post(
         "/api/auth/login", content=b'{"username": "a", "password": 1e400}', headers=headers

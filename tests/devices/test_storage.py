@@ -52,6 +52,9 @@ async def test_local_signed_urls(client: httpx.AsyncClient) -> None:
         _with_query(get_url, sig="0" * 64),
         _with_query(get_url, sig=""),
         _with_query(get_url, expires="soon"),
+        _with_query(get_url, sig="\u00b9" * 64),  # not ASCII: compare_digest raised
+        _with_query(get_url, expires="\u00b2"),  # a digit to isdigit(), not to int()
+        _with_query(get_url, expires="9" * 15),  # past any moment a URL is signed for
         get_url.split("?")[0],
     ]
     for url in tampered:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -465,3 +466,16 @@ async def test_search_finds_own_jobs(
         "/api/v1/search", params={"q": job_id[-8:], "kind": "jobs"}, headers=token_headers
     )
     assert [hit["id"] for hit in response.json()["data"]["results"]] == [job_id]
+
+
+async def test_a_delay_beyond_a_float_sleeps_the_longest_delay(
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str]
+) -> None:
+    """`delayMs` is capped at a minute per step; `float(10**400)` raised first, so the
+    job failed every attempt instead."""
+    job_id = await submit(jobs_client, token_headers, "type1", items=1, delayMs=10**400)
+    await wait_for_status(jobs_client, token_headers, job_id, {"PROCESSING"})
+    await asyncio.sleep(1)  # the failed attempts came within milliseconds
+    job = (await jobs_client.get(f"/api/jobs/{job_id}", headers=token_headers)).json()
+    assert job["status"] == "PROCESSING" and "lastError" not in job, job
+    await jobs_client.delete(f"/api/jobs/{job_id}", headers=token_headers)

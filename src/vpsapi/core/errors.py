@@ -386,6 +386,10 @@ def allowed_methods(request: Request) -> str | None:
 
 async def _http_exception_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.__cause__, UnicodeDecodeError):
+        # FastAPI's "There was an error parsing the body": a JSON body that is no UTF-8,
+        # answered as any other body that is no JSON.
+        return await _app_error_handler(request, MalformedJson())
     status_code = exc.status_code
     headers = dict(exc.headers or {})
     if status_code == 405 and (allowed := allowed_methods(request)) is not None:

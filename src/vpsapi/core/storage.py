@@ -100,12 +100,14 @@ class LocalStorage:
 
     def verify(self, method: str, key: str, expires: str, signature: str) -> None:
         """Raise SignatureError unless the URL was signed by us for this method and key."""
-        if not expires.isdigit():
+        # ASCII only: "²" passes isdigit() and fails int(); compare_digest refuses
+        # non-ASCII text (a TypeError), so the signature is compared as bytes.
+        if not (expires.isascii() and expires.isdigit() and len(expires) <= 12):
             raise SignatureError("Invalid signature")
         # HEAD is answered like GET, so a GET URL may also be used for HEAD.
         signed_method = "GET" if method == "HEAD" else method
         expected = self._signature(signed_method, key, int(expires))
-        if not hmac.compare_digest(expected, signature):
+        if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):
             raise SignatureError("Invalid signature")
         if int(expires) < time.time():
             raise SignatureError("Signature expired")

@@ -108,7 +108,7 @@ async def _pause(options: dict[str, Any]) -> None:
     # The seed's sleeps were simulations; `options.delayMs` keeps them for demos.
     delay = options.get("delayMs")
     if isinstance(delay, int | float) and delay > 0:
-        await asyncio.sleep(min(float(delay), 60_000) / 1000)
+        await asyncio.sleep(min(delay, 60_000) / 1000)  # capped first: float() of 10**400 fails
     else:
         await asyncio.sleep(0)
 

@@ -50,5 +50,5 @@ class NginxLogs(BaseModel):
     access_logs: list[str] | None = None
     error_logs: list[str] | None = None
     lines: int
-    grep: str | None
+    grep: str | None = None
     timestamp: datetime
