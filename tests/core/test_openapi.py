@@ -94,3 +94,19 @@ async def test_bodies_read_by_hand_are_documented(
     spec = await _openapi(client)
     body = spec["paths"][path]["post"]["requestBody"]
     assert field in body["content"]["application/json"]["schema"]["properties"]
+
+
+async def test_secured_routes_document_401_and_named_things_404(client: httpx.AsyncClient) -> None:
+    spec = await _openapi(client)
+    undocumented = [
+        f"{method.upper()} {path} {status}"
+        for path, operations in spec["paths"].items()
+        for method, operation in operations.items()
+        for status, applies in (("401", bool(operation.get("security"))), ("404", "{" in path))
+        if applies and status not in operation["responses"]
+    ]
+    assert undocumented == []
+    one = spec["paths"]["/api/configs/{config_id}"]["get"]["responses"]
+    assert one["404"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/FastApiStyleError"
+    }

@@ -92,10 +92,21 @@ def _component_schemas() -> dict[str, Any]:
     return schemas
 
 
+def _document_common_refusals(path: str, operation: dict[str, Any]) -> None:
+    """What any such route may answer, where it did not say: 401 behind credentials, 404
+    for a path naming something."""
+    responses = operation.setdefault("responses", {})
+    if operation.get("security"):
+        responses.setdefault("401", {"description": "Missing or invalid credentials"})
+    if "{" in path:
+        responses.setdefault("404", {"description": "Not found"})
+
+
 def document_error_families(schema: dict[str, Any]) -> dict[str, Any]:
     for path, operations in schema.get("paths", {}).items():
         for operation in operations.values():
-            _document_errors(path, operation.setdefault("responses", {}))
+            _document_common_refusals(path, operation)
+            _document_errors(path, operation["responses"])
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components.update(_component_schemas())
     text = repr(schema["paths"])
