@@ -180,6 +180,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response_times=app.state.response_times,
     )
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
+    # One slash too many is answered as the path without it; one too few still redirects
+    # (`/console` to the console's `/console/`), as Express's static files do.
     app.add_middleware(TrailingSlash, router=app.router)
-    app.router.redirect_slashes = False  # a path no route takes either way is a 404
     return app
