@@ -3,6 +3,7 @@ bodies of the routes that read theirs by hand."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -66,12 +67,17 @@ async def test_a_seed_002_refusal_in_words_matches_the_documented_body(
     jsonschema_rs.validate(schema, response.json())
 
 
+def _operations(spec: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            yield method.upper(), path, operation
+
+
 async def test_no_path_documents_fastapis_own_422_body(client: httpx.AsyncClient) -> None:
     spec = await _openapi(client)
     fastapi_422 = [
-        f"{method.upper()} {path}"
-        for path, operations in spec["paths"].items()
-        for method, operation in operations.items()
+        f"{method} {path}"
+        for method, path, operation in _operations(spec)
         if "HTTPValidationError" in str(operation.get("responses", {}))
     ]
     assert fastapi_422 == []
@@ -99,9 +105,8 @@ async def test_bodies_read_by_hand_are_documented(
 async def test_secured_routes_document_401_and_named_things_404(client: httpx.AsyncClient) -> None:
     spec = await _openapi(client)
     undocumented = [
-        f"{method.upper()} {path} {status}"
-        for path, operations in spec["paths"].items()
-        for method, operation in operations.items()
+        f"{method} {path} {status}"
+        for method, path, operation in _operations(spec)
         for status, applies in (("401", bool(operation.get("security"))), ("404", "{" in path))
         if applies and status not in operation["responses"]
     ]

@@ -232,17 +232,23 @@ async def test_a_slow_spell_long_past_is_forgotten(client: httpx.AsyncClient) ->
     assert (await client.get("/health/ready")).json()["checks"]["responseTime"] == "healthy"
 
 
-async def test_ready_503_names_failing_database(client: httpx.AsyncClient) -> None:
+async def test_both_readiness_probes_answer_503_when_the_database_fails(
+    client: httpx.AsyncClient,
+) -> None:
     async def broken() -> None:
         raise ConnectionRefusedError("database down")
 
     client.app.state.db.ping = broken  # type: ignore[attr-defined]
-    response = await client.get("/health/ready")
-    assert response.status_code == 503
-    body = response.json()
+    ready = await client.get("/health/ready")
+    assert ready.status_code == 503
+    body = ready.json()
     assert body["status"] == "not_ready"
     assert body["checks"]["database"] == "unhealthy"
     assert "database" in body["errors"]
+    # Seed 003's own probe, in its words.
+    seed_003 = await client.get("/api/health")
+    assert seed_003.status_code == 503
+    assert (seed_003.json()["status"], seed_003.json()["database"]) == ("ERROR", "ERROR")
 
 
 async def test_metrics_prometheus_text(client: httpx.AsyncClient) -> None:
@@ -264,14 +270,3 @@ async def test_seed_003_health_names_database_and_redis(client: httpx.AsyncClien
     assert body["redis"] == "OK"  # the real one, or without REDIS_URL the in-process one
     assert isinstance(body["timestamp"], int) and body["timestamp"] > 1_700_000_000_000
     assert isinstance(body["uptime"], int | float)
-
-
-async def test_seed_003_health_is_503_when_the_database_fails(client: httpx.AsyncClient) -> None:
-    async def broken() -> None:
-        raise ConnectionRefusedError("database down")
-
-    client.app.state.db.ping = broken  # type: ignore[attr-defined]
-    response = await client.get("/api/health")
-    assert response.status_code == 503
-    assert response.json()["status"] == "ERROR"
-    assert response.json()["database"] == "ERROR"

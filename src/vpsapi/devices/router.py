@@ -20,10 +20,13 @@ from vpsapi.devices.schemas import AlarmType, Moment
 router = APIRouter(prefix="/api", tags=["devices"])
 
 
+MAX_BINDING_KEY = 300  # `<userId>_binding`; a user id is far shorter
+
+
 # The bodies the routes below read by hand (documentation only): a missing or odd field
 # gets the seed's own answer, not FastAPI's.
 class BindingKeyIn(BaseModel):
-    key: str = Field(description="`<userId>_binding`", max_length=300)
+    key: str = Field(description="`<userId>_binding`", max_length=MAX_BINDING_KEY)
 
 
 # The seed's express-validator lengths, checked by `_validate_registration`.
@@ -105,9 +108,6 @@ async def _json_body(request: Request) -> dict[str, Any]:
     except BadRequest:
         body = None  # each endpoint answers a body it cannot read as one missing its fields
     return body if isinstance(body, dict) else {}
-
-
-MAX_BINDING_KEY = 300  # `<userId>_binding`; a user id is far shorter
 
 
 async def _binding_key(request: Request) -> str:
