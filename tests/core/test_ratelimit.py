@@ -80,7 +80,20 @@ async def test_health_and_metrics_never_limited(limited: httpx.AsyncClient) -> N
         for path in ("/health", "/health/ready", "/health/live", "/metrics"):
             response = await limited.get(path)
             assert response.status_code == 200
-            assert "x-ratelimit-limit" not in response.headers
+            if path == "/metrics":
+                assert "x-ratelimit-limit" not in response.headers
+            else:  # seed 001: every response shows the budget; a probe does not spend it
+                assert response.headers["x-ratelimit-limit"] == "3"
+                assert response.headers["x-ratelimit-remaining"] == "3"
+
+
+async def test_health_shows_the_budget_as_it_stands(limited: httpx.AsyncClient) -> None:
+    counted = await limited.get("/api/v1/info")
+    probe = await limited.get("/health")
+    assert probe.headers["x-ratelimit-remaining"] == "2"
+    assert probe.headers["x-ratelimit-reset"] == counted.headers["x-ratelimit-reset"]
+    assert probe.headers["ratelimit-policy"] == "3;w=60"
+    assert (await limited.get("/api/v1/info")).headers["x-ratelimit-remaining"] == "1"
 
 
 async def test_limits_are_per_user_when_authenticated(make_client) -> None:

@@ -3,7 +3,10 @@
 Every `/api` response carries X-RateLimit-Limit/Remaining/Reset (seed 001, reset in epoch
 seconds) and RateLimit-Limit/Remaining/Reset/Policy (seed 000's `standardHeaders`, the
 IETF draft: reset in seconds from now); a refused request gets 429 with Retry-After in
-the body family of its path. The `auth` tier counts failed attempts only (a 401 or 403),
+the body family of its path. The health probes are never counted (seed 000 skips them) but
+show the caller's general budget as it stands (seed 001: "every response includes" the
+headers), read within a fraction of a second or left out, so a probe never waits on a
+slow store. The `auth` tier counts failed attempts only (a 401 or 403),
 per client IP and per kind of attempt (a rule's `bucket`: logins, refreshes), so sign-in
 brute force is stopped while a frontend that signs in routinely is never locked out.
 Other tiers count every request per user (a valid access token, or an API key or a token
@@ -19,6 +22,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import anyio
 import structlog
 from fastapi.responses import JSONResponse
 from limits import RateLimitItem, WindowStats, parse
@@ -42,7 +46,8 @@ log = structlog.get_logger("vpsapi.ratelimit")
 security_log = structlog.get_logger(SECURITY_LOGGER)
 
 AUTH_TIER = "auth"
-UNLIMITED_PREFIXES = ("/health", "/metrics")
+# The longest a health probe waits for the store to show the caller's budget.
+PROBE_PEEK_SECONDS = 0.25
 # Windows whose end this process remembers (one per client and tier seen in a window).
 WINDOW_ENDS_KEPT = 10_000
 
@@ -177,12 +182,14 @@ class RateLimitMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if (
-            scope["type"] != "http"
-            or not path.startswith("/api")
-            or scope.get("method") == "OPTIONS"
-        ):
+        if scope["type"] != "http" or scope.get("method") == "OPTIONS":
             await self.app(scope, receive, send)
+            return
+        if not path.startswith("/api"):
+            if path == "/health" or path.startswith("/health/"):
+                await self.app(scope, receive, await self._with_budget_shown(scope, send))
+            else:
+                await self.app(scope, receive, send)
             return
         rule = self.rule_for(path)
         tier, counter = rule.tier, rule.counter
@@ -245,6 +252,37 @@ class RateLimitMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+    async def _with_budget_shown(self, scope: Scope, send: Send) -> Send:
+        """`send`, adding the general tier's headers as the window stands, uncounted."""
+        item = self.limits[_DEFAULT_RULE.tier]
+        stats = None
+        with anyio.move_on_after(PROBE_PEEK_SECONDS):
+            try:
+                stats = await self.peek(
+                    item, _DEFAULT_RULE.counter, self.identity(scope, _DEFAULT_RULE.tier)
+                )
+            except Exception as exc:
+                log.warning("ratelimit_store_unavailable", error=str(exc))
+        if stats is None:
+            return send
+        shown = _headers(item, stats.remaining, stats.reset_time)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *shown]
+            await send(message)
+
+        return send_with_headers
+
+    async def peek(self, item: RateLimitItem, counter: str, key: str) -> WindowStats:
+        """The window as it stands, without counting a request."""
+        storage_key = item.key_for(counter, key)
+        count = await self.storage.get(storage_key)
+        window_end = self.window_ends.get(storage_key, 0.0)
+        if count and window_end <= time.time():
+            window_end = await self.storage.get_expiry(storage_key)
+        return WindowStats(window_end, max(0, item.amount - count))
 
     async def count(self, item: RateLimitItem, counter: str, key: str) -> tuple[bool, WindowStats]:
         """Count one request: whether it is within the limit, and the window after it.
