@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import socketio
+from websockets.asyncio.client import connect
 
 from support import ADMIN_EMAIL, ADMIN_PASSWORD, SHARED_API_KEY, ServerProcess, login
 
@@ -162,6 +163,18 @@ async def test_connect_requires_a_valid_token(server: ServerProcess, listeners: 
     assert by_auth.client.connected and by_query.client.connected
     metrics = httpx.get(server.base_url + "/metrics").text
     assert "vpsapi_citypulse_socketio_connections" in metrics
+
+
+async def test_websocket_a_slash_short_of_the_mount(server: ServerProcess) -> None:
+    """socket.io-client with `addTrailingSlash: false` asks for `/ws`, not `/ws/`: a
+    WebSocket cannot follow a redirect, so the slash is added in place."""
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+        token, _ = await _admin(client)
+    url = server.base_url.replace("http", "ws", 1) + "/ws"
+    query = f"?EIO=4&transport=websocket&access_token={token}"
+    async with connect(url + query, open_timeout=10) as socket:
+        opened = await asyncio.wait_for(socket.recv(), 10)
+    assert isinstance(opened, str) and opened.startswith('0{"sid"')
 
 
 async def test_building_room_receives_readings_energy_and_alerts(

@@ -432,7 +432,9 @@ def _no_content_preflight(send: Send) -> Send:
 class TrailingSlash:
     """Express's routing, which the seeds' clients know: `/api/jobs/` is `/api/jobs`,
     answered as such, where Starlette would redirect (307; a Dart client does not follow
-    one for a POST, httpx not at all). A path a route takes with its slash keeps it."""
+    one for a POST, httpx not at all). A path a route takes with its slash keeps it. A
+    WebSocket cannot follow a redirect at all: one a slash short of a route (Socket.IO at
+    `/ws` when a client is set not to add the slash) gets the slash in place."""
 
     # Deciding scans every route, up to twice (about as long as a small request takes):
     # decisions are kept, a bounded number, since a scanner's paths never repeat.
@@ -441,32 +443,38 @@ class TrailingSlash:
     def __init__(self, app: ASGIApp, *, router: Router) -> None:
         self.app = app
         self.router = router
-        self._decisions: dict[tuple[str, str, str], bool] = {}
+        self._decisions: dict[tuple[str, str, str], str | None] = {}
 
-    def _routed(self, scope: Scope) -> bool:
-        return any(route.matches(scope)[0] != Match.NONE for route in self.router.routes)
+    def _routed(self, scope: Scope, path: str) -> bool:
+        candidate = {**scope, "path": path}
+        return any(route.matches(candidate)[0] != Match.NONE for route in self.router.routes)
 
-    def _strips(self, scope: Scope) -> bool:
-        """Whether the path is routed only without its trailing slash (the method plays no
-        part: a route of another method matches partly, which counts as routed)."""
-        key = (scope["type"], scope.get("root_path", ""), scope["path"])
-        decision = self._decisions.get(key)
-        if decision is None:
-            decision = not self._routed(scope) and self._routed(
-                {**scope, "path": scope["path"][:-1]}
-            )
-            if len(self._decisions) >= self.MAX_DECISIONS:
-                self._decisions.clear()
-            self._decisions[key] = decision
+    def _routed_path(self, scope: Scope) -> str | None:
+        """The path to answer instead, when only it is routed (the method plays no part:
+        a route of another method matches partly, which counts as routed)."""
+        path = scope["path"]
+        key = (scope["type"], scope.get("root_path", ""), path)
+        if key in self._decisions:
+            return self._decisions[key]
+        instead = path[:-1] if path.endswith("/") else path + "/"
+        decision = None
+        if not self._routed(scope, path) and self._routed(scope, instead):
+            decision = instead
+        if len(self._decisions) >= self.MAX_DECISIONS:
+            self._decisions.clear()
+        self._decisions[key] = decision
         return decision
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        slashed = scope["type"] in ("http", "websocket") and len(path) > 1 and path[-1] == "/"
-        if slashed and self._strips(scope):
-            scope = {**scope, "path": path[:-1]}
-            if scope.get("raw_path", b"").endswith(b"/"):
-                scope["raw_path"] = scope["raw_path"][:-1]
+        slashed = len(path) > 1 and path[-1] == "/"
+        if (scope["type"] == "websocket" or (scope["type"] == "http" and slashed)) and (
+            instead := self._routed_path(scope)
+        ):
+            raw_path = scope.get("raw_path")
+            scope = {**scope, "path": instead}
+            if raw_path is not None:
+                scope["raw_path"] = raw_path[:-1] if slashed else raw_path + b"/"
         await self.app(scope, receive, send)
 
 
