@@ -170,6 +170,35 @@ def test_config_masks_secrets(tmp_path: Path) -> None:
     assert "postgresql://app:****@db/app" in result.stdout
 
 
+def test_config_takes_the_seeds_own_variable_names(tmp_path: Path) -> None:
+    """Seed 002's .env (API_HOST, SECRET_KEY, REDIS_HOST, ...), also seed 000's Redis parts."""
+    result = run(
+        ["config"],
+        tmp_path / "data",
+        API_HOST="0.0.0.0",
+        API_PORT="8123",
+        SECRET_KEY="a-seed-002-secret-key-long-enough-0123456789",
+        ACCESS_TOKEN_EXPIRE_MINUTES="45",
+        JWT_ALGORITHM="HS256",
+        REDIS_HOST="localhost",
+        REDIS_PORT="6380",
+        REDIS_DB="2",
+        REDIS_PASSWORD="redis-pass-word",
+    )
+    assert result.returncode == 0, result.stderr
+    shown = {
+        cells[1]: cells[2]
+        for line in result.stdout.splitlines()
+        if len(cells := [cell.strip() for cell in line.split("│")]) > 3
+    }
+    assert (shown["HOST"], shown["PORT"], shown["JWT_EXPIRES_IN"]) == ("0.0.0.0", "8123", "2700")
+    assert shown["REDIS_URL"] == "redis://:****@localhost:6380/2"
+    assert shown["JWT_SECRET"] == "****"
+    assert "seed-002-secret" not in result.stdout and "redis-pass-word" not in result.stdout
+    other = run(["config"], tmp_path / "data", JWT_ALGORITHM="RS256")
+    assert other.returncode == 2 and "jwt_algorithm" in other.stderr
+
+
 def test_config_says_where_a_generated_jwt_secret_is(tmp_path: Path) -> None:
     data = tmp_path / "data"
     assert run(["migrate"], data).returncode == 0

@@ -9,6 +9,7 @@ import ssl
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from pydantic import (
     AliasChoices,
@@ -28,6 +29,7 @@ SECRET_FIELDS = frozenset(
         "sentry_dsn",
         "database_url",
         "redis_url",
+        "redis_password",
         "device_param_keys",
         "openai_api_key",
         "anthropic_api_key",
@@ -82,8 +84,9 @@ class Settings(BaseSettings):
     environment: Literal["development", "production", "test"] = Field(
         default="production", validation_alias=AliasChoices("ENVIRONMENT", "NODE_ENV")
     )
-    host: str = "127.0.0.1"
-    port: int = 8000
+    # Seed 002's names (API_HOST, API_PORT) are read too.
+    host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("HOST", "API_HOST"))
+    port: int = Field(default=8000, validation_alias=AliasChoices("PORT", "API_PORT"))
     data_dir: Path = Path("./data")
     database_url: str = ""
     # PostgreSQL connections per process. Connections beyond the pool are opened for a
@@ -94,13 +97,25 @@ class Settings(BaseSettings):
     # How long a request waits for a free connection before it is answered 503 (busy).
     database_pool_timeout: float = Field(default=5.0, gt=0)
     redis_url: str = ""
+    # Seeds 000 and 002 name the server by parts: taken when REDIS_URL is unset.
+    redis_host: str = ""
+    redis_port: int = Field(default=6379, ge=1, le=65535)
+    redis_db: int = Field(default=0, ge=0)
+    redis_password: SecretStr | None = None
     redis_prefix: str = "vpsapi"
     auto_migrate: bool = True
 
     api_key: SecretStr | None = None
-    jwt_secret: SecretStr | None = None
+    jwt_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("JWT_SECRET", "SECRET_KEY"),  # seed 002
+    )
+    # Tokens are signed with HS256 only; seed 002 names the algorithm, so it is checked.
+    jwt_algorithm: Literal["HS256"] = "HS256"
     jwt_issuer: str = "vps-api"
     jwt_expires_in: int = 1800
+    # Seed 002's way to set JWT_EXPIRES_IN, in minutes (JWT_EXPIRES_IN wins when both are).
+    access_token_expire_minutes: int | None = Field(default=None, ge=1)
     jwt_refresh_expires_in: int = 7 * 86400
 
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -358,6 +373,17 @@ class Settings(BaseSettings):
             window_s = max(1, (self.rate_limit_window_ms or 900_000) // 1000)
             amount = self.rate_limit_max_requests or 100
             self.rate_limit_default = f"{amount}/{window_s}seconds"
+        return self
+
+    @model_validator(mode="after")
+    def _seed_002_names(self) -> Settings:
+        if not self.redis_url and self.redis_host:
+            password = self.redis_password.get_secret_value() if self.redis_password else ""
+            credentials = f":{quote(password, safe='')}@" if password else ""
+            host = f"[{self.redis_host}]" if ":" in self.redis_host else self.redis_host
+            self.redis_url = f"redis://{credentials}{host}:{self.redis_port}/{self.redis_db}"
+        if self.access_token_expire_minutes and "jwt_expires_in" not in self.model_fields_set:
+            self.jwt_expires_in = self.access_token_expire_minutes * 60
         return self
 
     @property
