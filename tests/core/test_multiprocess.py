@@ -83,3 +83,12 @@ def test_a_real_server_does_not_name_its_software(settings_factory, server_facto
     assert response.status_code == 200
     assert "server" not in response.headers  # as helmet hides Express's X-Powered-By
     assert "date" in response.headers
+
+
+def test_a_server_whose_jobs_need_workers_says_so(settings_factory, server_factory) -> None:
+    """With Redis (or REDIS_HOST) jobs wait for `vpsapi worker`: told at start, not found
+    out from jobs that stay pending."""
+    without = server_factory(settings_factory(), JOBS_INPROCESS_WORKERS="false")
+    assert "start at least one" in without.log_path.read_text()
+    within = server_factory(settings_factory(), JOBS_INPROCESS_WORKERS="true")
+    assert "start at least one" not in within.log_path.read_text()
