@@ -378,6 +378,10 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _seed_002_names(self) -> Settings:
         if not self.redis_url and self.redis_host:
+            # The seeds that name Redis by parts run their job worker inside the one server
+            # process (seed 000's `new Worker(...)` in server.js): so does this setup.
+            if self.jobs_inprocess_workers is None:
+                self.jobs_inprocess_workers = True
             password = self.redis_password.get_secret_value() if self.redis_password else ""
             credentials = f":{quote(password, safe='')}@" if password else ""
             host = f"[{self.redis_host}]" if ":" in self.redis_host else self.redis_host

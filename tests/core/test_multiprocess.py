@@ -5,9 +5,12 @@ from __future__ import annotations
 import signal
 import socket
 import time
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
+
+from jobs_support import shared_key_headers, submit_type1_job, wait_all_finished
 
 pytestmark = pytest.mark.multiprocess
 
@@ -92,3 +95,26 @@ def test_a_server_whose_jobs_need_workers_says_so(settings_factory, server_facto
     assert "start at least one" in without.log_path.read_text()
     within = server_factory(settings_factory(), JOBS_INPROCESS_WORKERS="true")
     assert "start at least one" not in within.log_path.read_text()
+
+
+def test_redis_named_by_parts_runs_jobs_inside_serve(
+    settings_factory, server_factory, backend
+) -> None:
+    """Seed 000's .env names Redis by parts and runs one process, whose worker is inside:
+    a job submitted to that setup completes without a `vpsapi worker`."""
+    if not backend.scaleout:
+        pytest.skip("needs the scale-out run's Redis")
+    redis = urlsplit(backend.redis_url)
+    server = server_factory(
+        settings_factory(),
+        REDIS_URL="",
+        REDIS_HOST=redis.hostname or "127.0.0.1",
+        REDIS_PORT=str(redis.port or 6379),
+        REDIS_DB=redis.path.strip("/") or "0",
+    )
+    assert "start at least one" not in server.log_path.read_text()
+    with httpx.Client(base_url=server.base_url, timeout=10) as client:
+        headers = shared_key_headers(client)
+        job_id = submit_type1_job(client, headers, items=2, delay_ms=0)
+        [job] = wait_all_finished(client, headers, [job_id])
+    assert job["status"] == "COMPLETED", job

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -105,6 +106,23 @@ def test_compose_and_dockerfile() -> None:
     assert "/health/live" in dockerfile
     assert 'ENTRYPOINT ["vpsapi"]' in dockerfile
     assert "-c constraints.txt" in dockerfile  # the versions the tests passed with
+
+
+@pytest.mark.multiprocess
+def test_the_image_health_check_asks_the_port_served(settings_factory, server_factory) -> None:
+    """`docker run -e PORT=3000` (seed 001's .env) serves on 3000: the check asks there."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    check = re.search(r"HEALTHCHECK [^\n]*\\\n\s*CMD (.+)", dockerfile)
+    assert check is not None
+    server = server_factory(settings_factory())
+    path = f"{Path(sys.executable).parent}:/usr/bin:/bin"  # `python`, as in the image
+    port = server.base_url.rsplit(":", 1)[1]
+    asked = subprocess.run(["sh", "-c", check.group(1)], env={"PORT": port, "PATH": path})
+    assert asked.returncode == 0
+    closed = subprocess.run(
+        ["sh", "-c", check.group(1)], env={"PORT": str(free_port()), "PATH": path}
+    )
+    assert closed.returncode != 0
 
 
 def test_constraints_pin_every_dependency_once() -> None:
