@@ -217,6 +217,41 @@ async def test_logout_without_a_valid_token_is_401(
     assert response.json()["message"] == message
 
 
+@pytest.mark.parametrize("path", ["/api/v1/auth/logout", "/api/auth/logout"])
+async def test_a_logout_refusing_a_bad_token_is_in_the_security_log(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], path: str
+) -> None:
+    """As any route refusing a bad token (the same token on /me is logged so): a refused
+    logout is one more attempt with a forged or stale token."""
+
+    async def rejections() -> list[dict]:
+        response = await client.get(
+            "/api/logs/security", params={"q": "token_rejected"}, headers=admin_headers
+        )
+        assert response.status_code == 200
+        return [e for e in response.json()["entries"] if e["event"] == "token_rejected"]
+
+    tokens = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    # Not refusals: no token at all (as on /me), and an ended login ended again.
+    assert (await client.post(path)).status_code == 401
+    headers = {"Authorization": f"Bearer {tokens['accessToken']}"}
+    for _ in range(2):
+        assert (await client.post(path, headers=headers)).status_code == 200
+    assert await rejections() == []
+
+    bad = {"Authorization": "Bearer not.a.token"}
+    assert (await client.post(path, headers=bad)).status_code == 401
+    assert (await client.post(path, json={"refreshToken": "not.a.token"})).status_code == 401
+    assert (await client.get("/api/v1/me", headers=bad)).status_code == 401
+    logged = await rejections()
+    assert [(e["method"], e["path"], e["reason"]) for e in reversed(logged)] == [
+        ("POST", path, "Invalid token"),
+        ("POST", path, "Invalid token"),
+        ("GET", "/api/v1/me", "Invalid token"),
+    ]
+    assert {e["ip"] for e in logged} == {logged[0]["ip"]}
+
+
 async def test_seed002_login_json_with_username(client: httpx.AsyncClient) -> None:
     response = await client.post(
         "/api/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}

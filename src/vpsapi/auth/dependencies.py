@@ -7,7 +7,7 @@ Accepted credentials: `Authorization: Bearer <jwt>`, `Authorization: ApiKey sk_l
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -16,7 +16,7 @@ from starlette.requests import HTTPConnection
 
 from vpsapi.auth import service
 from vpsapi.core.db import SessionDep
-from vpsapi.core.errors import Forbidden, Unauthorized
+from vpsapi.core.errors import Forbidden, TokenRejected, Unauthorized
 from vpsapi.core.ratelimit import KeyOwners
 from vpsapi.core.security import (
     API_KEY_PREFIX,
@@ -63,14 +63,8 @@ async def _resolve(
         # A revoked or expired key (or a token of one) counts as nobody's from now on.
         if (owners := _key_owners(request)) is not None:
             owners.forget(_key_reference(codec, credential))
-        if not is_key:
-            service.security_log.warning(
-                "token_rejected",
-                reason=exc.message,
-                method=request.scope.get("method", "WEBSOCKET"),
-                path=request.url.path,
-                ip=client_ip(request),
-            )
+        if not is_key:  # a refused key is logged by the service, as every key attempt
+            _log_rejected_token(request, exc)
         raise
     if principal.api_key_id is not None and (owners := _key_owners(request)) is not None:
         reference = (
@@ -83,6 +77,17 @@ async def _resolve(
     request.state.principal = principal
     request.scope.setdefault("state", {})["user_id"] = principal.user_id or principal.subject
     return principal
+
+
+def _log_rejected_token(request: HTTPConnection, exc: Unauthorized) -> None:
+    """The one place a refused token is written to the security log."""
+    service.security_log.warning(
+        "token_rejected",
+        reason=exc.message,
+        method=request.scope.get("method", "WEBSOCKET"),
+        path=request.url.path,
+        ip=client_ip(request),
+    )
 
 
 def _key_owners(request: HTTPConnection) -> KeyOwners | None:
@@ -157,9 +162,15 @@ async def get_header_credential(
     request: Request,
     _b: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
     _k: Annotated[str | None, Depends(_api_key_header)] = None,
-) -> str | None:
-    """The credential in the Authorization header, unchecked (logout checks it itself)."""
-    return _header_credential(request)
+) -> AsyncIterator[str | None]:
+    """The credential in the Authorization header, unchecked: logout checks it itself, as
+    an expired access token beside a valid refresh token still ends the login. A token it
+    refuses (either one) is logged here as on every other route."""
+    try:
+        yield _header_credential(request)
+    except TokenRejected as exc:
+        _log_rejected_token(request, exc)
+        raise
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

@@ -86,6 +86,12 @@ class Unauthorized(AppError):
         super().__init__(message, **kwargs)
 
 
+class TokenRejected(Unauthorized):
+    """A token presented that is no valid one (malformed, badly signed, expired, of the
+    wrong type). The auth dependencies write it to the security log as `token_rejected`,
+    logout included, which reads its tokens itself."""
+
+
 class Forbidden(AppError):
     status_code = 403
     code = "Forbidden"

@@ -17,7 +17,7 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from vpsapi.core.errors import Unauthorized
+from vpsapi.core.errors import TokenRejected
 
 API_KEY_PREFIX = "sk_live_"
 JWT_ALGORITHM = "HS256"
@@ -180,11 +180,11 @@ class TokenCodec:
         try:
             claims = self._verified_claims(token)
         except jwt.ExpiredSignatureError as exc:
-            raise Unauthorized("Token expired") from exc
+            raise TokenRejected("Token expired") from exc
         except jwt.PyJWTError as exc:
-            raise Unauthorized("Invalid token") from exc
+            raise TokenRejected("Invalid token") from exc
         if claims.get("typ", "access") != token_type:
-            raise Unauthorized("Invalid token")
+            raise TokenRejected("Invalid token")
         return claims
 
     def peek_subject(self, token: str) -> str | None:
