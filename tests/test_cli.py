@@ -103,6 +103,19 @@ def test_short_admin_password_refused_without_showing_it(tmp_path: Path) -> None
     assert run(["migrate"], data, ADMIN_PASSWORD="tiny-pw").returncode == 0
 
 
+def test_a_password_of_only_whitespace_is_refused_where_one_is_set(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    result = run(["migrate"], data, ADMIN_PASSWORD=" " * 12)
+    assert result.returncode == 2
+    assert "ADMIN_PASSWORD must not be only whitespace" in result.stderr
+    assert run(["migrate"], data, ADMIN_PASSWORD="long-enough-pw").returncode == 0
+    for command in (["create", "blank@example.com"], ["set-password", "admin"]):
+        result = run(["users", *command, "--password", " " * 12], data)
+        assert result.returncode == 2
+        assert "password must not be only whitespace" in result.stderr
+    assert "blank@example.com" not in run(["users", "list"], data).stdout
+
+
 def test_users_and_keys_commands(tmp_path: Path) -> None:
     data = tmp_path / "data"
     created = run(

@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.table import Column, Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from vpsapi.config import MIN_PASSWORD_LENGTH, Settings, SettingsError, get_settings
+from vpsapi.auth.passwords import check_new_password
+from vpsapi.config import Settings, SettingsError, get_settings
 from vpsapi.core.errors import AppError
 from vpsapi.core.security import Role
 from vpsapi.jobs.cli import jobs_app, output_console, run_worker
@@ -228,6 +229,15 @@ def _role(value: str) -> str:
     return value
 
 
+def _new_password(value: str) -> str:
+    """The rule of every password set. Checked in the command, not as the option's
+    callback: a hidden prompt would hide why it refused the value too."""
+    try:
+        return check_new_password(value, "password")
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 @users_app.command("create")
 def users_create(
     email: str,
@@ -240,8 +250,7 @@ def users_create(
     """Create a user."""
     from vpsapi.auth import service
 
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise typer.BadParameter(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+    _new_password(password)
 
     async def create(session: AsyncSession, _s: Settings) -> Any:
         return await service.create_user(
@@ -306,8 +315,7 @@ def users_set_password(
     ] = "",
 ) -> None:
     """Set a user's password (signs out their sessions)."""
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise typer.BadParameter(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+    _new_password(password)
     user = _update_user(login, password=password)
     console.print(f"[green]Password changed[/green] for {user.email}")
 

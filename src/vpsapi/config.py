@@ -43,8 +43,6 @@ SECRET_FIELDS = frozenset(
 )
 
 SQLITE_FILE = "vpsapi.db"  # the embedded database, inside DATA_DIR
-# Every password an account holds, ADMIN_PASSWORD included (seed 001's rule).
-MIN_PASSWORD_LENGTH = 8
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}

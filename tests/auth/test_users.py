@@ -193,6 +193,37 @@ async def test_create_and_update_refuse_in_the_documented_words(
     assert fetched.json()["data"]["email"] == user["email"]
 
 
+@pytest.mark.parametrize("password", [" " * 8, "\t \n \u00a0   "])
+async def test_a_password_of_only_whitespace_is_refused(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], create_user, password: str
+) -> None:
+    refused = {"password": ["Password must not be only whitespace"]}
+    body = {"email": "blank@example.com", "password": password}
+    response = await client.post("/api/v1/users", json=body, headers=admin_headers)
+    assert response.status_code == 422
+    assert response.json()["errors"] == refused
+    user, headers = await create_user()
+    patch = {"password": password}
+    patched = await client.patch(f"/api/v1/users/{user['id']}", json=patch, headers=admin_headers)
+    assert patched.status_code == 422
+    assert patched.json()["errors"] == refused
+    assert (await client.get("/api/v1/me", headers=headers)).status_code == 200  # unchanged
+
+
+async def test_a_password_set_before_the_rule_still_signs_in(client: httpx.AsyncClient) -> None:
+    """Signing in does not apply the rule for new passwords: an account holding an older
+    one must still get in (to change it)."""
+    from vpsapi.auth import service
+
+    async with client.app.state.db.session() as session:  # type: ignore[attr-defined]
+        await service.create_user(session, email="old@example.com", password=" " * 8)
+    await login(client, "old@example.com", " " * 8)
+    legacy = await client.post(
+        "/api/auth/login", json={"username": "old@example.com", "password": " " * 8}
+    )
+    assert legacy.status_code == 200
+
+
 async def test_admin_cannot_delete_self_or_demote_last_admin(
     client: httpx.AsyncClient, admin_headers: dict[str, str]
 ) -> None:

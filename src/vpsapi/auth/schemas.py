@@ -7,7 +7,7 @@ from pydantic import AfterValidator, Field, ValidationError, model_validator
 from pydantic.networks import validate_email
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from vpsapi.config import MIN_PASSWORD_LENGTH
+from vpsapi.auth.passwords import MIN_PASSWORD_LENGTH, check_new_password
 from vpsapi.core.schemas import CamelModel, JsDatetime
 
 RoleName = Literal["admin", "manager", "user"]
@@ -34,12 +34,6 @@ def _check_login_email(value: str) -> str:
 
 
 _LOGIN_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
-
-
-def _check_password_length(value: str) -> str:
-    if len(value) < MIN_PASSWORD_LENGTH:
-        raise ValueError(f"Password must be at least {MIN_PASSWORD_LENGTH} characters")
-    return value
 
 
 def _again(exc: ValidationError) -> list[InitErrorDetails]:
@@ -207,8 +201,12 @@ NewEmail = Annotated[
 ]
 NewPassword = Annotated[
     str,
-    Field(max_length=1024, json_schema_extra={"minLength": MIN_PASSWORD_LENGTH}),
-    AfterValidator(_check_password_length),
+    Field(
+        max_length=1024,
+        description=f"At least {MIN_PASSWORD_LENGTH} characters, not all of them whitespace",
+        json_schema_extra={"minLength": MIN_PASSWORD_LENGTH},
+    ),
+    AfterValidator(check_new_password),
 ]
 
 

@@ -17,7 +17,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vpsapi.auth.models import ApiKey, AuthSession, User
-from vpsapi.config import MIN_PASSWORD_LENGTH, Settings, SettingsError
+from vpsapi.auth.passwords import check_new_password
+from vpsapi.config import Settings, SettingsError
 from vpsapi.core.db import new_id, utcnow
 from vpsapi.core.errors import BadRequest, Conflict, NotFound, Unauthorized
 from vpsapi.core.logging import SECURITY_LOGGER
@@ -212,13 +213,15 @@ async def bootstrap_admin(session: AsyncSession, settings: Settings) -> str | No
         if settings.admin_password is None
         else settings.admin_password.get_secret_value()
     )
-    if len(password) < MIN_PASSWORD_LENGTH:
+    try:
         # Checked here, not with the settings: once the admin exists the value is unused,
         # and an old .env keeping a short one must not stop the server.
+        check_new_password(password, "ADMIN_PASSWORD")
+    except ValueError as exc:
         raise SettingsError(
-            f"ADMIN_PASSWORD must be at least {MIN_PASSWORD_LENGTH} characters: the first "
-            "admin signs in at /api/v1/auth/login, which refuses shorter passwords"
-        )
+            f"{exc}: the first admin's password follows the rule of every password set "
+            "(as through /api/v1/users)"
+        ) from None
     await create_user(
         session,
         email=settings.admin_email,
