@@ -65,3 +65,34 @@ async def test_old_readings_are_purged_and_counted(make_client: Any) -> None:
         assert time.monotonic() < deadline, "the purge was never counted"
         await asyncio.sleep(0.2)
     assert purged == 2
+
+
+async def test_no_retention_runs_while_citypulse_is_turned_off(make_client: Any) -> None:
+    """CITYPULSE_ENABLED=false turns the module's background work off with its routes."""
+    client = await make_client(
+        citypulse_enabled=False,
+        citypulse_readings_retention_days=30,
+        citypulse_retention_interval_seconds=1,
+        mqtt_url="mqtt://127.0.0.1:1",  # nothing listens: a subscriber would only retry
+    )
+    running = {task.get_name() for task in asyncio.all_tasks()}
+    assert not running & {"citypulse-retention", "citypulse-mqtt"}
+    # Turned on only now, after the start: the API can write, and no purge comes.
+    client.app.state.settings.citypulse_enabled = True  # type: ignore[attr-defined]
+    headers = {
+        "Authorization": f"Bearer {(await login(client, ADMIN_EMAIL, ADMIN_PASSWORD))['accessToken']}"
+    }
+    building = await client.post(f"{BASE}/buildings", json={"name": "Archiv"}, headers=headers)
+    sensor = await client.post(
+        f"{BASE}/buildings/{building.json()['data']['id']}/sensors",
+        json={"name": "Keller", "kind": "humidity", "unit": "%"},
+        headers=headers,
+    )
+    url = f"{BASE}/sensors/{sensor.json()['data']['id']}/readings"
+    now = datetime.now(UTC).replace(microsecond=0)
+    body = {"readings": [{"timestamp": (now - timedelta(days=400)).isoformat(), "value": 1.0}]}
+    assert (await client.post(url, json=body, headers=headers)).status_code == 201
+    await asyncio.sleep(2.5)  # two rounds of a retention task, had one started
+    window = {"from": (now - timedelta(days=500)).isoformat(), "to": now.isoformat()}
+    points = (await client.get(url, params=window, headers=headers)).json()["data"]["points"]
+    assert len(points) == 1

@@ -137,9 +137,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if realtime is not None:
         runtime.emitters.append(realtime.emit)
     background: list[asyncio.Task[None]] = []
-    if settings.citypulse_readings_retention_days:
+    # CITYPULSE_ENABLED=false (the module's `enabled_by`) turns its background work off with
+    # its routes. The runtime above stays: /ws is mounted either way and answers "turned off".
+    enabled = settings.citypulse_enabled
+    if enabled and settings.citypulse_readings_retention_days:
         background.append(asyncio.create_task(enforce_retention(app), name="citypulse-retention"))
-    if settings.mqtt_url and settings.citypulse_enabled:
+    if enabled and settings.mqtt_url:
         ingestor = MqttIngestor(settings, app.state.db, runtime)
         background.append(asyncio.create_task(ingestor.run(), name="citypulse-mqtt"))
     try:
