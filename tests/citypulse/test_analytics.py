@@ -426,3 +426,42 @@ async def test_overview_sums_up_the_portfolio_and_lists_the_reports(
     end = datetime.fromisoformat(day["to"])
     assert end.minute == 0 and end - datetime.fromisoformat(day["from"]) == timedelta(days=1)
     assert week["to"] == day["to"]
+
+
+async def test_the_bucket_cap_counts_the_buckets_a_window_touches(
+    client: httpx.AsyncClient, manager: dict
+) -> None:
+    """As /energy does: 20,000 steps from the start of a bucket are 20,000 buckets, from
+    the middle of one they touch 20,001 (the first begun before `from`): one too many."""
+    created = await client.post(
+        f"{BASE}/buildings", json={"name": "Cap", "floorAreaM2": 100}, headers=manager
+    )
+    building = created.json()["data"]["id"]
+    hourly = {
+        f"/buildings/{building}/baseline": ({"step": "1h"}, "step"),
+        f"/buildings/{building}/occupancy-normalised": ({"step": "1h"}, "step"),
+        f"/buildings/{building}/energy-intensity": ({}, "to"),
+    }
+    cases = [(path, extra, field, HOUR) for path, (extra, field) in hourly.items()]
+    cases.append(("/top-consumers", {}, "to", timedelta(days=1)))
+    aligned = datetime(2000, 1, 1, tzinfo=UTC)
+    for path, extra, field, width in cases:
+        for start, status in ((aligned, 200), (aligned + width / 2, 422)):
+            window = {"from": _iso(start), "to": _iso(start + 20_000 * width)}
+            response = await client.get(
+                f"{ANALYTICS}{path}", params={**window, **extra}, headers=manager
+            )
+            assert response.status_code == status, (path, start, response.text)
+            if status == 422:
+                assert field in response.json()["errors"], response.text
+    energy = await client.get(
+        f"{BASE}/energy",
+        params={"from": _iso(aligned + HOUR / 2), "to": _iso(aligned + HOUR / 2 + 20_000 * HOUR)},
+        headers=manager,
+    )
+    assert energy.status_code == 422
+    # The same cap, told alike.
+    assert energy.json()["errors"]["step"] == response.json()["errors"]["to"]
+    assert energy.json()["errors"]["step"] == [
+        "Too many buckets: use a coarser step or a shorter range (at most 20000)"
+    ]

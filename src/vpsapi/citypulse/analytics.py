@@ -35,11 +35,11 @@ from vpsapi.citypulse.schemas import (
 )
 from vpsapi.citypulse.service import (
     STEP_MS,
+    check_buckets,
     check_range,
     from_ms,
     get_building,
     get_sensor,
-    invalid,
     to_ms,
 )
 from vpsapi.core.db import utcnow
@@ -53,7 +53,6 @@ DAY_MS = 86_400_000
 HOURS_PER_YEAR = 8_760
 # 52 weeks: "the same period last year" then starts on the same weekday.
 PREVIOUS_YEAR_MS = 364 * DAY_MS
-MAX_BUCKETS = 20_000
 # Robust z-score (Iglewicz & Hoaglin): 0.6745 (x - median) / MAD; when MAD is 0,
 # (x - median) / (1.253314 * mean absolute deviation).
 MAD_FACTOR = 0.6745
@@ -66,11 +65,7 @@ def _window(
     start: datetime, end: datetime, width: int = HOUR_MS, field: str = "step"
 ) -> tuple[int, int]:
     start_ms, end_ms = check_range(start, end)
-    if (end_ms - start_ms) // width > MAX_BUCKETS:
-        raise invalid(
-            field,
-            f"Too many buckets: use a coarser step or a shorter range (at most {MAX_BUCKETS})",
-        )
+    check_buckets(start_ms, end_ms, width, field)
     return start_ms, end_ms
 
 

@@ -23,6 +23,8 @@ from vpsapi.citypulse.schemas import (
 from vpsapi.citypulse.service import (
     MIN_MS,
     STEP_MS,
+    bucket_starts,
+    check_buckets,
     from_ms,
     get_building,
     invalid,
@@ -30,7 +32,6 @@ from vpsapi.citypulse.service import (
 )
 from vpsapi.core.db import utcnow
 
-MAX_BUCKETS = 20_000
 HOUR_MS = 3_600_000
 DEFAULT_SPAN_MS = 24 * HOUR_MS
 
@@ -42,15 +43,8 @@ def report_window(start: datetime | None, end: datetime | None, width: int) -> t
     start_ms = to_ms(start) if start is not None else end_ms - DEFAULT_SPAN_MS
     if end_ms <= start_ms:
         raise invalid("to", "must be after 'from'")
-    if len(bucket_starts(start_ms, end_ms, width)) > MAX_BUCKETS:
-        raise invalid("step", f"Too many buckets: use a coarser step (at most {MAX_BUCKETS})")
+    check_buckets(start_ms, end_ms, width)
     return start_ms, end_ms
-
-
-def bucket_starts(start_ms: int, end_ms: int, width: int) -> range:
-    """Every UTC-aligned bucket the window touches, the first one possibly begun before
-    `from` (as SQL buckets the readings)."""
-    return range(start_ms // width * width, end_ms, width)
 
 
 def _electricity(building_id: str | None, start_ms: int, end_ms: int) -> list[Any]:

@@ -83,6 +83,26 @@ def check_range(start: datetime, end: datetime) -> tuple[int, int]:
     return start_ms, end_ms
 
 
+# The most buckets one report may hold (energy and every stepped analytics report).
+MAX_BUCKETS = 20_000
+
+
+def bucket_starts(start_ms: int, end_ms: int, width: int) -> range:
+    """Every UTC-aligned bucket the window touches, the first one possibly begun before
+    `from` (as SQL buckets the readings)."""
+    return range(start_ms // width * width, end_ms, width)
+
+
+def check_buckets(start_ms: int, end_ms: int, width: int, field: str = "step") -> None:
+    """At most MAX_BUCKETS buckets of `width`, counted as the report will hold them: a
+    window starting inside a bucket touches one more than its length says."""
+    if len(bucket_starts(start_ms, end_ms, width)) > MAX_BUCKETS:
+        raise invalid(
+            field,
+            f"Too many buckets: use a coarser step or a shorter range (at most {MAX_BUCKETS})",
+        )
+
+
 def _encode_cursor(offset: int) -> str:
     return base64.urlsafe_b64encode(str(offset).encode()).decode()
 
