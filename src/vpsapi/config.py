@@ -292,7 +292,8 @@ class Settings(BaseSettings):
     ai_openai_compatible_api_key: SecretStr | None = None
     # Provider used when a request names none; empty: the first configured one.
     ai_default_provider: Literal["", "openai", "anthropic", "groq", "openai-compatible"] = ""
-    # Model used when a request names none; empty: requests must name one.
+    # Model used when a request names none; empty: the provider's own default
+    # (citypulse/ai/providers.DEFAULT_MODELS), and a request to one without names one.
     ai_default_model: str = ""
     # Anthropic requires max_tokens; used when a request does not set it.
     ai_default_max_tokens: int = Field(default=1024, ge=1, le=200_000)

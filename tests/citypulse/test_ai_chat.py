@@ -109,6 +109,32 @@ async def test_anthropic_gets_default_max_tokens(
     assert providers.received[0].body["max_tokens"] == 1024
 
 
+@pytest.mark.parametrize(
+    ("provider", "model"),
+    [
+        (None, "gpt-4o-mini"),  # the first configured provider, OpenAI
+        ("openai", "gpt-4o-mini"),
+        ("anthropic", "claude-3-5-haiku-latest"),
+        ("groq", "llama-3.1-8b-instant"),
+    ],
+)
+async def test_seed_shorthand_without_any_model_uses_the_providers_default(
+    client: httpx.AsyncClient,  # noqa: F811
+    providers: FakeProviders,  # noqa: F811
+    user: tuple[dict[str, Any], dict[str, str]],
+    provider: str | None,
+    model: str,
+) -> None:
+    """FlowMind's sample sends only `{message}` (seed 004): with no AI_DEFAULT_MODEL, the
+    provider's own default model answers rather than a 422."""
+    body = {"message": "Hello AI"} | ({"provider": provider} if provider else {})
+    response = await client.post(CHAT, json=body, headers=user[1])
+    assert response.status_code == 200, response.text
+    assert response.json()["data"]["model"] == model
+    (sent,) = providers.received
+    assert sent.body["model"] == model
+
+
 async def test_seed_shorthand_with_default_provider_and_model(
     make_client: Any,
     providers: FakeProviders,  # noqa: F811
@@ -489,7 +515,8 @@ async def test_unreachable_provider_is_502(make_client: Any) -> None:
         ({"message": "hi", "model": "m", "maxTokens": True}, "maxTokens"),  # as spelled
         ({"message": "hi", "model": "m", "stream": "yes please"}, "stream"),
         ({"message": "x" * 100_001, "model": "m"}, "message"),
-        ({"message": "hi"}, "model"),  # no AI_DEFAULT_MODEL set
+        # No AI_DEFAULT_MODEL, and a local server has no default model of its own.
+        ({"message": "hi", "provider": "openai-compatible"}, "model"),
         (
             {"message": "hi", "model": "c", "provider": "anthropic", "temperature": 1.5},
             "temperature",

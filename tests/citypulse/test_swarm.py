@@ -281,12 +281,16 @@ async def test_cancelled_swarm_records_the_cut_call(
             },
             "aggregate",
         ),
-        ({"task": "t", "agents": [{"name": "a"}]}, "agents.0.model"),  # no AI_DEFAULT_MODEL
+        # No AI_DEFAULT_MODEL, and a local server has no default model of its own.
+        (
+            {"task": "t", "agents": [{"name": "a", "provider": "openai-compatible"}]},
+            "agents.0.model",
+        ),
         (
             {
                 "task": "t",
                 "agents": [{"name": "a", "model": "m"}],
-                "aggregate": {"provider": "groq"},
+                "aggregate": {"provider": "openai-compatible"},
             },
             "aggregate.model",
         ),

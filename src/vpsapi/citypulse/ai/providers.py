@@ -32,6 +32,15 @@ _KEY_SETTING = {
     "groq": "GROQ_API_KEY",
     "openai-compatible": "AI_OPENAI_COMPATIBLE_BASE_URL",
 }
+# The model asked for when neither the request nor AI_DEFAULT_MODEL names one: each hosted
+# provider's small, inexpensive general model (FlowMind's sample sends only `{message}`).
+# A local OpenAI-compatible server (Ollama, vLLM) serves whatever it was given: no default,
+# a request to it names its model.
+DEFAULT_MODELS: dict[ProviderName, str] = {
+    "openai": "gpt-4o-mini",
+    "anthropic": "claude-3-5-haiku-latest",
+    "groq": "llama-3.1-8b-instant",
+}
 # Key-like tokens (OpenAI `sk-…`, Anthropic `sk-ant-…`, Groq `gsk_…`), also partly masked ones.
 _KEY_PATTERN = re.compile(r"\b(?:sk|gsk|xai)[-_][A-Za-z0-9*._-]{4,}")
 _MAX_ERROR_CHARS = 500
@@ -45,6 +54,7 @@ class ProviderConfig:
     dialect: Literal["openai", "anthropic"]
     base_url: str
     api_key: str | None = field(default=None, repr=False)
+    default_model: str | None = None
 
 
 def _secret(value: SecretStr | None) -> str | None:
@@ -56,13 +66,17 @@ def configured_providers(settings: Settings) -> dict[str, ProviderConfig]:
     the order openai, anthropic, groq, openai-compatible."""
     found: dict[str, ProviderConfig] = {}
     if key := _secret(settings.openai_api_key):
-        found["openai"] = ProviderConfig("openai", "openai", settings.openai_base_url, key)
+        found["openai"] = ProviderConfig(
+            "openai", "openai", settings.openai_base_url, key, DEFAULT_MODELS["openai"]
+        )
     if key := _secret(settings.anthropic_api_key):
         found["anthropic"] = ProviderConfig(
-            "anthropic", "anthropic", settings.anthropic_base_url, key
+            "anthropic", "anthropic", settings.anthropic_base_url, key, DEFAULT_MODELS["anthropic"]
         )
     if key := _secret(settings.groq_api_key):
-        found["groq"] = ProviderConfig("groq", "openai", settings.groq_base_url, key)
+        found["groq"] = ProviderConfig(
+            "groq", "openai", settings.groq_base_url, key, DEFAULT_MODELS["groq"]
+        )
     if settings.ai_openai_compatible_base_url:
         found["openai-compatible"] = ProviderConfig(
             "openai-compatible",

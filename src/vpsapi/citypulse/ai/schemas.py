@@ -14,7 +14,7 @@ from pydantic import (
     model_validator,
 )
 
-from vpsapi.citypulse.ai.providers import ProviderName
+from vpsapi.citypulse.ai.providers import DEFAULT_MODELS, ProviderName
 from vpsapi.core.schemas import CamelModel, NumberNotBool, field_error
 
 # Model ids as providers spell them: `gpt-4o-mini`, `claude-3-5-haiku-latest`,
@@ -28,6 +28,11 @@ Temperature = Annotated[
     NumberNotBool[Annotated[float, Field(ge=0, le=2)]] | None, Field(default=None)
 ]
 MAX_MESSAGE_CHARS = 100_000
+MODEL_DEFAULT = (
+    "default: AI_DEFAULT_MODEL, else the provider's own ("
+    + ", ".join(f"{name} `{model}`" for name, model in DEFAULT_MODELS.items())
+    + "); openai-compatible has none, a request to it names its model"
+)
 
 
 class ChatMessage(BaseModel):
@@ -47,7 +52,7 @@ class ChatIn(BaseModel):
         max_length=MAX_MESSAGE_CHARS,
         description="shorthand for one user message",
     )
-    model: ModelId | None = Field(default=None, description="default: AI_DEFAULT_MODEL")
+    model: ModelId | None = Field(default=None, description=MODEL_DEFAULT)
     provider: ProviderName | None = Field(
         default=None, description="default: AI_DEFAULT_PROVIDER, else the first configured"
     )
@@ -135,7 +140,7 @@ AgentName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[\w .:-
 class AgentIn(BaseModel):
     name: AgentName
     provider: ProviderName | None = None
-    model: ModelId | None = None
+    model: ModelId | None = Field(default=None, description=MODEL_DEFAULT)
     system: str | None = Field(default=None, max_length=20_000)
     temperature: Temperature = None
     max_tokens: MaxTokens = None
@@ -147,7 +152,7 @@ class AggregateIn(BaseModel):
 
     agent: AgentName | None = None
     provider: ProviderName | None = None
-    model: ModelId | None = None
+    model: ModelId | None = Field(default=None, description=MODEL_DEFAULT)
     system: str | None = Field(default=None, max_length=20_000)
     instructions: str | None = Field(default=None, max_length=20_000)
 

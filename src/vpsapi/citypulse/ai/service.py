@@ -90,14 +90,16 @@ def resolve_call(
     max_tokens: int | None = None,
     at: str = "",
 ) -> tuple[ProviderConfig, ChatCall]:
-    """Pick the provider (503 when not configured) and the model (422 when none).
+    """Pick the provider (503 when not configured) and the model: the request's, else
+    AI_DEFAULT_MODEL, else the provider's own default (422 when none of them names one).
     `at` prefixes the field names of 422 errors (e.g. `agents.0.`)."""
     config = resolve_provider(settings, provider)
-    chosen = model or settings.ai_default_model
+    chosen = model or settings.ai_default_model or config.default_model
     if not chosen:
-        raise ValidationFailed(
-            [{"field": f"{at}model", "message": "model is required (no AI_DEFAULT_MODEL is set)"}]
+        message = (
+            f"model is required (no AI_DEFAULT_MODEL is set, and {config.name} has no default)"
         )
+        raise ValidationFailed([{"field": f"{at}model", "message": message}])
     if config.dialect == "anthropic" and temperature is not None and temperature > 1:
         raise ValidationFailed(
             [
