@@ -92,14 +92,32 @@ def _component_schemas() -> dict[str, Any]:
     return schemas
 
 
+def _validation_status(path: str) -> str:
+    return "400" if not (is_v1(path) or is_fastapi_style(path)) else "422"
+
+
 def _document_common_refusals(path: str, operation: dict[str, Any]) -> None:
-    """What any such route may answer, where it did not say: 401 behind credentials, 404
-    for a path naming something."""
+    """What any such route may answer, where it did not say, as the middleware and the
+    error handlers answer it whatever the route: 401 behind credentials, 404 for a path
+    naming something, the family's validation failure (a NUL anywhere in the request is
+    one on every route), for a body also one that is no JSON and one too large, and on
+    /api a foreign browser origin's 403 and the limiter's 429 (RATE_LIMIT_ENABLED)."""
     responses = operation.setdefault("responses", {})
     if operation.get("security"):
         responses.setdefault("401", {"description": "Missing or invalid credentials"})
     if "{" in path:
         responses.setdefault("404", {"description": "Not found"})
+    responses.setdefault(_validation_status(path), {"description": "Validation failed"})
+    if "requestBody" in operation:
+        # /api/v1 refuses a body that is no JSON with a 400 beside its 422 for validation.
+        malformed = "422" if is_fastapi_style(path) else "400"
+        responses.setdefault(malformed, {"description": "Malformed JSON in request body"})
+        responses.setdefault("413", {"description": "Request body too large (MAX_BODY_SIZE)"})
+    if path.startswith("/api/"):
+        responses.setdefault(
+            "403", {"description": "A browser origin not in ALLOWED_ORIGINS, or no right to it"}
+        )
+        responses.setdefault("429", {"description": "Rate limit exceeded"})
 
 
 def document_error_families(schema: dict[str, Any]) -> dict[str, Any]:
