@@ -109,6 +109,7 @@ def _oauth_answer(tokens: service.IssuedTokens) -> dict[str, Any]:
     response_model=OAuthTokenResponse,
     response_model_by_alias=True,
     summary="Log in with username or email (JSON or OAuth2 password form; seed 002)",
+    responses={401: {"description": "Invalid email or password, or a disabled account"}},
     openapi_extra=_LOGIN_BODY,
 )
 async def oauth_login(request: Request, session: SessionDep, codec: CodecDep) -> dict[str, Any]:
@@ -124,7 +125,12 @@ async def oauth_login(request: Request, session: SessionDep, codec: CodecDep) ->
     return _oauth_answer(tokens)
 
 
-@legacy_router.post("/refresh", response_model=OAuthTokenResponse, summary="Rotate a refresh token")
+@legacy_router.post(
+    "/refresh",
+    response_model=OAuthTokenResponse,
+    summary="Rotate a refresh token",
+    responses={401: {"description": "Invalid, revoked or reused refresh token"}},
+)
 async def oauth_refresh(
     request: Request, body: RefreshRequest, session: SessionDep, codec: CodecDep
 ) -> dict[str, Any]:
@@ -240,7 +246,15 @@ async def revoke_api_key(
     return envelope(ApiKeyOut.model_validate(await service.revoke_api_key(session, key_id, owner)))
 
 
-@v1_router.post("/users", response_model=Envelope[UserOut], status_code=status.HTTP_201_CREATED)
+_TAKEN = "A user with this email or username already exists"
+
+
+@v1_router.post(
+    "/users",
+    response_model=Envelope[UserOut],
+    status_code=status.HTTP_201_CREATED,
+    responses={409: {"description": _TAKEN}},
+)
 async def create_user(
     body: UserCreate, _admin: AdminUser, session: SessionDep
 ) -> Envelope[UserOut]:
@@ -284,7 +298,11 @@ async def get_user(user_id: str, _admin: AdminUser, session: SessionDep) -> Enve
     return envelope(UserOut.model_validate(await service.get_user(session, user_id)))
 
 
-@v1_router.patch("/users/{user_id}", response_model=Envelope[UserOut])
+@v1_router.patch(
+    "/users/{user_id}",
+    response_model=Envelope[UserOut],
+    responses={409: {"description": f"{_TAKEN}; or the last admin demoted or disabled"}},
+)
 async def update_user(
     user_id: str, body: UserUpdate, admin: AdminUser, session: SessionDep
 ) -> Envelope[UserOut]:
@@ -307,7 +325,11 @@ async def update_user(
     return envelope(UserOut.model_validate(user))
 
 
-@v1_router.delete("/users/{user_id}", response_model=Envelope[MessageData])
+@v1_router.delete(
+    "/users/{user_id}",
+    response_model=Envelope[MessageData],
+    responses={409: {"description": "You cannot delete your own account"}},
+)
 async def delete_user(user_id: str, admin: AdminUser, session: SessionDep) -> Envelope[MessageData]:
     user = await service.get_user(session, user_id)
     if user.id == admin.user_id:

@@ -41,12 +41,22 @@ from vpsapi.citypulse.schemas import (
 )
 from vpsapi.core.db import SessionDep
 from vpsapi.core.modules import feature_switch
-from vpsapi.core.schemas import V1_ERROR_RESPONSES, Envelope, Page, UtcDatetime, envelope
+from vpsapi.core.schemas import (
+    V1_ERROR_RESPONSES,
+    Envelope,
+    ErrorEnvelope,
+    Page,
+    UtcDatetime,
+    envelope,
+)
 
 router = APIRouter(
     prefix="/api/v1/citypulse",
     tags=["citypulse"],
-    responses=V1_ERROR_RESPONSES,
+    responses={
+        **V1_ERROR_RESPONSES,
+        503: {"model": ErrorEnvelope, "description": "CityPulse is off (CITYPULSE_ENABLED)"},
+    },
     dependencies=[
         Depends(feature_switch("citypulse_enabled", "CityPulse")),
         Depends(record_frontend_source),
@@ -54,7 +64,11 @@ router = APIRouter(
 )
 
 
-@router.get("/buildings", response_model=Envelope[Page[BuildingOut]])
+@router.get(
+    "/buildings",
+    response_model=Envelope[Page[BuildingOut]],
+    responses={400: {"description": "Invalid cursor"}},
+)
 async def list_buildings(
     session: SessionDep,
     _: CurrentPrincipal,
@@ -120,7 +134,12 @@ async def create_sensor(
     return envelope(SensorOut.model_validate(sensor))
 
 
-@router.post("/sensors", status_code=201, response_model=Envelope[SensorOut])
+@router.post(
+    "/sensors",
+    status_code=201,
+    response_model=Envelope[SensorOut],
+    responses={404: {"description": "Building not found"}},
+)
 async def create_sensor_naming_its_building(
     body: SensorInBuilding, session: SessionDep, _: ManagerUser
 ) -> Envelope[SensorOut]:
@@ -162,7 +181,10 @@ async def delete_sensor(sensor_id: str, session: SessionDep, _: ManagerUser) -> 
 
 
 @router.post(
-    "/sensors/{sensor_id}/readings", status_code=201, response_model=Envelope[IngestResult]
+    "/sensors/{sensor_id}/readings",
+    status_code=201,
+    response_model=Envelope[IngestResult],
+    responses={409: {"description": "Readings could not be given free timestamps: send again"}},
 )
 async def ingest_readings(
     sensor_id: str,
@@ -193,7 +215,11 @@ async def query_readings(
     return envelope(ReadingSeries(sensor_id=sensor_id, step=step, aggregate=agg, points=points))
 
 
-@router.get("/energy", response_model=Envelope[EnergyReport])
+@router.get(
+    "/energy",
+    response_model=Envelope[EnergyReport],
+    responses={404: {"description": "Building not found"}},
+)
 async def energy_usage(
     request: Request,
     session: SessionDep,
@@ -372,7 +398,12 @@ async def list_alert_rules(
     return envelope([AlertRuleOut.model_validate(rule) for rule in rules])
 
 
-@router.post("/alerts/rules", status_code=201, response_model=Envelope[AlertRuleOut])
+@router.post(
+    "/alerts/rules",
+    status_code=201,
+    response_model=Envelope[AlertRuleOut],
+    responses={404: {"description": "The sensor or building named is not found"}},
+)
 async def create_alert_rule(
     body: AlertRuleIn, session: SessionDep, runtime: RuntimeDep, _: ManagerUser
 ) -> Envelope[AlertRuleOut]:
@@ -404,7 +435,11 @@ async def get_alert(alert_id: str, session: SessionDep, _: CurrentPrincipal) -> 
     return envelope(AlertOut.model_validate(await alerts.get_alert(session, alert_id)))
 
 
-@router.post("/alerts/{alert_id}/acknowledge", response_model=Envelope[AlertOut])
+@router.post(
+    "/alerts/{alert_id}/acknowledge",
+    response_model=Envelope[AlertOut],
+    responses={409: {"description": "Only open alerts can be acknowledged"}},
+)
 async def acknowledge_alert(
     alert_id: str, session: SessionDep, principal: ManagerUser
 ) -> Envelope[AlertOut]:
@@ -412,7 +447,11 @@ async def acknowledge_alert(
     return envelope(AlertOut.model_validate(alert))
 
 
-@router.post("/alerts/{alert_id}/resolve", response_model=Envelope[AlertOut])
+@router.post(
+    "/alerts/{alert_id}/resolve",
+    response_model=Envelope[AlertOut],
+    responses={409: {"description": "Alert is already resolved"}},
+)
 async def resolve_alert(
     alert_id: str, session: SessionDep, runtime: RuntimeDep, principal: ManagerUser
 ) -> Envelope[AlertOut]:

@@ -49,7 +49,15 @@ def _out(request: Request, owned: ownership.OwnedDevice) -> MyDeviceOut:
     )
 
 
-@router.post("", response_model=MyDeviceOut, status_code=201)
+@router.post(
+    "",
+    response_model=MyDeviceOut,
+    status_code=201,
+    responses={
+        404: {"description": '`{"error": "Binding not found"}`'},
+        409: {"description": '`{"error": "Device already bound"}`'},
+    },
+)
 async def bind_device(
     body: BindIn, request: Request, user: CurrentUser, session: SessionDep
 ) -> MyDeviceOut:
@@ -114,7 +122,12 @@ async def save_push_token(body: PushTokenIn, user: CurrentUser, session: Session
     return Response(status_code=204)
 
 
-@push_router.delete("/tokens", status_code=204, response_class=Response)
+@push_router.delete(
+    "/tokens",
+    status_code=204,
+    response_class=Response,
+    responses={404: {"description": '`{"error": "Push token not found"}`'}},
+)
 async def delete_push_token(
     body: PushTokenDeleteIn, user: CurrentUser, session: SessionDep
 ) -> Response:

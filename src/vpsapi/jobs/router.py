@@ -101,7 +101,10 @@ def _joi_type_message(raw: dict[str, Any]) -> str | None:
     response_model=JobAccepted,
     status_code=status.HTTP_202_ACCEPTED,
     summary="Submit a processing job (seed 000)",
-    responses=_LEGACY_ERRORS,
+    responses={
+        **_LEGACY_ERRORS,
+        409: {"description": "The same Idempotency-Key raced in: `Job could not be created`"},
+    },
     openapi_extra=read_by_hand(JobSubmit),
 )
 async def submit_job(
@@ -178,7 +181,12 @@ async def list_jobs(
     return JobList(jobs=jobs, nextCursor=next_cursor)
 
 
-@v1_router.get("/jobs", response_model=Envelope[JobPage], summary="List your jobs (envelope)")
+@v1_router.get(
+    "/jobs",
+    response_model=Envelope[JobPage],
+    summary="List your jobs (envelope)",
+    responses={400: {"description": "Invalid cursor"}},
+)
 async def list_jobs_v1(
     principal: CurrentPrincipal,
     session: SessionDep,

@@ -70,18 +70,22 @@ def _json_body_docs(schema: str) -> dict[str, Any]:
 
 
 ai_enabled = feature_switch("ai_models_enabled", "AI")
+_AI_ERRORS: dict[int | str, dict[str, Any]] = {
+    **V1_ERROR_RESPONSES,
+    503: {"model": ErrorEnvelope, "description": "AI is off (AI_MODELS_ENABLED)"},
+}
 
 router = APIRouter(
     prefix="/api/v1/ai",
     tags=["ai"],
-    responses=V1_ERROR_RESPONSES,
+    responses=_AI_ERRORS,
     dependencies=[Depends(ai_enabled), Depends(record_frontend_source)],
     route_class=JsonBodyRoute,
 )
 swarm_router = APIRouter(
     prefix="/api/v1/swarm",
     tags=["ai"],
-    responses=V1_ERROR_RESPONSES,
+    responses=_AI_ERRORS,
     dependencies=[Depends(ai_enabled), Depends(record_frontend_source)],
     route_class=JsonBodyRoute,
 )
@@ -146,6 +150,7 @@ async def list_providers(request: Request, _: CurrentUser) -> Envelope[list[Prov
     "/usage",
     response_model=Envelope[UsagePage],
     summary="AI usage records, newest first (yours; admins: everyone's)",
+    responses={400: {"description": "Invalid cursor"}},
 )
 async def usage(
     principal: CurrentUser,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Body, Request, Response, status
@@ -27,6 +27,13 @@ from vpsapi.ops.jobs import accepted, submit_ops_job, wait_for_job
 log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/api/backup", tags=["ops: backups"])
+
+# An archive named in the path (`_find`): a name that is no archive's, or one a backup job
+# still writes.
+_FOUND_BY_NAME: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Invalid backup filename: expected name.tar.gz"},
+    409: {"description": "Still being written: follow the job it names"},
+}
 
 
 async def _find(request: Request, filename: str) -> Path:
@@ -95,7 +102,7 @@ async def create_backup(
     "/download/{filename}",
     response_class=FileResponse,
     summary="Download an archive (admins: it holds private keys)",
-    responses={200: {"content": {"application/gzip": {}}}},
+    responses={200: {"content": {"application/gzip": {}}}, **_FOUND_BY_NAME},
 )
 async def download_backup(filename: str, request: Request, _: AdminUser) -> FileResponse:
     path = await _find(request, filename)
@@ -106,6 +113,12 @@ async def download_backup(filename: str, request: Request, _: AdminUser) -> File
     "/restore/{filename}",
     response_model=RestoreResult,
     summary="Restore nginx files, certificates and the ops tables from a backup",
+    responses={
+        **_FOUND_BY_NAME,
+        409: {"description": "Still being written, or another restore is running"},
+        422: {"description": "Validation failed, or the file is no (intact) backup"},
+        503: {"description": "nginx cannot be run, or its main config is unreadable"},
+    },
 )
 async def restore_backup(
     filename: str,
@@ -129,7 +142,12 @@ async def restore_backup(
     return result
 
 
-@router.delete("/delete/{filename}", response_model=DeleteResult, summary="Delete a backup")
+@router.delete(
+    "/delete/{filename}",
+    response_model=DeleteResult,
+    summary="Delete a backup",
+    responses={400: _FOUND_BY_NAME[400]},
+)
 async def delete_backup(
     filename: str, request: Request, principal: AdminUser, session: SessionDep
 ) -> DeleteResult:

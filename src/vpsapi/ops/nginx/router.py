@@ -30,6 +30,13 @@ configs_router = APIRouter(prefix="/api/configs", tags=["ops: nginx sites"])
 pools_router = APIRouter(prefix="/api/load-balancer", tags=["ops: load balancer"])
 backends_router = APIRouter(prefix="/api/health", tags=["ops: load balancer"])
 
+# What a change checked by, or applied to, nginx may answer beyond the body's validation.
+_NGINX_ANSWERS: dict[int | str, dict[str, Any]] = {
+    409: {"description": "Conflicts with another site, pool or upstream, or the pool is in use"},
+    422: {"description": "Validation failed, or nginx rejected the configuration"},
+    503: {"description": "nginx cannot be run, timed out, or its main config is unreadable"},
+}
+
 
 # ---- sites ------------------------------------------------------------------------
 
@@ -39,7 +46,9 @@ async def list_configs(_: CurrentUser, session: SessionDep, nginx: NginxDep) -> 
     return [service.site_out(site, nginx.settings) for site in await service.list_sites(session)]
 
 
-@configs_router.post("", response_model=SiteOut, status_code=status.HTTP_201_CREATED)
+@configs_router.post(
+    "", response_model=SiteOut, status_code=status.HTTP_201_CREATED, responses=_NGINX_ANSWERS
+)
 async def create_config(
     body: SiteIn, actor: AdminUser, session: SessionDep, nginx: NginxDep
 ) -> SiteOut:
@@ -48,7 +57,7 @@ async def create_config(
     return service.site_out(site, nginx.settings)
 
 
-@configs_router.post("/validate", response_model=NginxCheck)
+@configs_router.post("/validate", response_model=NginxCheck, responses=_NGINX_ANSWERS)
 async def validate_config(
     body: SiteIn, _: AdminUser, session: SessionDep, nginx: NginxDep
 ) -> NginxCheck:
@@ -65,7 +74,11 @@ async def get_config(
     return service.site_out(await service.get_site(session, config_id), nginx.settings)
 
 
-@configs_router.put("/{config_id}", response_model=SiteOut)
+@configs_router.put(
+    "/{config_id}",
+    response_model=SiteOut,
+    responses={400: {"description": "The id in the body does not match the URL"}, **_NGINX_ANSWERS},
+)
 async def update_config(
     config_id: str, body: SiteUpdate, actor: AdminUser, session: SessionDep, nginx: NginxDep
 ) -> SiteOut:
@@ -77,7 +90,7 @@ async def update_config(
     return service.site_out(site, nginx.settings)
 
 
-@configs_router.delete("/{config_id}")
+@configs_router.delete("/{config_id}", responses=_NGINX_ANSWERS)
 async def delete_config(
     config_id: str, actor: AdminUser, session: SessionDep, nginx: NginxDep
 ) -> dict[str, str]:
@@ -86,7 +99,7 @@ async def delete_config(
     return {"message": f"Config '{config_id}' deleted", "id": config_id}
 
 
-@configs_router.post("/{config_id}/toggle", response_model=SiteOut)
+@configs_router.post("/{config_id}/toggle", response_model=SiteOut, responses=_NGINX_ANSWERS)
 async def toggle_config(
     config_id: str, actor: AdminUser, session: SessionDep, nginx: NginxDep
 ) -> SiteOut:
@@ -95,7 +108,7 @@ async def toggle_config(
     return service.site_out(site, nginx.settings)
 
 
-@configs_router.post("/{config_id}/test", response_model=NginxCheck)
+@configs_router.post("/{config_id}/test", response_model=NginxCheck, responses=_NGINX_ANSWERS)
 async def test_config(
     config_id: str, _: CurrentUser, session: SessionDep, nginx: NginxDep
 ) -> NginxCheck:
@@ -133,7 +146,7 @@ async def list_pools(_: CurrentUser, session: SessionDep, nginx: NginxDep) -> di
     return {"pools": [pool.model_dump(mode="json") for pool in pools], "total": len(pools)}
 
 
-@pools_router.post("/pools", status_code=status.HTTP_201_CREATED)
+@pools_router.post("/pools", status_code=status.HTTP_201_CREATED, responses=_NGINX_ANSWERS)
 async def create_pool(
     body: PoolIn, actor: AdminUser, session: SessionDep, nginx: NginxDep
 ) -> dict[str, Any]:
@@ -151,7 +164,7 @@ async def get_pool(name: str, _: CurrentUser, session: SessionDep, nginx: NginxD
     return service.pool_out(await service.get_pool(session, name), nginx.settings)
 
 
-@pools_router.put("/pools/{name}", response_model=PoolOut)
+@pools_router.put("/pools/{name}", response_model=PoolOut, responses=_NGINX_ANSWERS)
 async def update_pool(
     name: str, body: PoolIn, actor: AdminUser, session: SessionDep, nginx: NginxDep
 ) -> PoolOut:
@@ -161,7 +174,7 @@ async def update_pool(
     return service.pool_out(pool, nginx.settings)
 
 
-@pools_router.delete("/pools/{name}")
+@pools_router.delete("/pools/{name}", responses=_NGINX_ANSWERS)
 async def delete_pool(
     name: str, actor: AdminUser, session: SessionDep, nginx: NginxDep
 ) -> dict[str, str]:
@@ -202,7 +215,11 @@ def _normalise_backend(raw: str) -> str:
     return raw
 
 
-@backends_router.get("/backend/{backend_url:path}", response_model=BackendHealth)
+@backends_router.get(
+    "/backend/{backend_url:path}",
+    response_model=BackendHealth,
+    responses={400: {"description": "Invalid backend URL"}},
+)
 async def check_backend_health(
     backend_url: str, request: Request, principal: CurrentUser, session: SessionDep
 ) -> BackendHealth:

@@ -77,6 +77,11 @@ async def _read_upload(request: Request) -> CertificateUpload:
     "/upload",
     response_model=UploadResult,
     summary="Upload a certificate and its key (JSON, or a form with the PEM files)",
+    responses={
+        400: {"description": "Invalid domain"},
+        422: {"description": "Validation failed, or the certificate or key is unusable"},
+        503: {"description": "The certificate directory cannot be written"},
+    },
     openapi_extra=_UPLOAD_BODY,
 )
 async def upload_certificate(
@@ -110,6 +115,7 @@ async def upload_certificate(
     "/certificate/{domain}/content",
     response_model=CertificateContent,
     summary="The public certificate (PEM); never the key",
+    responses={400: {"description": "Invalid domain"}},
 )
 async def certificate_content(domain: str, request: Request, _: CurrentUser) -> CertificateContent:
     item = await asyncio.to_thread(store.find, request.app.state.settings, domain)
@@ -138,6 +144,10 @@ async def list_domains(
     response_model=CertificateJobAccepted,
     status_code=status.HTTP_202_ACCEPTED,
     summary="Issue a certificate with ACME (HTTP-01) as a job",
+    responses={
+        400: {"description": "Too many names, or an invalid domain"},
+        409: {"description": "A certificate for the domain is already being issued"},
+    },
 )
 async def request_certificate(
     request: Request,
@@ -173,6 +183,10 @@ async def request_certificate(
     response_model=CertificateJobAccepted,
     status_code=status.HTTP_202_ACCEPTED,
     summary="Renew an ACME-issued certificate as a job",
+    responses={
+        400: {"description": "Invalid domain"},
+        409: {"description": "Not issued by ACME, or already being issued"},
+    },
 )
 async def renew_certificate(
     domain: str,
