@@ -51,6 +51,15 @@ def test_first_migrate_generates_admin_password_and_secret(tmp_path: Path) -> No
     assert (data / "jwt-secret").read_text() == secret
 
 
+def config_table(stdout: str) -> dict[str, str]:
+    """`vpsapi config`'s table as setting name to shown value."""
+    return {
+        cells[1]: cells[2]
+        for line in stdout.splitlines()
+        if len(cells := [cell.strip() for cell in line.split("│")]) > 3
+    }
+
+
 def test_short_jwt_secret_refused(tmp_path: Path) -> None:
     result = run(["serve", "--port", "1"], tmp_path / "data", JWT_SECRET="too-short")
     assert result.returncode == 2
@@ -199,17 +208,32 @@ def test_config_takes_the_seeds_own_variable_names(tmp_path: Path) -> None:
         REDIS_PASSWORD="redis-pass-word",
     )
     assert result.returncode == 0, result.stderr
-    shown = {
-        cells[1]: cells[2]
-        for line in result.stdout.splitlines()
-        if len(cells := [cell.strip() for cell in line.split("│")]) > 3
-    }
+    shown = config_table(result.stdout)
     assert (shown["HOST"], shown["PORT"], shown["JWT_EXPIRES_IN"]) == ("0.0.0.0", "8123", "2700")
     assert shown["REDIS_URL"] == "redis://:****@localhost:6380/2"
     assert shown["JWT_SECRET"] == "****"
     assert "seed-002-secret" not in result.stdout and "redis-pass-word" not in result.stdout
     other = run(["config"], tmp_path / "data", JWT_ALGORITHM="RS256")
     assert other.returncode == 2 and "jwt_algorithm" in other.stderr
+
+
+@pytest.mark.parametrize(
+    ("spelled", "seconds"),
+    [("30m", "1800"), ("1.5h", "5400"), ("2 days", "172800"), ("15min", "900"), ("10M", "600")],
+)
+def test_token_lifetimes_take_the_ms_librarys_spellings(
+    tmp_path: Path, spelled: str, seconds: str
+) -> None:
+    """Seed 000 hands JWT_EXPIRES_IN to jsonwebtoken, which reads it with `ms`."""
+    result = run(["config"], tmp_path / "data", JWT_EXPIRES_IN=spelled)
+    assert result.returncode == 0, result.stderr
+    assert config_table(result.stdout)["JWT_EXPIRES_IN"] == seconds
+
+
+@pytest.mark.parametrize("spelled", ["1x", "0", "100ms", "-1h"])
+def test_a_token_lifetime_that_is_none_is_refused(tmp_path: Path, spelled: str) -> None:
+    result = run(["config"], tmp_path / "data", JWT_EXPIRES_IN=spelled)
+    assert result.returncode == 2 and "jwt_expires_in" in result.stderr
 
 
 def test_config_says_where_a_generated_jwt_secret_is(tmp_path: Path) -> None:

@@ -44,18 +44,26 @@ SECRET_FIELDS = frozenset(
 
 SQLITE_FILE = "vpsapi.db"  # the embedded database, inside DATA_DIR
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# The `ms` library's spellings (seed 000 hands JWT_EXPIRES_IN to jsonwebtoken, which reads
+# it with `ms`): `30m`, `1.5h`, `2 days`, `15min`, `10M`; a bare number is seconds here.
+_DURATION = re.compile(
+    r"^\s*(\d*\.?\d+)\s*(ms|msecs?|milliseconds?|s|secs?|seconds?|m|mins?|minutes?"
+    r"|h|hrs?|hours?|d|days?|w|weeks?|y|yrs?|years?)?\s*$",
+    re.IGNORECASE,
+)
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31557600}
 
 
 def parse_duration(value: str | int) -> int:
-    """Parse `30m`, `1h`, `900` (seconds) into seconds, as seed 000's JWT_EXPIRES_IN."""
+    """Seconds of `30m`, `1.5h`, `2 days`, `900` (seconds), as seed 000's JWT_EXPIRES_IN."""
     if isinstance(value, int):
         return value
     match = _DURATION.match(value)
     if not match:
-        raise ValueError(f"invalid duration {value!r}: use e.g. 30m, 1h, 900")
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        raise ValueError(f"invalid duration {value!r}: use e.g. 30m, 1.5h, 2 days, 900")
+    unit = (match.group(2) or "s").lower()
+    short = "ms" if unit.startswith(("ms", "milli")) else unit[0]
+    return round(float(match.group(1)) * _UNIT_SECONDS[short])
 
 
 class SettingsError(RuntimeError):
@@ -111,10 +119,10 @@ class Settings(BaseSettings):
     # Tokens are signed with HS256 only; seed 002 names the algorithm, so it is checked.
     jwt_algorithm: Literal["HS256"] = "HS256"
     jwt_issuer: str = "vps-api"
-    jwt_expires_in: int = 1800
+    jwt_expires_in: int = Field(default=1800, ge=1)
     # Seed 002's way to set JWT_EXPIRES_IN, in minutes (JWT_EXPIRES_IN wins when both are).
     access_token_expire_minutes: int | None = Field(default=None, ge=1)
-    jwt_refresh_expires_in: int = 7 * 86400
+    jwt_refresh_expires_in: int = Field(default=7 * 86400, ge=1)
 
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
