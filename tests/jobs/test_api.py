@@ -230,6 +230,26 @@ async def test_bodies_no_store_could_keep_are_400_and_store_nothing(
     assert listed.json()["jobs"] == []
 
 
+@pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded", "multipart/form-data; boundary=x"]
+)
+async def test_a_form_body_is_told_to_be_json(
+    jobs_client: httpx.AsyncClient, token_headers: dict[str, str], content_type: str
+) -> None:
+    """Seed 000's Express also parses urlencoded bodies; ours are JSON: said as such, not
+    as malformed JSON."""
+    response = await jobs_client.post(
+        "/api/jobs",
+        content=b"processingType=type1&data[0][id]=1",
+        headers={**token_headers, "Content-Type": content_type},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == (
+        "Request body must be a JSON object (Content-Type: application/json)"
+    )
+    assert (await jobs_client.get("/api/jobs", headers=token_headers)).json()["jobs"] == []
+
+
 async def test_an_empty_body_names_the_missing_fields(
     jobs_client: httpx.AsyncClient, token_headers: dict[str, str]
 ) -> None:

@@ -237,6 +237,14 @@ def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or "body"
 
 
+NOT_A_JSON_OBJECT = "Request body must be a JSON object (Content-Type: application/json)"
+_FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+
+
+def _is_form(request: Request) -> bool:
+    return request.headers.get("content-type", "").partition(";")[0].strip().lower() in _FORM_TYPES
+
+
 # Pydantic's words for a body that is no object ("Input should be a valid dictionary or
 # object to extract fields from"), which is what arrives without a JSON content type.
 _NOT_AN_OBJECT = frozenset({"model_attributes_type", "dict_type", "model_type"})
@@ -246,7 +254,7 @@ def _clean_message(err: dict[str, Any]) -> str:
     if err.get("type") == "json_invalid":
         return "Malformed JSON in request body"
     if tuple(err.get("loc", ())) == ("body",) and err.get("type") in _NOT_AN_OBJECT:
-        return "Request body must be a JSON object (Content-Type: application/json)"
+        return NOT_A_JSON_OBJECT
     message = str(err.get("msg", "Invalid value"))
     return message.removeprefix("Value error, ")
 
@@ -303,8 +311,12 @@ async def _app_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
     if isinstance(exc, ValidationFailed):
         return validation_response(request, exc.details, exc.message)
-    if isinstance(exc, MalformedJson) and is_fastapi_style(request.url.path):
-        return _malformed_json_as_fastapi(request, ["body"])
+    message = exc.message
+    if isinstance(exc, MalformedJson):
+        if is_fastapi_style(request.url.path):
+            return _malformed_json_as_fastapi(request, ["body"])
+        if _is_form(request):  # Express's urlencoded parser would have taken it: say why not
+            message = NOT_A_JSON_OBJECT
     if isinstance(exc, Forbidden):
         security_log.warning(
             "permission_denied",
@@ -318,7 +330,7 @@ async def _app_error_handler(request: Request, exc: Exception) -> JSONResponse:
         request,
         exc.status_code,
         exc.code,
-        exc.message,
+        message,
         headers=exc.headers,
         extra=exc.extra,
         legacy_body=exc.body,
