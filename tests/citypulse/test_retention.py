@@ -18,20 +18,24 @@ def _counter(text: str, sample: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-async def test_old_readings_are_purged_and_counted(make_client: Any) -> None:
-    client = await make_client(
-        citypulse_readings_retention_days=30, citypulse_retention_interval_seconds=1
-    )
-    headers = {
-        "Authorization": f"Bearer {(await login(client, ADMIN_EMAIL, ADMIN_PASSWORD))['accessToken']}"
-    }
+async def _readings_url(client: Any) -> tuple[str, dict[str, str]]:
+    """A new sensor's readings URL, and the admin's headers."""
+    token = (await login(client, ADMIN_EMAIL, ADMIN_PASSWORD))["accessToken"]
+    headers = {"Authorization": f"Bearer {token}"}
     building = await client.post(f"{BASE}/buildings", json={"name": "Archiv"}, headers=headers)
     sensor = await client.post(
         f"{BASE}/buildings/{building.json()['data']['id']}/sensors",
         json={"name": "Keller", "kind": "humidity", "unit": "%"},
         headers=headers,
     )
-    url = f"{BASE}/sensors/{sensor.json()['data']['id']}/readings"
+    return f"{BASE}/sensors/{sensor.json()['data']['id']}/readings", headers
+
+
+async def test_old_readings_are_purged_and_counted(make_client: Any) -> None:
+    client = await make_client(
+        citypulse_readings_retention_days=30, citypulse_retention_interval_seconds=1
+    )
+    url, headers = await _readings_url(client)
     metrics = (await client.get("/metrics")).text
     purged_before = _counter(metrics, "vpsapi_citypulse_readings_purged_total")
     http_before = _counter(metrics, 'vpsapi_citypulse_readings_ingested_total{transport="http"}')
@@ -79,16 +83,7 @@ async def test_no_retention_runs_while_citypulse_is_turned_off(make_client: Any)
     assert not running & {"citypulse-retention", "citypulse-mqtt"}
     # Turned on only now, after the start: the API can write, and no purge comes.
     client.app.state.settings.citypulse_enabled = True  # type: ignore[attr-defined]
-    headers = {
-        "Authorization": f"Bearer {(await login(client, ADMIN_EMAIL, ADMIN_PASSWORD))['accessToken']}"
-    }
-    building = await client.post(f"{BASE}/buildings", json={"name": "Archiv"}, headers=headers)
-    sensor = await client.post(
-        f"{BASE}/buildings/{building.json()['data']['id']}/sensors",
-        json={"name": "Keller", "kind": "humidity", "unit": "%"},
-        headers=headers,
-    )
-    url = f"{BASE}/sensors/{sensor.json()['data']['id']}/readings"
+    url, headers = await _readings_url(client)
     now = datetime.now(UTC).replace(microsecond=0)
     body = {"readings": [{"timestamp": (now - timedelta(days=400)).isoformat(), "value": 1.0}]}
     assert (await client.post(url, json=body, headers=headers)).status_code == 201
