@@ -123,6 +123,10 @@ class Settings(BaseSettings):
     # Seed 002's way to set JWT_EXPIRES_IN, in minutes (JWT_EXPIRES_IN wins when both are).
     access_token_expire_minutes: int | None = Field(default=None, ge=1)
     jwt_refresh_expires_in: int = Field(default=7 * 86400, ge=1)
+    # A refresh token presented again this soon after its rotation (a retry after a lost
+    # answer, two tabs refreshing at once) gets the login's current tokens instead of
+    # revoking the login as stolen; 0 treats every reuse as theft.
+    jwt_refresh_reuse_seconds: int = Field(default=30, ge=0)
 
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     trusted_proxies: Annotated[list[str], NoDecode] = Field(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
@@ -125,7 +127,9 @@ async def test_me_with_client_token_403(
     assert response.status_code == 403
 
 
-async def test_refresh_rotates_and_reuse_revokes_family(client: httpx.AsyncClient) -> None:
+async def test_refresh_rotates_and_reuse_revokes_family(make_client: Any) -> None:
+    # No leeway: any reuse, however soon, is theft (test_refresh_reuse.py has the window).
+    client = await make_client(jwt_refresh_reuse_seconds=0)
     first = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
     rotated = await client.post(
         "/api/v1/auth/refresh", json={"refreshToken": first["refreshToken"]}
@@ -144,11 +148,13 @@ async def test_refresh_rotates_and_reuse_revokes_family(client: httpx.AsyncClien
     assert (await client.get("/api/v1/me", headers=new_headers)).status_code == 401
 
 
-async def test_other_logins_survive_a_revoked_family(client: httpx.AsyncClient) -> None:
+async def test_other_logins_survive_a_revoked_family(make_client: Any) -> None:
+    client = await make_client(jwt_refresh_reuse_seconds=0)
     stolen = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
     other = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
     await client.post("/api/v1/auth/refresh", json={"refreshToken": stolen["refreshToken"]})
-    await client.post("/api/v1/auth/refresh", json={"refreshToken": stolen["refreshToken"]})
+    reuse = await client.post("/api/v1/auth/refresh", json={"refreshToken": stolen["refreshToken"]})
+    assert reuse.status_code == 401  # the stolen family is revoked, the other lives on
     headers = {"Authorization": f"Bearer {other['accessToken']}"}
     assert (await client.get("/api/v1/me", headers=headers)).status_code == 200
 

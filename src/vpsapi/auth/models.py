@@ -35,12 +35,15 @@ class ApiKey(IdMixin, Base):
 
 class AuthSession(IdMixin, Base):
     """One login: the family of refresh tokens issued from it. Only `refresh_jti` is
-    valid; presenting an older one means the token leaked and revokes the family."""
+    valid, and `previous_refresh_jti` for JWT_REFRESH_REUSE_SECONDS after `refreshed_at`
+    (a retry, or two tabs refreshing at once); presenting any other older one means the
+    token leaked and revokes the family."""
 
     __tablename__ = "auth_sessions"
 
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     refresh_jti: Mapped[str] = mapped_column(String(32))
+    previous_refresh_jti: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     refreshed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -134,7 +134,13 @@ async def oauth_login(request: Request, session: SessionDep, codec: CodecDep) ->
 async def oauth_refresh(
     request: Request, body: RefreshRequest, session: SessionDep, codec: CodecDep
 ) -> dict[str, Any]:
-    tokens = await service.refresh(session, codec, body.refresh_token, ip=client_ip(request))
+    tokens = await service.refresh(
+        session,
+        codec,
+        body.refresh_token,
+        ip=client_ip(request),
+        reuse_seconds=request.app.state.settings.jwt_refresh_reuse_seconds,
+    )
     return _oauth_answer(tokens)
 
 
@@ -185,7 +191,13 @@ async def login(
 async def refresh(
     request: Request, body: RefreshRequest, session: SessionDep, codec: CodecDep
 ) -> Envelope[TokenPair]:
-    tokens = await service.refresh(session, codec, body.refresh_token, ip=client_ip(request))
+    tokens = await service.refresh(
+        session,
+        codec,
+        body.refresh_token,
+        ip=client_ip(request),
+        reuse_seconds=request.app.state.settings.jwt_refresh_reuse_seconds,
+    )
     return envelope(
         TokenPair(
             access_token=tokens.access_token,

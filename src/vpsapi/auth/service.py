@@ -280,13 +280,13 @@ async def login(
     session.add(auth_session)
     await session.flush()
     security_log.info("login_succeeded", ip=ip, user_id=user.id)
-    return _issue(codec, user, auth_session)
+    return _issue(codec, user, auth_session.id, auth_session.refresh_jti)
 
 
-def _issue(codec: TokenCodec, user: User, auth_session: AuthSession) -> IssuedTokens:
-    access = codec.access_token(user_claims(user, auth_session.id))
+def _issue(codec: TokenCodec, user: User, session_id: str, refresh_jti: str) -> IssuedTokens:
+    access = codec.access_token(user_claims(user, session_id))
     refresh = codec.encode(
-        {"sub": f"user:{user.id}", "sid": auth_session.id, "jti": auth_session.refresh_jti},
+        {"sub": f"user:{user.id}", "sid": session_id, "jti": refresh_jti},
         codec.refresh_ttl,
         "refresh",
     )
@@ -294,37 +294,82 @@ def _issue(codec: TokenCodec, user: User, auth_session: AuthSession) -> IssuedTo
 
 
 async def refresh(
-    session: AsyncSession, codec: TokenCodec, refresh_token: str, *, ip: str | None
+    session: AsyncSession,
+    codec: TokenCodec,
+    refresh_token: str,
+    *,
+    ip: str | None,
+    reuse_seconds: int,
 ) -> IssuedTokens:
+    """Rotate a login's refresh token. The token rotated last, presented again within
+    `reuse_seconds` of its rotation, gets the login's current refresh token (not rotated
+    again: every caller of a burst then holds the one valid token); any other old token
+    revokes the login."""
     claims = codec.decode(refresh_token, token_type="refresh")
     auth_session = await session.get(AuthSession, str(claims.get("sid", "")))
     if auth_session is None or auth_session.revoked_at is not None:
         raise Unauthorized("Refresh token revoked")
-    new_jti = new_id()
+    presented = str(claims.get("jti", ""))
+    refresh_jti = new_id()
     # Conditional update: of two concurrent uses of one token, only one can win.
     result = await session.execute(
         update(AuthSession)
-        .where(
-            AuthSession.id == auth_session.id,
-            AuthSession.refresh_jti == str(claims.get("jti", "")),
-        )
+        .where(AuthSession.id == auth_session.id, AuthSession.refresh_jti == presented)
         .where(AuthSession.revoked_at.is_(None))
-        .values(refresh_jti=new_jti, refreshed_at=utcnow())
+        .values(refresh_jti=refresh_jti, previous_refresh_jti=presented, refreshed_at=utcnow())
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
-        await _revoke_session(session, auth_session.id, "refresh_reuse")
-        security_log.warning(
-            "refresh_token_reuse", ip=ip, user_id=auth_session.user_id, session_id=auth_session.id
+        current = await _current_jti_if_just_rotated(
+            session, auth_session.id, presented, reuse_seconds
         )
-        # Commit the revocation even though the request fails.
-        await session.commit()
-        raise Unauthorized("Refresh token already used; all sessions of this login revoked")
+        if current is None:
+            await _revoke_session(session, auth_session.id, "refresh_reuse")
+            security_log.warning(
+                "refresh_token_reuse",
+                ip=ip,
+                user_id=auth_session.user_id,
+                session_id=auth_session.id,
+            )
+            # Commit the revocation even though the request fails.
+            await session.commit()
+            raise Unauthorized("Refresh token already used; all sessions of this login revoked")
+        # Answered with the login's current token, the row left as it is (not through
+        # the loaded entity either: its flush would write a jti this request does not own).
+        refresh_jti = current
+        security_log.info(
+            "refresh_token_reuse_allowed",
+            ip=ip,
+            user_id=auth_session.user_id,
+            session_id=auth_session.id,
+        )
     user = await session.get(User, auth_session.user_id)
     if user is None or not user.is_active:
         raise Unauthorized("Account is disabled")
-    auth_session.refresh_jti = new_jti
-    return _issue(codec, user, auth_session)
+    return _issue(codec, user, auth_session.id, refresh_jti)
+
+
+async def _current_jti_if_just_rotated(
+    session: AsyncSession, session_id: str, presented: str, reuse_seconds: int
+) -> str | None:
+    """The login's current refresh jti when `presented` is the one rotated last, within
+    `reuse_seconds`, and the login is not revoked; else None (a reuse to treat as theft).
+    Read afresh, not from the session's identity map: the conditional update lost to a
+    rotation committed since (PostgreSQL's update waited for it, SQLite's write lock too),
+    and only the row as it is now tells whether `presented` was that rotation's token."""
+    if reuse_seconds <= 0:
+        return None
+    row = (
+        await session.execute(
+            select(AuthSession.refresh_jti).where(
+                AuthSession.id == session_id,
+                AuthSession.previous_refresh_jti == presented,
+                AuthSession.refreshed_at > utcnow() - timedelta(seconds=reuse_seconds),
+                AuthSession.revoked_at.is_(None),
+            )
+        )
+    ).first()
+    return None if row is None else row.refresh_jti
 
 
 async def _revoke_session(session: AsyncSession, session_id: str, reason: str) -> None:
