@@ -60,10 +60,28 @@ def config_table(stdout: str) -> dict[str, str]:
     }
 
 
-def test_short_jwt_secret_refused(tmp_path: Path) -> None:
-    result = run(["serve", "--port", "1"], tmp_path / "data", JWT_SECRET="too-short")
+@pytest.mark.parametrize("variable", ["JWT_SECRET", "SECRET_KEY"])
+def test_short_jwt_secret_refused(tmp_path: Path, variable: str) -> None:
+    result = run(["serve", "--port", "1"], tmp_path / "data", **{variable: "too-short"})
     assert result.returncode == 2
-    assert "JWT_SECRET is shorter than 32 characters" in result.stderr
+    assert f"{variable} is shorter than 32 characters" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "example"),
+    [
+        ("SECRET_KEY", "your-secret-key"),  # seed 002
+        ("JWT_SECRET", "generate-a-very-secure-random-string-here"),  # seed 000, 41 chars
+        ("JWT_SECRET", "your-super-secret-jwt-key-min-32-chars"),  # seed 001
+        ("API_KEY", "shared-secret-key-with-vercel-team"),  # seed 000
+    ],
+)
+def test_a_seeds_example_secret_is_refused(tmp_path: Path, variable: str, example: str) -> None:
+    """Copied from a seed's .env as it stands: a key anyone who read the seed knows."""
+    result = run(["config"], tmp_path / "data", ENVIRONMENT="development", **{variable: example})
+    assert result.returncode == 2
+    assert f"{variable} is the example value of a seed's .env" in result.stderr
+    assert example not in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -215,6 +233,21 @@ def test_config_takes_the_seeds_own_variable_names(tmp_path: Path) -> None:
     assert "seed-002-secret" not in result.stdout and "redis-pass-word" not in result.stdout
     other = run(["config"], tmp_path / "data", JWT_ALGORITHM="RS256")
     assert other.returncode == 2 and "jwt_algorithm" in other.stderr
+
+
+def test_service_links_are_not_taken_for_the_seeds_names(tmp_path: Path) -> None:
+    """Kubernetes (and Docker links) put `REDIS_PORT=tcp://…` and `API_PORT=tcp://…` into a
+    pod beside Services named `redis` and `api`: no port of ours, and no error."""
+    result = run(
+        ["config"],
+        tmp_path / "data",
+        REDIS_URL="redis://redis:6379/0",
+        REDIS_PORT="tcp://10.0.0.11:6379",
+        API_PORT="tcp://10.0.0.7:8000",
+    )
+    assert result.returncode == 0, result.stderr
+    shown = config_table(result.stdout)
+    assert (shown["REDIS_URL"], shown["PORT"]) == ("redis://redis:6379/0", "8000")
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -25,6 +26,7 @@ SECRET_FIELDS = frozenset(
     {
         "api_key",
         "jwt_secret",
+        "secret_key",
         "admin_password",
         "sentry_dsn",
         "database_url",
@@ -66,6 +68,22 @@ def parse_duration(value: str | int) -> int:
     return round(float(match.group(1)) * _UNIT_SECONDS[short])
 
 
+# Ten years: a longer token lifetime is a typo (and beyond what a date can hold, a 500).
+MAX_TOKEN_LIFETIME = 10 * 31557600
+
+# The example secrets of the seeds' .env files: known to anyone who read them.
+SEED_EXAMPLE_SECRETS = frozenset(
+    {
+        "your-secret-key",
+        "generate-a-very-secure-random-string-here",
+        "your-super-secret-jwt-key-min-32-chars",
+        "your-super-secret-refresh-key-min-32-chars",
+        "your-strong-production-jwt-secret",
+        "shared-secret-key-with-vercel-team",
+    }
+)
+
+
 class SettingsError(RuntimeError):
     """Raised when the configuration cannot be used; the message says what to change."""
 
@@ -90,9 +108,11 @@ class Settings(BaseSettings):
     environment: Literal["development", "production", "test"] = Field(
         default="production", validation_alias=AliasChoices("ENVIRONMENT", "NODE_ENV")
     )
-    # Seed 002's names (API_HOST, API_PORT) are read too.
     host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("HOST", "API_HOST"))
-    port: int = Field(default=8000, validation_alias=AliasChoices("PORT", "API_PORT"))
+    port: int = 8000
+    # Seed 002's name for PORT, taken when PORT is unset and it is a number: Kubernetes
+    # puts `API_PORT=tcp://10.0.0.7:8000` into every pod beside a Service named `api`.
+    api_port: str = ""
     data_dir: Path = Path("./data")
     database_url: str = ""
     # PostgreSQL connections per process. Connections beyond the pool are opened for a
@@ -103,26 +123,27 @@ class Settings(BaseSettings):
     # How long a request waits for a free connection before it is answered 503 (busy).
     database_pool_timeout: float = Field(default=5.0, gt=0)
     redis_url: str = ""
-    # Seeds 000 and 002 name the server by parts: taken when REDIS_URL is unset.
+    # Seeds 000 and 002 name the server by parts: taken when REDIS_URL is unset and
+    # REDIS_HOST is set. Read as text, and only then: Kubernetes puts
+    # `REDIS_PORT=tcp://10.0.0.9:6379` into every pod beside a Service named `redis`.
     redis_host: str = ""
-    redis_port: int = Field(default=6379, ge=1, le=65535)
-    redis_db: int = Field(default=0, ge=0)
+    redis_port: str = "6379"
+    redis_db: str = "0"
     redis_password: SecretStr | None = None
     redis_prefix: str = "vpsapi"
     auto_migrate: bool = True
 
     api_key: SecretStr | None = None
-    jwt_secret: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices("JWT_SECRET", "SECRET_KEY"),  # seed 002
-    )
+    jwt_secret: SecretStr | None = None
+    # Seed 002's name for JWT_SECRET, used when JWT_SECRET is unset (and said so at start).
+    secret_key: SecretStr | None = None
     # Tokens are signed with HS256 only; seed 002 names the algorithm, so it is checked.
     jwt_algorithm: Literal["HS256"] = "HS256"
     jwt_issuer: str = "vps-api"
-    jwt_expires_in: int = Field(default=1800, ge=1)
+    jwt_expires_in: int = Field(default=1800, ge=1, le=MAX_TOKEN_LIFETIME)
     # Seed 002's way to set JWT_EXPIRES_IN, in minutes (JWT_EXPIRES_IN wins when both are).
     access_token_expire_minutes: int | None = Field(default=None, ge=1)
-    jwt_refresh_expires_in: int = Field(default=7 * 86400, ge=1)
+    jwt_refresh_expires_in: int = Field(default=7 * 86400, ge=1, le=MAX_TOKEN_LIFETIME)
     # A refresh token presented again this soon after its rotation (a retry after a lost
     # answer, two tabs refreshing at once) gets the login's current tokens instead of
     # revoking the login as stolen; 0 treats every reuse as theft.
@@ -333,6 +354,16 @@ class Settings(BaseSettings):
             return [item.strip().rstrip("/") for item in value.split(",") if item.strip()]
         return value
 
+    @field_validator("jwt_secret", "secret_key", "api_key")
+    @classmethod
+    def _not_a_seed_example(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None and value.get_secret_value().strip() in SEED_EXAMPLE_SECRETS:
+            raise ValueError(
+                f"{(info.field_name or '').upper()} is the example value of a seed's .env, "
+                "known to anyone who read it: use a long random value (openssl rand -hex 32)"
+            )
+        return value
+
     @field_validator("sentry_dsn")
     @classmethod
     def _sentry_dsn(cls, value: SecretStr | None) -> SecretStr | None:
@@ -356,6 +387,8 @@ class Settings(BaseSettings):
         return value
 
     _notices: list[str] = PrivateAttr(default_factory=list)
+    # Which variable the JWT secret came from, for the messages about it.
+    _jwt_secret_name: str = PrivateAttr(default="JWT_SECRET")
 
     @property
     def notices(self) -> list[str]:
@@ -396,9 +429,19 @@ class Settings(BaseSettings):
             password = self.redis_password.get_secret_value() if self.redis_password else ""
             credentials = f":{quote(password, safe='')}@" if password else ""
             host = f"[{self.redis_host}]" if ":" in self.redis_host else self.redis_host
-            self.redis_url = f"redis://{credentials}{host}:{self.redis_port}/{self.redis_db}"
+            port = _port_number(self.redis_port, "REDIS_PORT")
+            if not self.redis_db.strip().isdigit():
+                raise ValueError(f"REDIS_DB must be a database number, not {self.redis_db!r}")
+            self.redis_url = f"redis://{credentials}{host}:{port}/{int(self.redis_db)}"
+            self._notices.append(f"Redis at {host}:{port} (REDIS_HOST), jobs run inside serve")
+        if "port" not in self.model_fields_set and self.api_port.strip().isdigit():
+            self.port = _port_number(self.api_port, "API_PORT")
         if self.access_token_expire_minutes and "jwt_expires_in" not in self.model_fields_set:
             self.jwt_expires_in = self.access_token_expire_minutes * 60
+        if self.jwt_secret is None and self.secret_key is not None:
+            self.jwt_secret = self.secret_key
+            self._jwt_secret_name = "SECRET_KEY"
+            self._notices.append("tokens are signed with SECRET_KEY (JWT_SECRET is unset)")
         return self
 
     @property
@@ -452,8 +495,8 @@ class Settings(BaseSettings):
             value = self.jwt_secret.get_secret_value()
             if len(value) < 32 and not self.is_development:
                 raise SettingsError(
-                    "JWT_SECRET is shorter than 32 characters. Use a long random value, "
-                    "e.g. `openssl rand -hex 32`, or unset it to have one generated."
+                    f"{self._jwt_secret_name} is shorter than 32 characters. Use a long random "
+                    "value, e.g. `openssl rand -hex 32`, or unset it to have one generated."
                 )
             return value
         self.ensure_data_dir()
@@ -479,6 +522,15 @@ class Settings(BaseSettings):
                 value = str(value)
             shown[name] = value
         return shown
+
+
+def _port_number(value: str, name: str) -> int:
+    """A port given as a number, or as Docker links and Kubernetes write one
+    (`tcp://10.0.0.9:6379`)."""
+    text = value.strip().rsplit(":", 1)[-1] if value.strip().startswith("tcp://") else value
+    if not text.strip().isdigit() or not 1 <= int(text) <= 65535:
+        raise ValueError(f"{name} must be a port number, not {value!r}")
+    return int(text)
 
 
 def _mask(value: str) -> str:

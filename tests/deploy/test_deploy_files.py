@@ -83,6 +83,8 @@ def test_kubernetes_manifests() -> None:
     annotations = kinds["Ingress"]["metadata"]["annotations"]
     assert annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
     for deployment in deployments.values():
+        # Service links would put other Services' `REDIS_PORT=tcp://…` into our settings.
+        assert deployment["spec"]["template"]["spec"]["enableServiceLinks"] is False
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
