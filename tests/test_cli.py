@@ -76,12 +76,18 @@ def test_short_jwt_secret_refused(tmp_path: Path, variable: str) -> None:
         ("API_KEY", "shared-secret-key-with-vercel-team"),  # seed 000
     ],
 )
-def test_a_seeds_example_secret_is_refused(tmp_path: Path, variable: str, example: str) -> None:
-    """Copied from a seed's .env as it stands: a key anyone who read the seed knows."""
+def test_a_seeds_example_secret_is_warned_about(
+    tmp_path: Path, variable: str, example: str
+) -> None:
+    """Copied from a seed's .env as it stands: a key anyone who read the seed knows. Said,
+    not refused: a test bench built from the seed may use it on purpose."""
+    # (Development: seed 002's example is also too short for production.)
     result = run(["config"], tmp_path / "data", ENVIRONMENT="development", **{variable: example})
-    assert result.returncode == 2
+    assert result.returncode == 0, result.stderr
     assert f"{variable} is the example value of a seed's .env" in result.stderr
-    assert example not in result.stderr
+    assert example not in result.stderr + result.stdout
+    own = run(["config"], tmp_path / "data", **{variable: "an-own-long-random-value-0123456789"})
+    assert "example value" not in own.stderr
 
 
 @pytest.mark.parametrize(

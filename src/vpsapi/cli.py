@@ -186,6 +186,8 @@ def show_config() -> None:
     for name, value in settings.masked().items():
         table.add_row(name.upper(), "" if value is None else str(value))
     console.print(table)
+    for notice in settings.notices:  # as `serve` logs them at start
+        err_console.print(f"[yellow]note:[/yellow] {notice}", soft_wrap=True)
 
 
 @app.command()

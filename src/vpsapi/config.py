@@ -16,7 +16,6 @@ from pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -354,16 +353,6 @@ class Settings(BaseSettings):
             return [item.strip().rstrip("/") for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("jwt_secret", "secret_key", "api_key")
-    @classmethod
-    def _not_a_seed_example(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
-        if value is not None and value.get_secret_value().strip() in SEED_EXAMPLE_SECRETS:
-            raise ValueError(
-                f"{(info.field_name or '').upper()} is the example value of a seed's .env, "
-                "known to anyone who read it: use a long random value (openssl rand -hex 32)"
-            )
-        return value
-
     @field_validator("sentry_dsn")
     @classmethod
     def _sentry_dsn(cls, value: SecretStr | None) -> SecretStr | None:
@@ -392,7 +381,8 @@ class Settings(BaseSettings):
 
     @property
     def notices(self) -> list[str]:
-        """Values the settings did not take as given, and why: logged at startup."""
+        """What to know of the settings at start (logged by `serve`, shown by `config`):
+        values not taken as given and why, a name taken for another, an unsafe value."""
         return self._notices
 
     @model_validator(mode="after")
@@ -438,6 +428,14 @@ class Settings(BaseSettings):
             self.port = _port_number(self.api_port, "API_PORT")
         if self.access_token_expire_minutes and "jwt_expires_in" not in self.model_fields_set:
             self.jwt_expires_in = self.access_token_expire_minutes * 60
+        for name in ("jwt_secret", "secret_key", "api_key"):
+            # Warned, not refused: a test bench built from a seed may use them on purpose.
+            secret: SecretStr | None = getattr(self, name)
+            if secret is not None and secret.get_secret_value().strip() in SEED_EXAMPLE_SECRETS:
+                self._notices.append(
+                    f"{name.upper()} is the example value of a seed's .env, known to anyone "
+                    "who read it: set a long random value (openssl rand -hex 32)"
+                )
         if self.jwt_secret is None and self.secret_key is not None:
             self.jwt_secret = self.secret_key
             self._jwt_secret_name = "SECRET_KEY"

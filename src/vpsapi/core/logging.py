@@ -290,7 +290,7 @@ def configure_logging(settings: Settings) -> None:
     # Which of its plugins alembic loaded, on every start: noise (its migration steps stay).
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     for notice in settings.notices:
-        structlog.get_logger("vpsapi.config").warning("setting_overridden", detail=notice)
+        structlog.get_logger("vpsapi.config").warning("setting_notice", detail=notice)
 
 
 def init_sentry(settings: Settings) -> None:
