@@ -437,9 +437,17 @@ class Settings(BaseSettings):
                     "who read it: set a long random value (openssl rand -hex 32)"
                 )
         if self.jwt_secret is None and self.secret_key is not None:
-            self.jwt_secret = self.secret_key
-            self._jwt_secret_name = "SECRET_KEY"
-            self._notices.append("tokens are signed with SECRET_KEY (JWT_SECRET is unset)")
+            if len(self.secret_key.get_secret_value()) < 32 and not self.is_development:
+                # A name other programs use too (Django, Flask), read as a courtesy: a value
+                # too weak to sign with is passed over, where JWT_SECRET's stops the start.
+                self._notices.append(
+                    "SECRET_KEY is shorter than 32 characters: not used, tokens are signed "
+                    "with a generated secret (set JWT_SECRET, e.g. `openssl rand -hex 32`)"
+                )
+            else:
+                self.jwt_secret = self.secret_key
+                self._jwt_secret_name = "SECRET_KEY"
+                self._notices.append("tokens are signed with SECRET_KEY (JWT_SECRET is unset)")
         return self
 
     @property
