@@ -104,10 +104,9 @@ def serve(
         soft_wrap=True,  # one line also when the output is not a terminal (80 columns)
     )
     if not settings.run_jobs_in_process:
-        # With Redis (REDIS_HOST too), submitted jobs wait for a worker: say so at once.
+        # Submitted jobs wait for a worker (REDIS_URL, or JOBS_INPROCESS_WORKERS=false).
         err_console.print(
-            "jobs are run by `vpsapi worker` processes (Redis is set): start at least one",
-            soft_wrap=True,
+            "jobs are run by `vpsapi worker` processes: start at least one", soft_wrap=True
         )
     # uvicorn drains, then raises the signal again under the handler found before it:
     # this one makes a drained SIGTERM a clean exit (0, as seed 001's `process.exit(0)`

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
 import pytest
+from limits import WindowStats
 
 from support import ADMIN_EMAIL, ADMIN_PASSWORD, SHARED_API_KEY, login
 from vpsapi.config import Settings
+from vpsapi.core.ratelimit import RateLimitMiddleware
 
 
 @pytest.fixture
@@ -94,6 +97,27 @@ async def test_health_shows_the_budget_as_it_stands(limited: httpx.AsyncClient) 
     assert probe.headers["x-ratelimit-reset"] == counted.headers["x-ratelimit-reset"]
     assert probe.headers["ratelimit-policy"] == "3;w=60"
     assert (await limited.get("/api/v1/info")).headers["x-ratelimit-remaining"] == "1"
+
+
+async def _stalled_peek(*args: object) -> WindowStats:
+    await asyncio.sleep(5)  # far beyond PROBE_PEEK_SECONDS: the headers would come late
+    return WindowStats(0, 3)
+
+
+async def _failed_peek(*args: object) -> WindowStats:
+    raise ConnectionError("store down")
+
+
+@pytest.mark.parametrize("peek", [_stalled_peek, _failed_peek], ids=["stalled", "down"])
+async def test_a_probe_never_waits_on_the_limit_store(
+    limited: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, peek: object
+) -> None:
+    """The budget on a probe is read within PROBE_PEEK_SECONDS or left out."""
+    monkeypatch.setattr(RateLimitMiddleware, "peek", peek)
+    probe = await limited.get("/health/live")
+    assert probe.status_code == 200
+    assert "x-ratelimit-limit" not in probe.headers
+    assert (await limited.get("/api/v1/info")).headers["x-ratelimit-remaining"] == "2"
 
 
 async def test_limits_are_per_user_when_authenticated(make_client) -> None:

@@ -473,8 +473,10 @@ class TrailingSlash:
         ):
             raw_path = scope.get("raw_path")
             scope = {**scope, "path": instead}
-            if raw_path is not None:
-                scope["raw_path"] = raw_path[:-1] if slashed else raw_path + b"/"
+            if raw_path is not None and not slashed:
+                scope["raw_path"] = raw_path + b"/"
+            elif raw_path is not None and raw_path.endswith(b"/"):  # not an escaped `%2F`
+                scope["raw_path"] = raw_path[:-1]
         await self.app(scope, receive, send)
 
 

@@ -263,7 +263,8 @@ class RateLimitMiddleware:
                     item, _DEFAULT_RULE.counter, self.identity(scope, _DEFAULT_RULE.tier)
                 )
             except Exception as exc:
-                log.warning("ratelimit_store_unavailable", error=str(exc))
+                # Probes come every few seconds: an outage is told by the requests it affects.
+                log.debug("ratelimit_store_unavailable", error=str(exc))
         if stats is None:
             return send
         shown = _headers(item, stats.remaining, stats.reset_time)
