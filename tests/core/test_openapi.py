@@ -233,10 +233,15 @@ async def test_every_route_documents_the_refusals_any_route_may_answer(
     undocumented = []
     for method, path, operation in _operations(spec):
         validation = "422" if is_v1(path) or is_fastapi_style(path) else "400"
-        expected = {validation}
+        expected = {validation, "403"}
         if "requestBody" in operation:
             expected |= {"413", "422" if is_fastapi_style(path) else "400"}
         if path.startswith("/api/"):
-            expected |= {"403", "429"}
+            expected.add("429")
         undocumented += [f"{method} {path} {s}" for s in expected - set(operation["responses"])]
     assert undocumented == []
+    # The rule as the server answers it: a foreign origin is refused off /api as well.
+    for path in ("/health", "/health/live", "/metrics"):
+        refused = await client.get(path, headers={"Origin": "https://elsewhere.example"})
+        assert refused.status_code == 403
+        assert "403" in spec["paths"][path]["get"]["responses"], path

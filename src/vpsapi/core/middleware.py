@@ -324,7 +324,8 @@ def _lowercase_header_names(app: ASGIApp) -> ASGIApp:
 
 
 class OriginGuard:
-    """Refuses /api requests from browser origins not in ALLOWED_ORIGINS (403, as seed 000),
+    """Refuses requests from browser origins not in ALLOWED_ORIGINS on every path (403, as
+    seed 000's app-wide cors()),
     then lets Starlette's CORS middleware answer for the allowed ones."""
 
     def __init__(self, app: ASGIApp, *, allowed_origins: list[str]) -> None:

@@ -100,8 +100,8 @@ def _document_common_refusals(path: str, operation: dict[str, Any]) -> None:
     """What any such route may answer, where it did not say, as the middleware and the
     error handlers answer it whatever the route: 401 behind credentials, 404 for a path
     naming something, the family's validation failure (a NUL anywhere in the request is
-    one on every route), for a body also one that is no JSON and one too large, and on
-    /api a foreign browser origin's 403 and the limiter's 429 (RATE_LIMIT_ENABLED)."""
+    one on every route), for a body also one that is no JSON and one too large, a foreign
+    browser origin's 403, and on /api the limiter's 429 (RATE_LIMIT_ENABLED)."""
     responses = operation.setdefault("responses", {})
     if operation.get("security"):
         responses.setdefault("401", {"description": "Missing or invalid credentials"})
@@ -113,10 +113,11 @@ def _document_common_refusals(path: str, operation: dict[str, Any]) -> None:
         malformed = "422" if is_fastapi_style(path) else "400"
         responses.setdefault(malformed, {"description": "Malformed JSON in request body"})
         responses.setdefault("413", {"description": "Request body too large (MAX_BODY_SIZE)"})
+    # OriginGuard refuses a foreign browser origin on every path, /health too (seed 000).
+    responses.setdefault(
+        "403", {"description": "A browser origin not in ALLOWED_ORIGINS, or no right to it"}
+    )
     if path.startswith("/api/"):
-        responses.setdefault(
-            "403", {"description": "A browser origin not in ALLOWED_ORIGINS, or no right to it"}
-        )
         responses.setdefault("429", {"description": "Rate limit exceeded"})
 
 
