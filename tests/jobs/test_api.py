@@ -248,6 +248,13 @@ async def test_a_form_body_is_told_to_be_json(
         "Request body must be a JSON object (Content-Type: application/json)"
     )
     assert (await jobs_client.get("/api/jobs", headers=token_headers)).json()["jobs"] == []
+    # JSON gone wrong under a form's type (`curl -d '{"a": 1'`) is still called malformed.
+    broken = await jobs_client.post(
+        "/api/jobs",
+        content=b'{"processingType": "type1"',
+        headers={**token_headers, "Content-Type": content_type},
+    )
+    assert broken.json()["error"] == "Malformed JSON in request body"
 
 
 async def test_an_empty_body_names_the_missing_fields(

@@ -12,10 +12,14 @@ from __future__ import annotations
 MIN_PASSWORD_LENGTH = 8
 
 
+def too_short(name: str = "Password") -> str:
+    return f"{name} must be at least {MIN_PASSWORD_LENGTH} characters"
+
+
 def check_new_password(password: str, name: str = "Password") -> str:
     """`password` unchanged, or a ValueError naming what is wrong with it (as `name`)."""
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise ValueError(f"{name} must be at least {MIN_PASSWORD_LENGTH} characters")
+        raise ValueError(too_short(name))
     # Eight spaces pass the length but are no secret (and easily typed by mistake).
     if not password.strip():
         raise ValueError(f"{name} must not be only whitespace")

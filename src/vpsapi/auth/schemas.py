@@ -7,7 +7,7 @@ from pydantic import AfterValidator, Field, ValidationError, model_validator
 from pydantic.networks import validate_email
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from vpsapi.auth.passwords import MIN_PASSWORD_LENGTH, check_new_password
+from vpsapi.auth.passwords import MIN_PASSWORD_LENGTH, check_new_password, too_short
 from vpsapi.core.schemas import CamelModel, JsDatetime
 
 RoleName = Literal["admin", "manager", "user"]
@@ -68,10 +68,9 @@ class LoginRequest(CamelModel):
             ):
                 raise
             errors = _again(exc)
-            short = f"Password must be at least {MIN_PASSWORD_LENGTH} characters"
             errors.append(
                 {
-                    "type": PydanticCustomError("password_too_short", short),
+                    "type": PydanticCustomError("password_too_short", too_short()),
                     "loc": ("password",),
                     "input": password,
                 }

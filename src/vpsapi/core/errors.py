@@ -71,9 +71,14 @@ class BadRequest(AppError):
 
 
 class MalformedJson(BadRequest):
-    """A body that is no JSON: 400, but FastAPI's 422 `json_invalid` on seed 002's paths."""
+    """A body that is no JSON: 400, but FastAPI's 422 `json_invalid` on seed 002's paths.
+    `attempted`: whether it looks meant as JSON at all (an object or an array)."""
 
     message = "Malformed JSON in request body"
+
+    def __init__(self, *, attempted: bool = True) -> None:
+        super().__init__()
+        self.attempted = attempted
 
 
 class Unauthorized(AppError):
@@ -315,7 +320,8 @@ async def _app_error_handler(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, MalformedJson):
         if is_fastapi_style(request.url.path):
             return _malformed_json_as_fastapi(request, ["body"])
-        if _is_form(request):  # Express's urlencoded parser would have taken it: say why not
+        if _is_form(request) and not exc.attempted:
+            # A real form, which Express's urlencoded parser would have taken: say why not.
             message = NOT_A_JSON_OBJECT
     if isinstance(exc, Forbidden):
         security_log.warning(

@@ -128,7 +128,7 @@ def parse_json_body(raw: bytes) -> Any:
     try:
         value = pydantic_core.from_json(raw, allow_inf_nan=False)
     except ValueError as exc:
-        raise MalformedJson() from exc
+        raise MalformedJson(attempted=raw.lstrip()[:1] in (b"{", b"[")) from exc
     if _MAY_OVERFLOW.search(raw):
         # What the parser lets through: a number too large for a float (`1e400`) is read
         # as infinity, which no answer or JSON column could hold. Looked for only where

@@ -31,7 +31,7 @@ pools_router = APIRouter(prefix="/api/load-balancer", tags=["ops: load balancer"
 backends_router = APIRouter(prefix="/api/health", tags=["ops: load balancer"])
 
 # What a change checked by, or applied to, nginx may answer beyond the body's validation.
-_NGINX_ANSWERS: dict[int | str, dict[str, Any]] = {
+_NGINX_CHANGE_ANSWERS: dict[int | str, dict[str, Any]] = {
     409: {"description": "Conflicts with another site, pool or upstream, or the pool is in use"},
     422: {"description": "Validation failed, or nginx rejected the configuration"},
     503: {"description": "nginx cannot be run, timed out, or its main config is unreadable"},
@@ -47,7 +47,7 @@ async def list_configs(_: CurrentUser, session: SessionDep, nginx: NginxDep) -> 
 
 
 @configs_router.post(
-    "", response_model=SiteOut, status_code=status.HTTP_201_CREATED, responses=_NGINX_ANSWERS
+    "", response_model=SiteOut, status_code=status.HTTP_201_CREATED, responses=_NGINX_CHANGE_ANSWERS
 )
 async def create_config(
     body: SiteIn, actor: AdminUser, session: SessionDep, nginx: NginxDep
@@ -57,7 +57,7 @@ async def create_config(
     return service.site_out(site, nginx.settings)
 
 
-@configs_router.post("/validate", response_model=NginxCheck, responses=_NGINX_ANSWERS)
+@configs_router.post("/validate", response_model=NginxCheck, responses=_NGINX_CHANGE_ANSWERS)
 async def validate_config(
     body: SiteIn, _: AdminUser, session: SessionDep, nginx: NginxDep
 ) -> NginxCheck:
@@ -77,7 +77,10 @@ async def get_config(
 @configs_router.put(
     "/{config_id}",
     response_model=SiteOut,
-    responses={400: {"description": "The id in the body does not match the URL"}, **_NGINX_ANSWERS},
+    responses={
+        400: {"description": "The id in the body does not match the URL"},
+        **_NGINX_CHANGE_ANSWERS,
+    },
 )
 async def update_config(
     config_id: str, body: SiteUpdate, actor: AdminUser, session: SessionDep, nginx: NginxDep
@@ -90,7 +93,7 @@ async def update_config(
     return service.site_out(site, nginx.settings)
 
 
-@configs_router.delete("/{config_id}", responses=_NGINX_ANSWERS)
+@configs_router.delete("/{config_id}", responses=_NGINX_CHANGE_ANSWERS)
 async def delete_config(
     config_id: str, actor: AdminUser, session: SessionDep, nginx: NginxDep
 ) -> dict[str, str]:
@@ -99,7 +102,7 @@ async def delete_config(
     return {"message": f"Config '{config_id}' deleted", "id": config_id}
 
 
-@configs_router.post("/{config_id}/toggle", response_model=SiteOut, responses=_NGINX_ANSWERS)
+@configs_router.post("/{config_id}/toggle", response_model=SiteOut, responses=_NGINX_CHANGE_ANSWERS)
 async def toggle_config(
     config_id: str, actor: AdminUser, session: SessionDep, nginx: NginxDep
 ) -> SiteOut:
@@ -108,7 +111,9 @@ async def toggle_config(
     return service.site_out(site, nginx.settings)
 
 
-@configs_router.post("/{config_id}/test", response_model=NginxCheck, responses=_NGINX_ANSWERS)
+@configs_router.post(
+    "/{config_id}/test", response_model=NginxCheck, responses=_NGINX_CHANGE_ANSWERS
+)
 async def test_config(
     config_id: str, _: CurrentUser, session: SessionDep, nginx: NginxDep
 ) -> NginxCheck:
@@ -146,7 +151,7 @@ async def list_pools(_: CurrentUser, session: SessionDep, nginx: NginxDep) -> di
     return {"pools": [pool.model_dump(mode="json") for pool in pools], "total": len(pools)}
 
 
-@pools_router.post("/pools", status_code=status.HTTP_201_CREATED, responses=_NGINX_ANSWERS)
+@pools_router.post("/pools", status_code=status.HTTP_201_CREATED, responses=_NGINX_CHANGE_ANSWERS)
 async def create_pool(
     body: PoolIn, actor: AdminUser, session: SessionDep, nginx: NginxDep
 ) -> dict[str, Any]:
@@ -164,7 +169,7 @@ async def get_pool(name: str, _: CurrentUser, session: SessionDep, nginx: NginxD
     return service.pool_out(await service.get_pool(session, name), nginx.settings)
 
 
-@pools_router.put("/pools/{name}", response_model=PoolOut, responses=_NGINX_ANSWERS)
+@pools_router.put("/pools/{name}", response_model=PoolOut, responses=_NGINX_CHANGE_ANSWERS)
 async def update_pool(
     name: str, body: PoolIn, actor: AdminUser, session: SessionDep, nginx: NginxDep
 ) -> PoolOut:
@@ -174,7 +179,7 @@ async def update_pool(
     return service.pool_out(pool, nginx.settings)
 
 
-@pools_router.delete("/pools/{name}", responses=_NGINX_ANSWERS)
+@pools_router.delete("/pools/{name}", responses=_NGINX_CHANGE_ANSWERS)
 async def delete_pool(
     name: str, actor: AdminUser, session: SessionDep, nginx: NginxDep
 ) -> dict[str, str]:

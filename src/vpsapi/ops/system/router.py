@@ -15,7 +15,7 @@ from vpsapi.ops.system.schemas import NginxActionResult, NginxLogs, SystemStatus
 
 router = APIRouter(prefix="/api/system", tags=["ops: system"])
 
-_NGINX_ANSWERS: dict[int | str, dict[str, object]] = {
+_NGINX_ACTION_ANSWERS: dict[int | str, dict[str, object]] = {
     422: {"description": "nginx refused (its output in `detail`)"},
     503: {"description": "nginx cannot be run, or timed out"},
 }
@@ -30,7 +30,7 @@ async def system_status(request: Request, _user: CurrentUser, nginx: NginxDep) -
     return SystemStatus(**status)
 
 
-@router.post("/nginx/restart", response_model=NginxActionResult, responses=_NGINX_ANSWERS)
+@router.post("/nginx/restart", response_model=NginxActionResult, responses=_NGINX_ACTION_ANSWERS)
 async def restart_nginx(
     admin: AdminUser, session: SessionDep, nginx: NginxDep
 ) -> NginxActionResult:
@@ -40,7 +40,7 @@ async def restart_nginx(
     return NginxActionResult(message="Nginx restarted successfully", output=output.strip())
 
 
-@router.post("/nginx/reload", response_model=NginxActionResult, responses=_NGINX_ANSWERS)
+@router.post("/nginx/reload", response_model=NginxActionResult, responses=_NGINX_ACTION_ANSWERS)
 async def reload_nginx(admin: AdminUser, session: SessionDep, nginx: NginxDep) -> NginxActionResult:
     # `nginx -s reload` succeeds even when the new config is broken (the old one stays):
     # test first, so the caller hears why.
