@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from support import ROOT
+from vpsapi.config import SQLITE_FILE
 
 
 def run(args: list[str], data_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -49,6 +51,20 @@ def test_first_migrate_generates_admin_password_and_secret(tmp_path: Path) -> No
     assert again.returncode == 0
     assert password not in again.stderr  # printed once only
     assert (data / "jwt-secret").read_text() == secret
+
+
+def test_a_database_of_a_newer_version_is_said_as_such(tmp_path: Path) -> None:
+    """Going back to an older vpsapi after an upgrade: a clear refusal, not alembic's
+    traceback naming a revision."""
+    data = tmp_path / "data"
+    assert run(["migrate"], data).returncode == 0
+    with sqlite3.connect(data / SQLITE_FILE) as database:
+        database.execute("INSERT INTO alembic_version VALUES ('9999_from_the_future')")
+    for command in (["migrate"], ["serve", "--port", "1"]):
+        result = run(command, data)
+        assert result.returncode == 2, result.stderr
+        assert "upgraded by a newer vpsapi (revision 9999_from_the_future" in result.stderr
+        assert "Traceback" not in result.stderr
 
 
 def config_table(stdout: str) -> dict[str, str]:

@@ -34,7 +34,8 @@ T = TypeVar("T")
 
 
 def configuration_error(exc: Exception) -> NoReturn:
-    err_console.print(f"[red]Configuration error:[/red] {exc}")
+    # One line, also in a journal or a pipe (rich would wrap it at 80 columns).
+    err_console.print(f"[red]Configuration error:[/red] {exc}", soft_wrap=True)
     raise typer.Exit(2) from exc
 
 

@@ -31,7 +31,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
-from vpsapi.config import Settings
+from vpsapi.config import Settings, SettingsError
 from vpsapi.core.errors import AppError, BadRequest, ServiceUnavailable
 
 log = structlog.get_logger("vpsapi.db")
@@ -232,8 +232,26 @@ def alembic_config(connection: Connection | None = None) -> Any:
 
 def run_migrations(connection: Connection) -> None:
     from alembic import command
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
 
-    command.upgrade(alembic_config(connection), "heads")
+    config = alembic_config(connection)
+    try:
+        command.upgrade(config, "heads")
+    except CommandError as exc:
+        current = {
+            row[0] for row in connection.execute(text("SELECT version_num FROM alembic_version"))
+        }
+        known = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
+        if unknown := sorted(current - known):
+            # A downgrade of the program, not of the data: alembic's own words are a
+            # traceback that names a revision and no way out.
+            raise SettingsError(
+                f"The database was upgraded by a newer vpsapi (revision {', '.join(unknown)}, "
+                "unknown to this one): run that version again, or restore the backup taken "
+                "before the upgrade. AUTO_MIGRATE=false starts this one as it is, at your risk."
+            ) from exc
+        raise
 
 
 # SQLSTATEs of text PostgreSQL cannot store (a NUL inside JSON, say): the input's fault.
