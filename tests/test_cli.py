@@ -281,6 +281,36 @@ def test_service_links_are_not_taken_for_the_seeds_names(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     shown = config_table(result.stdout)
     assert (shown["REDIS_URL"], shown["PORT"]) == ("redis://redis:6379/0", "8000")
+    # Named by parts, the port as a link writes it; SMTP's link as well.
+    by_parts = run(
+        ["config"],
+        tmp_path / "data",
+        REDIS_HOST="redis",
+        REDIS_PORT="tcp://10.0.0.9:6390",
+        JOBS_INPROCESS_WORKERS="false",
+        SMTP_PORT="tcp://10.0.0.5:2525",
+    )
+    assert by_parts.returncode == 0, by_parts.stderr
+    shown = config_table(by_parts.stdout)
+    assert (shown["REDIS_URL"], shown["SMTP_PORT"]) == ("redis://redis:6390/0", "2525")
+    assert "Redis at redis:6390 (REDIS_HOST), jobs run by `vpsapi worker`" in by_parts.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"REDIS_HOST": "redis:6380"}, "REDIS_HOST takes a host name or address"),
+        ({"REDIS_HOST": "redis", "REDIS_DB": "²"}, "REDIS_DB must be a database number"),
+        ({"REDIS_HOST": "redis", "REDIS_PORT": "abc"}, "[type=value_error]"),
+        ({"ACCESS_TOKEN_EXPIRE_MINUTES": "1000000000000"}, "access_token_expire_minutes"),
+        ({"JWT_REFRESH_REUSE_SECONDS": "99999999999999"}, "jwt_refresh_reuse_seconds"),
+    ],
+)
+def test_bad_seed_names_are_said_whole(tmp_path: Path, env: dict[str, str], said: str) -> None:
+    """A clear refusal, in full (rich once ate `[type=…]` as markup)."""
+    result = run(["config"], tmp_path / "data", **env)
+    assert result.returncode == 2
+    assert said in " ".join(result.stderr.split())
 
 
 @pytest.mark.parametrize(

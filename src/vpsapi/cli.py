@@ -12,6 +12,7 @@ from typing import Annotated, Any, NoReturn, TypeVar, cast
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column, Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -35,7 +36,8 @@ T = TypeVar("T")
 
 def configuration_error(exc: Exception) -> NoReturn:
     # One line, also in a journal or a pipe (rich would wrap it at 80 columns).
-    err_console.print(f"[red]Configuration error:[/red] {exc}", soft_wrap=True)
+    # `[type=…]` in pydantic's words is no markup of rich's: escaped, or it would vanish.
+    err_console.print(f"[red]Configuration error:[/red] {escape(str(exc))}", soft_wrap=True)
     raise typer.Exit(2) from exc
 
 
@@ -187,7 +189,7 @@ def show_config() -> None:
         table.add_row(name.upper(), "" if value is None else str(value))
     console.print(table)
     for notice in settings.notices:  # as `serve` logs them at start
-        err_console.print(f"[yellow]note:[/yellow] {notice}", soft_wrap=True)
+        err_console.print(f"[yellow]note:[/yellow] {escape(notice)}", soft_wrap=True)
 
 
 @app.command()

@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -141,12 +142,12 @@ class Settings(BaseSettings):
     jwt_issuer: str = "vps-api"
     jwt_expires_in: int = Field(default=1800, ge=1, le=MAX_TOKEN_LIFETIME)
     # Seed 002's way to set JWT_EXPIRES_IN, in minutes (JWT_EXPIRES_IN wins when both are).
-    access_token_expire_minutes: int | None = Field(default=None, ge=1)
+    access_token_expire_minutes: int | None = Field(default=None, ge=1, le=MAX_TOKEN_LIFETIME // 60)
     jwt_refresh_expires_in: int = Field(default=7 * 86400, ge=1, le=MAX_TOKEN_LIFETIME)
     # A refresh token presented again this soon after its rotation (a retry after a lost
     # answer, two tabs refreshing at once) gets the login's current tokens instead of
     # revoking the login as stolen; 0 treats every reuse as theft.
-    jwt_refresh_reuse_seconds: int = Field(default=30, ge=0)
+    jwt_refresh_reuse_seconds: int = Field(default=30, ge=0, le=MAX_TOKEN_LIFETIME)
 
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
@@ -353,6 +354,14 @@ class Settings(BaseSettings):
             return [item.strip().rstrip("/") for item in value.split(",") if item.strip()]
         return value
 
+    @field_validator("smtp_port", "acme_http_port", mode="before")
+    @classmethod
+    def _service_link_port(cls, value: Any, info: ValidationInfo) -> Any:
+        # A Service named `smtp` puts `SMTP_PORT=tcp://10.0.0.5:25` into a pod beside it.
+        if isinstance(value, str) and value.strip().startswith("tcp://"):
+            return _port_number(value, (info.field_name or "").upper())
+        return value
+
     @field_validator("sentry_dsn")
     @classmethod
     def _sentry_dsn(cls, value: SecretStr | None) -> SecretStr | None:
@@ -418,17 +427,26 @@ class Settings(BaseSettings):
                 self.jobs_inprocess_workers = True
             password = self.redis_password.get_secret_value() if self.redis_password else ""
             credentials = f":{quote(password, safe='')}@" if password else ""
-            host = f"[{self.redis_host}]" if ":" in self.redis_host else self.redis_host
+            host = self.redis_host.strip()
+            if host.count(":") == 1:
+                raise ValueError(
+                    "REDIS_HOST takes a host name or address: the port goes in REDIS_PORT"
+                )
+            if ":" in host and not host.startswith("["):  # an IPv6 address
+                host = f"[{host}]"
             port = _port_number(self.redis_port, "REDIS_PORT")
-            if not self.redis_db.strip().isdigit():
+            if not _DIGITS.fullmatch(self.redis_db.strip()):
                 raise ValueError(f"REDIS_DB must be a database number, not {self.redis_db!r}")
             self.redis_url = f"redis://{credentials}{host}:{port}/{int(self.redis_db)}"
-            self._notices.append(f"Redis at {host}:{port} (REDIS_HOST), jobs run inside serve")
-        if "port" not in self.model_fields_set and self.api_port.strip().isdigit():
+            where = "inside serve" if self.jobs_inprocess_workers else "by `vpsapi worker`"
+            self._notices.append(f"Redis at {host}:{port} (REDIS_HOST), jobs run {where}")
+        if "port" not in self.model_fields_set and _DIGITS.fullmatch(self.api_port.strip()):
             self.port = _port_number(self.api_port, "API_PORT")
         if self.access_token_expire_minutes and "jwt_expires_in" not in self.model_fields_set:
             self.jwt_expires_in = self.access_token_expire_minutes * 60
-        for name in ("jwt_secret", "secret_key", "api_key"):
+        # SECRET_KEY only when it is the one read (else it may be another program's).
+        read = ("jwt_secret", "api_key") if self.jwt_secret else ("secret_key", "api_key")
+        for name in read:
             # Warned, not refused: a test bench built from a seed may use them on purpose.
             secret: SecretStr | None = getattr(self, name)
             if secret is not None and secret.get_secret_value().strip() in SEED_EXAMPLE_SECRETS:
@@ -442,7 +460,8 @@ class Settings(BaseSettings):
                 # too weak to sign with is passed over, where JWT_SECRET's stops the start.
                 self._notices.append(
                     "SECRET_KEY is shorter than 32 characters: not used, tokens are signed "
-                    "with a generated secret (set JWT_SECRET, e.g. `openssl rand -hex 32`)"
+                    "with a secret generated into DATA_DIR, one per data directory (set "
+                    "JWT_SECRET, the same on every process, e.g. `openssl rand -hex 32`)"
                 )
             else:
                 self.jwt_secret = self.secret_key
@@ -533,10 +552,14 @@ class Settings(BaseSettings):
 def _port_number(value: str, name: str) -> int:
     """A port given as a number, or as Docker links and Kubernetes write one
     (`tcp://10.0.0.9:6379`)."""
-    text = value.strip().rsplit(":", 1)[-1] if value.strip().startswith("tcp://") else value
-    if not text.strip().isdigit() or not 1 <= int(text) <= 65535:
+    text = value.strip()
+    text = text.rsplit(":", 1)[-1] if text.startswith("tcp://") else text
+    if not _DIGITS.fullmatch(text) or not 1 <= int(text) <= 65535:
         raise ValueError(f"{name} must be a port number, not {value!r}")
     return int(text)
+
+
+_DIGITS = re.compile(r"[0-9]+")
 
 
 def _mask(value: str) -> str:

@@ -200,6 +200,11 @@ class Database:
                 with self._file_lock():
                     await conn.run_sync(run_migrations)
                 await conn.commit()
+            except BaseException:
+                # Nothing half-done is kept, and the unlock below runs in a transaction of
+                # its own (in a failed one it would fail too, hiding the migration's error).
+                await conn.rollback()
+                raise
             finally:
                 if not self.settings.is_sqlite:
                     await conn.execute(text("SELECT pg_advisory_unlock(74631001)"))
