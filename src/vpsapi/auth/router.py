@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from vpsapi.auth import service
 from vpsapi.auth.dependencies import (
@@ -42,6 +43,7 @@ from vpsapi.core.schemas import (
     read_body_fields,
     validated_body,
 )
+from vpsapi.core.security import TokenCodec
 
 legacy_router = APIRouter(prefix="/api/auth", tags=["auth"])
 v1_router = APIRouter(prefix="/api/v1", tags=["auth (v1)"], responses=V1_ERROR_RESPONSES)
@@ -125,6 +127,19 @@ async def oauth_login(request: Request, session: SessionDep, codec: CodecDep) ->
     return _oauth_answer(tokens)
 
 
+async def _rotate(
+    request: Request, body: RefreshRequest, session: AsyncSession, codec: TokenCodec
+) -> service.IssuedTokens:
+    """Both refresh routes' rotation, with the reuse leeway of the settings."""
+    return await service.refresh(
+        session,
+        codec,
+        body.refresh_token,
+        ip=client_ip(request),
+        reuse_seconds=request.app.state.settings.jwt_refresh_reuse_seconds,
+    )
+
+
 @legacy_router.post(
     "/refresh",
     response_model=OAuthTokenResponse,
@@ -134,13 +149,7 @@ async def oauth_login(request: Request, session: SessionDep, codec: CodecDep) ->
 async def oauth_refresh(
     request: Request, body: RefreshRequest, session: SessionDep, codec: CodecDep
 ) -> dict[str, Any]:
-    tokens = await service.refresh(
-        session,
-        codec,
-        body.refresh_token,
-        ip=client_ip(request),
-        reuse_seconds=request.app.state.settings.jwt_refresh_reuse_seconds,
-    )
+    tokens = await _rotate(request, body, session, codec)
     return _oauth_answer(tokens)
 
 
@@ -191,13 +200,7 @@ async def login(
 async def refresh(
     request: Request, body: RefreshRequest, session: SessionDep, codec: CodecDep
 ) -> Envelope[TokenPair]:
-    tokens = await service.refresh(
-        session,
-        codec,
-        body.refresh_token,
-        ip=client_ip(request),
-        reuse_seconds=request.app.state.settings.jwt_refresh_reuse_seconds,
-    )
+    tokens = await _rotate(request, body, session, codec)
     return envelope(
         TokenPair(
             access_token=tokens.access_token,
