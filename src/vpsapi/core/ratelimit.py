@@ -280,9 +280,7 @@ class RateLimitMiddleware:
         """The window as it stands, without counting a request."""
         storage_key = item.key_for(counter, key)
         count = await self.storage.get(storage_key)
-        window_end = self.window_ends.get(storage_key, 0.0)
-        if count and window_end <= time.time():
-            window_end = await self.storage.get_expiry(storage_key)
+        window_end = await self._window_end(storage_key, time.time()) if count else 0.0
         return WindowStats(window_end, max(0, item.amount - count))
 
     async def count(self, item: RateLimitItem, counter: str, key: str) -> tuple[bool, WindowStats]:
@@ -298,12 +296,18 @@ class RateLimitMiddleware:
         now = time.time()
         if count == 1:
             window_end = now + expiry
+            self._remember_window_end(storage_key, window_end, now)
         else:
-            window_end = self.window_ends.get(storage_key, 0.0)
-            if window_end <= now:
-                window_end = await self.storage.get_expiry(storage_key)
-        self._remember_window_end(storage_key, window_end, now)
+            window_end = await self._window_end(storage_key, now)
         return count <= item.amount, WindowStats(window_end, max(0, item.amount - count))
+
+    async def _window_end(self, storage_key: str, now: float) -> float:
+        """When a counted window ends: asked of the store once per window per process."""
+        window_end = self.window_ends.get(storage_key, 0.0)
+        if window_end <= now:
+            window_end = await self.storage.get_expiry(storage_key)
+            self._remember_window_end(storage_key, window_end, now)
+        return window_end
 
     def _remember_window_end(self, storage_key: str, window_end: float, now: float) -> None:
         if len(self.window_ends) >= WINDOW_ENDS_KEPT and storage_key not in self.window_ends:
