@@ -54,6 +54,10 @@ def test_fail2ban_filter_matches_real_log_lines(settings_factory, server_factory
         hosts = {m.group("host") for p in patterns if (m := p.match(line))}
         assert hosts == {"127.0.0.1"}, line
     assert not any(p.match(s) for p in patterns for s in lines if "login_succeeded" in s)
+    # A line of an older version (a space after each colon), still in the journal scanned.
+    older = '{"ip": "203.0.113.7", "event": "login_failed", "level": "warning"}'
+    matches = [match for pattern in patterns if (match := pattern.match(older))]
+    assert {match.group("host") for match in matches} == {"203.0.113.7"}
 
 
 def _documents(path: Path) -> list[dict]:

@@ -59,5 +59,5 @@ def test_clients_leaving_mid_stream_leave_nothing_in_the_error_log(
     server.stop()
     log = server.log_path.read_text()
     assert "/api/sse/job-progress/" in log  # the streams were served
-    for sign in ("Traceback", "Task was destroyed", '"level": "error"', "[error"):
+    for sign in ("Traceback", "Task was destroyed", '"level":"error"', "[error"):
         assert sign not in log, sign

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import signal
@@ -165,8 +166,8 @@ async def test_filters_limit_and_cursor_paging(
     # Newest first, each entry once.
     assert seen == [f"{marker}-{index}" for index in reversed(range(5))]
 
-    # Text with quotes is matched on the parsed line.
-    quoted = await get_logs(client, admin_headers, "performance", q=f'"request_id": "{marker}-3"')
+    # Text with quotes is matched on the parsed line, in the compact form the files hold.
+    quoted = await get_logs(client, admin_headers, "performance", q=f'"request_id":"{marker}-3"')
     assert [entry["request_id"] for entry in quoted["entries"]] == [f"{marker}-3"]
 
     recent = await get_logs(
@@ -592,7 +593,7 @@ async def test_console_keeps_filtering_at_log_level(
     )
     assert response.status_code == 401
     console = capsys.readouterr().err
-    assert "login_failed" in console  # a warning: shown as before
+    assert '"event":"login_failed"' in console  # a warning: shown as before, compact JSON
     assert marker not in console  # an INFO access line: still not on the console
     assert marker in (log_dir(client) / "performance.log").read_text()
     assert marker not in (log_dir(client) / "application.log").read_text()
@@ -672,3 +673,112 @@ async def test_times_at_the_ends_of_the_calendar_are_answered(
 ) -> None:
     response = await client.get(f"/api/logs/{endpoint}", params=params, headers=admin_headers)
     assert response.status_code == 200, response.text
+
+
+async def test_file_lines_are_compact_json_as_seed_002_greps_them(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    """`grep '"level":"warning"' structured.log`, `grep '"user_id":"admin"' audit.log`:
+    no space after the colons (winston's JSON.stringify), level names as logged."""
+    me = (await client.get("/api/v1/me", headers=admin_headers)).json()["data"]["user"]
+    response = await client.post(
+        "/api/auth/login", json={"username": "admin", "password": "wrong-password-1"}
+    )
+    assert response.status_code == 401
+    response = await client.put(
+        "/api/logs/retention-policy", json={"retention_days": 9}, headers=admin_headers
+    )
+    assert response.status_code == 200
+    logs = log_dir(client)
+    assert '"level":"info"' in (logs / "performance.log").read_text()
+    security = (logs / "security.log").read_text()
+    assert '"event":"login_failed"' in security and '"level":"warning"' in security
+    structured = (logs / "structured.log").read_text().splitlines()
+    assert any('"level":"warning"' in line and "login_failed" in line for line in structured)
+
+    # audit.log names the actor as the seed's grep does: by login name, the id beside it.
+    [line] = [s for s in (logs / "audit.log").read_text().splitlines() if '"user_id":"admin"' in s]
+    entry = json.loads(line)
+    assert entry["action"] == "logs.retention_policy.update"
+    assert (entry["actor"], entry["actor_id"]) == ("admin", me["id"])
+    # The audit endpoint reads the table and answers as before: user_id is the id there.
+    audit = await get_logs(client, admin_headers, "audit", action="logs.retention_policy.update")
+    assert set(audit["entries"][0]) == {
+        *("id", "timestamp", "actor", "user_id", "action", "target", "before", "after"),
+        *("ip", "request_id", "outcome"),
+    }
+    assert audit["entries"][0]["user_id"] == me["id"]
+    # The stream reader's user filter finds the line by either.
+    for user in ("admin", me["id"]):
+        page = await get_logs(client, admin_headers, "structured", source="audit", user=user)
+        assert [e["action"] for e in page["entries"]] == ["logs.retention_policy.update"]
+
+
+@pytest.mark.parametrize("separators", [(",", ":"), (", ", ": ")], ids=["compact", "spaced"])
+async def test_a_line_clearly_before_from_ends_the_scan(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], separators: tuple[str, str]
+) -> None:
+    """Lines are only nearly in time order: the scan ends at the first line more than
+    TIME_ORDER_SLACK before `from`, in today's compact lines as in older spaced ones."""
+    marker = uuid.uuid4().hex
+    now = datetime.now(UTC)
+
+    def line(moment: datetime, event: str) -> str:
+        entry = {"timestamp": moment.isoformat(), "level": "info", "event": event}
+        return json.dumps(entry, separators=separators) + "\n"
+
+    with (log_dir(client) / "performance.log").open("a") as handle:
+        handle.write(line(now, marker) + line(now - timedelta(hours=1), "older"))
+    since = {"from": (now - timedelta(minutes=1)).isoformat()}
+    page = await get_logs(client, admin_headers, "performance", q=marker, **since)
+    assert page["entries"] == []  # behind the older line: not reached
+    page = await get_logs(client, admin_headers, "performance", q=marker)
+    assert [entry["event"] for entry in page["entries"]] == [marker]
+
+
+async def test_structured_log_is_application_log_under_the_seeds_name(
+    make_client: Any, tmp_path: Path
+) -> None:
+    """seed 002's `tail -f LOG_DIR/structured.log`: a relative symlink to application.log
+    that follows its rotation, survives a second start on the same LOG_DIR (several
+    processes share it) and that neither the cleanup nor the readers count as a file."""
+    settings = {"log_level": "INFO", "log_max_bytes": 4096, "log_backup_count": 50}
+    client = await make_client(**settings)
+    logs = log_dir(client)
+    alias = logs / "structured.log"
+    assert alias.is_symlink() and os.readlink(alias) == "application.log"
+    tokens = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    headers = {"Authorization": f"Bearer {tokens['accessToken']}"}
+    marker = uuid.uuid4().hex
+    for index in range(40):
+        await client.get("/health/live", headers={"X-Request-ID": f"{marker}-{index}"})
+    assert (logs / "application.log.1").exists()
+    assert alias.samefile(logs / "application.log")
+    assert f"{marker}-39" in alias.read_text()
+
+    for rotated in logs.glob("application.log.*"):
+        _age(rotated, 10)
+    response = await client.put(
+        "/api/logs/retention-policy", json={"retention_days": 5}, headers=headers
+    )
+    assert response.status_code == 200
+    result = (await client.post("/api/logs/cleanup", headers=headers)).json()
+    removed = {item["file"] for item in result["removed_files"]}
+    assert removed and all(name.startswith("application.log.") for name in removed)
+    assert alias.is_symlink() and alias.samefile(logs / "application.log")
+
+    await make_client(**settings)  # finds the link in place
+    assert os.readlink(alias) == "application.log"
+
+
+async def test_a_filesystem_without_symlinks_only_skips_the_alias(
+    make_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(self: Path, target: Any) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(Path, "symlink_to", refuse)
+    client = await make_client(log_level="DEBUG")
+    logs = log_dir(client)
+    assert not (logs / "structured.log").exists()
+    assert "structured_log_alias_skipped" in (logs / "application.log").read_text()

@@ -8,6 +8,7 @@ Besides the console, the service writes JSON lines into separate files in LOG_DI
 named streams take their loggers' lines at INFO and above whatever LOG_LEVEL says:
 `audit.log` (AUDIT_LOGGER), `performance.log` (ACCESS_LOGGER, one line per request)
 and `security.log` (SECURITY_LOGGER: auth failures, rate-limit hits, denials).
+`structured.log` is a symlink to `application.log`, the name seed 002's operators tail.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ STREAM_LOGGERS = {
     "security": SECURITY_LOGGER,
 }
 LOG_STREAMS = (APPLICATION_STREAM, *STREAM_LOGGERS)
+# Not a stream: a relative symlink to application.log. It names the file, not the inode,
+# so it follows the rotation (application.log is recreated under the same name), and
+# neither the readers nor the cleanup see it (they go by stream names).
+STRUCTURED_ALIAS = "structured.log"
 
 
 def stream_path(log_dir: Path, stream: str) -> Path:
@@ -220,6 +225,18 @@ def _stream_handlers(
     return handlers
 
 
+def _link_structured_alias(log_dir: Path) -> None:
+    target = stream_path(log_dir, APPLICATION_STREAM).name  # relative: LOG_DIR may move
+    try:
+        (log_dir / STRUCTURED_ALIAS).symlink_to(target)
+    except FileExistsError:
+        pass  # made by another process sharing LOG_DIR or an earlier start, or the operator's
+    except OSError as exc:  # a filesystem without symlinks: the alias is a convenience
+        structlog.get_logger("vpsapi.logging").debug(
+            "structured_log_alias_skipped", error=exc.strerror
+        )
+
+
 def configure_logging(settings: Settings) -> None:
     use_json = settings.log_format == "json" or (
         settings.log_format == "auto" and not settings.is_development
@@ -251,8 +268,11 @@ def configure_logging(settings: Settings) -> None:
             ],
         )
 
-    # The files always hold JSON lines; the console too unless a developer reads it.
-    json_lines = formatter(structlog.processors.JSONRenderer(), with_tracebacks=True)
+    # The files always hold JSON lines; the console too unless a developer reads it. Compact
+    # as winston writes them, so `grep '"level":"error"'` finds what it looks for.
+    json_lines = formatter(
+        structlog.processors.JSONRenderer(separators=(",", ":")), with_tracebacks=True
+    )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         json_lines
@@ -289,6 +309,8 @@ def configure_logging(settings: Settings) -> None:
         logging.getLogger(name).propagate = True
     # Which of its plugins alembic loaded, on every start: noise (its migration steps stay).
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    if settings.log_to_files:
+        _link_structured_alias(settings.effective_log_dir)
     for notice in settings.notices:
         structlog.get_logger("vpsapi.config").warning("setting_notice", detail=notice)
 

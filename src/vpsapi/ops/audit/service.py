@@ -46,6 +46,10 @@ async def record_audit(
     audit_log.info(
         "audit",
         actor=entry.actor,
+        # What seed 002's operators grep for (`"user_id":"admin"`): the login name, as
+        # in `actor`; the account's id, which the other streams call user_id, is actor_id.
+        user_id=entry.actor,
+        actor_id=entry.actor_id,
         action=action,
         target=target,
         outcome=outcome,

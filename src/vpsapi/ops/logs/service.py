@@ -86,7 +86,8 @@ def _raw_form(text: str) -> bytes | None:
     return None
 
 
-_RAW_TIMESTAMP = re.compile(rb'"timestamp": "([^"]+)"')
+# Lines are compact JSON; files rotated before that have a space after the colon.
+_RAW_TIMESTAMP = re.compile(rb'"timestamp": ?"([^"]+)"')
 
 
 def _line_parser(query: LogQuery) -> Any:
@@ -135,8 +136,11 @@ def _line_parser(query: LogQuery) -> Any:
             return None
         if query.user and not any(str(entry.get(f)) == query.user for f in _USER_FIELDS):
             return None
-        if needle and needle not in json.dumps(entry, ensure_ascii=False).lower():
-            return None
+        if needle:
+            # Compact as the files are written, so a fragment copied from one is found.
+            text = json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
+            if needle not in text.lower():
+                return None
         return entry
 
     return parse
