@@ -268,6 +268,34 @@ def test_config_takes_the_seeds_own_variable_names(tmp_path: Path) -> None:
     assert other.returncode == 2 and "jwt_algorithm" in other.stderr
 
 
+def test_an_empty_variable_is_unset_unless_empty_says_something(tmp_path: Path) -> None:
+    """A compose file's `PORT: ${PORT}`, PORT unset, passes PORT="": the default, as from
+    .env; an empty name gives way to its other one. Empty lists stay empty (no trusted
+    proxy), an empty HOST binds every interface."""
+    (tmp_path / ".env").write_text("JWT_EXPIRES_IN=\nSYSTEM_LOG_FILES=\n")
+    result = run(
+        ["config"],
+        tmp_path / "data",
+        PORT="",
+        HOST="",
+        ENVIRONMENT="",
+        NODE_ENV="development",
+        LOG_FORMAT="",
+        REDIS_HOST="redis",
+        REDIS_PORT="",
+        TRUSTED_PROXIES="",
+    )
+    assert result.returncode == 0, result.stderr
+    shown = config_table(result.stdout)
+    assert (shown["PORT"], shown["ENVIRONMENT"], shown["LOG_FORMAT"]) == (
+        "8000",
+        "development",
+        "auto",
+    )
+    assert (shown["JWT_EXPIRES_IN"], shown["REDIS_URL"]) == ("1800", "redis://redis:6379/0")
+    assert (shown["HOST"], shown["TRUSTED_PROXIES"], shown["SYSTEM_LOG_FILES"]) == ("", "[]", "[]")
+
+
 def test_service_links_are_not_taken_for_the_seeds_names(tmp_path: Path) -> None:
     """Kubernetes (and Docker links) put `REDIS_PORT=tcp://…` and `API_PORT=tcp://…` into a
     pod beside Services named `redis` and `api`: no port of ours, and no error."""

@@ -20,7 +20,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 SECRET_FIELDS = frozenset(
     {
@@ -41,6 +47,24 @@ SECRET_FIELDS = frozenset(
         "push_webhook_secret",
         "mqtt_url",
         "smtp_password",
+    }
+)
+
+# The variables whose empty value says something: a list given empty is no item at all,
+# JOURNALCTL_BIN empty skips the journal, CITYPULSE_MQTT_SHARED_GROUP empty subscribes
+# plainly, HOST empty binds every interface (as the socket takes it: a compose file's
+# `HOST: ${HOST}` then still serves the image's 0.0.0.0). Any other variable given empty
+# is unset: `PORT: ${PORT}` in a compose file, with PORT unset, passes PORT="".
+EMPTY_MEANS_SOMETHING = frozenset(
+    {
+        "allowed_origins",
+        "trusted_proxies",
+        "alert_email_to",
+        "system_log_files",
+        "journalctl_bin",
+        "citypulse_mqtt_shared_group",
+        "host",
+        "api_host",
     }
 )
 
@@ -383,6 +407,28 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return parse_duration(value)
         return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # pydantic-settings' env_ignore_empty passes over every empty variable; this, all but
+        # EMPTY_MEANS_SOMETHING (names as read: lower case). Dropped before a value is looked
+        # up, an empty variable is as if absent: a .env value or another name (NODE_ENV for
+        # an empty ENVIRONMENT) is taken instead.
+        for source in (env_settings, dotenv_settings):
+            if isinstance(source, EnvSettingsSource):  # the .env source is one too
+                source.env_vars = {
+                    name: value
+                    for name, value in source.env_vars.items()
+                    if value != "" or name in EMPTY_MEANS_SOMETHING
+                }
+        return init_settings, env_settings, dotenv_settings, file_secret_settings
 
     _notices: list[str] = PrivateAttr(default_factory=list)
     # Which variable the JWT secret came from, for the messages about it.

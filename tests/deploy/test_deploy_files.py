@@ -8,7 +8,9 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -129,6 +131,26 @@ def test_the_image_health_check_asks_the_port_served(settings_factory, server_fa
         ["sh", "-c", check.group(1)], env={"PORT": str(free_port()), "PATH": path}
     )
     assert closed.returncode != 0
+
+
+def test_the_image_health_check_takes_an_empty_port_as_unset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A compose file's `PORT: ${PORT}`, PORT unset, passes PORT="": served on 8000."""
+    check = re.search(r'CMD python -c "(.+)"', (ROOT / "Dockerfile").read_text())
+    assert check is not None
+    asked: list[str] = []
+
+    def urlopen(url: str) -> SimpleNamespace:
+        asked.append(url)
+        return SimpleNamespace(status=200)
+
+    monkeypatch.setenv("PORT", "")
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    with pytest.raises(SystemExit) as exited:
+        exec(check.group(1), {})
+    assert asked == ["http://127.0.0.1:8000/health/live"]
+    assert not exited.value.code
 
 
 def test_constraints_pin_every_dependency_once() -> None:
