@@ -156,12 +156,34 @@ async def test_seed_shorthand_with_default_provider_and_model(
     assert data["message"]["content"] == "llama-3.1-70b says: Hello AI"
 
     listed = await app.get("/api/v1/ai/providers", headers=headers)
+    # AI_DEFAULT_MODEL is every provider's default, the OpenAI-compatible one's too.
+    model = "llama-3.1-70b"
     assert listed.json()["data"] == [
-        {"name": "openai", "default": False},
-        {"name": "anthropic", "default": False},
-        {"name": "groq", "default": True},
-        {"name": "openai-compatible", "default": False},
+        {"name": "openai", "default": False, "defaultModel": model},
+        {"name": "anthropic", "default": False, "defaultModel": model},
+        {"name": "groq", "default": True, "defaultModel": model},
+        {"name": "openai-compatible", "default": False, "defaultModel": model},
     ]
+
+
+async def test_providers_say_the_model_a_chat_naming_none_gets(
+    client: httpx.AsyncClient,  # noqa: F811
+    user: tuple[dict[str, Any], dict[str, str]],
+) -> None:
+    """Without AI_DEFAULT_MODEL, each hosted provider's own; the OpenAI-compatible server
+    has none (a request to it names its model). Documented in /openapi.json."""
+    listed = await client.get("/api/v1/ai/providers", headers=user[1])
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["data"] == [
+        {"name": "openai", "default": True, "defaultModel": "gpt-4o-mini"},
+        {"name": "anthropic", "default": False, "defaultModel": "claude-3-5-haiku-latest"},
+        {"name": "groq", "default": False, "defaultModel": "llama-3.1-8b-instant"},
+        {"name": "openai-compatible", "default": False, "defaultModel": None},
+    ]
+    spec = (await client.get("/openapi.json")).json()
+    documented = spec["components"]["schemas"]["ProviderOut"]
+    assert "defaultModel" in documented["required"]
+    assert {"type": "null"} in documented["properties"]["defaultModel"]["anyOf"]
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic", "groq"])

@@ -101,6 +101,10 @@ class ChatOut(CamelModel):
 class ProviderOut(CamelModel):
     name: str
     default: bool = Field(description="used when a chat request names no provider")
+    default_model: str | None = Field(
+        description="asked for when a chat request to it names no model: AI_DEFAULT_MODEL, "
+        "else the provider's own; null: a request to it must name one (openai-compatible)"
+    )
 
 
 class UsageRecordOut(CamelModel):

@@ -81,6 +81,12 @@ USAGE_WRITE_SECONDS = 5
 PROVIDER_CLOSE_SECONDS = 5
 
 
+def default_model(settings: Settings, config: ProviderConfig) -> str | None:
+    """The model a call to `config` naming none asks for: AI_DEFAULT_MODEL, else the
+    provider's own (None for the OpenAI-compatible server, whose models are its own)."""
+    return settings.ai_default_model or config.default_model
+
+
 def resolve_call(
     settings: Settings,
     provider: str | None,
@@ -94,7 +100,7 @@ def resolve_call(
     AI_DEFAULT_MODEL, else the provider's own default (422 when none of them names one).
     `at` prefixes the field names of 422 errors (e.g. `agents.0.`)."""
     config = resolve_provider(settings, provider)
-    chosen = model or settings.ai_default_model or config.default_model
+    chosen = model or default_model(settings, config)
     if not chosen:
         message = (
             f"model is required (no AI_DEFAULT_MODEL is set, and {config.name} has no default)"
@@ -300,13 +306,17 @@ async def _relay(ctx: AiContext, owner: str, stream: ChatStream) -> AsyncIterato
 
 
 def providers(settings: Settings) -> list[ProviderOut]:
-    """Configured providers, marking the one a chat without `provider` would use."""
+    """Configured providers, marking the one a chat without `provider` would use, each
+    with the model a chat to it without `model` would ask for."""
     try:
         default: str | None = resolve_provider(settings, None).name
     except ServiceUnavailable:  # none, or AI_DEFAULT_PROVIDER names an unconfigured one
         default = None
     return [
-        ProviderOut(name=name, default=name == default) for name in configured_providers(settings)
+        ProviderOut(
+            name=name, default=name == default, default_model=default_model(settings, config)
+        )
+        for name, config in configured_providers(settings).items()
     ]
 
 
