@@ -3,6 +3,7 @@ matches the app's real security log lines, the YAML manifests are complete."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -17,6 +18,9 @@ import pytest
 import yaml
 
 from support import ROOT, free_port, render_nginx_site
+from vpsapi.config import Settings
+from vpsapi.core.storage import create_storage
+from vpsapi.devices.params import ParamKeys
 
 DEPLOY = ROOT / "deploy"
 
@@ -95,6 +99,42 @@ def test_kubernetes_manifests() -> None:
         assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
+def _settings_from_env(
+    env: dict[str, str], data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> Settings:
+    """The settings a process started with exactly this environment reads."""
+    with monkeypatch.context() as patch:
+        for name in [*os.environ]:
+            patch.delenv(name)
+        for name, value in {**env, "DATA_DIR": str(data_dir)}.items():
+            patch.setenv(name, value)
+        return Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_kubernetes_pods_agree_without_sharing_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each pod's /data is its own: what the app would generate there when unset (the JWT
+    secret, the device parameter keys, the object URL key with the objects themselves)
+    must come from the ConfigMap and Secret, or a request served by another pod than the
+    one that stored the value fails (409 on a camera, 403 on an upload URL)."""
+    docs = [d for f in sorted((DEPLOY / "kubernetes").glob("*.yaml")) for d in _documents(f)]
+    config = next(d["data"] for d in docs if d["kind"] == "ConfigMap")
+    secret = next(d["stringData"] for d in docs if d["kind"] == "Secret")
+    for name in ("JWT_SECRET", "DEVICE_PARAM_KEYS", "S3_ACCESS_KEY", "S3_SECRET_KEY"):
+        assert name in secret and name not in config, name
+    for deployment in (d for d in docs if d["kind"] == "Deployment"):
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        sources = [next(iter(source.values()))["name"] for source in container["envFrom"]]
+        assert sources == ["vpsapi-config", "vpsapi-secrets"]
+    env = {**config, **secret}
+    pods = [_settings_from_env(env, tmp_path / f"pod-{n}", monkeypatch) for n in (1, 2)]
+    assert pods[0].jwt_signing_key() == pods[1].jwt_signing_key()
+    assert ParamKeys.from_settings(pods[0]) == ParamKeys.from_settings(pods[1])
+    assert [create_storage(pod).backend for pod in pods] == ["s3", "s3"]
+    assert not any((tmp_path / f"pod-{n}").exists() for n in (1, 2))  # nothing generated
+
+
 def test_compose_and_dockerfile() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
@@ -168,7 +208,7 @@ def test_constraints_pin_every_dependency_once() -> None:
 
 
 def test_systemd_units() -> None:
-    for unit in ("vpsapi.service", "vpsapi-worker.service"):
+    for unit in ("vpsapi@.service", "vpsapi-worker.service"):
         text = (DEPLOY / "systemd" / unit).read_text()
         for directive in (
             "NoNewPrivileges=true",
@@ -178,7 +218,59 @@ def test_systemd_units() -> None:
         ):
             assert directive in text, (unit, directive)
     assert "vpsapi worker" in (DEPLOY / "systemd" / "vpsapi-worker.service").read_text()
-    # Managing nginx needs what the hardened unit forbids: its drop-in says so.
+    # Managing nginx needs what the hardened units forbid: its drop-in says so.
     drop_in = (DEPLOY / "systemd" / "manage-nginx.conf").read_text()
     assert "[Service]" in drop_in and "NoNewPrivileges=false" in drop_in
     assert "ReadWritePaths=/etc/nginx/conf.d /etc/ssl/vpsapi" in drop_in
+    # For both units: certificates are issued by a job, which a worker may run.
+    installed = re.findall(r"/etc/systemd/system/(\S+)\.d/manage-nginx\.conf", drop_in)
+    assert sorted(installed) == sorted(p.name for p in (DEPLOY / "systemd").glob("*.service"))
+
+
+def test_every_nginx_upstream_is_a_serve_instance() -> None:
+    """The site's upstream ports are the serve instances the units and the README start (a
+    listed port with nothing behind it fills nginx's error log), and fail2ban reads the
+    journal of every instance."""
+    site = (DEPLOY / "nginx" / "vpsapi.conf").read_text()
+    upstream = re.search(r"^upstream vpsapi \{(.*?)^\}", site, re.M | re.S)
+    assert upstream is not None
+    ports = re.findall(r"^\s*server 127\.0\.0\.1:(\d+)\b", upstream.group(1), re.M)
+    assert len(ports) >= 2
+    template = DEPLOY / "systemd" / "vpsapi@.service"
+    unit = template.read_text()
+    assert re.search(r"^ExecStart=\S+ serve --host 127\.0\.0\.1 --port %i$", unit, re.M)
+    started = "systemctl enable --now " + " ".join(f"vpsapi@{port}" for port in ports)
+    assert started in unit and started in (ROOT / "README.md").read_text()
+    # systemd runs a template's instances in the slice named after it.
+    slice_name = f"system-{template.name.split('@')[0]}.slice"
+    jail = (DEPLOY / "fail2ban" / "jail.d" / "vpsapi.conf").read_text()
+    assert re.search(rf"^journalmatch = _SYSTEMD_SLICE={re.escape(slice_name)}$", jail, re.M)
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_systemd_units_verify(tmp_path: Path) -> None:
+    """systemd reads the units, and the drop-in on each, without a complaint."""
+    for unit in (DEPLOY / "systemd").glob("*.service"):
+        # Our program at an installed path, so that systemd finds it executable.
+        text = unit.read_text().replace("/srv/vpsapi/.venv/bin/vpsapi", sys.executable)
+        (tmp_path / unit.name).write_text(text)
+        (tmp_path / f"{unit.name}.d").mkdir()
+        shutil.copy(DEPLOY / "systemd" / "manage-nginx.conf", tmp_path / f"{unit.name}.d")
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", "vpsapi@8000.service", "vpsapi-worker.service"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path}:"},
+    )
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+
+
+def test_env_example_runs_on_one_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The example's settings need no server it does not name (PostgreSQL, Redis): objects
+    are local files in DATA_DIR until S3 is set up, so /health/ready is not 503 for want
+    of one."""
+    lines = (DEPLOY / "systemd" / "vpsapi.env.example").read_text().splitlines()
+    env = dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
+    settings = _settings_from_env(env, tmp_path / "data", monkeypatch)
+    assert create_storage(settings).backend == "local"
