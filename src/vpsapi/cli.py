@@ -94,8 +94,10 @@ def serve(
     _migrate_once(settings)
     os.environ["AUTO_MIGRATE"] = "false"
     if workers > 1:
-        # Several processes share metrics through prometheus-client's multiprocess files.
-        metrics_dir = (settings.data_dir / "metrics").resolve()
+        # Several processes share metrics through prometheus-client's multiprocess files,
+        # one directory per port: two servers sharing DATA_DIR (`vpsapi@8000` and
+        # `vpsapi@8001`) would otherwise wipe and count each other's at start.
+        metrics_dir = (settings.data_dir / f"metrics-{port}").resolve()
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
