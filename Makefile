@@ -32,9 +32,9 @@ lock:
 	rm -rf .lock-venv
 
 # HOST and PORT as make or environment variables win; else the settings' (.env included).
+# Logs on a terminal are readable lines unless LOG_FORMAT (.env included) says otherwise.
 run: $(VENV)/.installed
-	LOG_FORMAT=$${LOG_FORMAT:-console} $(BIN)/vpsapi serve \
-	    $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
+	$(BIN)/vpsapi serve $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import pty
+import re
+import select
 import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from support import ROOT
+from support import ROOT, free_port
 from vpsapi.config import SQLITE_FILE
 
 
@@ -367,3 +371,187 @@ def test_config_says_where_a_generated_jwt_secret_is(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "JWT_SECRET" in result.stdout and "(generated, in" in result.stdout  # table wraps
     assert (data / "jwt-secret").read_text().strip() not in result.stdout
+
+
+def example_placeholders() -> dict[str, str]:
+    """The `replace-with-…` values of the example configurations (deploy/, .env.example)."""
+    found: dict[str, str] = {}
+    for path in [*(ROOT / "deploy").rglob("*"), *ROOT.glob(".env*")]:
+        if path.is_file() and path.suffix in (".example", ".yaml", ".yml", ".env"):
+            for line in path.read_text().splitlines():
+                name, sep, value = line.strip().partition(": " if ": " in line else "=")
+                if sep and "replace-with" in value and re.fullmatch("[A-Z0-9_]+", name):
+                    found[name] = value.strip().strip("\"'")
+    return found
+
+
+def test_the_example_configurations_placeholders_stop_a_production_start(
+    tmp_path: Path,
+) -> None:
+    """Copied from deploy/ and started as they are: refused in one line naming each
+    setting, never showing a value; said, not refused, in development."""
+    placeholders = example_placeholders()
+    assert {"JWT_SECRET", "API_KEY", "S3_SECRET_KEY"} <= placeholders.keys()
+    # Inside a value too (a key id before the secret).
+    placeholders["DEVICE_PARAM_KEYS"] = "k1:replace-with-output-of-openssl-rand-hex-32"
+    result = run(
+        ["serve", "--port", "1"], tmp_path / "data", ENVIRONMENT="production", **placeholders
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("Configuration error:")
+    assert result.stderr.strip().count("\n") == 0
+    for name, value in placeholders.items():
+        assert name in result.stderr
+        assert value not in result.stderr
+    assert "openssl rand -hex 32" in result.stderr
+    development = run(
+        ["config"],
+        tmp_path / "data",
+        ENVIRONMENT="development",
+        JWT_SECRET=placeholders["JWT_SECRET"],
+    )
+    assert development.returncode == 0, development.stderr
+    assert "note: JWT_SECRET left as in vpsapi's example configuration" in development.stderr
+    assert "refused in production" in development.stderr
+    assert placeholders["JWT_SECRET"] not in development.stdout + development.stderr
+    own = run(["config"], tmp_path / "data", JWT_SECRET="an-own-long-random-value-0123456789")
+    assert own.returncode == 0 and "example configuration" not in own.stderr
+
+
+def test_serve_without_auto_migrate_needs_a_migrated_database(tmp_path: Path) -> None:
+    """AUTO_MIGRATE=false leaves migrating to `vpsapi migrate`: a database it has not
+    brought up to date is said in one line, not found out by the first query."""
+    data = tmp_path / "data"
+    started = time.monotonic()
+    never = run(["serve", "--port", "1"], data, AUTO_MIGRATE="false")
+    assert time.monotonic() - started < 30
+    assert never.returncode == 2, never.stderr
+    assert never.stderr.strip().count("\n") == 0, never.stderr
+    assert "The database has no schema yet and AUTO_MIGRATE=false: run `vpsapi migrate`" in (
+        never.stderr
+    )
+    assert run(["migrate"], data).returncode == 0
+    assert run(["users", "list"], data, AUTO_MIGRATE="false").returncode == 0  # up to date
+    with sqlite3.connect(data / SQLITE_FILE) as database:  # as before the newest jobs step
+        database.execute("DROP INDEX ix_jobs_created")
+        database.execute(
+            "UPDATE alembic_version SET version_num = '0012_jobs_data_count'"
+            " WHERE version_num = '0013_jobs_created_index'"
+        )
+    behind = run(["serve", "--port", "1"], data, AUTO_MIGRATE="false")
+    assert behind.returncode == 2, behind.stderr
+    assert behind.stderr.strip().count("\n") == 0, behind.stderr
+    assert "older than this vpsapi (0013_jobs_created_index not applied)" in behind.stderr
+    assert "run `vpsapi migrate`" in behind.stderr
+    assert run(["migrate"], data).returncode == 0
+    # A newer vpsapi's database starts as it is, as the downgrade refusal promises.
+    with sqlite3.connect(data / SQLITE_FILE) as database:
+        database.execute("INSERT INTO alembic_version VALUES ('9999_from_the_future')")
+    assert run(["users", "list"], data, AUTO_MIGRATE="false").returncode == 0
+
+
+def test_config_shows_the_values_taken_for_empty_settings(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    result = run(["config"], data)
+    assert result.returncode == 0, result.stderr
+    shown = config_table(result.stdout)
+    assert shown["BACKUP_DIR"] == str(data / "backups")
+    assert shown["LOG_DIR"] == str(data / "logs")
+    assert shown["ACME_WEBROOT"] == str(data / "acme-webroot")
+    assert shown["JOBS_INPROCESS_WORKERS"] == "True"
+    assert shown["DATABASE_URL"] == f"sqlite+aiosqlite:///{(data / SQLITE_FILE).resolve()}"
+    scaled = run(["config"], data, REDIS_URL="redis://127.0.0.1:6379/0", BACKUP_DIR="/srv/b")
+    shown = config_table(scaled.stdout)
+    assert (shown["JOBS_INPROCESS_WORKERS"], shown["BACKUP_DIR"]) == ("False", "/srv/b")
+
+
+def test_config_masks_a_password_only_where_there_is_one(tmp_path: Path) -> None:
+    result = run(
+        ["config"],
+        tmp_path / "data",
+        DATABASE_URL="postgresql://postgres@db/app",
+        REDIS_URL="redis://redis:6379/0",
+        SENTRY_DSN="https://dsn-key-0123@o1.ingest.sentry.io/42",
+        DEVICE_API_TOKEN="camera-token-secret",
+    )
+    assert result.returncode == 0, result.stderr
+    shown = config_table(result.stdout)
+    assert shown["DATABASE_URL"] == "postgresql://postgres@db/app"
+    assert shown["REDIS_URL"] == "redis://redis:6379/0"
+    assert shown["SENTRY_DSN"] == "https://****@o1.ingest.sentry.io/42"  # its key is the user
+    assert shown["DEVICE_API_TOKEN"] == "****"
+    assert "dsn-key-0123" not in result.stdout and "camera-token-secret" not in result.stdout
+
+
+def test_scaled_out_state_kept_per_data_directory_is_said(tmp_path: Path) -> None:
+    """With REDIS_URL, processes not sharing DATA_DIR each generate their own keys and
+    store their own files: a notice (only) names what to set."""
+    data = tmp_path / "data"
+    result = run(["config"], data, REDIS_URL="redis://127.0.0.1:6379/0")
+    assert result.returncode == 0, result.stderr
+    notice = " ".join(result.stderr.split())
+    assert "Redis is set (several processes may serve) and DATA_DIR holds" in notice
+    assert "every process must share DATA_DIR, or set JWT_SECRET, DEVICE_PARAM_KEYS, " in notice
+    assert "S3_ENDPOINT and S3_BUCKET, DATABASE_URL" in notice
+    partly = run(
+        ["config"],
+        data,
+        REDIS_URL="redis://127.0.0.1:6379/0",
+        DATABASE_URL="postgresql://app@db/app",
+        JWT_SECRET="an-own-long-random-value-0123456789",
+        S3_ENDPOINT="http://s3:8333",
+        S3_BUCKET="vpsapi",
+    )
+    assert "or set DEVICE_PARAM_KEYS" in " ".join(partly.stderr.split())
+    shared = run(
+        ["config"],
+        data,
+        REDIS_URL="redis://127.0.0.1:6379/0",
+        DATABASE_URL="postgresql://app@db/app",
+        JWT_SECRET="an-own-long-random-value-0123456789",
+        DEVICE_PARAM_KEYS="k1:an-own-long-random-value",
+        S3_ENDPOINT="http://s3:8333",
+        S3_BUCKET="vpsapi",
+    )
+    assert shared.returncode == 0 and "DATA_DIR" not in shared.stderr
+    assert "DATA_DIR" not in run(["config"], data).stderr  # one process: nothing to share
+
+
+def test_auto_log_format_is_readable_on_a_terminal_unless_set(tmp_path: Path) -> None:
+    """`make run` leaves LOG_FORMAT to the settings: a production start at a terminal logs
+    readable lines, and LOG_FORMAT=json in .env is taken as written."""
+
+    def started_line(env_file: str) -> str:
+        (tmp_path / ".env").write_text(env_file)
+        primary, secondary = pty.openpty()
+        env = {k: v for k, v in os.environ.items() if k != "LOG_FORMAT"}
+        env.update(
+            {
+                "PYTHONPATH": str(ROOT / "src"),
+                "DATA_DIR": str(tmp_path / "data"),
+                "LOG_LEVEL": "INFO",
+            }
+        )
+        process = subprocess.Popen(
+            [sys.executable, "-m", "vpsapi", "serve", "--port", str(free_port())],
+            env={k: v for k, v in env.items() if k != "ENVIRONMENT"},
+            stdout=secondary,
+            stderr=secondary,
+            cwd=tmp_path,
+        )
+        os.close(secondary)
+        output = b""
+        try:
+            deadline = time.monotonic() + 60
+            while b"started" not in output and time.monotonic() < deadline:
+                if select.select([primary], [], [], 1)[0]:
+                    output += os.read(primary, 65536)
+        finally:
+            process.terminate()
+            process.wait(30)
+            os.close(primary)
+        text = output.decode(errors="replace")
+        return next(line for line in text.splitlines() if "started" in line)
+
+    assert not started_line("").lstrip().startswith("{")
+    assert '"event":"started"' in started_line("LOG_FORMAT=json\n")

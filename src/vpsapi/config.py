@@ -108,6 +108,11 @@ SEED_EXAMPLE_SECRETS = frozenset(
 )
 
 
+# How the example configurations in deploy/ spell a value the operator must supply (also
+# inside one: `kid:replace-with-…` for DEVICE_PARAM_KEYS, a URL's password).
+PLACEHOLDER = "replace-with"
+
+
 class SettingsError(RuntimeError):
     """Raised when the configuration cannot be used; the message says what to change."""
 
@@ -515,6 +520,60 @@ class Settings(BaseSettings):
                 self._notices.append("tokens are signed with SECRET_KEY (JWT_SECRET is unset)")
         return self
 
+    @model_validator(mode="after")
+    def _placeholders(self) -> Settings:
+        # After _seed_002_names: JWT_SECRET may hold SECRET_KEY's value by then, and is
+        # named for where it came from; a SECRET_KEY not read may be another program's.
+        names = [
+            self._jwt_secret_name if name == "jwt_secret" else name.upper()
+            for name in type(self).model_fields
+            if name != "secret_key" and _is_placeholder(getattr(self, name))
+        ]
+        if not names:
+            return self
+        said = (
+            f"{', '.join(names)} left as in vpsapi's example configuration (`replace-with-…`):"
+            " set real values (for a secret of this service's own: `openssl rand -hex 32`)"
+        )
+        if not self.is_development:
+            raise SettingsError(said)  # not a ValidationError: one line, no value shown
+        self._notices.append(f"{said}; refused in production")
+        return self
+
+    @model_validator(mode="after")
+    def _per_directory_state(self) -> Settings:
+        # REDIS_URL is how processes find each other. What is generated into DATA_DIR
+        # when unset is then one per data directory, and processes not sharing theirs
+        # disagree: a token, a camera's password or a signed upload URL made by one is
+        # refused by another.
+        if not self.redis_url:
+            return self
+        unset = [
+            (what, names)
+            for what, names, missing in (
+                ("the JWT signing key", "JWT_SECRET", self.jwt_secret is None),
+                (
+                    "the key sealing camera passwords",
+                    "DEVICE_PARAM_KEYS",
+                    self.device_param_keys is None,
+                ),
+                (
+                    "stored objects and the key signing their URLs",
+                    "S3_ENDPOINT and S3_BUCKET",
+                    not (self.s3_endpoint and self.s3_bucket),
+                ),
+                ("the SQLite database", "DATABASE_URL", not self.database_url),
+            )
+            if missing
+        ]
+        if unset:
+            self._notices.append(
+                "Redis is set (several processes may serve) and DATA_DIR holds "
+                f"{', '.join(what for what, _ in unset)}, one per data directory: every "
+                f"process must share DATA_DIR, or set {', '.join(name for _, name in unset)}"
+            )
+        return self
+
     @property
     def is_development(self) -> bool:
         return self.environment in ("development", "test")
@@ -580,13 +639,25 @@ class Settings(BaseSettings):
 
     def masked(self) -> dict[str, Any]:
         """Effective settings for display, secrets masked."""
+        # Settings left empty take a value made of others: the one taken is shown.
+        derived: dict[str, Any] = {
+            "database_url": self.effective_database_url,
+            "backup_dir": self.effective_backup_dir,
+            "log_dir": self.effective_log_dir,
+            "acme_webroot": self.effective_acme_webroot,
+            "jobs_inprocess_workers": self.run_jobs_in_process,
+        }
         shown: dict[str, Any] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
+            if value in (None, "") and name in derived:
+                value = derived[name]
+            secret = name in SECRET_FIELDS or isinstance(value, SecretStr)
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
-            if name in SECRET_FIELDS and value:
-                value = _mask(str(value))
+            if secret and value:
+                # A Sentry DSN's key is where a URL's user name goes.
+                value = _mask(str(value), user_is_secret=name == "sentry_dsn")
             elif name == "jwt_secret" and self.jwt_secret_file.is_file():
                 value = f"(generated, in {self.jwt_secret_file})"
             elif isinstance(value, Path):
@@ -608,15 +679,24 @@ def _port_number(value: str, name: str) -> int:
 _DIGITS = re.compile(r"[0-9]+")
 
 
-def _mask(value: str) -> str:
-    if "://" in value and "@" in value:
-        scheme, rest = value.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
+def _mask(value: str, *, user_is_secret: bool = False) -> str:
+    """A URL with its password masked (only one it holds), any other secret whole."""
+    if "://" not in value:
+        return "****"
+    scheme, rest = value.split("://", 1)
+    credentials, _, host = rest.rpartition("@")
+    user, _, password = credentials.partition(":")
+    if user_is_secret and user:
+        return f"{scheme}://****@{host}"
+    if password:
         return f"{scheme}://{user}:****@{host}"
-    if "://" in value:
-        return value
-    return "****"
+    return value
+
+
+def _is_placeholder(value: Any) -> bool:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return isinstance(value, str) and PLACEHOLDER in value
 
 
 def read_or_create_secret(path: Path, nbytes: int = 48) -> str:

@@ -27,9 +27,11 @@ def announce_admin_password(password: str, settings: Settings) -> None:
 
 
 async def prepare_database(db: Database, settings: Settings) -> None:
-    """Migrate (unless AUTO_MIGRATE=false) and create the first admin."""
+    """Migrate (with AUTO_MIGRATE=false: check it was) and create the first admin."""
     if settings.auto_migrate:
         await db.migrate()
+    else:
+        await db.check_schema()
     async with db.session() as session:
         password = await auth_service.bootstrap_admin(session, settings)
     if password:

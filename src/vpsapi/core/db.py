@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 import structlog
@@ -33,6 +33,9 @@ from sqlalchemy.types import TypeDecorator
 
 from vpsapi.config import Settings, SettingsError
 from vpsapi.core.errors import AppError, BadRequest, ServiceUnavailable
+
+if TYPE_CHECKING:
+    from alembic.script import ScriptDirectory
 
 log = structlog.get_logger("vpsapi.db")
 
@@ -210,6 +213,12 @@ class Database:
                     await conn.execute(text("SELECT pg_advisory_unlock(74631001)"))
                     await conn.commit()
 
+    async def check_schema(self) -> None:
+        """Refuse a schema this vpsapi's migrations have not brought up to date (with
+        AUTO_MIGRATE=false nothing else would, and the first query would fail instead)."""
+        async with self.engine.connect() as conn:
+            await conn.run_sync(check_schema)
+
     @contextmanager
     def _file_lock(self) -> Iterator[None]:
         if not self.settings.is_sqlite:
@@ -237,18 +246,14 @@ def alembic_config(connection: Connection | None = None) -> Any:
 
 def run_migrations(connection: Connection) -> None:
     from alembic import command
-    from alembic.script import ScriptDirectory
     from alembic.util import CommandError
 
     config = alembic_config(connection)
     try:
         command.upgrade(config, "heads")
     except CommandError as exc:
-        current = {
-            row[0] for row in connection.execute(text("SELECT version_num FROM alembic_version"))
-        }
-        known = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
-        if unknown := sorted(current - known):
+        current = _applied_revisions(connection)
+        if unknown := sorted(current - _known_revisions(_scripts(config))):
             # A downgrade of the program, not of the data: alembic's own words are a
             # traceback that names a revision and no way out.
             raise SettingsError(
@@ -257,6 +262,39 @@ def run_migrations(connection: Connection) -> None:
                 "before the upgrade. AUTO_MIGRATE=false starts this one as it is, at your risk."
             ) from exc
         raise
+
+
+def check_schema(connection: Connection) -> None:
+    current = _applied_revisions(connection)
+    if not current:
+        raise SettingsError(
+            "The database has no schema yet and AUTO_MIGRATE=false: run `vpsapi migrate` first"
+        )
+    scripts = _scripts(alembic_config(connection))
+    if current - _known_revisions(scripts):
+        return  # a newer vpsapi's: started as it is, at the operator's risk (run_migrations)
+    if behind := sorted(set(scripts.get_heads()) - current):
+        raise SettingsError(
+            f"The database's schema is older than this vpsapi ({', '.join(behind)} not applied) "
+            "and AUTO_MIGRATE=false: run `vpsapi migrate` first"
+        )
+
+
+def _applied_revisions(connection: Connection) -> set[str]:
+    """The revisions the database was migrated to; none when it never was."""
+    from alembic.migration import MigrationContext
+
+    return set(MigrationContext.configure(connection).get_current_heads())
+
+
+def _scripts(config: Any) -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(config)
+
+
+def _known_revisions(scripts: ScriptDirectory) -> set[str]:
+    return {script.revision for script in scripts.walk_revisions()}
 
 
 # SQLSTATEs of text PostgreSQL cannot store (a NUL inside JSON, say): the input's fault.
