@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from typing import Any
@@ -152,3 +153,31 @@ async def test_another_accounts_device_is_shared_only_with_its_password(
     assert await _register_device(client, real_id, carol["id"]) == vid
     mine = await client.post("/api/devices", json={"vid": vid}, headers=carol_auth)
     assert mine.status_code == 201, mine.text
+
+
+async def test_two_accounts_binding_at_once_make_one_owner(
+    client: httpx.AsyncClient, create_user: Any
+) -> None:
+    """Two accounts with a live binding of the same camera, adding it at the same moment:
+    the second must meet the first's ownership (and its camera password) as it would a
+    moment later, not both pass the check before either is written."""
+    alice, alice_auth = await create_user()
+    bob, bob_auth = await create_user()
+    for _ in range(10):
+        real_id = "REAL" + secrets.token_hex(8).upper()
+        vid = await _register_device(client, real_id, alice["id"])
+        assert await _register_device(client, real_id, bob["id"]) == vid
+        answers = await asyncio.gather(
+            client.post(
+                "/api/devices", json={"vid": vid, "password": "cam-secret"}, headers=alice_auth
+            ),
+            client.post("/api/devices", json={"vid": vid}, headers=bob_auth),
+        )
+        assert sorted(a.status_code for a in answers) == [201, 409], [a.text for a in answers]
+        refused = next(a for a in answers if a.status_code == 409)
+        assert refused.json()["error"] == "Device bound to another account"
+        owners = [
+            vid in {d["vid"] for d in (await client.get("/api/devices", headers=auth)).json()}
+            for auth in (alice_auth, bob_auth)
+        ]
+        assert owners == [a.status_code == 201 for a in answers]

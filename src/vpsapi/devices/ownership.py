@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import structlog
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -50,7 +50,9 @@ async def bind(
         raise NotFound(
             "No pending binding of this device for you", body={"error": "Binding not found"}
         )
-    device = (await session.execute(select(Device).where(Device.virtual_id == vid))).scalar_one()
+    # Who else owns it is read only once the device is locked: two accounts binding it
+    # at once would otherwise both find no owner, and both become one.
+    device = await _lock_device(session, vid)
     await _check_may_share(session, keys, device, user_id, vid, password)
     owned = UserDevice(
         user_id=user_id,
@@ -65,6 +67,21 @@ async def bind(
         raise Conflict(body={"error": "Device already bound"}) from None
     await session.delete(binding)
     return owned, device
+
+
+async def _lock_device(session: AsyncSession, vid: str) -> Device:
+    """The device, its row held until the transaction ends: whoever binds it meanwhile
+    waits, then sees this binding. An UPDATE is a lock on both databases (SQLite has no
+    row locks and ignores FOR UPDATE, but a write takes its one write lock); the
+    timestamp it moves is the device row's own."""
+    return (
+        await session.scalars(
+            update(Device)
+            .where(Device.virtual_id == vid)
+            .values(updated_at=utcnow())
+            .returning(Device)
+        )
+    ).one()
 
 
 async def _check_may_share(
