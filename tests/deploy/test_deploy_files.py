@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from support import ROOT, free_port, render_nginx_site
-from vpsapi.config import Settings
+from vpsapi.config import PLACEHOLDER, Settings
 from vpsapi.core.storage import create_storage
 from vpsapi.devices.params import ParamKeys
 
@@ -102,12 +102,13 @@ def test_kubernetes_manifests() -> None:
 def _settings_from_env(
     env: dict[str, str], data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Settings:
-    """The settings a process started with exactly this environment reads."""
+    """The settings a process started with exactly this environment reads, once the
+    operator has put values in place of the placeholders (a production start refuses them)."""
     with monkeypatch.context() as patch:
         for name in [*os.environ]:
             patch.delenv(name)
         for name, value in {**env, "DATA_DIR": str(data_dir)}.items():
-            patch.setenv(name, value)
+            patch.setenv(name, value.replace(PLACEHOLDER, "set-by-the-operator"))
         return Settings(_env_file=None)  # type: ignore[call-arg]
 
 
