@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import re
+from typing import Any
 
 import httpx
 import pytest
@@ -315,3 +316,34 @@ async def test_malformed_json_is_fastapis_422_on_seed_002_paths_only(
     assert (jobs.status_code, jobs.json()["error"]) == (400, "Malformed JSON in request body")
     v1 = await client.post("/api/v1/auth/login", content=b"{bad", headers=headers)
     assert (v1.status_code, v1.json()["message"]) == (400, "Malformed JSON in request body")
+
+
+MALFORMED = "Malformed JSON in request body"
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "answer"),
+    [
+        (  # seed 002: FastAPI's own
+            "/api/monitoring/alerts/rules",
+            422,
+            {
+                "detail": [{"type": "json_invalid", "loc": ["body"], "msg": "JSON decode error"}],
+                "error": MALFORMED,
+            },
+        ),
+        ("/api/v1/users", 400, {"error": "BadRequest", "message": MALFORMED}),
+        ("/api/push/tokens", 400, {"error": MALFORMED}),
+    ],
+)
+async def test_json_nested_too_deep_is_a_malformed_body_in_each_family(
+    client: httpx.AsyncClient, path: str, status: int, answer: dict[str, Any]
+) -> None:
+    """Valid JSON nested past what Python's parser recurses into (a RecursionError inside)
+    was Starlette's 400 "There was an error parsing the body" on routes that FastAPI
+    parses; routes reading the body themselves already refused it as malformed."""
+    headers = {**(await _admin_headers(client)), "Content-Type": "application/json"}
+    response = await client.post(path, content=b"[" * 5000 + b"]" * 5000, headers=headers)
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert {key: body[key] for key in answer} == answer

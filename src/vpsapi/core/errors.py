@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match, Mount
 
 from vpsapi.core.context import client_ip_var, request_id_var
@@ -142,6 +143,14 @@ class ClientClosedRequest(AppError):
     status_code = 499
     code = "ClientClosedRequest"
     message = "The client closed the request"
+
+
+class RangeNotSatisfiable(AppError):
+    """A download's Range that starts past the file's end (`Content-Range: bytes */<size>`)."""
+
+    status_code = 416
+    code = "RangeNotSatisfiable"
+    message = "Range not satisfiable"
 
 
 class BadGateway(AppError):
@@ -408,12 +417,23 @@ def allowed_methods(request: Request) -> str | None:
     return ", ".join([*allowed, "OPTIONS"])
 
 
+async def _client_disconnect_handler(request: Request, exc: Exception) -> JSONResponse:
+    """The client went while its body was read (a dropped connection, a broken chunked
+    body): nginx's 499, as a chat whose client left, not a server error with a traceback.
+    No one reads the answer; the access log and the metrics count it."""
+    return await _app_error_handler(request, ClientClosedRequest())
+
+
 async def _http_exception_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    if isinstance(exc.__cause__, UnicodeDecodeError):
-        # FastAPI's "There was an error parsing the body": a JSON body that is no UTF-8,
-        # answered as any other body that is no JSON.
+    # FastAPI's "There was an error parsing the body" hides why it could not read one.
+    if isinstance(exc.__cause__, UnicodeDecodeError | RecursionError):
+        # A JSON body that is no UTF-8, or nested deeper than Python's json can recurse
+        # (valid JSON, which `parse_json_body` refuses as malformed too): answered as any
+        # other body that is no JSON.
         return await _app_error_handler(request, MalformedJson())
+    if isinstance(exc.__cause__, ClientDisconnect):
+        return await _client_disconnect_handler(request, exc.__cause__)
     status_code = exc.status_code
     headers = dict(exc.headers or {})
     if status_code == 405 and (allowed := allowed_methods(request)) is not None:
@@ -441,4 +461,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error_handler)
     app.add_exception_handler(RequestValidationError, _request_validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
+    app.add_exception_handler(ClientDisconnect, _client_disconnect_handler)
     app.add_exception_handler(Exception, _unhandled_handler)

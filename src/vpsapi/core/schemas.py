@@ -9,6 +9,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 import pydantic_core
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -43,6 +44,8 @@ def as_utc(value: datetime) -> datetime:
 
 # Use for every datetime a request carries (body or query): out-of-range ones are a 4xx.
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
+# The same, where a moment without a timezone is refused rather than taken as UTC.
+AwareUtcDatetime = Annotated[AwareDatetime, AfterValidator(as_utc)]
 
 
 def refuse_boolean(value: Any) -> Any:

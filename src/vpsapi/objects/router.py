@@ -6,9 +6,9 @@ import mimetypes
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
+from vpsapi.core.downloads import Download
 from vpsapi.core.errors import BadRequest, Forbidden, NotFound
 from vpsapi.core.storage import OBJECTS_PATH, InvalidKey, LocalStorage, SignatureError
 
@@ -42,16 +42,16 @@ def _authorized(request: Request, key: str, expires: str, signature: str) -> Loc
     return storage
 
 
-@router.head("/{key:path}", response_class=FileResponse, include_in_schema=False)
+@router.head("/{key:path}", response_class=Download, include_in_schema=False)
 @router.get(
     "/{key:path}",
-    response_class=FileResponse,
+    response_class=Download,
     summary="Download an object through a signed URL",
     responses=_ERRORS,
 )
 async def get_object(
     key: str, request: Request, expires: Expires = "", signature: Signature = ""
-) -> FileResponse:
+) -> Download:
     storage = _authorized(request, key, expires, signature)
     path = storage.path_for(key)
     if not path.is_file():
@@ -61,7 +61,7 @@ async def get_object(
     media_type = mimetypes.guess_type(path.name)[0] or ""
     if not media_type.startswith(("video/", "audio/", "image/")) or "svg" in media_type:
         media_type = "application/octet-stream"
-    return FileResponse(path, media_type=media_type)
+    return Download(path, media_type=media_type)
 
 
 @router.put(

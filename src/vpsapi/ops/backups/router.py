@@ -8,10 +8,10 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Body, Request, Response, status
-from fastapi.responses import FileResponse
 
 from vpsapi.auth.dependencies import AdminUser, CurrentUser
 from vpsapi.core.db import SessionDep
+from vpsapi.core.downloads import Download
 from vpsapi.ops.audit.service import actor_name, record_audit
 from vpsapi.ops.backups import service
 from vpsapi.ops.backups.schemas import (
@@ -100,13 +100,13 @@ async def create_backup(
 
 @router.get(
     "/download/{filename}",
-    response_class=FileResponse,
+    response_class=Download,
     summary="Download an archive (admins: it holds private keys)",
     responses={200: {"content": {"application/gzip": {}}}, **_FOUND_BY_NAME},
 )
-async def download_backup(filename: str, request: Request, _: AdminUser) -> FileResponse:
+async def download_backup(filename: str, request: Request, _: AdminUser) -> Download:
     path = await _find(request, filename)
-    return FileResponse(path, filename=path.name, media_type="application/gzip")
+    return Download(path, filename=path.name, media_type="application/gzip")
 
 
 @router.post(

@@ -16,6 +16,7 @@ from vpsapi.auth.dependencies import AdminUser, CurrentUser, get_stream_principa
 from vpsapi.core.db import Database, SessionDep, shielded_read, utcnow
 from vpsapi.core.errors import AppError, Unprocessable
 from vpsapi.core.events import Subscription
+from vpsapi.core.schemas import AwareUtcDatetime
 from vpsapi.core.security import Principal
 from vpsapi.core.tasks import cancel_and_wait
 from vpsapi.ops.audit.service import actor_name, record_audit
@@ -81,8 +82,10 @@ async def metrics_history(
     metric: Annotated[
         str | None, Query(max_length=40, description="one metric (default: all)")
     ] = None,
-    from_: Annotated[datetime | None, Query(alias="from", description="default: to - 1h")] = None,
-    to: Annotated[datetime | None, Query(description="default: now")] = None,
+    from_: Annotated[
+        AwareUtcDatetime | None, Query(alias="from", description="default: to - 1h")
+    ] = None,
+    to: Annotated[AwareUtcDatetime | None, Query(description="default: now")] = None,
     step: Annotated[
         int | None, Query(ge=1, le=86400, description="bucket seconds (default: ~360 points)")
     ] = None,
@@ -92,9 +95,9 @@ async def metrics_history(
             metric = canonical_metric(metric)
         except ValueError as exc:
             raise Unprocessable(f"metric: {exc}") from exc
-    end = _aware(to) if to else utcnow()
+    end = to or utcnow()
     try:
-        start = _aware(from_) if from_ else end - HISTORY_DEFAULT_RANGE
+        start = from_ or end - HISTORY_DEFAULT_RANGE
     except OverflowError as exc:  # `to` in the first hour of year 1
         raise Unprocessable("`to` is too early to default `from` to an hour before") from exc
     if step is None:
@@ -103,12 +106,6 @@ async def metrics_history(
         step = max(math.ceil(span / HISTORY_DEFAULT_POINTS), math.ceil(interval))
     points = await service.history(session, metric, start, end, step)
     return MetricsHistory(metric=metric, from_=start, to=end, step=step, metrics=points)
-
-
-def _aware(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        raise Unprocessable("timestamps need a timezone (e.g. 2024-01-01T00:00:00Z)")
-    return moment
 
 
 # ---- alert rules ----------------------------------------------------------------------
