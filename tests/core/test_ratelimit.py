@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import httpx
 import pytest
 from limits import WindowStats
 
 from support import ADMIN_EMAIL, ADMIN_PASSWORD, SHARED_API_KEY, login
+from vpsapi.auth import service as auth_service
 from vpsapi.config import Settings
-from vpsapi.core.ratelimit import RateLimitMiddleware
+from vpsapi.core.ratelimit import AUTH_TIER, KeyOwners, RateLimitMiddleware, create_storage
+from vpsapi.core.security import TokenCodec
 
 
 @pytest.fixture
@@ -202,6 +205,125 @@ async def test_auth_tier_counts_failed_attempts_per_ip(make_client) -> None:
     refresh = await client.post("/api/v1/auth/refresh", json={"refreshToken": "not-a-token"})
     assert refresh.status_code == 401
     assert refresh.headers["x-ratelimit-remaining"] == "4"
+
+
+_WRONG_ATTEMPTS = {
+    "/api/v1/auth/login": {"email": ADMIN_EMAIL, "password": "wrong-password"},
+    "/api/auth/login": {"username": "admin", "password": "wrong-password"},
+    "/api/v1/auth/refresh": {"refreshToken": "not-a-token"},
+}
+
+
+@pytest.mark.parametrize("path", list(_WRONG_ATTEMPTS))
+async def test_attempts_sent_at_once_share_the_budget(make_client, path: str) -> None:
+    """A burst from one address gets the limit's worth of answers and no more: an attempt
+    counts while it is checked, not once it has failed, or everything sent at once would
+    be checked (seen: 40 sign-ins at once, 39 wrong and one right, all answered)."""
+    client = await make_client(rate_limit_enabled=True, rate_limit_auth="5/15minutes")
+    answers = await asyncio.gather(
+        *(client.post(path, json=_WRONG_ATTEMPTS[path]) for _ in range(12))
+    )
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [401] * 5 + [429] * 7
+    assert sorted(a.headers["x-ratelimit-remaining"] for a in answers if a.status_code == 401) == [
+        "0",
+        "1",
+        "2",
+        "3",
+        "4",
+    ]
+    # The refused ones answer as a refusal always has.
+    refused = next(answer for answer in answers if answer.status_code == 429)
+    assert refused.headers["x-ratelimit-remaining"] == "0"
+    assert 1 <= int(refused.headers["retry-after"]) <= 900
+
+
+async def test_sign_ins_in_a_burst_give_their_attempt_back(make_client) -> None:
+    """A successful sign-in holds a place in the budget only while it is checked: once it
+    succeeds the place is free again, in the same burst or after it."""
+    client = await make_client(rate_limit_enabled=True, rate_limit_auth="5/15minutes")
+    right = {"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+    wrong = _WRONG_ATTEMPTS["/api/v1/auth/login"]
+    answers = await asyncio.gather(
+        *(client.post("/api/v1/auth/login", json=body) for body in [right, wrong] * 2 + [right])
+    )
+    assert [answer.status_code for answer in answers] == [200, 401, 200, 401, 200]
+    after = [(await client.post("/api/v1/auth/login", json=wrong)) for _ in range(4)]
+    assert [(a.status_code, a.headers["x-ratelimit-remaining"]) for a in after] == [
+        (401, "2"),
+        (401, "1"),
+        (401, "0"),
+        (429, "0"),
+    ]
+
+
+async def test_an_attempt_that_breaks_does_not_count(
+    make_client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attempt is held while it is checked; one that ends in an error, not a refusal of
+    its credentials, guessed nothing and gives its place back."""
+    # JSON logs: the console's rendering of the error's traceback takes seconds.
+    client = await make_client(
+        rate_limit_enabled=True, rate_limit_auth="1/15minutes", log_format="json"
+    )
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("database gone")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(auth_service, "login", broken)
+        broke = await client.post("/api/v1/auth/login", json=_WRONG_ATTEMPTS["/api/v1/auth/login"])
+        assert broke.status_code == 500
+    bad = await client.post("/api/v1/auth/login", json=_WRONG_ATTEMPTS["/api/v1/auth/login"])
+    assert (bad.status_code, bad.headers["x-ratelimit-remaining"]) == (401, "0")
+
+
+async def test_a_sign_in_outlasting_its_window_gives_nothing_back_to_the_next(
+    make_client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A success gives its place back to the window it was counted in: once that window
+    is over, the next one's failures stay counted."""
+    client = await make_client(rate_limit_enabled=True, rate_limit_auth="2/3seconds")
+    right = {"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+    wrong = _WRONG_ATTEMPTS["/api/v1/auth/login"]
+    checked = auth_service.login
+
+    async def slow_success(*args: Any, **kwargs: Any) -> Any:
+        tokens = await checked(*args, **kwargs)
+        if kwargs["password"] == ADMIN_PASSWORD:
+            await asyncio.sleep(3.5)  # past the end of the window its attempt opened
+        return tokens
+
+    monkeypatch.setattr(auth_service, "login", slow_success)
+    signing_in = asyncio.create_task(client.post("/api/v1/auth/login", json=right))
+    await asyncio.sleep(3.2)
+    failed = await client.post("/api/v1/auth/login", json=wrong)  # opens the next window
+    assert (failed.status_code, failed.headers["x-ratelimit-remaining"]) == (401, "1")
+    signed_in = await signing_in
+    assert (signed_in.status_code, signed_in.headers["x-ratelimit-remaining"]) == (200, "1")
+    last = await client.post("/api/v1/auth/login", json=wrong)
+    assert (last.status_code, last.headers["x-ratelimit-remaining"]) == (401, "0")
+
+
+async def test_giving_back_to_a_window_gone_meanwhile_leaves_the_next_at_zero(
+    settings_factory, cleanup_scaleout: None
+) -> None:
+    """The window may end between the look at the clock and the store's answer: the
+    count given back to it then lands in a new window, below zero, and is put back."""
+    settings = settings_factory(rate_limit_enabled=True)
+    limiter = RateLimitMiddleware(
+        None,  # type: ignore[arg-type]  # only the store is used
+        settings=settings,
+        codec=TokenCodec(settings.jwt_secret, "test", 60, 60),
+        storage=create_storage(settings),
+        rules=[],
+        key_owners=KeyOwners(),
+    )
+    item = limiter.limits[AUTH_TIER]
+    stats = await limiter.give_back(item, "auth-login", "ip:10.0.0.1", time.time() + 60)
+    assert stats is not None and stats.remaining == item.amount
+    allowed, counted = await limiter.count(item, "auth-login", "ip:10.0.0.1")
+    assert allowed and counted.remaining == item.amount - 1
 
 
 async def test_api_keys_count_as_their_owner(make_client) -> None:

@@ -8,7 +8,9 @@ show the caller's general budget as it stands (seed 001: "every response include
 headers), read within a fraction of a second or left out, so a probe never waits on a
 slow store. The `auth` tier counts failed attempts only (a 401 or 403),
 per client IP and per kind of attempt (a rule's `bucket`: logins, refreshes), so sign-in
-brute force is stopped while a frontend that signs in routinely is never locked out.
+brute force is stopped while a frontend that signs in routinely is never locked out. An
+attempt holds its place while it is checked and gives it back unless refused, so attempts
+sent at once get no more answers than the limit.
 Other tiers count every request per user (a valid access token, or an API key or a token
 exchanged for one, counted as its owner's: keys are free to create), or per IP.
 If the limit store is unreachable the request is let through and a warning logged:
@@ -27,7 +29,6 @@ import structlog
 from fastapi.responses import JSONResponse
 from limits import RateLimitItem, WindowStats, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from limits.aio.strategies import FixedWindowRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vpsapi.config import Settings
@@ -145,7 +146,6 @@ class RateLimitMiddleware:
         self.codec = codec
         self.limits = tier_limits(settings)
         self.storage = storage
-        self.limiter = FixedWindowRateLimiter(storage)
         self.rules = sorted(rules, key=lambda r: len(r.prefix), reverse=True)
         self.window_ends: dict[str, float] = {}
 
@@ -195,17 +195,19 @@ class RateLimitMiddleware:
         tier, counter = rule.tier, rule.counter
         item = self.limits[tier]
         key = self.identity(scope, tier)
+        attempt = tier == AUTH_TIER
         try:
-            if tier == AUTH_TIER:
-                allowed = await self.limiter.test(item, counter, key)
-                stats = await self.limiter.get_window_stats(item, counter, key)
-            else:
-                allowed, stats = await self.count(item, counter, key)
+            # Counted and tested in one step. An attempt to sign in too, before it is
+            # checked (given back below unless refused): counted once it had failed,
+            # every attempt sent at once would be checked.
+            allowed, stats = await self.count(item, counter, key, window_may_restart=attempt)
         except Exception as exc:
             log.warning("ratelimit_store_unavailable", error=str(exc))
             await self.app(scope, receive, send)
             return
         if not allowed:
+            if attempt:  # refused unchecked, it guessed nothing: the count is of attempts
+                await self.give_back(item, counter, key, stats.reset_time)
             retry_after = max(1, math.ceil(stats.reset_time - time.time()))
             security_log.warning(
                 "rate_limit_exceeded",
@@ -232,26 +234,29 @@ class RateLimitMiddleware:
             await response(scope, receive, send)
             return
 
+        settled = not attempt
+
         async def send_with_headers(message: Message) -> None:
+            nonlocal settled, stats
             if message["type"] == "http.response.start":
-                remaining, reset_time = stats.remaining, stats.reset_time
-                if tier == AUTH_TIER and message["status"] in _REFUSED_CREDENTIALS:
-                    # A failed attempt counts, and the answer already says so. Not any 4xx:
-                    # a browser's GET of the login URL (405) or a malformed body cannot
-                    # guess a password, and must not lock its address out.
-                    try:
-                        await self.limiter.hit(item, counter, key)
-                        counted = await self.limiter.get_window_stats(item, counter, key)
-                        remaining, reset_time = counted.remaining, counted.reset_time
-                    except Exception as exc:
-                        log.warning("ratelimit_store_unavailable", error=str(exc))
+                if not settled and message["status"] not in _REFUSED_CREDENTIALS:
+                    # Only a refused attempt keeps its place, and the answer already says
+                    # so. Not any 4xx: a browser's GET of the login URL (405) or a malformed
+                    # body cannot guess a password, and must not lock its address out.
+                    stats = await self.give_back(item, counter, key, stats.reset_time) or stats
+                settled = True
                 message["headers"] = [
                     *message.get("headers", []),
-                    *_headers(item, remaining, reset_time),
+                    *_headers(item, stats.remaining, stats.reset_time),
                 ]
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            if not settled:  # no answer of its own (an error, the client gone): nothing guessed
+                with anyio.CancelScope(shield=True):
+                    await self.give_back(item, counter, key, stats.reset_time)
 
     async def _with_budget_shown(self, scope: Scope, send: Send) -> Send:
         """`send`, adding the general tier's headers as the window stands, uncounted."""
@@ -283,13 +288,17 @@ class RateLimitMiddleware:
         window_end = await self._window_end(storage_key, time.time()) if count else 0.0
         return WindowStats(window_end, max(0, item.amount - count))
 
-    async def count(self, item: RateLimitItem, counter: str, key: str) -> tuple[bool, WindowStats]:
+    async def count(
+        self, item: RateLimitItem, counter: str, key: str, *, window_may_restart: bool = False
+    ) -> tuple[bool, WindowStats]:
         """Count one request: whether it is within the limit, and the window after it.
 
         One round trip to the store as a rule (the limiter's hit and window stats took
         three): the count comes back from the increment, and a fixed window's end never
         moves, so this process asks for it once per window, or not at all when its own
-        request opened the window."""
+        request opened the window. Unless `window_may_restart`: a window whose every count
+        was given back starts again at its next count, maybe in another process, so its
+        end is asked of the store each time (attempts to sign in are few)."""
         storage_key = item.key_for(counter, key)
         expiry = item.get_expiry()
         count = await self.storage.incr(storage_key, expiry)
@@ -297,9 +306,35 @@ class RateLimitMiddleware:
         if count == 1:
             window_end = now + expiry
             self._remember_window_end(storage_key, window_end, now)
+        elif window_may_restart:
+            window_end = await self.storage.get_expiry(storage_key)
         else:
             window_end = await self._window_end(storage_key, now)
         return count <= item.amount, WindowStats(window_end, max(0, item.amount - count))
+
+    async def give_back(
+        self, item: RateLimitItem, counter: str, key: str, window_end: float
+    ) -> WindowStats | None:
+        """Uncount a request `count` counted in the window ending at `window_end`: the
+        window after it, or None if the store did not answer (the request stays counted).
+
+        The Redis store has no decrement, so on either store one is added negatively. If
+        the window ended meanwhile, the count is another window's and stays as it is; if it
+        ended between the look at the clock and the store's answer, the count went below
+        zero in a new window, and is put back."""
+        try:
+            if time.time() >= window_end:
+                return await self.peek(item, counter, key)
+            storage_key = item.key_for(counter, key)
+            expiry = item.get_expiry()
+            count = await self.storage.incr(storage_key, expiry, -1)
+            if count < 0:
+                count = await self.storage.incr(storage_key, expiry, 1)
+        except Exception as exc:
+            log.warning("ratelimit_store_unavailable", error=str(exc))
+            return None
+        # Nothing counted: the next count opens a window, as in `_headers`.
+        return WindowStats(window_end if count else 0.0, max(0, item.amount - count))
 
     async def _window_end(self, storage_key: str, now: float) -> float:
         """When a counted window ends: asked of the store once per window per process."""
