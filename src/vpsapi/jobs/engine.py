@@ -347,28 +347,38 @@ class JobEngine:
         payload = decode_blob(job.payload)
         reporter = ProgressReporter(self, job.id)
         timeout = processor.timeout or job.timeout_seconds
-        task = asyncio.current_task()
-        assert task is not None
-        self._running[job.id] = task
         attempt_over = asyncio.Event()
         keeper = asyncio.create_task(self._keep_lease(job.id, attempt_over))
         set_job_context(JobContext(job.id, job.owner, self.settings, self.db, self.events))
+        # The processor runs in a task of its own, and that task is what a cancel request
+        # cancels: a request's notice can come after the work has ended, and it must then
+        # find nothing to cancel, not the finish under way nor the worker running it.
+        work = asyncio.create_task(
+            asyncio.wait_for(
+                processor.process(payload["data"], payload.get("options", {}), reporter),
+                timeout,
+            ),
+            name=f"job-work-{job.id}",
+        )
+        self._running[job.id] = work
         try:
             try:
-                result = await asyncio.wait_for(
-                    processor.process(payload["data"], payload.get("options", {}), reporter),
-                    timeout,
-                )
+                result = await work
             finally:
+                # The work has ended (awaiting it waits until it has). The entry may be
+                # another run's, of the same job re-claimed after this one lost its lease.
+                if self._running.get(job.id) is work:
+                    del self._running[job.id]
                 await reporter.close()  # no deferred progress write after the outcome
         except asyncio.CancelledError:
-            # Either a cancel request for this job or the worker shutting down: in both
-            # cases the row decides (cancelled stays cancelled; otherwise the lease
-            # expires and another worker retries it).
+            # The work was cancelled by a cancel request for this job, or by the worker
+            # shutting down (then maybe this task too): the row decides. Cancelled stays
+            # cancelled; otherwise the job is handed back for another worker to take.
             if not await self._is_cancelled(job.id):
                 await self.release(job.id)
-                raise
-            task.uncancel()  # handled: the worker loop that ran this job goes on
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this task itself was cancelled: it ends
             return
         except (JobCancelled, LeaseLost):
             return
@@ -384,7 +394,6 @@ class JobEngine:
             # SQLAlchemy terminate its connection.
             attempt_over.set()
             await keeper
-            self._running.pop(job.id, None)
 
     def cancel_running(self) -> None:
         """Cancel every job this process runs (each hands itself back, see `run`)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,10 +40,22 @@ class LocalRunner:
         self.wake.set()
 
     async def start(self) -> None:
-        self.tasks = [
-            asyncio.create_task(self._loop(index), name=f"job-worker-{index}")
-            for index in range(self.concurrency)
-        ]
+        self.tasks = [self._start_loop(index) for index in range(self.concurrency)]
+
+    def _start_loop(self, index: int) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._loop(index), name=f"job-worker-{index}")
+        task.add_done_callback(functools.partial(self._loop_ended, index))
+        return task
+
+    def _loop_ended(self, index: int, task: asyncio.Task[None]) -> None:
+        """A loop ends on stop only. One that died otherwise (a cancellation that was not
+        meant for it, say) is said so and replaced: unnoticed, every loop gone would
+        leave new jobs pending until a restart."""
+        if self.stopping:
+            return
+        error = asyncio.CancelledError() if task.cancelled() else task.exception()
+        log.error("job_worker_died", worker=index, error=repr(error), exc_info=error)
+        self.tasks[index] = self._start_loop(index)
 
     async def stop(self) -> None:
         """Cancel the jobs under way (each is handed back, see JobEngine.run) and let idle
