@@ -1,4 +1,5 @@
-"""Helpers shared by tests (importable as `support`): constants, login, real processes."""
+"""Helpers shared by tests (importable as `support`): constants, login, real processes,
+races."""
 
 from __future__ import annotations
 
@@ -9,11 +10,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from vpsapi.config import Settings
 
@@ -195,3 +200,39 @@ def render_nginx_site(tmp: Path, upstreams: list[str], port: int) -> Path:
         f"proxy_temp_path {tmp}/proxy;\n{site}\n}}\n"
     )
     return conf
+
+
+# ---- races ---------------------------------------------------------------------------
+
+
+def deleted_right_after(
+    monkeypatch: pytest.MonkeyPatch,
+    owner: Any,
+    name: str,
+    table: str,
+    row_id: Callable[[Any], str],
+) -> None:
+    """Make `owner.<name>` (an async function taking the session first) delete the row of
+    `table` with the id `row_id(result)` right after it returns, in the request's own
+    transaction: as a concurrent request's DELETE committed between a service's lookup
+    and its write, on every run and either engine. Plain SQL: the ORM still holds the row
+    it loaded, as it does in the race."""
+    real = getattr(owner, name)
+
+    async def then_deleted(session: AsyncSession, *args: Any, **kwargs: Any) -> Any:
+        found = await real(session, *args, **kwargs)
+        await session.execute(text(f"DELETE FROM {table} WHERE id = :id"), {"id": row_id(found)})
+        return found
+
+    monkeypatch.setattr(owner, name, then_deleted)
+
+
+def same_answer(response: httpx.Response, expected: httpx.Response) -> bool:
+    """Both answered alike: status and body, but for what differs per request."""
+    per_request = {"timestamp", "path", "method", "requestId"}
+
+    def shape(answer: httpx.Response) -> tuple[int, dict[str, Any]]:
+        body = {k: v for k, v in answer.json().items() if k not in per_request}
+        return answer.status_code, body
+
+    return shape(response) == shape(expected)

@@ -6,6 +6,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from support import deleted_right_after, same_answer
+from vpsapi.auth import service
 from vpsapi.auth.models import ApiKey
 
 
@@ -126,3 +128,25 @@ async def test_tokens_of_a_key_end_with_the_key(
         response = await client.get("/api/v1/me", headers=bearer)
         assert response.status_code == 401
         assert response.json()["message"] == message
+
+
+async def test_a_key_for_a_user_deleted_meanwhile_is_refused_as_their_token_is(
+    client: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+    create_user,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The caller deleted by a concurrent request after their token was checked: the key
+    is refused as the token is from then on (was a 500)."""
+    user, headers = await create_user()
+    deleted_right_after(
+        monkeypatch, service, "principal_from_token", "users", lambda caller: caller.user_id
+    )
+    raced = await client.post("/api/v1/api-keys", json={"name": "ci"}, headers=headers)
+    monkeypatch.undo()
+    # Rolled back with the failed request: now deleted for good, as the concurrent
+    # request did.
+    deleted = await client.delete(f"/api/v1/users/{user['id']}", headers=admin_headers)
+    assert deleted.is_success
+    after = await client.get("/api/v1/api-keys", headers=headers)
+    assert after.status_code == 401 and same_answer(raced, after), raced.text

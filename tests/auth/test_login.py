@@ -7,7 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
-from support import ADMIN_EMAIL, ADMIN_PASSWORD, login
+from support import ADMIN_EMAIL, ADMIN_PASSWORD, deleted_right_after, login, same_answer
+from vpsapi.auth import service
 
 
 async def test_v1_login_envelope(client: httpx.AsyncClient) -> None:
@@ -334,3 +335,26 @@ async def test_disabled_user_cannot_log_in(
         "/api/v1/auth/login", json={"email": user["email"], "password": "user-password-123"}
     )
     assert response.status_code == 401
+
+
+@pytest.mark.parametrize("path", ["/api/v1/auth/login", "/api/auth/login"])
+async def test_a_user_deleted_while_logging_in_is_a_wrong_login(
+    client: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+    create_user,
+    monkeypatch: pytest.MonkeyPatch,
+    path: str,
+) -> None:
+    """The user deleted by a concurrent request after their password was checked: answered
+    as the same login is from then on (was a 500)."""
+    user, _ = await create_user()
+    credentials = {"email": user["email"], "password": "user-password-123"}
+    deleted_right_after(monkeypatch, service, "find_user_by_login", "users", lambda found: found.id)
+    raced = await client.post(path, json=credentials)
+    monkeypatch.undo()
+    # Rolled back with the failed request: now deleted for good, as the concurrent
+    # request did.
+    deleted = await client.delete(f"/api/v1/users/{user['id']}", headers=admin_headers)
+    assert deleted.is_success
+    after = await client.post(path, json=credentials)
+    assert after.status_code == 401 and same_answer(raced, after), raced.text

@@ -6,6 +6,9 @@ from typing import Any
 import httpx
 import pytest
 
+from support import deleted_right_after, same_answer
+from vpsapi.citypulse import alerts
+
 BASE = "/api/v1/citypulse"
 
 
@@ -177,3 +180,46 @@ async def test_unknown_alerts_and_sensors(
     assert rule.status_code == 404
     bad_status = await client.get(f"{BASE}/alerts", params={"status": "maybe"}, headers=manager)
     assert bad_status.status_code == 422
+
+
+async def test_a_rule_for_a_sensor_deleted_meanwhile_is_a_404(
+    client: httpx.AsyncClient,
+    manager: dict[str, str],
+    sensor: dict,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sensor deleted by a concurrent request after the check that it exists: answered
+    as an unknown sensor is (was a 500)."""
+    body = {"sensorId": sensor["id"], "name": "x", "condition": "above", "threshold": 1}
+    unknown = await client.post(
+        f"{BASE}/alerts/rules", json=body | {"sensorId": "nope"}, headers=manager
+    )
+    deleted_right_after(
+        monkeypatch, alerts, "get_sensor", "citypulse_sensors", lambda found: found.id
+    )
+    raced = await client.post(f"{BASE}/alerts/rules", json=body, headers=manager)
+    assert unknown.status_code == 404 and same_answer(raced, unknown), raced.text
+
+
+async def test_readings_are_kept_when_the_rule_they_breach_is_deleted_meanwhile(
+    client: httpx.AsyncClient,
+    manager: dict[str, str],
+    sensor: dict,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A rule deleted by a concurrent request while readings breaching it are stored: no
+    alert for the rule that is gone, and the readings stay (all of it was a 500)."""
+    body = {"sensorId": sensor["id"], "name": "Heiß", "condition": "above", "threshold": 26}
+    assert (await client.post(f"{BASE}/alerts/rules", json=body, headers=manager)).is_success
+    deleted_right_after(
+        monkeypatch, alerts, "list_rules", "citypulse_alert_rules", lambda rules: rules[0].id
+    )
+    await _send(client, manager, sensor["id"], 0, 30)
+    monkeypatch.undo()
+    assert (await client.get(f"{BASE}/alerts", headers=manager)).json()["data"] == []
+    stored = await client.get(
+        f"{BASE}/sensors/{sensor['id']}/readings",
+        params={"from": "2026-03-01T00:00:00Z", "to": "2026-03-02T00:00:00Z"},
+        headers=manager,
+    )
+    assert [point["value"] for point in stored.json()["data"]["points"]] == [30]

@@ -6,7 +6,8 @@ from typing import Any
 import httpx
 import pytest
 
-from support import ADMIN_EMAIL, ADMIN_PASSWORD, login
+from support import ADMIN_EMAIL, ADMIN_PASSWORD, deleted_right_after, login, same_answer
+from vpsapi.citypulse import service
 from vpsapi.citypulse.models import Building
 
 BASE = "/api/v1/citypulse"
@@ -278,6 +279,25 @@ async def test_a_sensor_may_be_created_at_sensors_naming_its_building(
     )
     assert unknown.status_code == 404
     assert (await client.post(f"{BASE}/sensors", json=body, headers=reader)).status_code == 403
+
+
+async def test_a_sensor_of_a_building_deleted_meanwhile_is_a_404(
+    client: httpx.AsyncClient, manager: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The building deleted by a concurrent request after the check that it exists: its
+    foreign key refuses the sensor, answered as an unknown building is (was a 500)."""
+    building = await _building(client, manager)
+    body = {"buildingId": building["id"], "name": "Gas", "kind": "gas", "unit": "m3"}
+    unknown = await client.post(
+        f"{BASE}/sensors", json={**body, "buildingId": "nope"}, headers=manager
+    )
+    deleted_right_after(
+        monkeypatch, service, "get_building", "citypulse_buildings", lambda found: found.id
+    )
+    raced = await client.post(f"{BASE}/sensors", json=body, headers=manager)
+    assert unknown.status_code == 404 and same_answer(raced, unknown), raced.text
+    monkeypatch.undo()
+    assert (await client.get(f"{BASE}/sensors", headers=manager)).json()["data"] == []
 
 
 async def test_citypulse_turned_off_answers_503(make_client: Any) -> None:

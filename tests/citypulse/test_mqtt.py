@@ -22,7 +22,15 @@ import httpx
 import paho.mqtt.client as paho
 import pytest
 
-from support import ADMIN_EMAIL, ADMIN_PASSWORD, ServerProcess, free_port, login
+from support import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    ServerProcess,
+    deleted_right_after,
+    free_port,
+    login,
+)
+from vpsapi.citypulse import service
 
 BASE = "/api/v1/citypulse"
 BROKER = ("127.0.0.1", 1883)
@@ -266,6 +274,35 @@ async def test_bad_messages_are_counted_and_ingestion_continues(
     text = (await client.get("/metrics")).text
     delta = {o: metric(text, name, outcome=o) - before[o] for o in before}
     assert delta == {"invalid_payload": 14, "invalid_topic": 2, "unknown_sensor": 2}
+
+
+async def test_readings_of_a_sensor_deleted_meanwhile_count_as_an_unknown_sensor(
+    mqtt_client: Any, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sensor deleted by a concurrent request while its readings are stored: counted
+    and logged as readings of an unknown sensor, not as a failure of the subscriber."""
+    client, headers = mqtt_client
+    building_id, sensor_id = await _building_with_sensor(client, headers)
+    topic = f"{prefix}/{building_id}/{sensor_id}"
+    await wait_subscribed(client, headers, BROKER[1], topic, sensor_id)
+    name = "vpsapi_citypulse_mqtt_messages_total"
+
+    async def counts() -> dict[str, float]:
+        text = (await client.get("/metrics")).text
+        return {o: metric(text, name, outcome=o) for o in ("unknown_sensor", "error")}
+
+    before = await counts()
+    deleted_right_after(
+        monkeypatch, service, "get_sensor", "citypulse_sensors", lambda found: found.id
+    )
+    publish(BROKER[1], topic, {"value": 42.0, "time": _iso(T0)})
+
+    async def counted() -> dict[str, float] | None:
+        now = await counts()
+        return now if now != before else None
+
+    after = await poll(counted, "the message to be counted")
+    assert {o: after[o] - before[o] for o in after} == {"unknown_sensor": 1, "error": 0}
 
 
 @pytest.fixture

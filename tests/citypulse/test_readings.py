@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
+from support import deleted_right_after, same_answer
 from vpsapi.citypulse import service
 from vpsapi.citypulse.schemas import ReadingIn
 
@@ -200,3 +201,23 @@ async def test_readings_for_unknown_sensor(
         headers=manager,
     )
     assert response.status_code == 404
+
+
+async def test_readings_of_a_sensor_deleted_meanwhile_are_a_404(
+    client: httpx.AsyncClient,
+    manager: dict[str, str],
+    make_sensor: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sensor (or its building) deleted by a concurrent request after the check that
+    it exists: answered as an unknown sensor is (was a 500)."""
+    sensor = await make_sensor("Halle", "Zähler", "electricity", "kWh")
+    reading = {"timestamp": "2026-01-01T00:00:00Z", "value": 1}
+    unknown = await client.post(f"{BASE}/sensors/nope/readings", json=reading, headers=manager)
+    deleted_right_after(
+        monkeypatch, service, "get_sensor", "citypulse_sensors", lambda found: found.id
+    )
+    raced = await client.post(
+        f"{BASE}/sensors/{sensor['id']}/readings", json=reading, headers=manager
+    )
+    assert unknown.status_code == 404 and same_answer(raced, unknown), raced.text

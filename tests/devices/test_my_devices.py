@@ -8,6 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
+from support import deleted_right_after, same_answer
+from vpsapi.auth import service
+
 
 async def _register(client: httpx.AsyncClient, user_id: str) -> str:
     body = {"realDeviceId": "REAL" + secrets.token_hex(8).upper(), "userId": user_id}
@@ -62,6 +65,29 @@ async def test_bind_list_rename_unbind(client: httpx.AsyncClient, create_user: A
     assert (await client.delete(f"/api/devices/{vid}", headers=alice_auth)).status_code == 204
     assert (await client.get("/api/devices", headers=alice_auth)).json() == []
     assert (await client.delete(f"/api/devices/{vid}", headers=alice_auth)).status_code == 404
+
+
+async def test_binding_for_a_user_deleted_meanwhile_is_refused_as_their_token_is(
+    client: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+    create_user: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The user deleted by a concurrent request after their token was checked: refused as
+    the token is from then on, not called a device bound already."""
+    user, auth = await create_user()
+    vid = await _register(client, user["id"])
+    deleted_right_after(
+        monkeypatch, service, "principal_from_token", "users", lambda caller: caller.user_id
+    )
+    raced = await client.post("/api/devices", json={"vid": vid}, headers=auth)
+    monkeypatch.undo()
+    # Rolled back with the failed request: now deleted for good, as the concurrent
+    # request did.
+    deleted = await client.delete(f"/api/v1/users/{user['id']}", headers=admin_headers)
+    assert deleted.is_success
+    after = await client.get("/api/devices", headers=auth)
+    assert after.status_code == 401 and same_answer(raced, after), raced.text
 
 
 async def test_bind_validation(client: httpx.AsyncClient, create_user: Any) -> None:

@@ -7,6 +7,9 @@ from typing import Any
 import httpx
 import pytest
 
+from support import deleted_right_after, same_answer
+from vpsapi.auth import service
+
 
 async def test_push_token_register_and_delete(client: httpx.AsyncClient, create_user: Any) -> None:
     _, alice = await create_user()
@@ -26,6 +29,29 @@ async def test_push_token_register_and_delete(client: httpx.AsyncClient, create_
     assert deleted.status_code == 204
     again = await client.request("DELETE", "/api/push/tokens", json=body, headers=alice)
     assert again.status_code == 404
+
+
+async def test_a_token_of_a_user_deleted_meanwhile_is_refused_as_their_token_is(
+    client: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+    create_user: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The user deleted by a concurrent request after their token was checked: refused as
+    the token is from then on (the push token was silently not stored, with a 204)."""
+    user, auth = await create_user()
+    deleted_right_after(
+        monkeypatch, service, "principal_from_token", "users", lambda caller: caller.user_id
+    )
+    token = {"token": "fcm-token-gone", "platform": "fcm"}
+    raced = await client.post("/api/push/tokens", json=token, headers=auth)
+    monkeypatch.undo()
+    # Rolled back with the failed request: now deleted for good, as the concurrent
+    # request did.
+    deleted = await client.delete(f"/api/v1/users/{user['id']}", headers=admin_headers)
+    assert deleted.is_success
+    after = await client.post("/api/push/tokens", json=token, headers=auth)
+    assert after.status_code == 401 and same_answer(raced, after), raced.status_code
 
 
 async def test_alarm_without_a_configured_provider_notifies_nobody(

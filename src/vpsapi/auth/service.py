@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from vpsapi.auth.models import ApiKey, AuthSession, User
 from vpsapi.auth.passwords import check_new_password
 from vpsapi.config import Settings, SettingsError
-from vpsapi.core.db import new_id, utcnow
+from vpsapi.core.db import answer_if_deleted_meanwhile, new_id, utcnow
 from vpsapi.core.errors import BadRequest, Conflict, NotFound, Unauthorized
 from vpsapi.core.logging import SECURITY_LOGGER
 from vpsapi.core.security import (
@@ -262,7 +262,7 @@ async def login(
     user = await find_user_by_login(session, login_name)
     if not await verify_password(password, user.password_hash if user else None) or user is None:
         security_log.warning("login_failed", ip=ip, reason="bad_credentials")
-        raise Unauthorized("Invalid email or password")
+        raise _bad_credentials()
     if not user.is_active:
         security_log.warning("login_failed", ip=ip, reason="inactive", user_id=user.id)
         raise Unauthorized("Account is disabled")
@@ -278,9 +278,15 @@ async def login(
         user_agent=(user_agent or "")[:255] or None,
     )
     session.add(auth_session)
-    await session.flush()
+    # Deleted by a concurrent request since the lookup above: as the next try will be.
+    with answer_if_deleted_meanwhile(_bad_credentials()):
+        await session.flush()
     security_log.info("login_succeeded", ip=ip, user_id=user.id)
     return _issue(codec, user, auth_session.id, auth_session.refresh_jti)
+
+
+def _bad_credentials() -> Unauthorized:
+    return Unauthorized("Invalid email or password")
 
 
 def _issue(codec: TokenCodec, user: User, session_id: str, refresh_jti: str) -> IssuedTokens:
@@ -506,6 +512,12 @@ async def principal_from_api_key(session: AsyncSession, key: str, ip: str | None
     return _user_principal(user, {}, api_key.id)
 
 
+def token_revoked() -> Unauthorized:
+    """The answer to a token whose login ended or whose user is gone, deleted before the
+    request or while it ran."""
+    return Unauthorized("Token revoked")
+
+
 async def principal_from_token(session: AsyncSession, codec: TokenCodec, token: str) -> Principal:
     claims = codec.decode(token)
     subject = claims.get("sub")
@@ -536,7 +548,7 @@ async def principal_from_token(session: AsyncSession, codec: TokenCodec, token: 
             )
         ).first()
         if row is None or row.revoked_at is not None:
-            raise Unauthorized("Token revoked")
+            raise token_revoked()
         if not row.is_active:
             raise Unauthorized("Account is disabled")
         return _user_principal(row, claims)
@@ -560,7 +572,7 @@ async def principal_from_token(session: AsyncSession, codec: TokenCodec, token: 
             )
         ).first()
         if key_row is None or key_row.revoked_at is not None or not key_row.is_active:
-            raise Unauthorized("Token revoked")
+            raise token_revoked()
         if key_row.expires_at is not None and key_row.expires_at <= utcnow():
             raise Unauthorized("API key expired")
         return _user_principal(key_row, claims, key_row.api_key_id)
@@ -582,7 +594,8 @@ async def create_api_key(
         expires_at=(utcnow() + timedelta(days=expires_in_days)) if expires_in_days else None,
     )
     session.add(api_key)
-    await session.flush()
+    with answer_if_deleted_meanwhile(token_revoked()):  # the user, since their token was read
+        await session.flush()
     return api_key, key
 
 

@@ -7,16 +7,18 @@ manager resolves it; the resolved alerts are the history."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
 
 from vpsapi.citypulse.metrics import ALERTS_OPENED
 from vpsapi.citypulse.models import Alert, AlertRule, Reading
 from vpsapi.citypulse.schemas import AlertRuleIn
-from vpsapi.citypulse.service import get_sensor
-from vpsapi.core.db import utcnow
+from vpsapi.citypulse.service import get_sensor, sensor_not_found
+from vpsapi.core.db import answer_if_deleted_meanwhile, is_deleted_meanwhile, utcnow
 from vpsapi.core.errors import Conflict, NotFound
 
 ACTIVE = ("open", "acknowledged")
@@ -26,7 +28,8 @@ async def create_rule(session: AsyncSession, data: AlertRuleIn) -> AlertRule:
     await get_sensor(session, data.sensor_id)
     rule = AlertRule(**data.model_dump())
     session.add(rule)
-    await session.flush()
+    with answer_if_deleted_meanwhile(sensor_not_found()):  # since the check above
+        await session.flush()
     return rule
 
 
@@ -78,12 +81,7 @@ async def evaluate_sensor(session: AsyncSession, sensor_id: str) -> list[Alert]:
             else latest_value < rule.threshold
         )
         if not breaching:
-            if active is not None:
-                active.status, active.resolved_at, active.resolved_by = (
-                    "resolved",
-                    utcnow(),
-                    "system",
-                )
+            if active is not None and await _applied(session, _auto_resolve, active):
                 changed.append(active)
             continue
         if active is not None:
@@ -112,11 +110,28 @@ async def evaluate_sensor(session: AsyncSession, sensor_id: str) -> list[Alert]:
             trigger_value=latest_value,
             opened_at=utcnow(),
         )
-        session.add(alert)
-        ALERTS_OPENED.labels(severity=rule.severity).inc()
-        changed.append(alert)
-    await session.flush()
+        if await _applied(session, session.add, alert):
+            ALERTS_OPENED.labels(severity=rule.severity).inc()
+            changed.append(alert)
     return changed
+
+
+def _auto_resolve(alert: Alert) -> None:
+    alert.status, alert.resolved_at, alert.resolved_by = "resolved", utcnow(), "system"
+
+
+async def _applied(session: AsyncSession, change: Callable[[Alert], None], alert: Alert) -> bool:
+    """Make one alert change (opened, resolved) in a savepoint of its own. False when the
+    rule was deleted by a concurrent request since it was read, its alerts with it: that
+    rule's change is dropped, the readings and the other rules' changes are kept."""
+    try:
+        async with session.begin_nested():
+            change(alert)
+    except (IntegrityError, StaleDataError) as exc:
+        if not is_deleted_meanwhile(exc):
+            raise
+        return False
+    return True
 
 
 async def list_alerts(

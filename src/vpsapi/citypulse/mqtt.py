@@ -174,18 +174,20 @@ class MqttIngestor:
                 async with self.db.session() as session:
                     try:
                         sensor = await service.get_sensor(session, sensor_id)
-                    except NotFound:
-                        sensor = None
-                    if sensor is None or sensor.building_id != building_id:
-                        raise BadMessage("unknown_sensor", "no such sensor in that building")
-                    await ingest.record_readings(
-                        session,
-                        self.runtime,
-                        sensor_id,
-                        batch.timed,
-                        transport="mqtt",
-                        received=batch.received,
-                    )
+                        if sensor.building_id != building_id:
+                            raise service.sensor_not_found()
+                        await ingest.record_readings(
+                            session,
+                            self.runtime,
+                            sensor_id,
+                            batch.timed,
+                            transport="mqtt",
+                            received=batch.received,
+                        )
+                    except NotFound:  # unknown, or deleted while its readings were stored
+                        raise BadMessage(
+                            "unknown_sensor", "no such sensor in that building"
+                        ) from None
             except BadMessage as exc:
                 for topic in topics:
                     self._reject(topic, exc)

@@ -32,7 +32,7 @@ from vpsapi.citypulse.schemas import (
     SensorIn,
     SensorPatch,
 )
-from vpsapi.core.db import utcnow
+from vpsapi.core.db import answer_if_deleted_meanwhile, utcnow
 from vpsapi.core.errors import BadRequest, Conflict, NotFound, ValidationFailed
 
 STEP_MS = {"5m": 300_000, "1h": 3_600_000, "1d": 86_400_000}
@@ -130,10 +130,14 @@ async def create_building(session: AsyncSession, data: BuildingIn, owner: str) -
     return building
 
 
+def building_not_found() -> NotFound:
+    return NotFound("Building not found")
+
+
 async def get_building(session: AsyncSession, building_id: str) -> Building:
     building = await session.get(Building, building_id)
     if building is None:
-        raise NotFound("Building not found")
+        raise building_not_found()
     return building
 
 
@@ -191,14 +195,19 @@ async def create_sensor(session: AsyncSession, building_id: str, data: SensorIn)
     # A sensor's own fields (a body may also name the building).
     sensor = Sensor(building_id=building_id, **data.model_dump(include=set(SensorIn.model_fields)))
     session.add(sensor)
-    await session.flush()
+    with answer_if_deleted_meanwhile(building_not_found()):  # since the check above
+        await session.flush()
     return sensor
+
+
+def sensor_not_found() -> NotFound:
+    return NotFound("Sensor not found")
 
 
 async def get_sensor(session: AsyncSession, sensor_id: str) -> Sensor:
     sensor = await session.get(Sensor, sensor_id)
     if sensor is None:
-        raise NotFound("Sensor not found")
+        raise sensor_not_found()
     return sensor
 
 
@@ -249,19 +258,20 @@ async def ingest_readings(
     await get_sensor(session, sensor_id)
     latest: dict[int, float] = {to_ms(r.timestamp): r.value for r in readings}
     stamps = list(latest)
-    for start in range(0, len(stamps), INSERT_CHUNK):
-        chunk = {ts: latest[ts] for ts in stamps[start : start + INSERT_CHUNK]}
-        # An upsert on the primary key: a DELETE ... IN (thousands of stamps) first degraded
-        # to a scan of the whole table per chunk on PostgreSQL as the table grew.
-        upsert, params = _insert_readings(session, sensor_id, chunk)
-        statement = upsert.on_conflict_do_update(
-            index_elements=[Reading.sensor_id, Reading.ts_ms],
-            set_={"value": upsert.excluded.value},
-        )
-        await session.execute(statement, params)
-    for start in range(0, len(received), INSERT_CHUNK):
-        await _insert_received(session, sensor_id, received[start : start + INSERT_CHUNK])
-    await session.flush()
+    with answer_if_deleted_meanwhile(sensor_not_found()):  # since the check above
+        for start in range(0, len(stamps), INSERT_CHUNK):
+            chunk = {ts: latest[ts] for ts in stamps[start : start + INSERT_CHUNK]}
+            # An upsert on the primary key: a DELETE ... IN (thousands of stamps) first
+            # degraded to a scan of the whole table per chunk on PostgreSQL as the table grew.
+            upsert, params = _insert_readings(session, sensor_id, chunk)
+            statement = upsert.on_conflict_do_update(
+                index_elements=[Reading.sensor_id, Reading.ts_ms],
+                set_={"value": upsert.excluded.value},
+            )
+            await session.execute(statement, params)
+        for start in range(0, len(received), INSERT_CHUNK):
+            await _insert_received(session, sensor_id, received[start : start + INSERT_CHUNK])
+        await session.flush()
     return len(readings) + len(received)
 
 

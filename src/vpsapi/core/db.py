@@ -19,7 +19,7 @@ import structlog
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, MetaData, String, event, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -28,11 +28,12 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
 from vpsapi.config import Settings, SettingsError
-from vpsapi.core.errors import AppError, BadRequest, ServiceUnavailable
+from vpsapi.core.errors import AppError, BadRequest, Conflict, ServiceUnavailable
 
 if TYPE_CHECKING:
     from alembic.script import ScriptDirectory
@@ -317,7 +318,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         autocommit = request.method in ("GET", "HEAD")
         async with get_database(request).session(autocommit=autocommit) as session:
             yield session
-    except (PoolTimeout, OperationalError, DBAPIError, OSError) as exc:
+    except (PoolTimeout, OperationalError, DBAPIError, StaleDataError, OSError) as exc:
         answer = database_failure(exc)
         if answer is None:
             raise
@@ -345,6 +346,8 @@ def database_failure(exc: BaseException) -> AppError | None:
         # Every connection busy for DATABASE_POOL_TIMEOUT: the server is overloaded. Shed
         # the request with a retryable answer instead of queueing it further.
         return ServiceUnavailable("Server busy, try again shortly", headers={"Retry-After": "1"})
+    if (conflict := _concurrent_change(exc)) is not None:
+        return conflict
     if isinstance(exc, DBAPIError):
         if _is_unstorable_text(exc):
             return BadRequest("The request holds text the database cannot store")
@@ -353,6 +356,67 @@ def database_failure(exc: BaseException) -> AppError | None:
     elif not (isinstance(exc, OSError) and _is_network_error(exc)):
         return None  # a file the endpoint used, say: not the database's fault
     return ServiceUnavailable("Database unavailable, try again shortly")
+
+
+# The refusals a concurrent request can cause, as PostgreSQL (SQLSTATE) and SQLite
+# (extended result code) name them: a row whose parent it deleted, a duplicate of a row it
+# inserted, and PostgreSQL ending one of two transactions that wait for each other (seen
+# with a building's cascading delete racing readings stored for its sensor) or that cannot
+# be serialised. A NOT NULL or CHECK violation is no race but a bug, left a 500.
+_FOREIGN_KEY = "foreign_key"
+_RACES = {
+    "23503": _FOREIGN_KEY,
+    "23505": "unique",
+    "40P01": "deadlock",
+    "40001": "serialization",
+    "SQLITE_CONSTRAINT_FOREIGNKEY": _FOREIGN_KEY,
+    "SQLITE_CONSTRAINT_UNIQUE": "unique",
+    "SQLITE_CONSTRAINT_PRIMARYKEY": "unique",
+}
+
+
+def _race(exc: DBAPIError) -> str | None:
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "sqlite_errorname", None)
+    return _RACES.get(code or "")
+
+
+def is_deleted_meanwhile(exc: BaseException) -> bool:
+    """Whether a write failed for a row a concurrent request deleted after this one read
+    it: the parent of a new row (a foreign key violation), or the row updated (an UPDATE
+    that matched no row, SQLAlchemy's StaleDataError)."""
+    if isinstance(exc, StaleDataError):
+        return True
+    return isinstance(exc, IntegrityError) and _race(exc) == _FOREIGN_KEY
+
+
+@contextmanager
+def answer_if_deleted_meanwhile(answer: AppError) -> Iterator[None]:
+    """Around a write (a flush, an INSERT) made after a lookup: a concurrent request may
+    delete the row looked up in between, and the database then refuses the write. The
+    request is answered as if the row had been missing at the lookup (`answer`)."""
+    try:
+        yield
+    except (IntegrityError, StaleDataError) as exc:
+        if not is_deleted_meanwhile(exc):
+            raise
+        raise answer from exc
+
+
+def _concurrent_change(exc: BaseException) -> Conflict | None:
+    """The net under the races no service answers itself: a write a concurrent request
+    made impossible is a 409 to send again, not a 500. Logged with what refused it, so
+    a race that deserves its own answer (`answer_if_deleted_meanwhile`) gets noticed."""
+    if isinstance(exc, StaleDataError):
+        refused_by = str(exc)
+    elif isinstance(exc, DBAPIError) and _race(exc) is not None:
+        # PostgreSQL's driver names a constraint; SQLite only says which kind it was (and
+        # a unique one's columns).
+        driver_error = getattr(exc.orig, "__cause__", None)
+        refused_by = getattr(driver_error, "constraint_name", None) or str(exc.orig)
+    else:
+        return None
+    log.warning("concurrent_change_refused", refused_by=refused_by)
+    return Conflict("The request conflicts with a concurrent change; send it again")
 
 
 # What reaching a database server over the network can fail with (the driver raises these

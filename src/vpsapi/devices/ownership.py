@@ -8,8 +8,9 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from vpsapi.auth.service import token_revoked
 from vpsapi.core.context import client_ip_var
-from vpsapi.core.db import utcnow
+from vpsapi.core.db import is_deleted_meanwhile, utcnow
 from vpsapi.core.errors import Conflict, NotFound
 from vpsapi.core.logging import SECURITY_LOGGER
 from vpsapi.core.security import constant_time_equals
@@ -63,7 +64,9 @@ async def bind(
     try:
         async with session.begin_nested():
             session.add(owned)
-    except IntegrityError:
+    except IntegrityError as exc:
+        if is_deleted_meanwhile(exc):  # the user, since their token was read
+            raise token_revoked() from exc
         raise Conflict(body={"error": "Device already bound"}) from None
     await session.delete(binding)
     return owned, device

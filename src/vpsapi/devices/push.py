@@ -15,8 +15,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from vpsapi.auth.service import token_revoked
 from vpsapi.config import Settings
-from vpsapi.core.db import Database
+from vpsapi.core.db import Database, is_deleted_meanwhile
 from vpsapi.core.security import Principal
 from vpsapi.core.timestamps import js_iso
 from vpsapi.devices.models import Device, PushToken, UserDevice
@@ -62,8 +63,10 @@ async def save_token(session: AsyncSession, user_id: str, platform: str, token: 
                     existing.user_id = user_id
                     existing.platform = platform
             return
-        except IntegrityError:
-            continue
+        except IntegrityError as exc:
+            if is_deleted_meanwhile(exc):  # the user, since their token was read
+                raise token_revoked() from exc
+            continue  # the token registered by a concurrent request: update that row
 
 
 async def delete_token(session: AsyncSession, user_id: str, token: str) -> bool:
