@@ -75,7 +75,14 @@ async def test_other_users_keys_are_invisible(
 
 
 @pytest.mark.parametrize(
-    "body", [{}, {"name": ""}, {"name": "x" * 101}, {"name": "ok", "expiresInDays": 0}]
+    "body",
+    [
+        {},
+        {"name": ""},
+        {"name": "x" * 101},
+        {"name": "ok", "expiresInDays": 0},
+        {"name": "ok", "expiresInDays": True},  # lax mode read it as 1
+    ],
 )
 async def test_create_validation(
     client: httpx.AsyncClient, admin_headers: dict[str, str], body: dict

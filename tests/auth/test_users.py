@@ -37,6 +37,22 @@ async def test_create_list_get_patch_delete(
     assert missing.status_code == 404
 
 
+@pytest.mark.parametrize("value", ["yes", "false", 0])
+async def test_is_active_takes_true_or_false_only(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], create_user, value: object
+) -> None:
+    """Lax mode read "yes" as true, "false" and 0 as false: an account switched by a word
+    the client may not have meant."""
+    user, _headers = await create_user()
+    response = await client.patch(
+        f"/api/v1/users/{user['id']}", json={"isActive": value}, headers=admin_headers
+    )
+    assert response.status_code == 422, response.text
+    assert list(response.json()["errors"]) == ["isActive"]
+    after = await client.get(f"/api/v1/users/{user['id']}", headers=admin_headers)
+    assert after.json()["data"]["isActive"] is True
+
+
 async def test_pagination(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> None:
     for index in range(3):
         await client.post(

@@ -536,6 +536,9 @@ async def test_unreachable_provider_is_502(make_client: Any) -> None:
         ({"message": "hi", "model": "m", "max_tokens": True}, "max_tokens"),
         ({"message": "hi", "model": "m", "maxTokens": True}, "maxTokens"),  # as spelled
         ({"message": "hi", "model": "m", "stream": "yes please"}, "stream"),
+        # Nor is text or a number a boolean (lax mode read "yes" and 1 as true).
+        ({"message": "hi", "model": "m", "stream": "yes"}, "stream"),
+        ({"message": "hi", "model": "m", "stream": 1}, "stream"),
         ({"message": "x" * 100_001, "model": "m"}, "message"),
         # No AI_DEFAULT_MODEL, and a local server has no default model of its own.
         ({"message": "hi", "provider": "openai-compatible"}, "model"),

@@ -161,6 +161,9 @@ async def test_bad_input_is_400(client: httpx.AsyncClient, create_user: Any) -> 
         {"startTime": None},
         {"duration": -1},
         {"duration": "long"},
+        {"duration": True},  # lax mode read true as 1 and "yes" or 1 as true
+        {"thumbnail": "yes"},
+        {"thumbnail": 1},
         {"alarmType": "x" * 33},
         {"alarmType": "motion detected"},
     ):

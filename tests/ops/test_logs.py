@@ -272,6 +272,11 @@ async def test_bad_parameters_are_refused(
         {"retention_days": None},
         {"auto_cleanup": None},
         {"auto_cleanup": "sometimes"},
+        # JSON's true is no number, text no boolean (lax mode read them as 1 and true).
+        {"retention_days": True},
+        {"audit_retention_days": True},
+        {"max_size_mb": True},
+        {"auto_cleanup": "yes"},
     ],
 )
 async def test_bad_retention_policy_is_refused(

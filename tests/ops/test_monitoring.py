@@ -201,6 +201,10 @@ async def test_rule_crud_is_admin_only_and_audited(
         rule(operator="!="),
         rule(operator="> 1; DROP TABLE"),
         rule(threshold="high"),
+        # JSON's true is no number, text no boolean (lax mode read them as 1 and true).
+        rule(threshold=True),
+        rule(duration=True),
+        rule(enabled="yes"),
         rule(duration=-1),
         rule(severity="apocalyptic"),
         rule(channels=["sms"]),

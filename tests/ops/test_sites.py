@@ -250,6 +250,64 @@ async def test_injections_and_bad_input_are_refused(
     assert (await ops_client.get("/api/configs", headers=ops_admin)).json() == []
 
 
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"listen_port": True}, "listen_port"),
+        ({"is_active": "yes"}, "is_active"),
+        ({"gzip_enabled": 1}, "gzip_enabled"),
+        (
+            {"locations": [{"path": "/", "backend": "127.0.0.1:9", "read_timeout": False}]},
+            "locations.0.read_timeout",
+        ),
+        (
+            {"locations": [{"path": "/", "backend": "127.0.0.1:9", "websocket": "on"}]},
+            "locations.0.websocket",
+        ),
+        (
+            {"upstream": {"name": "up", "servers": ["127.0.0.1:9"], "health_check": "yes"}},
+            "upstream.health_check",
+        ),
+    ],
+)
+async def test_a_boolean_as_a_number_or_text_as_a_boolean_is_refused(
+    ops_client: httpx.AsyncClient,
+    ops_admin: dict[str, str],
+    private_nginx: PrivateNginx,
+    change: dict[str, Any],
+    field: str,
+) -> None:
+    """`listen_port: true` was port 1 (`listen 1;` in the site's file), "yes" was true:
+    pydantic's lax mode. As CityPulse, a create, an update and a check refuse them."""
+    body = site_body("typed", free_port(), "127.0.0.1:9")
+    assert (await ops_client.post("/api/configs", json=body, headers=ops_admin)).status_code == 201
+    written = (private_nginx.conf_dir / "vpsapi-site-typed.conf").read_text()
+    for method, path in (
+        ("POST", "/api/configs"),
+        ("PUT", "/api/configs/typed"),
+        ("POST", "/api/configs/validate"),
+    ):
+        bad = {**body, "id": "other" if method == "POST" else "typed", **change}
+        response = await ops_client.request(method, path, json=bad, headers=ops_admin)
+        assert response.status_code == 422, (method, path, response.text)
+        locations = [[str(part) for part in item["loc"]] for item in response.json()["detail"]]
+        assert locations == [["body", *field.split(".")]]
+    assert (private_nginx.conf_dir / "vpsapi-site-typed.conf").read_text() == written
+    assert [
+        site["id"] for site in (await ops_client.get("/api/configs", headers=ops_admin)).json()
+    ] == ["typed"]
+
+
+async def test_a_number_sent_as_text_is_still_read(
+    ops_client: httpx.AsyncClient, ops_admin: dict[str, str], private_nginx: PrivateNginx
+) -> None:
+    port = free_port()
+    body = site_body("texty", port, "127.0.0.1:9", listen_port=str(port))
+    response = await ops_client.post("/api/configs", json=body, headers=ops_admin)
+    assert response.status_code == 201, response.text
+    assert response.json()["listen_port"] == port
+
+
 async def store_site_as_before(
     client: httpx.AsyncClient,
     headers: dict[str, str],

@@ -8,7 +8,7 @@ from pydantic.networks import validate_email
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from vpsapi.auth.passwords import MIN_PASSWORD_LENGTH, check_new_password, too_short
-from vpsapi.core.schemas import CamelModel, JsDatetime
+from vpsapi.core.schemas import CamelModel, JsDatetime, JsonBool, NumberNotBool
 
 RoleName = Literal["admin", "manager", "user"]
 _USERNAME = re.compile(r"^[A-Za-z0-9_.\-]{3,64}$")
@@ -158,7 +158,7 @@ class OAuthTokenResponse(CamelModel):
 
 class ApiKeyCreate(CamelModel):
     name: str = Field(min_length=1, max_length=100)
-    expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+    expires_in_days: NumberNotBool[Annotated[int, Field(ge=1, le=3650)]] | None = None
 
 
 class ApiKeyOut(CamelModel):
@@ -222,5 +222,5 @@ class UserUpdate(CamelModel):
     username: Username | None = None
     password: NewPassword | None = None
     role: RoleName | None = None
-    is_active: bool | None = None
+    is_active: JsonBool | None = None
     organization_id: str | None = Field(default=None, max_length=64)

@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    Strict,
     ValidationError,
     WithJsonSchema,
 )
@@ -54,11 +55,17 @@ def refuse_boolean(value: Any) -> Any:
     return value
 
 
-# A number a request carries: pydantic's lax mode reads JSON's true and false as 1 and 0,
-# and no client sending one meant a number. Constraints go inside, as in
-# `NumberNotBool[Annotated[float, Field(gt=0)]]`: outside they would follow this validator,
-# and OpenAPI would no longer show them as minimum and maximum.
+# The numbers and booleans of every request body use these two, so all modules refuse the
+# same inputs (a test holds every body model to it). Query parameters stay lax: they are
+# text by nature.
+#
+# A number: pydantic's lax mode reads JSON's true and false as 1 and 0, and no client
+# sending one meant a number (a number sent as a string, "60", is still read). Constraints
+# go inside, as in `NumberNotBool[Annotated[float, Field(gt=0)]]`: outside they would follow
+# this validator, and OpenAPI would no longer show them as minimum and maximum.
 NumberNotBool = Annotated[NumberT, BeforeValidator(refuse_boolean)]
+# A boolean: true or false only. Lax mode also reads "yes", "off", "1" and 0 as booleans.
+JsonBool = Annotated[bool, Strict()]
 
 
 # A moment in an answer to seed 000/001's JavaScript clients, written as they write theirs.

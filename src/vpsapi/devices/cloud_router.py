@@ -4,13 +4,14 @@ seed-003 `POST /api/cloud/videos/urls` (JWT, owners only)."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Annotated
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from vpsapi.auth.dependencies import CurrentUser
 from vpsapi.core.db import SessionDep
-from vpsapi.core.schemas import OUT_OF_RANGE
+from vpsapi.core.schemas import OUT_OF_RANGE, JsonBool, NumberNotBool
 from vpsapi.core.storage import ObjectStorage, absolute_url
 from vpsapi.core.timestamps import js_iso
 from vpsapi.devices import cloud
@@ -24,9 +25,11 @@ class ClipIn(BaseModel):
     deviceId: DeviceId
     filename: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
     startTime: Moment
-    duration: int | None = Field(default=None, ge=0, le=86_400, description="seconds")
+    duration: NumberNotBool[Annotated[int, Field(ge=0, le=86_400)]] | None = Field(
+        default=None, description="seconds"
+    )
     alarmType: AlarmType | None = None
-    thumbnail: bool = Field(default=False, description="also return a thumbnail upload URL")
+    thumbnail: JsonBool = Field(default=False, description="also return a thumbnail upload URL")
 
     @field_validator("duration")
     @classmethod

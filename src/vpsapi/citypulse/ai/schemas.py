@@ -15,7 +15,7 @@ from pydantic import (
 )
 
 from vpsapi.citypulse.ai.providers import DEFAULT_MODELS, ProviderName
-from vpsapi.core.schemas import CamelModel, NumberNotBool, field_error
+from vpsapi.core.schemas import CamelModel, JsonBool, NumberNotBool, field_error
 
 # Model ids as providers spell them: `gpt-4o-mini`, `claude-3-5-haiku-latest`,
 # `llama3.1:8b` (Ollama), `meta-llama/Llama-3.1-8B-Instruct` (vLLM).
@@ -56,7 +56,7 @@ class ChatIn(BaseModel):
     provider: ProviderName | None = Field(
         default=None, description="default: AI_DEFAULT_PROVIDER, else the first configured"
     )
-    stream: bool = False
+    stream: JsonBool = False
     temperature: Temperature = None
     max_tokens: MaxTokens = None
 

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from vpsapi.core.schemas import JsonBool, NumberNotBool
+
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 # As a query parameter: `ERROR` and `Error` too (log tools and the seed write levels in
 # capitals); the lines themselves are compared case-insensitively already.
@@ -104,10 +106,10 @@ class RetentionPolicyChange(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    retention_days: int | None = Field(default=None, ge=1, le=3650)
-    audit_retention_days: int | None = Field(default=None, ge=1, le=36500)
-    max_size_mb: int | None = Field(default=None, ge=1, le=1_000_000)
-    auto_cleanup: bool | None = None
+    retention_days: NumberNotBool[Annotated[int, Field(ge=1, le=3650)]] | None = None
+    audit_retention_days: NumberNotBool[Annotated[int, Field(ge=1, le=36500)]] | None = None
+    max_size_mb: NumberNotBool[Annotated[int, Field(ge=1, le=1_000_000)]] | None = None
+    auto_cleanup: JsonBool | None = None
     updated_at: Any = Field(default=None, description="read-only: ignored")
     updated_by: Any = Field(default=None, description="read-only: ignored")
 

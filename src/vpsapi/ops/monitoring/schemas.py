@@ -15,6 +15,7 @@ from pydantic import (
     model_validator,
 )
 
+from vpsapi.core.schemas import JsonBool, NumberNotBool
 from vpsapi.ops.monitoring.models import METRICS
 
 # Names the original frontend used for some metrics.
@@ -81,13 +82,13 @@ class AlertRuleIn(BaseModel):
     name: Annotated[str, Field(min_length=1, max_length=100)]
     metric: str = Field(description=f"one of {', '.join(METRICS)} (aliases: cpu, memory, ...)")
     operator: Operator
-    threshold: float
-    duration: Annotated[int, Field(ge=0, le=7 * 86400, description="seconds")] = 0
+    threshold: NumberNotBool[float]
+    duration: NumberNotBool[Annotated[int, Field(ge=0, le=7 * 86400, description="seconds")]] = 0
     severity: Severity = "warning"
     channels: list[Channel] | None = Field(
         default=None, description="default: the channels whose notification_* is set"
     )
-    enabled: bool = True
+    enabled: JsonBool = True
     notification_email: str | None = Field(
         default=None, max_length=1000, description="comma-separated; default ALERT_EMAIL_TO"
     )

@@ -22,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from vpsapi.core.schemas import JsonBool, NumberNotBool
+
 SiteId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 PoolName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
 RateLimit = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,5}r/[sm]$")]
@@ -97,15 +99,15 @@ class Location(BaseModel):
     backend: str | None = Field(default=None, examples=["http://localhost:3000"])
     # Serve files from a directory instead of proxying.
     root: FilePath | None = None
-    websocket: bool = False
+    websocket: JsonBool = False
     # Server-sent events: no buffering, long read timeout.
-    sse: bool = False
-    ssl_verify: bool = True
+    sse: JsonBool = False
+    ssl_verify: JsonBool = True
     custom_headers: dict[str, str] = Field(default_factory=dict)
     rate_limit: RateLimit | None = None
     client_max_body_size: BodySize | None = "1m"
     proxy_http_version: Literal["1.0", "1.1"] | None = None
-    read_timeout: int = Field(default=60, ge=1, le=86400)
+    read_timeout: NumberNotBool[Annotated[int, Field(ge=1, le=86400)]] = 60
 
     @field_validator("path")
     @classmethod
@@ -140,10 +142,10 @@ class Location(BaseModel):
 
 class PoolServer(BaseModel):
     address: str = Field(examples=["127.0.0.1:3000"])
-    weight: int = Field(default=1, ge=1, le=1000)
-    max_fails: int = Field(default=3, ge=0, le=1000)
+    weight: NumberNotBool[Annotated[int, Field(ge=1, le=1000)]] = 1
+    max_fails: NumberNotBool[Annotated[int, Field(ge=0, le=1000)]] = 3
     fail_timeout: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,5}[smh]?$")] = "30s"
-    backup: bool = False
+    backup: JsonBool = False
 
     @field_validator("address")
     @classmethod
@@ -164,7 +166,7 @@ class InlineUpstream(BaseModel):
     name: PoolName
     servers: list[str] = Field(min_length=1, max_length=64)
     method: Method = "round_robin"
-    health_check: bool = True
+    health_check: JsonBool = True
 
     @field_validator("servers")
     @classmethod
@@ -177,17 +179,17 @@ class SiteIn(BaseModel):
 
     id: SiteId = Field(examples=["example-app"])
     server_name: str | None = Field(default=None, examples=["example.com"])
-    listen_port: int = Field(default=80, ge=1, le=65535)
+    listen_port: NumberNotBool[Annotated[int, Field(ge=1, le=65535)]] = 80
     locations: list[Location] = Field(min_length=1, max_length=64)
     upstream: InlineUpstream | None = None
-    is_active: bool = True
+    is_active: JsonBool = True
     ssl_cert: FilePath | None = None
     ssl_key: FilePath | None = None
-    ssl_redirect: bool = False
+    ssl_redirect: JsonBool = False
     rate_limit_global: RateLimit | None = None
-    access_log_enabled: bool = True
-    gzip_enabled: bool = True
-    security_headers: bool = True
+    access_log_enabled: JsonBool = True
+    gzip_enabled: JsonBool = True
+    security_headers: JsonBool = True
 
     @field_validator("server_name")
     @classmethod
@@ -258,7 +260,7 @@ class PoolIn(BaseModel):
     name: PoolName
     method: Method = "round_robin"
     servers: list[PoolServer] = Field(min_length=1, max_length=64)
-    health_check: bool = True
+    health_check: JsonBool = True
     health_path: Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9_./~-]{0,199}$")] = "/"
 
     @field_validator("servers", mode="before")
