@@ -457,6 +457,25 @@ async def test_an_order_without_a_domain_is_a_validation_failure_on_domain(
         ]
 
 
+async def test_an_order_for_an_ip_address_is_refused_before_any_job(
+    ssl_client: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    """127.0.0.1 passed as a host name (digits and dots): 202, and a job that failed at
+    the CA. Names a URL parser reads as IPv4 (`127.1`) are addresses too."""
+    for name in ("127.0.0.1", "::1", "[2001:db8::1]", "127.1", "10.0.0.1."):
+        for request in ({"json": {"domain": name}}, {"params": {"domain": name}}):
+            response = await ssl_client.post(
+                "/api/ssl/request-letsencrypt", headers=admin, **request
+            )
+            assert response.status_code == 422, (name, response.text)
+            assert response.json()["detail"] == (
+                f"{name} is an IP address: certificates are requested for host names only, "
+                "such as example.com"
+            )
+    jobs = await ssl_client.get("/api/jobs", headers=admin)
+    assert jobs.json()["jobs"] == []
+
+
 async def test_renewing_an_uploaded_certificate_is_a_conflict(
     ssl_client: httpx.AsyncClient, admin: dict[str, str], ca: Any
 ) -> None:

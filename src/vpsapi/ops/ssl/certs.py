@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -26,6 +27,18 @@ WILDCARD_STEM_PREFIX = "wildcard."
 
 def is_hostname(name: str) -> bool:
     return len(name) <= 253 and HOSTNAME.match(name) is not None
+
+
+def is_ip_address(name: str) -> bool:
+    """An IPv4 or IPv6 address (bracketed too, as in a URL), or a name that URL parsers
+    and resolvers read as IPv4 (`127.1`): no top-level domain is a number."""
+    bare = name.removeprefix("[").removesuffix("]")
+    try:
+        ipaddress.ip_address(bare)
+    except ValueError:
+        last_label = bare.rstrip(".").rpartition(".")[2]
+        return last_label.isascii() and last_label.isdigit()
+    return True
 
 
 def cert_stem(domain: str) -> str:

@@ -21,7 +21,7 @@ from vpsapi.jobs.models import JobRecord
 from vpsapi.jobs.service import JobView
 from vpsapi.ops.jobs import SYSTEM_PRINCIPAL, dispatch_job, submit_ops_job, unseal
 from vpsapi.ops.ssl import store
-from vpsapi.ops.ssl.certs import certificate_blocks, covers, is_hostname
+from vpsapi.ops.ssl.certs import certificate_blocks, covers, is_hostname, is_ip_address
 from vpsapi.ops.ssl.schemas import CertificateOut, DomainEntry, DomainList, LetsEncryptRequest
 from vpsapi.ops.ssl.store import StoredCertificate
 
@@ -132,7 +132,8 @@ def domains(settings: Settings, query: str | None) -> DomainList:
 
 
 def requested_names(body: LetsEncryptRequest | None, query_domain: str | None) -> list[str]:
-    """The names of an order, checked: host names only (HTTP-01 cannot prove a wildcard)."""
+    """The names of an order, checked: host names only (HTTP-01 cannot prove a wildcard,
+    and an IP address would fail only at the CA, a job later)."""
     names: list[str] = []
     for name in [
         query_domain,
@@ -152,6 +153,11 @@ def requested_names(body: LetsEncryptRequest | None, query_domain: str | None) -
             raise Unprocessable(
                 f"{name}: wildcard names need the DNS-01 challenge; "
                 "upload a wildcard certificate instead"
+            )
+        if is_ip_address(name):
+            raise Unprocessable(
+                f"{name} is an IP address: certificates are requested for host names "
+                "only, such as example.com"
             )
         if not is_hostname(name):
             raise Unprocessable(f"invalid domain {name!r}: use a host name such as example.com")
