@@ -247,6 +247,33 @@ async def test_building_room_receives_readings_energy_and_alerts(
         assert (await listener.next("sensor:reading"))["value"] == 21.0
 
 
+async def test_ids_no_url_could_carry_are_refused_in_the_ack(
+    server: ServerProcess, listeners: Any
+) -> None:
+    """A NUL or an unpaired surrogate in an id got no ack at all (the client waited forever)
+    and an error with a traceback in the log (PostgreSQL cannot compare such text); an
+    unsubscribe answered ok. As in a URL path, they are a validation failure."""
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+        token, _ = await _admin(client)
+    listener = await listeners(server.base_url, auth={"token": token})
+    nul = "must not contain NUL characters (\\u0000)"
+    surrogate = "must not contain unpaired surrogates (\\ud800-\\udfff)"
+    for event, data, error in (
+        ("subscribe", {"buildingId": "a\x00b"}, f"buildingId {nul}"),
+        ("subscribe", {"jobId": "a\x00b"}, f"jobId {nul}"),
+        ("subscribe", {"buildingId": "\ud800"}, f"buildingId {surrogate}"),
+        ("subscribe", {"jobId": "x\udfff"}, f"jobId {surrogate}"),
+        ("unsubscribe", {"buildingId": "a\x00b"}, f"buildingId {nul}"),
+    ):
+        ack = await listener.client.call(event, data, timeout=10)
+        assert ack == {"ok": False, "error": error}, (event, data)
+    # No data at all, or more than one argument, is answered too (it was a TypeError).
+    assert (await listener.client.call("subscribe", timeout=10))["ok"] is False
+    assert (await listener.client.call("unsubscribe", ("a", "b"), timeout=10))["ok"] is False
+    logged = server.log_path.read_text()
+    assert '"level":"error"' not in logged and "Traceback" not in logged
+
+
 async def test_job_progress_for_the_owner(
     server_factory: Any, settings_factory: Any, listeners: Any
 ) -> None:

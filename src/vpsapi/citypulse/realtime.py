@@ -4,7 +4,9 @@ Clients authenticate with a JWT in the connect `auth: {token}` (an `sk_live_` AP
 accepted there too) or `?access_token=<jwt>`; anything else is refused. Every client joins
 `user:<id>` and, when it names a known frontend (`auth.source` or the `X-Frontend-Source`
 header), `source:<frontend>`. A `subscribe` event `{buildingId}` joins `building:<id>`;
-`{jobId}` forwards `job:progress` for a job the user owns.
+`{jobId}` forwards `job:progress` for a job the user owns. Every subscribe and unsubscribe
+is answered (acked): `{ok: false, error}` for an id no URL path could carry (a NUL, an
+unpaired surrogate), an unknown one, or a failure on our side (logged once).
 
 With REDIS_URL set, `AsyncRedisManager` relays every emit through Redis, so an event
 produced by any process reaches clients connected to any other."""
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -22,10 +25,12 @@ import structlog
 from vpsapi.auth import service as auth_service
 from vpsapi.citypulse import service
 from vpsapi.citypulse.metrics import KNOWN_FRONTENDS, SOCKET_CONNECTIONS, frontend_label
+from vpsapi.citypulse.realtime_input import FrameGuard, configure_library_loggers
 from vpsapi.citypulse.runtime import building_room
-from vpsapi.core.db import shielded_read
-from vpsapi.core.errors import AppError, NotFound
+from vpsapi.core.db import database_failure, shielded_read
+from vpsapi.core.errors import AppError, NotFound, ValidationFailed
 from vpsapi.core.modules import switched_off
+from vpsapi.core.schemas import unstorable_text
 from vpsapi.core.security import API_KEY_PREFIX, Principal
 from vpsapi.jobs import service as jobs_service
 from vpsapi.jobs.engine import TERMINAL, job_channel
@@ -37,6 +42,47 @@ log = structlog.get_logger("vpsapi.citypulse.realtime")
 
 SOCKETIO_PATH = "ws"
 JOB_SNAPSHOT_INTERVAL = 30.0  # seconds: re-read the job row when no event arrives
+INTERNAL_ERROR = "Internal server error"
+
+Ack = dict[str, Any]
+
+
+def _failure_message(exc: Exception, event: str, sid: str) -> str:
+    """What a client hears of a handler's failure, as an HTTP route would answer it; a bug
+    is logged (once, with its traceback) and told as an internal error."""
+    error = exc if isinstance(exc, AppError) else database_failure(exc)
+    if error is None:
+        log.exception("socketio_handler_failed", socketio_event=event, sid=sid)
+        return INTERNAL_ERROR
+    return error.message
+
+
+def _always_acked(
+    event: str, handler: Callable[..., Awaitable[Ack]]
+) -> Callable[..., Awaitable[Ack]]:
+    """`handler`, answering whatever happens: python-socketio sends no ack for a handler
+    that raised (the client waits forever) and leaves its exception to asyncio's "Task
+    exception was never retrieved"."""
+
+    async def acked(sid: str, *args: Any) -> Ack:
+        try:
+            return await handler(sid, *args)
+        except Exception as exc:
+            return {"ok": False, "error": _failure_message(exc, event, sid)}
+
+    return acked
+
+
+def _event_id(data: dict[str, Any], field: str) -> str | None:
+    """`data[field]` when it names something (a non-empty string), held to the rules of an
+    id in a URL path: a NUL or an unpaired surrogate is a validation failure there (and
+    no text PostgreSQL could compare)."""
+    value = data.get(field)
+    if not isinstance(value, str) or not value:
+        return None
+    if problem := unstorable_text(value):
+        raise ValidationFailed([{"field": field, "message": problem}], f"{field} {problem}")
+    return value
 
 
 class RealtimeServer:
@@ -51,22 +97,23 @@ class RealtimeServer:
             else None
         )
         origins = settings.allowed_origins
+        socketio_logger, engineio_logger = configure_library_loggers()
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
             client_manager=manager,
             # Same origin only unless ALLOWED_ORIGINS says otherwise, as for the HTTP API.
             cors_allowed_origins="*" if "*" in origins else (origins or None),
-            logger=False,
-            engineio_logger=False,
+            logger=socketio_logger,
+            engineio_logger=engineio_logger,
         )
         self._job_watchers: dict[str, set[asyncio.Task[None]]] = {}
         self.sio.on("connect", self._connect)
         self.sio.on("disconnect", self._disconnect)
-        self.sio.on("subscribe", self._subscribe)
-        self.sio.on("unsubscribe", self._unsubscribe)
+        self.sio.on("subscribe", _always_acked("subscribe", self._subscribe))
+        self.sio.on("unsubscribe", _always_acked("unsubscribe", self._unsubscribe))
 
-    def asgi_app(self) -> socketio.ASGIApp:
-        return socketio.ASGIApp(self.sio, socketio_path=SOCKETIO_PATH)
+    def asgi_app(self) -> FrameGuard:
+        return FrameGuard(socketio.ASGIApp(self.sio, socketio_path=SOCKETIO_PATH))
 
     async def emit(self, event: str, data: dict[str, Any], rooms: list[str]) -> None:
         await self.sio.emit(event, data, to=rooms)
@@ -88,19 +135,27 @@ class RealtimeServer:
             from_query = True
         if not isinstance(token, str) or not token:
             raise socketio.exceptions.ConnectionRefusedError("No token provided")
+        if token.startswith(API_KEY_PREFIX) and from_query:  # keys in URLs end up in proxy logs
+            raise socketio.exceptions.ConnectionRefusedError(
+                "Use a JWT access token in access_token, not an API key"
+            )
         async with self.app.state.db.session() as session:
-            try:
-                if token.startswith(API_KEY_PREFIX):
-                    if from_query:  # keys in URLs end up in proxy logs
-                        raise socketio.exceptions.ConnectionRefusedError(
-                            "Use a JWT access token in access_token, not an API key"
-                        )
-                    return await auth_service.principal_from_api_key(session, token, None)
-                return await auth_service.principal_from_token(session, self.app.state.codec, token)
-            except AppError as exc:
-                raise socketio.exceptions.ConnectionRefusedError(exc.message) from exc
+            if token.startswith(API_KEY_PREFIX):
+                return await auth_service.principal_from_api_key(session, token, None)
+            return await auth_service.principal_from_token(session, self.app.state.codec, token)
 
     async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        """Refuses with the reason (`connect_error`), a failure on our side too (logged
+        once): an exception of another kind would leave the client waiting."""
+        try:
+            await self._admit(sid, environ, auth)
+        except socketio.exceptions.ConnectionRefusedError:
+            raise
+        except Exception as exc:
+            message = _failure_message(exc, "connect", sid)
+            raise socketio.exceptions.ConnectionRefusedError(message) from exc
+
+    async def _admit(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
         if not self.app.state.settings.websocket_enabled:
             raise socketio.exceptions.ConnectionRefusedError(
                 switched_off("websocket_enabled", "Socket.IO")
@@ -122,35 +177,31 @@ class RealtimeServer:
 
     # ---- subscriptions --------------------------------------------------------------
 
-    async def _subscribe(self, sid: str, data: Any) -> dict[str, Any]:
-        """Ack `{ok: true, room}` or `{ok: false, error}`."""
+    async def _subscribe(self, sid: str, data: Any = None, *_: Any) -> Ack:
+        """Ack `{ok: true, room}`, `{ok: true, jobId}` or `{ok: false, error}`."""
         if not isinstance(data, dict):
             return {"ok": False, "error": "Send {buildingId} or {jobId}"}
-        building_id, job_id = data.get("buildingId"), data.get("jobId")
-        try:
-            if isinstance(building_id, str) and building_id:
-                if not self.app.state.settings.citypulse_enabled:
-                    return {"ok": False, "error": switched_off("citypulse_enabled", "CityPulse")}
-                async with self.app.state.db.session() as session:
-                    await service.get_building(session, building_id)
-                room = building_room(building_id)
-                await self.sio.enter_room(sid, room)
-                return {"ok": True, "room": room}
-            if isinstance(job_id, str) and job_id:
-                return await self._watch_job(sid, job_id)
-        except NotFound as exc:
-            return {"ok": False, "error": exc.message}
+        if building_id := _event_id(data, "buildingId"):
+            if not self.app.state.settings.citypulse_enabled:
+                return {"ok": False, "error": switched_off("citypulse_enabled", "CityPulse")}
+            async with self.app.state.db.session() as session:
+                await service.get_building(session, building_id)
+            room = building_room(building_id)
+            await self.sio.enter_room(sid, room)
+            return {"ok": True, "room": room}
+        if job_id := _event_id(data, "jobId"):
+            return await self._watch_job(sid, job_id)
         return {"ok": False, "error": "Send {buildingId} or {jobId}"}
 
-    async def _unsubscribe(self, sid: str, data: Any) -> dict[str, Any]:
-        building_id = data.get("buildingId") if isinstance(data, dict) else None
-        if not isinstance(building_id, str) or not building_id:
+    async def _unsubscribe(self, sid: str, data: Any = None, *_: Any) -> Ack:
+        building_id = _event_id(data, "buildingId") if isinstance(data, dict) else None
+        if not building_id:
             return {"ok": False, "error": "Send {buildingId}"}
         room = building_room(building_id)
         await self.sio.leave_room(sid, room)
         return {"ok": True, "room": room}
 
-    async def _watch_job(self, sid: str, job_id: str) -> dict[str, Any]:
+    async def _watch_job(self, sid: str, job_id: str) -> Ack:
         principal: Principal = (await self.sio.get_session(sid))["principal"]
         async with self.app.state.db.session() as session:
             await jobs_service.get_job(session, principal, job_id)  # NotFound unless owned
@@ -184,7 +235,7 @@ class RealtimeServer:
                     await subscription.get(timeout=JOB_SNAPSHOT_INTERVAL)
 
 
-def mount(app: FastAPI) -> socketio.ASGIApp:
+def mount(app: FastAPI) -> FrameGuard:
     """`Module.mounts` factory: the Socket.IO app, kept on app.state for the lifespan."""
     server = RealtimeServer(app)
     app.state.citypulse_realtime = server

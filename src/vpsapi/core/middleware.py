@@ -26,6 +26,7 @@ from vpsapi.core.context import client_ip_var, request_id_var
 from vpsapi.core.errors import error_body, validation_response
 from vpsapi.core.logging import ACCESS_LOGGER
 from vpsapi.core.metrics import IN_FLIGHT, LATENCY, REQUESTS, ResponseTimes
+from vpsapi.core.schemas import NUL_MESSAGE
 
 access_log = structlog.get_logger(ACCESS_LOGGER)  # the performance stream
 error_log = structlog.get_logger("vpsapi.errors")
@@ -69,9 +70,8 @@ class CannedError:
 _BAD_LENGTH = CannedError(400, "BadRequest", "Invalid Content-Length header")
 _TOO_LARGE = CannedError(413, "PayloadTooLarge", "Request body too large")
 _INTERNAL = CannedError(500, "InternalServerError", "Internal server error")
-_NUL_MESSAGE = "must not contain NUL characters (\\u0000)"
-_NUL_IN_URL = CannedError(422, "ValidationError", _NUL_MESSAGE, field="url")
-_NUL_IN_BODY = CannedError(422, "ValidationError", _NUL_MESSAGE, field="body")
+_NUL_IN_URL = CannedError(422, "ValidationError", NUL_MESSAGE, field="url")
+_NUL_IN_BODY = CannedError(422, "ValidationError", NUL_MESSAGE, field="body")
 
 # A JSON string escape for U+0000: `\u0000` after an even run of other backslashes.
 _JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")

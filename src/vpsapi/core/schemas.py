@@ -43,6 +43,22 @@ def as_utc(value: datetime) -> datetime:
         raise ValueError(OUT_OF_RANGE) from None
 
 
+NUL_MESSAGE = "must not contain NUL characters (\\u0000)"
+
+
+def unstorable_text(value: str) -> str | None:
+    """Why `value` is no text PostgreSQL can store, else None: what a request's text is
+    held to (RequestMiddleware refuses a NUL in a URL or body, and a URL's percent-decoding
+    leaves no unpaired surrogate), for text that comes another way (a Socket.IO event)."""
+    if "\x00" in value:
+        return NUL_MESSAGE
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return "must not contain unpaired surrogates (\\ud800-\\udfff)"
+    return None
+
+
 # Use for every datetime a request carries (body or query): out-of-range ones are a 4xx.
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 # The same, where a moment without a timezone is refused rather than taken as UTC.
