@@ -388,22 +388,50 @@ def example_placeholders() -> dict[str, str]:
 def test_the_example_configurations_placeholders_stop_a_production_start(
     tmp_path: Path,
 ) -> None:
-    """Copied from deploy/ and started as they are: refused in one line naming each
-    setting, never showing a value; said, not refused, in development."""
+    """This service's own secrets copied from deploy/ as they are: refused in one line
+    naming each, never showing a value; said, not refused, in development. The
+    credentials it hands to other services are theirs to check (a local SeaweedFS takes
+    any, as installs from older examples ran): said in every environment, never refused."""
     placeholders = example_placeholders()
-    assert {"JWT_SECRET", "API_KEY", "S3_SECRET_KEY"} <= placeholders.keys()
+    assert {"JWT_SECRET", "API_KEY", "S3_SECRET_KEY", "DATABASE_URL"} <= placeholders.keys()
     # Inside a value too (a key id before the secret).
     placeholders["DEVICE_PARAM_KEYS"] = "k1:replace-with-output-of-openssl-rand-hex-32"
+    own = {
+        "JWT_SECRET": placeholders["JWT_SECRET"],
+        "API_KEY": placeholders["API_KEY"],
+        "DEVICE_PARAM_KEYS": placeholders["DEVICE_PARAM_KEYS"],
+        "ADMIN_PASSWORD": "replace-with-the-first-admins-password",
+        "DEVICE_API_TOKEN": "replace-with-the-cameras-token",
+    }
+    theirs = {name: value for name, value in placeholders.items() if name not in own}
+    assert {"S3_ACCESS_KEY", "S3_SECRET_KEY", "DATABASE_URL"} <= theirs.keys()
     result = run(
-        ["serve", "--port", "1"], tmp_path / "data", ENVIRONMENT="production", **placeholders
+        ["serve", "--port", "1"], tmp_path / "data", ENVIRONMENT="production", **own, **theirs
     )
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("Configuration error:")
     assert result.stderr.strip().count("\n") == 0
-    for name, value in placeholders.items():
+    for name, value in own.items():
         assert name in result.stderr
         assert value not in result.stderr
+    assert not any(name in result.stderr for name in theirs)
     assert "openssl rand -hex 32" in result.stderr
+    # An install from an older example: S3 keys left as placeholders, which its local
+    # SeaweedFS without credentials accepted.
+    upgraded = run(
+        ["config"],
+        tmp_path / "data",
+        ENVIRONMENT="production",
+        JWT_SECRET="an-own-long-random-value-0123456789",
+        **theirs,
+    )
+    assert upgraded.returncode == 0, upgraded.stderr
+    notice = " ".join(upgraded.stderr.split())
+    said = re.search(r"note: ([A-Z0-9_, ]+) left as in vpsapi's example configuration", notice)
+    assert said and set(said.group(1).split(", ")) == theirs.keys()
+    assert "passed on as they are to the services they are for" in notice
+    shown = upgraded.stdout + upgraded.stderr
+    assert theirs["S3_SECRET_KEY"] not in shown and "database-password" not in shown
     development = run(
         ["config"],
         tmp_path / "data",
@@ -414,8 +442,17 @@ def test_the_example_configurations_placeholders_stop_a_production_start(
     assert "note: JWT_SECRET left as in vpsapi's example configuration" in development.stderr
     assert "refused in production" in development.stderr
     assert placeholders["JWT_SECRET"] not in development.stdout + development.stderr
-    own = run(["config"], tmp_path / "data", JWT_SECRET="an-own-long-random-value-0123456789")
-    assert own.returncode == 0 and "example configuration" not in own.stderr
+    # Seed 002's SECRET_KEY is this service's own only where it signs the tokens.
+    signing = run(["config"], tmp_path / "data", SECRET_KEY=placeholders["JWT_SECRET"])
+    assert signing.returncode == 2 and "SECRET_KEY left as" in signing.stderr
+    another_programs = run(
+        ["config"],
+        tmp_path / "data",
+        SECRET_KEY=placeholders["JWT_SECRET"],
+        JWT_SECRET="an-own-long-random-value-0123456789",
+    )
+    assert another_programs.returncode == 0, another_programs.stderr
+    assert "example configuration" not in another_programs.stderr
 
 
 def test_serve_without_auto_migrate_needs_a_migrated_database(tmp_path: Path) -> None:
@@ -481,6 +518,29 @@ def test_config_masks_a_password_only_where_there_is_one(tmp_path: Path) -> None
     assert shown["SENTRY_DSN"] == "https://****@o1.ingest.sentry.io/42"  # its key is the user
     assert shown["DEVICE_API_TOKEN"] == "****"
     assert "dsn-key-0123" not in result.stdout and "camera-token-secret" not in result.stdout
+
+
+def test_config_masks_the_secrets_inside_every_url(tmp_path: Path) -> None:
+    """Any URL setting may hold a password, shown masked with its user name kept; a
+    webhook's token is in its path, shown masked after the host."""
+    result = run(
+        ["config"],
+        tmp_path / "data",
+        NGINX_STATUS_URL="http://stats:hunter2@nginx/status",
+        AI_OPENAI_COMPATIBLE_BASE_URL="http://u:pw123@llm:11434/v1",
+        OPENAI_BASE_URL="https://api.example.com/v1",
+        ALERT_WEBHOOK_URL="https://hooks.slack.com/services/T0/B0/slacktoken",
+        PUSH_WEBHOOK_URL="https://relay.example.com/hooks?token=relaytoken",
+    )
+    assert result.returncode == 0, result.stderr
+    shown = config_table(result.stdout)
+    assert shown["NGINX_STATUS_URL"] == "http://stats:****@nginx/status"
+    assert shown["AI_OPENAI_COMPATIBLE_BASE_URL"] == "http://u:****@llm:11434/v1"
+    assert shown["OPENAI_BASE_URL"] == "https://api.example.com/v1"  # no password: as is
+    assert shown["ALERT_WEBHOOK_URL"] == "https://hooks.slack.com/****"
+    assert shown["PUSH_WEBHOOK_URL"] == "https://relay.example.com/****"
+    for secret in ("hunter2", "pw123", "slacktoken", "relaytoken"):
+        assert secret not in result.stdout + result.stderr
 
 
 def test_scaled_out_state_kept_per_data_directory_is_said(tmp_path: Path) -> None:

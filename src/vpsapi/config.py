@@ -47,8 +47,13 @@ SECRET_FIELDS = frozenset(
         "push_webhook_secret",
         "mqtt_url",
         "smtp_password",
+        "alert_webhook_url",
+        "push_webhook_url",
     }
 )
+# The secret fields whose URL holds its secret after the host (a Slack-style webhook's
+# token), not as a password.
+SECRET_PATH_FIELDS = frozenset({"alert_webhook_url", "push_webhook_url"})
 
 # The variables whose empty value says something: a list given empty is no item at all,
 # JOURNALCTL_BIN empty skips the journal, CITYPULSE_MQTT_SHARED_GROUP empty subscribes
@@ -111,6 +116,16 @@ SEED_EXAMPLE_SECRETS = frozenset(
 # How the example configurations in deploy/ spell a value the operator must supply (also
 # inside one: `kid:replace-with-…` for DEVICE_PARAM_KEYS, a URL's password).
 PLACEHOLDER = "replace-with"
+
+# The secrets this service checks or seals with: left as deploy/'s published placeholder,
+# anyone can sign a token, present the key or open the cameras' passwords, so a production
+# start refuses them. The credentials it presents to other services (a database or S3
+# password, an AI provider's key, the push webhook's signing secret) are theirs to check:
+# a local SeaweedFS without credentials takes any (installs from older deploy/ examples
+# ran so), so those are said only.
+OWN_SECRETS = frozenset(
+    {"jwt_secret", "api_key", "device_param_keys", "admin_password", "device_api_token"}
+)
 
 
 class SettingsError(RuntimeError):
@@ -524,20 +539,28 @@ class Settings(BaseSettings):
     def _placeholders(self) -> Settings:
         # After _seed_002_names: JWT_SECRET may hold SECRET_KEY's value by then, and is
         # named for where it came from; a SECRET_KEY not read may be another program's.
-        names = [
-            self._jwt_secret_name if name == "jwt_secret" else name.upper()
+        left = [
+            name
             for name in type(self).model_fields
             if name != "secret_key" and _is_placeholder(getattr(self, name))
         ]
-        if not names:
-            return self
-        said = (
-            f"{', '.join(names)} left as in vpsapi's example configuration (`replace-with-…`):"
-            " set real values (for a secret of this service's own: `openssl rand -hex 32`)"
-        )
-        if not self.is_development:
-            raise SettingsError(said)  # not a ValidationError: one line, no value shown
-        self._notices.append(f"{said}; refused in production")
+        own = [
+            self._jwt_secret_name if name == "jwt_secret" else name.upper()
+            for name in left
+            if name in OWN_SECRETS
+        ]
+        others = [name.upper() for name in left if name not in OWN_SECRETS]
+        example = "left as in vpsapi's example configuration (`replace-with-…`)"
+        if others:
+            self._notices.append(
+                f"{', '.join(others)} {example}: passed on as they are to the services they "
+                "are for; set what those expect"
+            )
+        if own:
+            said = f"{', '.join(own)} {example}: set values of your own (`openssl rand -hex 32`)"
+            if not self.is_development:
+                raise SettingsError(said)  # not a ValidationError: one line, no value shown
+            self._notices.append(f"{said}; refused in production")
         return self
 
     @model_validator(mode="after")
@@ -657,7 +680,14 @@ class Settings(BaseSettings):
                 value = value.get_secret_value()
             if secret and value:
                 # A Sentry DSN's key is where a URL's user name goes.
-                value = _mask(str(value), user_is_secret=name == "sentry_dsn")
+                value = _mask(
+                    str(value),
+                    user_is_secret=name == "sentry_dsn",
+                    path_is_secret=name in SECRET_PATH_FIELDS,
+                )
+            elif isinstance(value, str) and "://" in value:
+                # Any URL may hold a password (NGINX_STATUS_URL, an AI provider's base URL).
+                value = _mask(value)
             elif name == "jwt_secret" and self.jwt_secret_file.is_file():
                 value = f"(generated, in {self.jwt_secret_file})"
             elif isinstance(value, Path):
@@ -679,18 +709,26 @@ def _port_number(value: str, name: str) -> int:
 _DIGITS = re.compile(r"[0-9]+")
 
 
-def _mask(value: str, *, user_is_secret: bool = False) -> str:
-    """A URL with its password masked (only one it holds), any other secret whole."""
+def _mask(value: str, *, user_is_secret: bool = False, path_is_secret: bool = False) -> str:
+    """A URL with its secrets masked: the password it holds (none where it holds none),
+    all of its user info where the user name is a key (a Sentry DSN), all after the host
+    where the path holds a token (a webhook's); any other secret whole. Cut at the last
+    `@`, as a password written unescaped may hold `/`, `?` or `#`: a path holding an `@`
+    is masked with it rather than a password shown."""
     if "://" not in value:
         return "****"
     scheme, rest = value.split("://", 1)
-    credentials, _, host = rest.rpartition("@")
+    credentials, at, host = rest.rpartition("@")
     user, _, password = credentials.partition(":")
-    if user_is_secret and user:
-        return f"{scheme}://****@{host}"
-    if password:
-        return f"{scheme}://{user}:****@{host}"
-    return value
+    if path_is_secret:
+        end = min((i for i in map(host.find, "/?#") if i >= 0), default=len(host))
+        if host[end:].strip("/?#"):
+            host = f"{host[: end + 1]}****"
+    if credentials and (user_is_secret or path_is_secret):
+        credentials = "****"
+    elif password:
+        credentials = f"{user}:****"
+    return f"{scheme}://{credentials}{at}{host}"
 
 
 def _is_placeholder(value: Any) -> bool:

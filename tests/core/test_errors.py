@@ -264,18 +264,21 @@ async def test_a_file_error_is_not_called_a_database_outage(make_client) -> None
         ("orphan", 409),
         ("duplicate", 409),
         ("updated_after_delete", 409),
-        ("deadlock", 409),
+        ("deadlock", 503),
+        ("serialization", 503),
         ("no_race", 500),
     ],
 )
-async def test_a_write_a_concurrent_request_made_impossible_is_a_409(
+async def test_a_write_a_concurrent_request_made_impossible_is_no_500(
     make_client, backend, race: str, status: int
 ) -> None:
     """The net under the races no service answers itself: a row whose parent is gone, a
-    duplicate, an update of a row deleted meanwhile, a transaction PostgreSQL ended as a
-    deadlock's victim. A 409 to send again, logged with what refused the write; any other
-    integrity error (a NOT NULL) stays a 500, a bug to see."""
-    if race == "deadlock" and not backend.scaleout:
+    duplicate, an update of a row deleted meanwhile are the data's state, a 409 promising
+    nothing of a retry; a transaction PostgreSQL ended (a deadlock's victim, one it could
+    not serialise) is a 503 to send again shortly. Logged with what refused the write;
+    any other integrity error (a NOT NULL) stays a 500, a bug to see."""
+    ended = {"deadlock": "40P01", "serialization": "40001"}
+    if race in ended and not backend.scaleout:
         pytest.skip("PostgreSQL's (SQLite writers wait in turn: 503 past its busy timeout)")
     client = await make_client()
     router = APIRouter()
@@ -293,8 +296,8 @@ async def test_a_write_a_concurrent_request_made_impossible_is_a_409(
             await session.execute(text("DELETE FROM users WHERE id = :id"), {"id": admin_id})
             assert admin is not None
             admin.last_login_at = utcnow()
-        elif race == "deadlock":  # as PostgreSQL's deadlock detector ends a transaction
-            victim = "RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'"
+        elif race in ended:  # as PostgreSQL ends a transaction
+            victim = f"RAISE EXCEPTION '{race}' USING ERRCODE = '{ended[race]}'"
             await session.execute(text(f"DO $$ BEGIN {victim}; END $$"))
         else:
             await session.execute(text("INSERT INTO api_keys (id) VALUES ('x')"))
@@ -305,14 +308,23 @@ async def test_a_write_a_concurrent_request_made_impossible_is_a_409(
     assert response.status_code == status, response.text
     log_file = stream_path(client.app.state.settings.effective_log_dir, APPLICATION_STREAM)
     logged = [line for line in log_file.read_text().splitlines() if "concurrent_change" in line]
+    body = response.json()
     if status == 409:
-        assert response.json()["error"] == "Conflict"
-        assert response.json()["message"] == (
-            "The request conflicts with a concurrent change; send it again"
+        assert (body["error"], body["message"]) == (
+            "Conflict",
+            "The request conflicts with the current state of a related record",
         )
-        assert len(logged) == 1 and "refused_by" in logged[0]
+        assert "retry-after" not in response.headers
+    elif status == 503:
+        assert (body["error"], body["message"]) == (
+            "ServiceUnavailable",
+            "Database busy with a conflicting change, try again shortly",
+        )
+        assert response.headers["retry-after"] == "1"
     else:
-        assert response.json()["error"] == "InternalServerError" and not logged
+        assert body["error"] == "InternalServerError" and not logged
+    if status != 500:
+        assert len(logged) == 1 and "refused_by" in logged[0]
     assert (await login(client, ADMIN_EMAIL, ADMIN_PASSWORD))["accessToken"]  # rolled back
 
 

@@ -242,10 +242,18 @@ def test_every_nginx_upstream_is_a_serve_instance() -> None:
     assert re.search(r"^ExecStart=\S+ serve --host 127\.0\.0\.1 --port %i$", unit, re.M)
     started = "systemctl enable --now " + " ".join(f"vpsapi@{port}" for port in ports)
     assert started in unit and started in (ROOT / "README.md").read_text()
-    # systemd runs a template's instances in the slice named after it.
-    slice_name = f"system-{template.name.split('@')[0]}.slice"
+    # systemd runs a template's instances in the slice named after it; an install still
+    # running the single unit of older releases (in system.slice) is read too. fail2ban
+    # ORs the groups of matches ` + ` separates.
+    name = template.name.split("@")[0]
     jail = (DEPLOY / "fail2ban" / "jail.d" / "vpsapi.conf").read_text()
-    assert re.search(rf"^journalmatch = _SYSTEMD_SLICE={re.escape(slice_name)}$", jail, re.M)
+    match = re.search(r"^journalmatch = (.*)$", jail, re.M)
+    assert match is not None
+    groups = [group.split() for group in match.group(1).split(" + ")]
+    assert sorted(groups) == [
+        [f"_SYSTEMD_SLICE=system-{name}.slice"],
+        [f"_SYSTEMD_UNIT={name}.service"],
+    ]
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")

@@ -346,8 +346,8 @@ def database_failure(exc: BaseException) -> AppError | None:
         # Every connection busy for DATABASE_POOL_TIMEOUT: the server is overloaded. Shed
         # the request with a retryable answer instead of queueing it further.
         return ServiceUnavailable("Server busy, try again shortly", headers={"Retry-After": "1"})
-    if (conflict := _concurrent_change(exc)) is not None:
-        return conflict
+    if (answer := _concurrent_change(exc)) is not None:
+        return answer
     if isinstance(exc, DBAPIError):
         if _is_unstorable_text(exc):
             return BadRequest("The request holds text the database cannot store")
@@ -364,6 +364,9 @@ def database_failure(exc: BaseException) -> AppError | None:
 # with a building's cascading delete racing readings stored for its sensor) or that cannot
 # be serialised. A NOT NULL or CHECK violation is no race but a bug, left a 500.
 _FOREIGN_KEY = "foreign_key"
+# Ended by PostgreSQL rather than refused: the request itself is fine, and sent again once
+# the other transaction is through it succeeds.
+_TRANSIENT = {"deadlock", "serialization"}
 _RACES = {
     "23503": _FOREIGN_KEY,
     "23505": "unique",
@@ -402,13 +405,18 @@ def answer_if_deleted_meanwhile(answer: AppError) -> Iterator[None]:
         raise answer from exc
 
 
-def _concurrent_change(exc: BaseException) -> Conflict | None:
-    """The net under the races no service answers itself: a write a concurrent request
-    made impossible is a 409 to send again, not a 500. Logged with what refused it, so
-    a race that deserves its own answer (`answer_if_deleted_meanwhile`) gets noticed."""
+def _concurrent_change(exc: BaseException) -> AppError | None:
+    """The net under the races no service answers itself, never a 500. A transaction
+    PostgreSQL ended (a deadlock's victim, one it could not serialise) is a 503 to send
+    again shortly. A row missing or duplicated is the state of the data: a concurrent
+    request may have left it, or the request itself may be the cause and would meet it
+    again, so a 409 that promises nothing of sending it again. Logged with what refused
+    it, so a race that deserves its own answer (`answer_if_deleted_meanwhile`) gets
+    noticed."""
+    race = _race(exc) if isinstance(exc, DBAPIError) else None
     if isinstance(exc, StaleDataError):
         refused_by = str(exc)
-    elif isinstance(exc, DBAPIError) and _race(exc) is not None:
+    elif isinstance(exc, DBAPIError) and race is not None:
         # PostgreSQL's driver names a constraint; SQLite only says which kind it was (and
         # a unique one's columns).
         driver_error = getattr(exc.orig, "__cause__", None)
@@ -416,7 +424,12 @@ def _concurrent_change(exc: BaseException) -> Conflict | None:
     else:
         return None
     log.warning("concurrent_change_refused", refused_by=refused_by)
-    return Conflict("The request conflicts with a concurrent change; send it again")
+    if race in _TRANSIENT:
+        return ServiceUnavailable(
+            "Database busy with a conflicting change, try again shortly",
+            headers={"Retry-After": "1"},
+        )
+    return Conflict("The request conflicts with the current state of a related record")
 
 
 # What reaching a database server over the network can fail with (the driver raises these
