@@ -16,8 +16,8 @@ MODULE = Module(
     rate_limit_rules=[
         # Seed 000's /api/auth/token stays on the default tier, the only limit it names;
         # failed refreshes do not use up the attempts a user needs to sign in again.
-        TierRule("/api/auth/login", AUTH_TIER, bucket="auth-login"),
-        TierRule("/api/v1/auth/login", AUTH_TIER, bucket="auth-login"),
+        TierRule("/api/auth/login", AUTH_TIER, bucket="auth-login", held_while_checked=True),
+        TierRule("/api/v1/auth/login", AUTH_TIER, bucket="auth-login", held_while_checked=True),
         TierRule("/api/auth/refresh", AUTH_TIER, bucket="auth-refresh"),
         TierRule("/api/v1/auth/refresh", AUTH_TIER, bucket="auth-refresh"),
     ],

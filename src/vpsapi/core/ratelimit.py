@@ -8,9 +8,9 @@ show the caller's general budget as it stands (seed 001: "every response include
 headers), read within a fraction of a second or left out, so a probe never waits on a
 slow store. The `auth` tier counts failed attempts only (a 401 or 403),
 per client IP and per kind of attempt (a rule's `bucket`: logins, refreshes), so sign-in
-brute force is stopped while a frontend that signs in routinely is never locked out. An
-attempt holds its place while it is checked and gives it back unless refused, so attempts
-sent at once get no more answers than the limit.
+brute force is stopped while a frontend that signs in routinely is never locked out. A
+sign-in is also counted apart while it is checked, so that attempts sent at once cannot
+outnumber the failures left; those beyond them are asked to retry in a second, not locked out.
 Other tiers count every request per user (a valid access token, or an API key or a token
 exchanged for one, counted as its owner's: keys are free to create), or per IP.
 If the limit store is unreachable the request is let through and a warning logged:
@@ -51,6 +51,12 @@ AUTH_TIER = "auth"
 PROBE_PEEK_SECONDS = 0.25
 # Windows whose end this process remembers (one per client and tier seen in a window).
 WINDOW_ENDS_KEPT = 10_000
+# How long a count of sign-ins being checked lives after the arrival that found none (the
+# store sets it when a count starts from zero): far beyond any check, and the longest a
+# place left held (a process killed mid-check, a store gone at the give-back) is missed.
+IN_FLIGHT_SECONDS = 120
+# A client refused for the sign-ins it has in flight may send again as soon as they end.
+IN_FLIGHT_RETRY_AFTER = 1
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,10 @@ class TierRule:
     prefix: str
     tier: str
     bucket: str = ""
+    # An auth-tier bucket whose attempts are also held while checked (signing in: a burst
+    # of guessed passwords would all be checked before the first failure counts). Not a
+    # refresh: a signed token cannot be guessed, and a user's tabs refresh at once.
+    held_while_checked: bool = False
 
     @property
     def counter(self) -> str:
@@ -192,59 +202,104 @@ class RateLimitMiddleware:
                 await self.app(scope, receive, send)
             return
         rule = self.rule_for(path)
-        tier, counter = rule.tier, rule.counter
-        item = self.limits[tier]
-        key = self.identity(scope, tier)
-        attempt = tier == AUTH_TIER
+        item = self.limits[rule.tier]
+        key = self.identity(scope, rule.tier)
+        if rule.tier == AUTH_TIER:
+            await self._attempt(scope, receive, send, rule, item, key)
+            return
         try:
-            # Counted and tested in one step. An attempt to sign in too, before it is
-            # checked (given back below unless refused): counted once it had failed,
-            # every attempt sent at once would be checked.
-            allowed, stats = await self.count(item, counter, key, window_may_restart=attempt)
+            allowed, stats = await self.count(item, rule.counter, key)
         except Exception as exc:
             log.warning("ratelimit_store_unavailable", error=str(exc))
             await self.app(scope, receive, send)
             return
         if not allowed:
-            if attempt:  # refused unchecked, it guessed nothing: the count is of attempts
-                await self.give_back(item, counter, key, stats.reset_time)
-            retry_after = max(1, math.ceil(stats.reset_time - time.time()))
-            security_log.warning(
-                "rate_limit_exceeded",
-                ip=client_ip_var.get() or key.removeprefix("ip:"),
-                subject=key.removeprefix("sub:") if key.startswith("sub:") else None,
-                method=scope.get("method"),
-                path=path,
-                tier=tier,
-            )
-            body = error_body(
-                path,
-                scope.get("method", "GET"),
-                429,
-                "TooManyRequests",
-                "Too many requests, please try again later",
-                legacy_body={"error": "Too many requests", "retryAfter": retry_after},
-            )
-            response = JSONResponse(
-                body,
-                status_code=429,
-                headers={"Retry-After": str(retry_after)},
-            )
-            response.raw_headers.extend(_headers(item, stats.remaining, stats.reset_time))
-            await response(scope, receive, send)
+            await self._exceeded(scope, receive, send, item, stats, rule.tier, key)
             return
 
-        settled = not attempt
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *_headers(item, stats.remaining, stats.reset_time),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    async def _attempt(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        rule: TierRule,
+        item: RateLimitItem,
+        key: str,
+    ) -> None:
+        """A sign-in or refresh. Only a failed one counts (a 401 or 403), in the tier's
+        window: once the failures reach the limit the address is locked out. A sign-in
+        (`held_while_checked`) is also counted in flight from its arrival to its answer: the
+        failures and the sign-ins in flight together may not pass the limit, or every
+        guess sent at once would be checked before the first failure counted. One beyond
+        is refused for a second, and not logged as a rate-limit hit (fail2ban bans on
+        those): honest sign-ins behind one address (an office's NAT, a frontend) arrive at
+        once too, and lock nothing out."""
+        counter = rule.counter
+        in_flight_key = item.key_for(counter, key, "in-flight")
+        held = False
+
+        async def give_back() -> None:
+            """Take this sign-in off the ones in flight, once: marked before the store is
+            asked, so that a cancellation meanwhile cannot give it back twice, and shielded,
+            so that it cannot leave its place held either."""
+            nonlocal held
+            if held:
+                held = False
+                with anyio.CancelScope(shield=True):
+                    await self._leave(in_flight_key)
+
+        in_flight = 0
+        try:
+            if rule.held_while_checked:
+                in_flight = await self.storage.incr(in_flight_key, IN_FLIGHT_SECONDS)
+                held = True
+            # Read after this attempt is held, and a failure is counted before its place is
+            # given back: no attempt being checked is missed by both counts.
+            stats = await self.peek(item, counter, key)
+        except Exception as exc:
+            log.warning("ratelimit_store_unavailable", error=str(exc))
+            await give_back()
+            await self.app(scope, receive, send)
+            return
+        if stats.remaining == 0:
+            await give_back()
+            await self._exceeded(scope, receive, send, item, stats, rule.tier, key)
+            return
+        if in_flight > stats.remaining:
+            await give_back()
+            log.info(
+                "sign_ins_in_flight_refused",
+                ip=client_ip_var.get() or key.removeprefix("ip:"),
+                path=scope.get("path", ""),
+                in_flight=in_flight,
+                failures_left=stats.remaining,
+            )
+            await self._too_many(scope, receive, send, item, stats, IN_FLIGHT_RETRY_AFTER)
+            return
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal settled, stats
+            nonlocal stats
             if message["type"] == "http.response.start":
-                if not settled and message["status"] not in _REFUSED_CREDENTIALS:
-                    # Only a refused attempt keeps its place, and the answer already says
-                    # so. Not any 4xx: a browser's GET of the login URL (405) or a malformed
-                    # body cannot guess a password, and must not lock its address out.
-                    stats = await self.give_back(item, counter, key, stats.reset_time) or stats
-                settled = True
+                if message["status"] in _REFUSED_CREDENTIALS:
+                    # A failed attempt counts, and the answer already says so. Not any 4xx:
+                    # a browser's GET of the login URL (405) or a malformed body cannot
+                    # guess a password, and must not lock its address out.
+                    try:
+                        with anyio.CancelScope(shield=True):  # counted, the client gone or not
+                            _, stats = await self.count(item, counter, key)
+                    except Exception as exc:
+                        log.warning("ratelimit_store_unavailable", error=str(exc))
+                await give_back()
                 message["headers"] = [
                     *message.get("headers", []),
                     *_headers(item, stats.remaining, stats.reset_time),
@@ -254,9 +309,52 @@ class RateLimitMiddleware:
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
-            if not settled:  # no answer of its own (an error, the client gone): nothing guessed
-                with anyio.CancelScope(shield=True):
-                    await self.give_back(item, counter, key, stats.reset_time)
+            await give_back()  # no answer of its own (an error, the client gone): nothing guessed
+
+    async def _exceeded(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        item: RateLimitItem,
+        stats: WindowStats,
+        tier: str,
+        key: str,
+    ) -> None:
+        """The limit reached: a 429 until the window ends, logged for fail2ban."""
+        security_log.warning(
+            "rate_limit_exceeded",
+            ip=client_ip_var.get() or key.removeprefix("ip:"),
+            subject=key.removeprefix("sub:") if key.startswith("sub:") else None,
+            method=scope.get("method"),
+            path=scope.get("path", ""),
+            tier=tier,
+        )
+        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        await self._too_many(scope, receive, send, item, stats, retry_after)
+
+    async def _too_many(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        item: RateLimitItem,
+        stats: WindowStats,
+        retry_after: int,
+    ) -> None:
+        """A 429 in the body family of its path, with the budget's headers as `stats` has it."""
+        path = scope.get("path", "")
+        body = error_body(
+            path,
+            scope.get("method", "GET"),
+            429,
+            "TooManyRequests",
+            "Too many requests, please try again later",
+            legacy_body={"error": "Too many requests", "retryAfter": retry_after},
+        )
+        response = JSONResponse(body, status_code=429, headers={"Retry-After": str(retry_after)})
+        response.raw_headers.extend(_headers(item, stats.remaining, stats.reset_time))
+        await response(scope, receive, send)
 
     async def _with_budget_shown(self, scope: Scope, send: Send) -> Send:
         """`send`, adding the general tier's headers as the window stands, uncounted."""
@@ -288,17 +386,13 @@ class RateLimitMiddleware:
         window_end = await self._window_end(storage_key, time.time()) if count else 0.0
         return WindowStats(window_end, max(0, item.amount - count))
 
-    async def count(
-        self, item: RateLimitItem, counter: str, key: str, *, window_may_restart: bool = False
-    ) -> tuple[bool, WindowStats]:
+    async def count(self, item: RateLimitItem, counter: str, key: str) -> tuple[bool, WindowStats]:
         """Count one request: whether it is within the limit, and the window after it.
 
         One round trip to the store as a rule (the limiter's hit and window stats took
         three): the count comes back from the increment, and a fixed window's end never
         moves, so this process asks for it once per window, or not at all when its own
-        request opened the window. Unless `window_may_restart`: a window whose every count
-        was given back starts again at its next count, maybe in another process, so its
-        end is asked of the store each time (attempts to sign in are few)."""
+        request opened the window."""
         storage_key = item.key_for(counter, key)
         expiry = item.get_expiry()
         count = await self.storage.incr(storage_key, expiry)
@@ -306,35 +400,21 @@ class RateLimitMiddleware:
         if count == 1:
             window_end = now + expiry
             self._remember_window_end(storage_key, window_end, now)
-        elif window_may_restart:
-            window_end = await self.storage.get_expiry(storage_key)
         else:
             window_end = await self._window_end(storage_key, now)
         return count <= item.amount, WindowStats(window_end, max(0, item.amount - count))
 
-    async def give_back(
-        self, item: RateLimitItem, counter: str, key: str, window_end: float
-    ) -> WindowStats | None:
-        """Uncount a request `count` counted in the window ending at `window_end`: the
-        window after it, or None if the store did not answer (the request stays counted).
-
-        The Redis store has no decrement, so on either store one is added negatively. If
-        the window ended meanwhile, the count is another window's and stays as it is; if it
-        ended between the look at the clock and the store's answer, the count went below
-        zero in a new window, and is put back."""
+    async def _leave(self, in_flight_key: str) -> None:
+        """Take one sign-in off those in flight. The Redis store has no decrement, so on
+        either store one is added negatively. Had the count expired meanwhile
+        (IN_FLIGHT_SECONDS), this sign-in was not in the new one and took it below zero:
+        put back. A store that does not answer leaves the place held until the count
+        expires."""
         try:
-            if time.time() >= window_end:
-                return await self.peek(item, counter, key)
-            storage_key = item.key_for(counter, key)
-            expiry = item.get_expiry()
-            count = await self.storage.incr(storage_key, expiry, -1)
-            if count < 0:
-                count = await self.storage.incr(storage_key, expiry, 1)
+            if await self.storage.incr(in_flight_key, IN_FLIGHT_SECONDS, -1) < 0:
+                await self.storage.incr(in_flight_key, IN_FLIGHT_SECONDS)
         except Exception as exc:
             log.warning("ratelimit_store_unavailable", error=str(exc))
-            return None
-        # Nothing counted: the next count opens a window, as in `_headers`.
-        return WindowStats(window_end if count else 0.0, max(0, item.amount - count))
 
     async def _window_end(self, storage_key: str, now: float) -> float:
         """When a counted window ends: asked of the store once per window per process."""
