@@ -71,6 +71,8 @@ async def test_types_lists_what_a_client_may_submit(
             ),
         ),
         ("type3", {}, lambda r, n: r["batches"] == 1 and r["results"][0]["batchId"] == 0),
+        # JSON's true is no batch size of 1: the default applies.
+        ("type3", {"batchSize": True}, lambda r, n: r["batches"] == 1),
     ],
 )
 async def test_result_shapes(

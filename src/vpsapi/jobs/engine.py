@@ -36,7 +36,7 @@ from vpsapi.config import Settings
 from vpsapi.core.db import Database, UTCDateTime, utcnow
 from vpsapi.core.events import EventBus
 from vpsapi.jobs.models import JobRecord
-from vpsapi.jobs.processors import JobContext, get_processor, set_job_context
+from vpsapi.jobs.processors import JobContext, get_processor, number_option, set_job_context
 
 log = structlog.get_logger("vpsapi.jobs")
 
@@ -450,10 +450,10 @@ class JobEngine:
             await self._finish(job.id, FAILED, error=error)
             return
         options = decode_blob(job.payload).get("options", {})
-        base = options.get("retryDelayMs")
+        base = number_option(options, "retryDelayMs")
         base_seconds = (
             base / 1000
-            if isinstance(base, int | float) and base >= 0
+            if base is not None and base >= 0
             else self.settings.job_backoff_base_seconds
         )
         run_at = utcnow() + timedelta(seconds=self.backoff_seconds(job.attempts, base_seconds))

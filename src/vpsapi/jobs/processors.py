@@ -104,10 +104,17 @@ def load_entry_points() -> None:
             log.error("processor_load_failed", name=entry.name, error=str(exc))
 
 
+def number_option(options: dict[str, Any], name: str) -> int | float | None:
+    """A job option that is a JSON number, else None (the default applies). JSON's true
+    and false are no numbers, though Python takes them for 1 and 0."""
+    value = options.get(name)
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 async def _pause(options: dict[str, Any]) -> None:
     # The seed's sleeps were simulations; `options.delayMs` keeps them for demos.
-    delay = options.get("delayMs")
-    if isinstance(delay, int | float) and delay > 0:
+    delay = number_option(options, "delayMs")
+    if delay is not None and delay > 0:
         await asyncio.sleep(min(delay, 60_000) / 1000)  # capped first: float() of 10**400 fails
     else:
         await asyncio.sleep(0)
@@ -161,7 +168,7 @@ class Type3:
     async def process(
         self, items: list[dict[str, Any]], options: dict[str, Any], report: Report
     ) -> dict[str, Any]:
-        size = options.get("batchSize", 10)
+        size = number_option(options, "batchSize")
         batch_size = size if isinstance(size, int) and size > 0 else 10
         batches = (len(items) + batch_size - 1) // batch_size
         results: list[dict[str, Any]] = []
