@@ -157,3 +157,32 @@ async def test_a_key_for_a_user_deleted_meanwhile_is_refused_as_their_token_is(
     assert deleted.is_success
     after = await client.get("/api/v1/api-keys", headers=headers)
     assert after.status_code == 401 and same_answer(raced, after), raced.text
+
+
+@pytest.mark.parametrize("credential", ["token", "key"])
+async def test_me_for_a_user_deleted_meanwhile_is_refused_as_their_credential_is(
+    client: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+    create_user,
+    monkeypatch: pytest.MonkeyPatch,
+    credential: str,
+) -> None:
+    """The caller deleted by a concurrent request after their credential was checked: the
+    answer is what the credential gets from then on, 401 (was a 409 for a key, whose
+    last-use stamp met no row at the flush, and a 404 "User not found" for a token)."""
+    user, headers = await create_user()
+    if credential == "key":
+        headers = {"Authorization": f"ApiKey {(await _create(client, headers))['key']}"}
+        deleted_right_after(monkeypatch, service, "_active_api_key", "users", lambda f: f[1].id)
+    else:
+        deleted_right_after(
+            monkeypatch, service, "principal_from_token", "users", lambda caller: caller.user_id
+        )
+    raced = await client.get("/api/v1/me", headers=headers)
+    monkeypatch.undo()
+    # The concurrent request's delete, made for good now unless it already stuck (a GET
+    # runs without a transaction on PostgreSQL, so nothing rolled it back).
+    deleted = await client.delete(f"/api/v1/users/{user['id']}", headers=admin_headers)
+    assert deleted.is_success or deleted.status_code == 404
+    after = await client.get("/api/v1/me", headers=headers)
+    assert after.status_code == 401 and same_answer(raced, after), raced.text

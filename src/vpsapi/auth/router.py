@@ -168,7 +168,7 @@ async def oauth_logout(
 
 @legacy_router.get("/me", response_model=UserOut, summary="The logged-in user")
 async def oauth_me(principal: CurrentUser, session: SessionDep) -> UserOut:
-    return UserOut.model_validate(await service.get_user(session, principal.user_id or ""))
+    return UserOut.model_validate(await service.get_caller(session, principal))
 
 
 # ---- seed 001: /api/v1 -----------------------------------------------------------------
@@ -225,7 +225,7 @@ async def logout(
 
 @v1_router.get("/me", response_model=Envelope[MeData])
 async def me(principal: CurrentUser, session: SessionDep) -> Envelope[MeData]:
-    user = await service.get_user(session, principal.user_id or "")
+    user = await service.get_caller(session, principal)
     return envelope(MeData(user=UserOut.model_validate(user)))
 
 

@@ -15,6 +15,7 @@ import structlog
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from vpsapi.auth.models import ApiKey, AuthSession, User
 from vpsapi.auth.passwords import check_new_password
@@ -134,6 +135,15 @@ async def get_user(session: AsyncSession, user_id: str) -> User:
     user = await session.get(User, user_id)
     if user is None:
         raise NotFound("User not found")
+    return user
+
+
+async def get_caller(session: AsyncSession, principal: Principal) -> User:
+    """The caller's own account. Gone since the credential was checked (deleted while the
+    request ran), the credential is refused as it is from then on."""
+    user = await session.get(User, principal.user_id or "")
+    if user is None:
+        raise credential_gone(principal)
     return user
 
 
@@ -474,9 +484,19 @@ async def _active_api_key(session: AsyncSession, key: str) -> tuple[ApiKey | Non
         return None, None
     if api_key.expires_at is not None and api_key.expires_at <= now:
         return None, None
-    # Touch at most once a minute: a write per request would serialise hot keys.
+    # Touch at most once a minute: a write per request would serialise hot keys. Written
+    # at once, not at the flush: a key deleted meanwhile (its owner deleted while this
+    # request ran) matches no row, and is refused as it will be from now on.
     if api_key.last_used_at is None or now - api_key.last_used_at > timedelta(minutes=1):
-        api_key.last_used_at = now
+        touched = await session.execute(
+            update(ApiKey)
+            .where(ApiKey.id == api_key.id)
+            .values(last_used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if touched.rowcount == 0:  # type: ignore[attr-defined]
+            return None, None
+        set_committed_value(api_key, "last_used_at", now)
     return api_key, user
 
 
@@ -516,6 +536,12 @@ def token_revoked() -> Unauthorized:
     """The answer to a token whose login ended or whose user is gone, deleted before the
     request or while it ran."""
     return Unauthorized("Token revoked")
+
+
+def credential_gone(principal: Principal) -> Unauthorized:
+    """The answer to a caller whose user was deleted while the request ran: what the same
+    credential gets from then on."""
+    return Unauthorized("Invalid API key") if principal.kind == "api_key" else token_revoked()
 
 
 async def principal_from_token(session: AsyncSession, codec: TokenCodec, token: str) -> Principal:
