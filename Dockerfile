@@ -15,6 +15,6 @@ WORKDIR /app
 ENV DATA_DIR=/data HOST=0.0.0.0 PORT=8000 LOG_FORMAT=json
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --retries=3 \
-  CMD python -c "import os,sys,urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:%s/health/live' % (os.environ.get('PORT') or '8000')).status != 200)"
+  CMD python -c "import os,sys,urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:%s/health/live' % ((os.environ.get('PORT') or '').strip() or '8000')).status != 200)"
 ENTRYPOINT ["vpsapi"]
 CMD ["serve"]

@@ -13,13 +13,15 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
-from support import ROOT, free_port
-from vpsapi.config import SQLITE_FILE
+from support import ROOT, SHARED_API_KEY, free_port
+from vpsapi.config import SQLITE_FILE, Settings
+from vpsapi.devices.params import ParamKeys
 
 
-def run(args: list[str], data_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def cli_env(data_dir: Path, **env: str) -> dict[str, str]:
     base = {
         k: v
         for k, v in os.environ.items()
@@ -29,9 +31,13 @@ def run(args: list[str], data_dir: Path, **env: str) -> subprocess.CompletedProc
         {"PYTHONPATH": str(ROOT / "src"), "DATA_DIR": str(data_dir), "LOG_LEVEL": "WARNING"}
     )
     base.update(env)
+    return base
+
+
+def run(args: list[str], data_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "vpsapi", *args],
-        env=base,
+        env=cli_env(data_dir, **env),
         capture_output=True,
         text=True,
         timeout=120,
@@ -136,8 +142,8 @@ def test_a_seeds_example_secret_is_warned_about(
 def test_bad_pool_setting_refused(tmp_path: Path, setting: str, value: str) -> None:
     result = run(["serve", "--port", "1"], tmp_path / "data", **{setting: value})
     assert result.returncode == 2
-    assert "Configuration error" in result.stderr
-    assert setting.lower() in result.stderr
+    assert result.stderr.startswith(f"Configuration error: {setting}: ")  # the variable
+    assert result.stderr.strip().count("\n") == 0
     assert "Traceback" not in result.stderr
 
 
@@ -269,7 +275,7 @@ def test_config_takes_the_seeds_own_variable_names(tmp_path: Path) -> None:
     assert shown["JWT_SECRET"] == "****"
     assert "seed-002-secret" not in result.stdout and "redis-pass-word" not in result.stdout
     other = run(["config"], tmp_path / "data", JWT_ALGORITHM="RS256")
-    assert other.returncode == 2 and "jwt_algorithm" in other.stderr
+    assert other.returncode == 2 and "JWT_ALGORITHM: Input should be 'HS256'" in other.stderr
 
 
 def test_an_empty_variable_is_unset_unless_empty_says_something(tmp_path: Path) -> None:
@@ -294,10 +300,16 @@ def test_an_empty_variable_is_unset_unless_empty_says_something(tmp_path: Path) 
     assert (shown["PORT"], shown["ENVIRONMENT"], shown["LOG_FORMAT"]) == (
         "8000",
         "development",
-        "auto",
+        "auto (console)",
     )
     assert (shown["JWT_EXPIRES_IN"], shown["REDIS_URL"]) == ("1800", "redis://redis:6379/0")
     assert (shown["HOST"], shown["TRUSTED_PROXIES"], shown["SYSTEM_LOG_FILES"]) == ("", "[]", "[]")
+    # A value of only whitespace (`PORT= ` with a stray space) is an empty one.
+    blank = run(["config"], tmp_path / "data", PORT=" ", HOST="  ", LOG_LEVEL="\t", ENVIRONMENT=" ")
+    assert blank.returncode == 0, blank.stderr
+    shown = config_table(blank.stdout)
+    assert (shown["PORT"], shown["HOST"], shown["LOG_LEVEL"]) == ("8000", "", "INFO")
+    assert shown["ENVIRONMENT"] == "production"
 
 
 def test_service_links_are_not_taken_for_the_seeds_names(tmp_path: Path) -> None:
@@ -333,16 +345,23 @@ def test_service_links_are_not_taken_for_the_seeds_names(tmp_path: Path) -> None
     [
         ({"REDIS_HOST": "redis:6380"}, "REDIS_HOST takes a host name or address"),
         ({"REDIS_HOST": "redis", "REDIS_DB": "²"}, "REDIS_DB must be a database number"),
-        ({"REDIS_HOST": "redis", "REDIS_PORT": "abc"}, "[type=value_error]"),
-        ({"ACCESS_TOKEN_EXPIRE_MINUTES": "1000000000000"}, "access_token_expire_minutes"),
-        ({"JWT_REFRESH_REUSE_SECONDS": "99999999999999"}, "jwt_refresh_reuse_seconds"),
+        ({"REDIS_HOST": "redis", "REDIS_PORT": "abc"}, "REDIS_PORT must be a port number"),
+        (
+            {"ACCESS_TOKEN_EXPIRE_MINUTES": "1000000000000"},
+            "ACCESS_TOKEN_EXPIRE_MINUTES: Input should be less than or equal to 5259600",
+        ),
+        ({"JWT_REFRESH_REUSE_SECONDS": "99999999999999"}, "JWT_REFRESH_REUSE_SECONDS: Input"),
+        ({"REDIS_HOST": "redis", "REDIS_DB": "[red]"}, "must be a database number, not '[red]'"),
     ],
 )
 def test_bad_seed_names_are_said_whole(tmp_path: Path, env: dict[str, str], said: str) -> None:
-    """A clear refusal, in full (rich once ate `[type=…]` as markup)."""
+    """A clear refusal in one line, naming the variable, in full (rich once ate
+    `[type=…]` as markup)."""
     result = run(["config"], tmp_path / "data", **env)
     assert result.returncode == 2
-    assert said in " ".join(result.stderr.split())
+    assert result.stderr.startswith("Configuration error: ")
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert said in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -361,7 +380,7 @@ def test_token_lifetimes_take_the_ms_librarys_spellings(
 @pytest.mark.parametrize("spelled", ["1x", "0", "100ms", "-1h"])
 def test_a_token_lifetime_that_is_none_is_refused(tmp_path: Path, spelled: str) -> None:
     result = run(["config"], tmp_path / "data", JWT_EXPIRES_IN=spelled)
-    assert result.returncode == 2 and "jwt_expires_in" in result.stderr
+    assert result.returncode == 2 and "Configuration error: JWT_EXPIRES_IN: " in result.stderr
 
 
 def test_config_says_where_a_generated_jwt_secret_is(tmp_path: Path) -> None:
@@ -371,6 +390,75 @@ def test_config_says_where_a_generated_jwt_secret_is(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "JWT_SECRET" in result.stdout and "(generated, in" in result.stdout  # table wraps
     assert (data / "jwt-secret").read_text().strip() not in result.stdout
+
+
+def test_config_says_what_settings_left_to_vpsapi_come_to(tmp_path: Path) -> None:
+    """The camera passwords' key generated into DATA_DIR is said as the JWT secret's is;
+    LOG_FORMAT=auto says what it comes to here, by the rule the logging follows."""
+    data = tmp_path / "data"
+    settings = Settings(data_dir=data, environment="test")
+    ParamKeys.from_settings(settings)  # as the first camera's registration does
+    result = run(["config"], data)
+    assert result.returncode == 0, result.stderr
+    shown = config_table(result.stdout)
+    assert shown["DEVICE_PARAM_KEYS"] == f"(generated, in {settings.device_param_key_file})"
+    assert settings.device_param_key_file.read_text().strip() not in result.stdout
+    assert shown["LOG_FORMAT"] == "auto (json)"  # a pipe: JSON lines in production
+    development = run(["config"], data, ENVIRONMENT="development")
+    assert config_table(development.stdout)["LOG_FORMAT"] == "auto (console)"
+    assert config_table(run(["config"], data, LOG_FORMAT="console").stdout)["LOG_FORMAT"] == (
+        "console"
+    )
+    given = run(["config"], data, DEVICE_PARAM_KEYS="k2:an-own-long-random-value")
+    assert config_table(given.stdout)["DEVICE_PARAM_KEYS"] == "****"
+
+
+@pytest.mark.parametrize("level", ["bogus", "verbose", "10"])
+def test_an_unknown_log_level_is_refused(tmp_path: Path, level: str) -> None:
+    """As an unknown LOG_FORMAT is, rather than logging at INFO without a word."""
+    result = run(["config"], tmp_path / "data", LOG_LEVEL=level)  # as `serve` reads them
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        f"Configuration error: LOG_LEVEL: {level!r} is no log level: use DEBUG, INFO, "
+        "WARNING, ERROR or CRITICAL\n"
+    )
+
+
+def test_log_levels_are_taken_in_any_letter_case(tmp_path: Path) -> None:
+    for level, shown in (("debug", "DEBUG"), ("Warn", "WARN"), (" error ", "ERROR")):
+        result = run(["config"], tmp_path / "data", LOG_LEVEL=level)
+        assert result.returncode == 0, result.stderr
+        assert config_table(result.stdout)["LOG_LEVEL"] == shown
+
+
+def test_serve_on_every_interface_says_an_address_to_open(tmp_path: Path) -> None:
+    """HOST empty binds every interface: `serve` names an address a browser opens, and
+    `vpsapi jobs`' default --url, made of HOST and PORT, reaches the server."""
+    data, port = tmp_path / "data", free_port()
+    env = cli_env(data, HOST="", PORT=str(port), API_KEY=SHARED_API_KEY)
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "vpsapi", "serve"], env=env, stderr=log, cwd=tmp_path
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=1).is_success:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        said = log_path.read_text()
+        assert (
+            f"vpsapi listening on http://127.0.0.1:{port} and every other interface  "
+            f"(docs: http://127.0.0.1:{port}/docs, 1 process, SQLite)"
+        ) in said, said
+        listed = run(["jobs", "list"], data, HOST="", PORT=str(port), API_KEY=SHARED_API_KEY)
+        assert listed.returncode == 0, listed.stderr
+    finally:
+        process.terminate()
+        process.wait(30)
 
 
 def example_placeholders() -> dict[str, str]:
@@ -430,6 +518,8 @@ def test_the_example_configurations_placeholders_stop_a_production_start(
     said = re.search(r"note: ([A-Z0-9_, ]+) left as in vpsapi's example configuration", notice)
     assert said and set(said.group(1).split(", ")) == theirs.keys()
     assert "passed on as they are to the services they are for" in notice
+    # Plain dots, as a JSON log line keeps them: a grep of the journal finds the notice.
+    assert "example configuration (`replace-with-...`)" in notice
     shown = upgraded.stdout + upgraded.stderr
     assert theirs["S3_SECRET_KEY"] not in shown and "database-password" not in shown
     development = run(

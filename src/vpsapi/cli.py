@@ -11,13 +11,14 @@ from types import FrameType
 from typing import Annotated, Any, NoReturn, TypeVar, cast
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vpsapi.auth.passwords import check_new_password
-from vpsapi.config import Settings, SettingsError, get_settings
+from vpsapi.config import EVERY_INTERFACE, Settings, SettingsError, get_settings, local_url
 from vpsapi.core.errors import AppError
 from vpsapi.core.security import Role
 from vpsapi.jobs.cli import jobs_app, output_console, run_worker
@@ -35,10 +36,23 @@ T = TypeVar("T")
 
 
 def configuration_error(exc: Exception) -> NoReturn:
-    # One line, also in a journal or a pipe (rich would wrap it at 80 columns).
-    # `[type=…]` in pydantic's words is no markup of rich's: escaped, or it would vanish.
-    err_console.print(f"[red]Configuration error:[/red] {escape(str(exc))}", soft_wrap=True)
+    # One line, also in a journal or a pipe (rich would wrap it at 80 columns). A text of
+    # ours may hold brackets that are no markup of rich's: escaped, or they would vanish.
+    said = _refused_settings(exc) if isinstance(exc, ValidationError) else str(exc)
+    err_console.print(f"[red]Configuration error:[/red] {escape(said)}", soft_wrap=True)
     raise typer.Exit(2) from exc
+
+
+def _refused_settings(exc: ValidationError) -> str:
+    """pydantic's report of refused settings in one line, each named by its environment
+    variable (`PORT`, not the field `port`), in our words where a check of ours refused
+    it; never the value (it may be a secret)."""
+    said = []
+    for error in exc.errors(include_input=False, include_url=False):
+        reason = error.get("ctx", {}).get("error") if error["type"] == "value_error" else None
+        message = str(reason) if reason is not None else error["msg"]
+        said.append(f"{str(error['loc'][0]).upper()}: {message}" if error["loc"] else message)
+    return "; ".join(said)
 
 
 def load_settings() -> Settings:
@@ -101,9 +115,11 @@ def serve(
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    url = local_url(host, port)
+    where = f"{url} and every other interface" if host in EVERY_INTERFACE else url
     err_console.print(
-        f"[bold green]vpsapi[/] listening on http://{host}:{port}  "
-        f"(docs: http://{host}:{port}/docs, {workers} process{'es' if workers > 1 else ''}, "
+        f"[bold green]vpsapi[/] listening on {where}  "
+        f"(docs: {url}/docs, {workers} process{'es' if workers > 1 else ''}, "
         f"{'SQLite' if settings.is_sqlite else 'PostgreSQL'}"
         f"{', Redis' if settings.redis_url else ''})",
         soft_wrap=True,  # one line also when the output is not a terminal (80 columns)

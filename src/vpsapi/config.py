@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
 import ssl
+import sys
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -59,7 +61,8 @@ SECRET_PATH_FIELDS = frozenset({"alert_webhook_url", "push_webhook_url"})
 # JOURNALCTL_BIN empty skips the journal, CITYPULSE_MQTT_SHARED_GROUP empty subscribes
 # plainly, HOST empty binds every interface (as the socket takes it: a compose file's
 # `HOST: ${HOST}` then still serves the image's 0.0.0.0). Any other variable given empty
-# is unset: `PORT: ${PORT}` in a compose file, with PORT unset, passes PORT="".
+# is unset: `PORT: ${PORT}` in a compose file, with PORT unset, passes PORT="". A value of
+# only whitespace is an empty one (a stray space after `PORT=`), save where it is refused.
 EMPTY_MEANS_SOMETHING = frozenset(
     {
         "allowed_origins",
@@ -72,6 +75,9 @@ EMPTY_MEANS_SOMETHING = frozenset(
         "api_host",
     }
 )
+# A password of only whitespace is refused, as every password set is, not taken as unset
+# (which would generate one): the operator meant to set it.
+WHITESPACE_IS_A_VALUE = frozenset({"admin_password"})
 
 SQLITE_FILE = "vpsapi.db"  # the embedded database, inside DATA_DIR
 
@@ -114,7 +120,7 @@ SEED_EXAMPLE_SECRETS = frozenset(
 
 
 # How the example configurations in deploy/ spell a value the operator must supply (also
-# inside one: `kid:replace-with-…` for DEVICE_PARAM_KEYS, a URL's password).
+# inside one: `kid:replace-with-...` for DEVICE_PARAM_KEYS, a URL's password).
 PLACEHOLDER = "replace-with"
 
 # The secrets this service checks or seals with: left as deploy/'s published placeholder,
@@ -421,6 +427,18 @@ class Settings(BaseSettings):
             raise ValueError(f"not a Sentry DSN ({exc})") from None
         return value
 
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        # The names the logging module knows, in any letter case (WARN and FATAL too):
+        # another would log at INFO without a word.
+        name = value.strip().upper()
+        if name not in logging.getLevelNamesMapping():
+            raise ValueError(
+                f"{value!r} is no log level: use DEBUG, INFO, WARNING, ERROR or CRITICAL"
+            )
+        return name
+
     @field_validator("jwt_expires_in", "jwt_refresh_expires_in", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
@@ -445,7 +463,7 @@ class Settings(BaseSettings):
             if isinstance(source, EnvSettingsSource):  # the .env source is one too
                 source.env_vars = {
                     name: value
-                    for name, value in source.env_vars.items()
+                    for name, value in map(_blank_as_empty, source.env_vars.items())
                     if value != "" or name in EMPTY_MEANS_SOMETHING
                 }
         return init_settings, env_settings, dotenv_settings, file_secret_settings
@@ -550,7 +568,9 @@ class Settings(BaseSettings):
             if name in OWN_SECRETS
         ]
         others = [name.upper() for name in left if name not in OWN_SECRETS]
-        example = "left as in vpsapi's example configuration (`replace-with-…`)"
+        # Three dots, not an ellipsis: JSON log lines escape that (\u2026), and operators
+        # grep the journal for what they read here.
+        example = "left as in vpsapi's example configuration (`replace-with-...`)"
         if others:
             self._notices.append(
                 f"{', '.join(others)} {example}: passed on as they are to the services they "
@@ -636,6 +656,15 @@ class Settings(BaseSettings):
     def effective_log_dir(self) -> Path:
         return self.log_dir or self.data_dir / "logs"
 
+    @property
+    def effective_log_format(self) -> Literal["json", "console"]:
+        """What the console logs as. auto: JSON lines for what a program reads (a journal,
+        a container's log, a pipe), the console renderer for a person at a terminal
+        (`make run`) or in development."""
+        if self.log_format != "auto":
+            return self.log_format
+        return "console" if self.is_development or sys.stderr.isatty() else "json"
+
     def ensure_data_dir(self) -> Path:
         # Owner only when we create it: it holds the secrets and the embedded database
         # (password and key hashes). An existing directory keeps the mode it was given.
@@ -660,6 +689,11 @@ class Settings(BaseSettings):
         """Where a JWT secret generated for an unset JWT_SECRET is kept."""
         return self.data_dir / "jwt-secret"
 
+    @property
+    def device_param_key_file(self) -> Path:
+        """Where the key generated for an unset DEVICE_PARAM_KEYS is kept."""
+        return self.data_dir / "device-param-key"
+
     def masked(self) -> dict[str, Any]:
         """Effective settings for display, secrets masked."""
         # Settings left empty take a value made of others: the one taken is shown.
@@ -669,6 +703,11 @@ class Settings(BaseSettings):
             "log_dir": self.effective_log_dir,
             "acme_webroot": self.effective_acme_webroot,
             "jobs_inprocess_workers": self.run_jobs_in_process,
+        }
+        # Secrets left unset are generated into DATA_DIR on first use: where, once they are.
+        generated = {
+            "jwt_secret": self.jwt_secret_file,
+            "device_param_keys": self.device_param_key_file,
         }
         shown: dict[str, Any] = {}
         for name in type(self).model_fields:
@@ -688,12 +727,34 @@ class Settings(BaseSettings):
             elif isinstance(value, str) and "://" in value:
                 # Any URL may hold a password (NGINX_STATUS_URL, an AI provider's base URL).
                 value = _mask(value)
-            elif name == "jwt_secret" and self.jwt_secret_file.is_file():
-                value = f"(generated, in {self.jwt_secret_file})"
+            elif name in generated and generated[name].is_file():
+                value = f"(generated, in {generated[name]})"
+            elif name == "log_format" and value == "auto":
+                value = f"auto ({self.effective_log_format})"
             elif isinstance(value, Path):
                 value = str(value)
             shown[name] = value
         return shown
+
+
+# The addresses that bind every interface, and the one this machine reaches them at.
+EVERY_INTERFACE = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
+
+
+def local_url(host: str, port: int) -> str:
+    """Where this machine reaches `vpsapi serve` bound to `host` and `port`: one bound on
+    every interface (HOST empty, 0.0.0.0, ::) at the loopback address."""
+    address = EVERY_INTERFACE.get(host, host)
+    if ":" in address and not address.startswith("["):  # an IPv6 address
+        address = f"[{address}]"
+    return f"http://{address}:{port}"
+
+
+def _blank_as_empty(variable: tuple[str, str | None]) -> tuple[str, str | None]:
+    name, value = variable
+    if value is not None and not value.strip() and name not in WHITESPACE_IS_A_VALUE:
+        return name, ""
+    return variable
 
 
 def _port_number(value: str, name: str) -> int:

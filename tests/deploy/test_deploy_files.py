@@ -177,7 +177,8 @@ def test_the_image_health_check_asks_the_port_served(settings_factory, server_fa
 def test_the_image_health_check_takes_an_empty_port_as_unset(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A compose file's `PORT: ${PORT}`, PORT unset, passes PORT="": served on 8000."""
+    """A compose file's `PORT: ${PORT}`, PORT unset, passes PORT="": served on 8000, as
+    with a PORT of only whitespace."""
     check = re.search(r'CMD python -c "(.+)"', (ROOT / "Dockerfile").read_text())
     assert check is not None
     asked: list[str] = []
@@ -186,12 +187,13 @@ def test_the_image_health_check_takes_an_empty_port_as_unset(
         asked.append(url)
         return SimpleNamespace(status=200)
 
-    monkeypatch.setenv("PORT", "")
     monkeypatch.setattr(urllib.request, "urlopen", urlopen)
-    with pytest.raises(SystemExit) as exited:
-        exec(check.group(1), {})
-    assert asked == ["http://127.0.0.1:8000/health/live"]
-    assert not exited.value.code
+    for blank in ("", " "):
+        monkeypatch.setenv("PORT", blank)
+        with pytest.raises(SystemExit) as exited:
+            exec(check.group(1), {})
+        assert not exited.value.code
+    assert asked == ["http://127.0.0.1:8000/health/live"] * 2
 
 
 def test_constraints_pin_every_dependency_once() -> None:

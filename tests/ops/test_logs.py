@@ -741,6 +741,33 @@ async def test_a_line_clearly_before_from_ends_the_scan(
     assert [entry["event"] for entry in page["entries"]] == [marker]
 
 
+async def test_a_json_fragment_finds_lines_of_either_spacing(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    """A search saved from the older spaced lines (`"event": "login_failed"`) finds
+    today's compact lines and the spaced ones still in the files, as the compact form
+    does; text without quotes is looked for as written, spaces and all."""
+    marker = uuid.uuid4().hex
+    entry = {"level": "warning", "event": marker, "detail": "checked: yes, done"}
+    with (log_dir(client) / "security.log").open("a") as handle:
+        for form in ("spaced", "compact"):
+            separators = (", ", ": ") if form == "spaced" else (",", ":")
+            line = {"timestamp": datetime.now(UTC).isoformat(), **entry, "form": form}
+            handle.write(json.dumps(line, separators=separators) + "\n")
+    for needle in (
+        f'"event": "{marker}", "detail": "checked: yes, done"',
+        f'"event":"{marker}","detail":"checked: yes, done"',
+        f'"event" :"{marker}",  "detail"',
+    ):
+        page = await get_logs(client, admin_headers, "security", q=needle)
+        assert [e["form"] for e in page["entries"]] == ["compact", "spaced"], needle
+    page = await get_logs(client, admin_headers, "security", q=marker)
+    assert len(page["entries"]) == 2
+    for plain, found in (("checked: yes, done", 2), ("checked:yes,done", 0)):
+        page = await get_logs(client, admin_headers, "security", q=plain, level="warning")
+        assert len([e for e in page["entries"] if e["event"] == marker]) == found, plain
+
+
 async def test_structured_log_is_application_log_under_the_seeds_name(
     make_client: Any, tmp_path: Path
 ) -> None:

@@ -238,14 +238,8 @@ def _link_structured_alias(log_dir: Path) -> None:
 
 
 def configure_logging(settings: Settings) -> None:
-    # auto: JSON lines for what a program reads (a journal, a container's log, a pipe),
-    # the console renderer for a person at a terminal (`make run`) or in development.
-    use_json = settings.log_format == "json" or (
-        settings.log_format == "auto" and not settings.is_development and not sys.stderr.isatty()
-    )
-    level = logging.getLevelName(settings.log_level.upper())
-    if not isinstance(level, int):
-        level = logging.INFO
+    use_json = settings.effective_log_format == "json"
+    level = logging.getLevelNamesMapping()[settings.log_level]  # a name checked by Settings
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,

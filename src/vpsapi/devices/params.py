@@ -25,7 +25,8 @@ class ParamKeys:
     @classmethod
     def from_settings(cls, settings: Settings) -> ParamKeys:
         if settings.device_param_keys is None:
-            raw = "k1:" + read_or_create_secret(settings.ensure_data_dir() / "device-param-key")
+            settings.ensure_data_dir()
+            raw = "k1:" + read_or_create_secret(settings.device_param_key_file)
         else:
             raw = settings.device_param_keys.get_secret_value()
         keys: dict[str, bytes] = {}

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
-from vpsapi.config import Settings
+from vpsapi.config import Settings, local_url
 
 jobs_app = typer.Typer(help="Submit, follow and manage jobs through the API.")
 
@@ -81,7 +81,7 @@ KeyOption = Annotated[
 @contextmanager
 def _client(settings: Settings, url: str | None, api_key: str | None) -> Iterator[httpx.Client]:
     """An HTTP client for the API, holding a JWT fetched with the API key."""
-    base = url or f"http://{settings.host}:{settings.port}"
+    base = url or local_url(settings.host, settings.port)
     key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
     if not key:
         err_console.print("[red]No API key:[/red] pass --api-key or set API_KEY")

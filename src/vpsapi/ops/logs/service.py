@@ -88,11 +88,23 @@ def _raw_form(text: str) -> bytes | None:
 
 # Lines are compact JSON; files rotated before that have a space after the colon.
 _RAW_TIMESTAMP = re.compile(rb'"timestamp": ?"([^"]+)"')
+# The spacing of the older lines' JSON punctuation, in a fragment copied from one (a
+# saved search, `"event": "login_failed"`): after a key's colon, and a comma before a key.
+_SPACED_COLON = re.compile(r'(?<!\\)"\s*:\s*')
+_SPACED_COMMA = re.compile(r',\s+"')
+
+
+def _compact_needle(needle: str) -> str:
+    """A JSON fragment in the compact form the lines are compared in, whichever form it
+    was copied from; text without quotes is no JSON fragment and stays as written."""
+    if '"' not in needle:
+        return needle
+    return _SPACED_COMMA.sub(',"', _SPACED_COLON.sub('":', needle))
 
 
 def _line_parser(query: LogQuery) -> Any:
     minimum = LEVEL_RANK[query.level] if query.level else 0
-    needle = query.q.lower() if query.q else None
+    needle = _compact_needle(query.q.lower()) if query.q else None
     # Lines that cannot match are dropped before parsing: a plain-text filter is
     # looked up in the raw bytes when it is written there verbatim.
     raw_needle = _raw_form(needle) if needle else None
@@ -137,7 +149,8 @@ def _line_parser(query: LogQuery) -> Any:
         if query.user and not any(str(entry.get(f)) == query.user for f in _USER_FIELDS):
             return None
         if needle:
-            # Compact as the files are written, so a fragment copied from one is found.
+            # Compact as the files are now written (and the needle made so), so a fragment
+            # copied from a line of either form finds lines of both.
             text = json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
             if needle not in text.lower():
                 return None
