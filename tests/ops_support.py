@@ -51,6 +51,14 @@ class PrivateNginx:
         while not self.pid_file.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
 
+    def settled_masters(self) -> list[psutil.Process]:
+        """`masters()` once a single one is left, or as they are after 10 s: under load the
+        process table may still show a master on its way out just after a restart."""
+        deadline = time.monotonic() + 10
+        while len(found := self.masters()) > 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return found
+
     def masters(self) -> list[psutil.Process]:
         """The nginx master(s) of this prefix: the pid file's, and any a restart raced past it."""
         found: dict[int, psutil.Process] = {}

@@ -245,7 +245,7 @@ async def test_restart_of_a_private_nginx_stops_and_starts_it_without_systemctl(
     assert response.status_code == 200, response.text
     assert "syntax is ok" in response.json()["output"]  # tested before it was stopped
     assert not fake_systemctl.exists()
-    [new_master] = private_nginx.masters()
+    [new_master] = private_nginx.settled_masters()
     assert new_master.pid != old_master.pid and not old_master.is_running()
     assert int(private_nginx.pid_file.read_text()) == new_master.pid
     status = await client.get("/api/system/status", headers=headers)
