@@ -1,5 +1,5 @@
-"""Stopping the app while its workers run a job: the job is handed back, not lost, it
-counts no attempt, and idle workers do not hold the stop up."""
+"""Stopping the app while its workers run a job: the job is handed back, not lost, waits
+again, counts no attempt, and idle workers do not hold the stop up."""
 
 from __future__ import annotations
 
@@ -31,6 +31,12 @@ async def test_a_job_running_at_shutdown_is_handed_back_and_finishes_after_resta
     await wait_for_status(first, headers, other_id, {"COMPLETED"})
 
     await first.stop_app()
+
+    # Handed back, it waits again: no run shows as under way while none is.
+    reader = await make_client(jobs_inprocess_workers=False, **LONG_LEASE)
+    waiting = (await reader.get(f"/api/jobs/{job_id}", headers=headers)).json()
+    assert (waiting["status"], waiting["progress"], waiting["attempts"]) == ("PENDING", 0, 0)
+    await reader.stop_app()
 
     gate.release.set()
     second = await make_client(jobs_inprocess_workers=True, **LONG_LEASE)

@@ -375,7 +375,7 @@ class JobEngine:
             # shutting down (then maybe this task too): the row decides. Cancelled stays
             # cancelled; otherwise the job is handed back for another worker to take.
             if not await self._is_cancelled(job.id):
-                await self.release(job.id)
+                await self.release(job)
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise  # this task itself was cancelled: it ends
@@ -430,16 +430,22 @@ class JobEngine:
             status = await session.scalar(select(JobRecord.status).where(JobRecord.id == job_id))
         return status == CANCELLED
 
-    async def release(self, job_id: str) -> None:
-        """Give a job back on shutdown so another worker can take it at once."""
+    async def release(self, job: ClaimedJob) -> None:
+        """Give a job back on shutdown so another worker can take it at once. It waits
+        again (PENDING, progress 0, as Bull moves a stalled job back to waiting), so
+        its status does not show a run that no longer happens, and the attempt is not
+        counted."""
         with contextlib.suppress(Exception):
-            async with self.db.session(autocommit=True) as session:
-                await session.execute(
-                    update(JobRecord)
-                    .where(JobRecord.id == job_id, JobRecord.lease_owner == self.worker_id)
-                    .values(lease_until=None, lease_owner=None, attempts=JobRecord.attempts - 1)
-                    .execution_options(synchronize_session=False)
-                )
+            await self._write_owned(
+                job.id,
+                {
+                    "status": PENDING,
+                    "progress": 0,
+                    "lease_until": None,
+                    "lease_owner": None,
+                    "attempts": job.attempts - 1,
+                },
+            )
 
     def backoff_seconds(self, attempt: int, base: float) -> float:
         delay = base * (2 ** max(0, attempt - 1))

@@ -76,7 +76,7 @@ class LocalRunner:
                 async with self.claiming:
                     claimed = await self.engine.claim_next()
                 if claimed is not None and self.stopping:
-                    await self.engine.release(claimed.id)  # claimed as the stop came
+                    await self.engine.release(claimed)  # claimed as the stop came
                 elif claimed is not None:
                     self.wake.set()  # there may be more: let an idle sibling look
                     await self.engine.run(claimed)
