@@ -40,6 +40,7 @@ async def test_wrong_credentials_401_envelope(client: httpx.AsyncClient, payload
     assert body["error"] == "Unauthorized"
     assert body["statusCode"] == 401
     assert body["path"] == "/api/v1/auth/login"
+    assert body["message"] == "Invalid email or password"
 
 
 @pytest.mark.parametrize(
@@ -307,6 +308,20 @@ async def test_seed002_login_bad_input(
     assert response.status_code == status
     body = response.json()
     assert "error" in body and "detail" in body
+
+
+@pytest.mark.parametrize(
+    ("login_name", "said"),
+    [("admin", "Invalid username or password"), (ADMIN_EMAIL, "Invalid email or password")],
+)
+async def test_seed002_wrong_password_is_named_in_the_words_sent(
+    client: httpx.AsyncClient, login_name: str, said: str
+) -> None:
+    response = await client.post(
+        "/api/auth/login", json={"username": login_name, "password": "wrong-password"}
+    )
+    assert response.status_code == 401
+    assert response.json()["detail"] == said
 
 
 async def test_seed002_login_empty_body_names_everything_missing(

@@ -111,7 +111,7 @@ def _oauth_answer(tokens: service.IssuedTokens) -> dict[str, Any]:
     response_model=OAuthTokenResponse,
     response_model_by_alias=True,
     summary="Log in with username or email (JSON or OAuth2 password form; seed 002)",
-    responses={401: {"description": "Invalid email or password, or a disabled account"}},
+    responses={401: {"description": "Invalid username or password, or a disabled account"}},
     openapi_extra=_LOGIN_BODY,
 )
 async def oauth_login(request: Request, session: SessionDep, codec: CodecDep) -> dict[str, Any]:

@@ -231,8 +231,7 @@ async def check_backend_health(
     """Check one backend now. Backends outside the managed configuration: admins only."""
     url = _normalise_backend(backend_url)
     known = await service.known_backends(session)
-    is_known = url.rstrip("/") in {k.rstrip("/") for k in known}
-    if not is_known and not principal.is_admin:
+    if not principal.is_admin and not service.is_managed_backend(url, known):
         raise Forbidden("Only admins may check backends that no site or pool uses")
     return await _registry(request).check(url)
 

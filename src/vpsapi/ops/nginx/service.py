@@ -13,6 +13,7 @@ import re
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -417,3 +418,14 @@ async def known_backends(session: AsyncSession) -> dict[str, dict[str, Any]]:
             elif ":" in backend:
                 backends.setdefault(f"http://{backend}/", {"site": site.id, "health_check": True})
     return backends
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+
+
+def is_managed_backend(url: str, known: dict[str, dict[str, Any]]) -> bool:
+    """Whether `url` is on a server a pool or site proxies to, whatever its path: a pool
+    member is listed with its health path, and asked for by its address alone."""
+    return _origin(url) in {_origin(backend) for backend in known}
