@@ -293,7 +293,7 @@ def users_list() -> None:
     from vpsapi.auth import service
 
     async def fetch(session: AsyncSession, _s: Settings) -> Any:
-        users, _total = await service.list_users(session, limit=10_000, offset=0)
+        users, _next = await service.list_users(session, limit=10_000)
         return users
 
     table = Table(_id_column(), "email", "username", "role", "active", "last login")

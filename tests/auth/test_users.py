@@ -53,31 +53,82 @@ async def test_is_active_takes_true_or_false_only(
     assert after.json()["data"]["isActive"] is True
 
 
-async def test_pagination(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> None:
-    for index in range(3):
-        await client.post(
+async def _create(client: httpx.AsyncClient, headers: dict[str, str], count: int) -> list[str]:
+    ids = []
+    for index in range(count):
+        created = await client.post(
             "/api/v1/users",
             json={"email": f"p{index}@example.com", "password": "long-enough-1"},
-            headers=admin_headers,
+            headers=headers,
         )
-    first = (await client.get("/api/v1/users?limit=2", headers=admin_headers)).json()["data"]
-    assert len(first["items"]) == 2 and first["nextCursor"] == "2"
-    rest = await client.get("/api/v1/users?limit=2&offset=2", headers=admin_headers)
-    assert len(rest.json()["data"]["items"]) == 2
-    assert rest.json()["data"]["nextCursor"] is None
-    # The cursor a page hands out leads to the next page.
-    by_cursor = await client.get("/api/v1/users?limit=2&cursor=2", headers=admin_headers)
-    assert by_cursor.json()["data"] == rest.json()["data"]
+        ids.append(created.json()["data"]["id"])
+    return ids
 
 
-@pytest.mark.parametrize(
-    "query", ["offset=9223372036854775808", "offset=-1", "cursor=abc", "cursor=99999999999"]
-)
+async def _ids(client: httpx.AsyncClient, headers: dict[str, str], query: str) -> dict:
+    response = await client.get(f"/api/v1/users?{query}", headers=headers)
+    assert response.status_code == 200, response.text
+    page = response.json()["data"]
+    return {"ids": [u["id"] for u in page["items"]], "next": page["nextCursor"]}
+
+
+async def test_pagination(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> None:
+    await _create(client, admin_headers, 3)
+    everyone = (await _ids(client, admin_headers, "limit=200"))["ids"]
+    assert len(everyone) == 4
+    first = await _ids(client, admin_headers, "limit=2")
+    assert first["ids"] == everyone[:2] and first["next"]
+    # The cursor a page hands out leads to the next page; the last one hands out none.
+    rest = await _ids(client, admin_headers, f"limit=2&cursor={first['next']}")
+    assert rest == {"ids": everyone[2:], "next": None}
+    # `offset` still picks where a page starts; its cursor goes on from there.
+    skipped = await _ids(client, admin_headers, "limit=1&offset=2")
+    assert skipped["ids"] == everyone[2:3]
+    after = await _ids(client, admin_headers, f"limit=2&cursor={skipped['next']}")
+    assert after == {"ids": everyone[3:], "next": None}
+
+
+async def test_a_user_deleted_between_pages_shifts_no_one_out_of_the_next(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    """The cursor was an offset: deleting a user of page 1 made page 2 start one user
+    later, skipping one nobody had seen."""
+    await _create(client, admin_headers, 4)
+    everyone = (await _ids(client, admin_headers, "limit=200"))["ids"]
+    first = await _ids(client, admin_headers, "limit=2")
+    deleted = await client.delete(f"/api/v1/users/{first['ids'][1]}", headers=admin_headers)
+    assert deleted.status_code == 200
+    second = await _ids(client, admin_headers, f"limit=2&cursor={first['next']}")
+    assert second["ids"] == everyone[2:4]
+
+
+async def test_offset_and_cursor_together_are_422(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    """The cursor won silently: a client sending both got a page it did not ask for."""
+    await _create(client, admin_headers, 2)
+    cursor = (await _ids(client, admin_headers, "limit=1"))["next"]
+    response = await client.get(f"/api/v1/users?offset=0&cursor={cursor}", headers=admin_headers)
+    assert response.status_code == 422, response.text
+    assert set(response.json()["errors"]) == {"offset", "cursor"}
+
+
+@pytest.mark.parametrize("query", ["offset=9223372036854775808", "offset=-1", "limit=0"])
 async def test_bad_paging_is_422(
     client: httpx.AsyncClient, admin_headers: dict[str, str], query: str
 ) -> None:
     response = await client.get(f"/api/v1/users?{query}", headers=admin_headers)
     assert response.status_code == 422
+
+
+@pytest.mark.parametrize("cursor", ["abc", "2", "%%%"])
+async def test_a_cursor_no_page_handed_out_is_400(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], cursor: str
+) -> None:
+    """As every other cursor of /api/v1 (CityPulse, AI usage, jobs)."""
+    response = await client.get("/api/v1/users", params={"cursor": cursor}, headers=admin_headers)
+    assert response.status_code == 400
+    assert response.json()["message"] == "Invalid cursor"
 
 
 @pytest.mark.parametrize("role", ["user", "manager"])
@@ -92,6 +143,51 @@ async def test_non_admin_gets_403(client: httpx.AsyncClient, create_user, role: 
         response = await client.request(method, path, json=body, headers=headers)
         assert response.status_code == 403, (method, path)
         assert response.json()["error"] == "Forbidden"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"email": None},
+        {"role": None},
+        {"username": None},
+        {"isActive": None},
+        {"password": None},
+        {"role": None, "email": None, "username": "renamed"},
+    ],
+)
+async def test_patching_a_required_field_to_null_is_422(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], create_user, body: dict
+) -> None:
+    """It answered 200 and changed nothing; CityPulse's PATCH refuses the same, so
+    does this one, in its words."""
+    user, _headers = await create_user("manager")
+    response = await client.patch(f"/api/v1/users/{user['id']}", json=body, headers=admin_headers)
+    assert response.status_code == 422, response.text
+    answer = response.json()
+    assert answer["success"] is False and answer["error"] == "ValidationError"
+    assert answer["errors"] == {
+        field: ["cannot be null"] for field, value in body.items() if value is None
+    }
+    after = (await client.get(f"/api/v1/users/{user['id']}", headers=admin_headers)).json()
+    assert after["data"] == user | {"lastLoginAt": after["data"]["lastLoginAt"]}
+
+
+async def test_organization_is_set_and_cleared_with_null(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], create_user
+) -> None:
+    """organizationId is the one field null sets (a user in no organization)."""
+    user, _headers = await create_user()
+    url = f"/api/v1/users/{user['id']}"
+    joined = await client.patch(url, json={"organizationId": "org-1"}, headers=admin_headers)
+    assert joined.json()["data"]["organizationId"] == "org-1"
+    renamed = await client.patch(url, json={"role": "manager"}, headers=admin_headers)
+    assert renamed.json()["data"]["organizationId"] == "org-1"  # left out: kept
+    left = await client.patch(url, json={"organizationId": None}, headers=admin_headers)
+    assert left.status_code == 200, left.text
+    assert left.json()["data"]["organizationId"] is None
+    after = await client.get(url, headers=admin_headers)
+    assert after.json()["data"]["organizationId"] is None
 
 
 async def test_role_change_takes_effect_immediately(

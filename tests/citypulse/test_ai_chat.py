@@ -694,6 +694,28 @@ async def test_usage_dates_out_of_range_are_422(
     assert fine.status_code == 200, fine.text
 
 
+@pytest.mark.parametrize(
+    "window",
+    [
+        {"from": "2026-12-09T00:00:00Z", "to": "2026-12-01T00:00:00Z"},
+        {"from": "2026-12-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"},
+        {"from": "2026-12-01T05:00:00+05:00", "to": "2026-12-01T00:00:00Z"},
+    ],
+)
+async def test_usage_window_ending_before_it_starts_is_422(
+    client: httpx.AsyncClient,  # noqa: F811
+    user: tuple[dict[str, Any], dict[str, str]],
+    window: dict[str, str],
+) -> None:
+    """It answered 200 with no records and zero totals, as if nothing had been used: as
+    CityPulse's reports, `to` must come after `from` (`to` is left out of the window)."""
+    response = await client.get("/api/v1/ai/usage", params=window, headers=user[1])
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["success"] is False and body["error"] == "ValidationError"
+    assert body["errors"] == {"to": ["must be after 'from'"]}
+
+
 async def test_usage_is_recorded_per_user(
     client: httpx.AsyncClient,  # noqa: F811
     create_user: Any,

@@ -33,13 +33,14 @@ from vpsapi.auth.schemas import (
     UserUpdate,
 )
 from vpsapi.core.db import SessionDep
-from vpsapi.core.errors import Conflict
+from vpsapi.core.errors import Conflict, ValidationFailed
 from vpsapi.core.schemas import (
     V1_ERROR_RESPONSES,
     Envelope,
     MessageData,
     Page,
     envelope,
+    patch_changes,
     read_body_fields,
     validated_body,
 )
@@ -288,21 +289,41 @@ async def create_user(
 MAX_OFFSET = 1_000_000_000
 
 
-@v1_router.get("/users", response_model=Envelope[Page[UserOut]])
+@v1_router.get(
+    "/users",
+    response_model=Envelope[Page[UserOut]],
+    summary="Users, oldest first",
+    responses={400: {"description": "Invalid cursor"}},
+)
 async def list_users(
     _admin: AdminUser,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    offset: Annotated[
+        int | None,
+        Query(ge=0, le=MAX_OFFSET, description="users to skip; not with `cursor`"),
+    ] = None,
     cursor: Annotated[
         str | None,
-        Query(pattern=r"^\d{1,10}$", description="`nextCursor` of the previous page (an offset)"),
+        Query(
+            max_length=512,
+            description="`nextCursor` of the previous page: the next page starts after its "
+            "last user, whatever was deleted or added meanwhile; not with `offset`",
+        ),
     ] = None,
 ) -> Envelope[Page[UserOut]]:
-    if cursor is not None:
-        offset = int(cursor)
-    users, total = await service.list_users(session, limit=limit, offset=offset)
-    next_cursor = str(offset + limit) if offset + limit < total else None
+    if offset is not None and cursor is not None:
+        # Neither can say where the other's page starts: refused rather than one ignored.
+        raise ValidationFailed(
+            [
+                {"field": "offset", "message": "cannot be sent with cursor"},
+                {"field": "cursor", "message": "cannot be sent with offset"},
+            ],
+            "Send offset or cursor, not both",
+        )
+    users, next_cursor = await service.list_users(
+        session, limit=limit, offset=offset or 0, cursor=cursor
+    )
     return envelope(
         Page[UserOut](items=[UserOut.model_validate(u) for u in users], next_cursor=next_cursor)
     )
@@ -321,22 +342,14 @@ async def get_user(user_id: str, _admin: AdminUser, session: SessionDep) -> Enve
 async def update_user(
     user_id: str, body: UserUpdate, admin: AdminUser, session: SessionDep
 ) -> Envelope[UserOut]:
+    changes = patch_changes(body, nullable={"organization_id"})
     user = await service.get_user(session, user_id)
     demotes_self = user.id == admin.user_id and (
-        (body.role is not None and body.role != "admin") or body.is_active is False
+        changes.get("role", "admin") != "admin" or changes.get("is_active") is False
     )
     if demotes_self and await service.count_admins(session) <= 1:
         raise Conflict("Cannot demote or disable the last admin")
-    user = await service.update_user(
-        session,
-        user,
-        email=body.email,
-        username=body.username,
-        password=body.password,
-        role=body.role,
-        is_active=body.is_active,
-        organization_id=body.organization_id,
-    )
+    user = await service.update_user(session, user, **changes)
     return envelope(UserOut.model_validate(user))
 
 

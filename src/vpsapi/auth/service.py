@@ -8,8 +8,9 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import Enum
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import structlog
 from sqlalchemy import func, select, update
@@ -23,6 +24,7 @@ from vpsapi.config import Settings, SettingsError
 from vpsapi.core.db import answer_if_deleted_meanwhile, new_id, utcnow
 from vpsapi.core.errors import BadRequest, Conflict, NotFound, Unauthorized
 from vpsapi.core.logging import SECURITY_LOGGER
+from vpsapi.core.pagination import encode_cursor, newer_than
 from vpsapi.core.security import (
     API_KEY_PREFIX,
     API_KEY_SUBJECT_PREFIX,
@@ -42,6 +44,12 @@ from vpsapi.core.security import (
 security_log = structlog.get_logger(SECURITY_LOGGER)
 
 SHARED_CLIENT = f"{CLIENT_SUBJECT_PREFIX}shared"
+
+
+class Keep(Enum):
+    """An update's default for a field that None clears: leave the field as it is."""
+
+    KEEP = "keep"
 
 
 @dataclass(frozen=True)
@@ -147,12 +155,18 @@ async def get_caller(session: AsyncSession, principal: Principal) -> User:
     return user
 
 
-async def list_users(session: AsyncSession, *, limit: int, offset: int) -> tuple[list[User], int]:
-    total = (await session.execute(select(func.count()).select_from(User))).scalar_one()
-    rows = await session.execute(
-        select(User).order_by(User.created_at, User.id).limit(limit).offset(offset)
-    )
-    return list(rows.scalars()), total
+async def list_users(
+    session: AsyncSession, *, limit: int, offset: int = 0, cursor: str | None = None
+) -> tuple[list[User], str | None]:
+    """A page of users, oldest first, and the cursor of the next one (None at the end).
+    The page starts after `cursor`'s user (users deleted meanwhile shift nothing), or
+    `offset` users in; the cursor it hands out is always the keyset one."""
+    query = select(User).order_by(User.created_at, User.id)
+    if cursor is not None:
+        query = query.where(newer_than(User.created_at, User.id, cursor))
+    rows = list((await session.execute(query.offset(offset).limit(limit + 1))).scalars())
+    last = rows[limit - 1] if len(rows) > limit else None
+    return rows[:limit], encode_cursor(last.created_at, last.id) if last is not None else None
 
 
 async def update_user(
@@ -164,8 +178,10 @@ async def update_user(
     password: str | None = None,
     role: Role | None = None,
     is_active: bool | None = None,
-    organization_id: str | None = None,
+    organization_id: str | Literal[Keep.KEEP] | None = Keep.KEEP,
 ) -> User:
+    """Set the fields given; None leaves one as it is, except `organization_id`, which
+    None clears (KEEP leaves it)."""
     # Both checked before either is set: a later query would flush a taken email first
     # (an IntegrityError outside the flush below, a 500).
     email = None if email is None else _normalize_email(email)
@@ -182,7 +198,7 @@ async def update_user(
         if role not in ROLES:
             raise BadRequest(f"role must be one of {', '.join(ROLES)}")
         user.role = role
-    if organization_id is not None:
+    if organization_id is not Keep.KEEP:
         user.organization_id = organization_id
     if password is not None:
         user.password_hash = await hash_password(password)

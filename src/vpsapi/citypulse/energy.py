@@ -27,10 +27,10 @@ from vpsapi.citypulse.service import (
     check_buckets,
     from_ms,
     get_building,
-    invalid,
     to_ms,
 )
 from vpsapi.core.db import utcnow
+from vpsapi.core.schemas import check_window
 
 HOUR_MS = 3_600_000
 DEFAULT_SPAN_MS = 24 * HOUR_MS
@@ -41,8 +41,7 @@ def report_window(start: datetime | None, end: datetime | None, width: int) -> t
     last bucket is the current one, not cut short) and `from` 24 hours before `to`."""
     end_ms = to_ms(end) if end is not None else (to_ms(utcnow()) // width + 1) * width
     start_ms = to_ms(start) if start is not None else end_ms - DEFAULT_SPAN_MS
-    if end_ms <= start_ms:
-        raise invalid("to", "must be after 'from'")
+    check_window(start_ms, end_ms)
     check_buckets(start_ms, end_ms, width)
     return start_ms, end_ms
 

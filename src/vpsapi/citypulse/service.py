@@ -33,7 +33,8 @@ from vpsapi.citypulse.schemas import (
     SensorPatch,
 )
 from vpsapi.core.db import answer_if_deleted_meanwhile, utcnow
-from vpsapi.core.errors import BadRequest, Conflict, NotFound, ValidationFailed
+from vpsapi.core.errors import BadRequest, Conflict, NotFound, invalid
+from vpsapi.core.schemas import check_window
 
 STEP_MS = {"5m": 300_000, "1h": 3_600_000, "1d": 86_400_000}
 BUILDING_SORTS = {"name", "createdAt", "city", "floorAreaM2"}
@@ -69,17 +70,10 @@ def from_ms(ms: int) -> datetime:
     return EPOCH + min(max(ms, MIN_MS), MAX_MS) * ONE_MS
 
 
-def invalid(field: str, message: str) -> ValidationFailed:
-    """A field or query parameter that failed a check of ours: 422 naming it, as
-    FastAPI's own validation answers."""
-    return ValidationFailed([{"field": field, "message": message}])
-
-
 def check_range(start: datetime, end: datetime) -> tuple[int, int]:
     """`from`/`to` in epoch ms; `to` must be after `from`."""
     start_ms, end_ms = to_ms(start), to_ms(end)
-    if end_ms <= start_ms:
-        raise invalid("to", "must be after 'from'")
+    check_window(start_ms, end_ms)
     return start_ms, end_ms
 
 

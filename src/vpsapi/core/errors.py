@@ -187,6 +187,12 @@ class ValidationFailed(AppError):
         self.details = details
 
 
+def invalid(field: str, message: str) -> ValidationFailed:
+    """A field or query parameter that failed a check of ours: 422 naming it, as
+    FastAPI's own validation answers."""
+    return ValidationFailed([{"field": field, "message": message}])
+
+
 def is_v1(path: str) -> bool:
     return path == V1_PREFIX or path.startswith(V1_PREFIX + "/")
 

@@ -1,4 +1,5 @@
-"""Keyset pagination over (created_at, id), newest first: opaque, stable under inserts."""
+"""Keyset pagination over (created_at, id), newest or oldest first: opaque, stable under
+inserts and deletions (a page starts after the last row seen, wherever it now stands)."""
 
 from __future__ import annotations
 
@@ -44,3 +45,9 @@ def cursor_params(cursor: str) -> dict[str, Any]:
 def older_than(created_column: Any, id_column: Any, cursor: str) -> ColumnElement[bool]:
     """Rows after `cursor` in (created_at desc, id desc) order."""
     return older_than_cursor(created_column, id_column).params(cursor_params(cursor))
+
+
+def newer_than(created_column: Any, id_column: Any, cursor: str) -> ColumnElement[bool]:
+    """Rows after `cursor` in (created_at, id) order, oldest first."""
+    created, row_id = decode_cursor(cursor)
+    return or_(created_column > created, and_(created_column == created, id_column > row_id))

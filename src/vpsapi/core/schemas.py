@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -24,7 +25,7 @@ from pydantic_core import PydanticCustomError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from vpsapi.core.errors import MalformedJson, ValidationFailed, validation_details
+from vpsapi.core.errors import MalformedJson, ValidationFailed, invalid, validation_details
 from vpsapi.core.timestamps import js_iso_cached
 
 T = TypeVar("T")
@@ -63,6 +64,17 @@ def unstorable_text(value: str) -> str | None:
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 # The same, where a moment without a timezone is refused rather than taken as UTC.
 AwareUtcDatetime = Annotated[AwareDatetime, AfterValidator(as_utc)]
+
+
+# A window's bounds: moments, or epoch milliseconds.
+Bound = TypeVar("Bound", datetime, int)
+
+
+def check_window(start: Bound, end: Bound) -> None:
+    """A half-open `from`/`to` window (`from` included, `to` not) must hold a moment:
+    `to` before or at `from` is a mistake to name, not an empty answer."""
+    if end <= start:
+        raise invalid("to", "must be after 'from'")
 
 
 def refuse_boolean(value: Any) -> Any:
@@ -233,6 +245,20 @@ def validated_body(model: type[M], raw: Any) -> M:
         return model.model_validate(raw)
     except ValidationError as exc:
         raise ValidationFailed(validation_details(exc.errors())) from exc
+
+
+def patch_changes(patch: BaseModel, *, nullable: Collection[str] = ()) -> dict[str, Any]:
+    """The fields a PATCH body names, by attribute name. Null clears a field in `nullable`;
+    for any other it is refused (422 naming each such field, "cannot be null") rather than
+    answered 200 with nothing changed."""
+    changes = patch.model_dump(exclude_unset=True)
+    fields = type(patch).model_fields
+    nulls = [name for name, value in changes.items() if value is None and name not in nullable]
+    if nulls:
+        raise ValidationFailed(
+            [{"field": fields[name].alias or name, "message": "cannot be null"} for name in nulls]
+        )
+    return changes
 
 
 def envelope(data: T) -> Envelope[T]:

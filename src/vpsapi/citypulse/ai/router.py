@@ -159,8 +159,10 @@ async def usage(
         str | None, Query(max_length=80, description="admins: one owner, e.g. user:<id>")
     ] = None,
     provider: ProviderName | None = None,
-    since: Annotated[UtcDatetime | None, Query(alias="from")] = None,
-    until: Annotated[UtcDatetime | None, Query(alias="to")] = None,
+    since: Annotated[UtcDatetime | None, Query(alias="from", description="included")] = None,
+    until: Annotated[
+        UtcDatetime | None, Query(alias="to", description="left out; after `from`")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Envelope[UsagePage]:

@@ -47,6 +47,7 @@ from vpsapi.core.errors import (
     ValidationFailed,
 )
 from vpsapi.core.pagination import encode_cursor, older_than
+from vpsapi.core.schemas import check_window
 from vpsapi.core.security import Principal
 from vpsapi.core.tasks import cancelled_when
 
@@ -335,6 +336,8 @@ async def list_usage(
     cursor: str | None,
 ) -> tuple[list[UsageRecordOut], str | None, UsageTotals]:
     """The caller's usage records, newest first (admins: everyone's, or `owner`'s)."""
+    if since is not None and until is not None:
+        check_window(since, until)
     filters = []
     if not principal.is_admin:
         filters.append(AiUsage.owner == principal.subject)
