@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import httpx
@@ -146,34 +145,25 @@ async def test_a_boolean_is_no_floor_area(
 
 
 @pytest.mark.parametrize(
-    ("params", "status", "field"),
+    ("params", "field"),
     [
-        ({"sort": "secret"}, 422, "sort"),
-        ({"sort": "-"}, 422, "sort"),
-        ({"limit": 0}, 422, "limit"),
-        ({"limit": 1000}, 422, "limit"),
-        ({"cursor": "!!notbase64"}, 400, None),
-        # A huge offset overflowed the database's integers (a 500).
-        ({"cursor": base64.urlsafe_b64encode(b"9" * 30).decode()}, 400, None),
-        ({"cursor": base64.urlsafe_b64encode(b"-5").decode()}, 400, None),
-        ({"cursor": base64.urlsafe_b64encode(b"\xff").decode()}, 400, None),
+        ({"sort": "secret"}, "sort"),
+        ({"sort": "-"}, "sort"),
+        ({"sort": "--name"}, "sort"),
+        ({"limit": 0}, "limit"),
+        ({"limit": 1000}, "limit"),
     ],
 )
 async def test_building_list_bad_params(
-    client: httpx.AsyncClient,
-    manager: dict[str, str],
-    params: dict,
-    status: int,
-    field: str | None,
+    client: httpx.AsyncClient, manager: dict[str, str], params: dict, field: str
 ) -> None:
+    """Validation answers name the parameter, as FastAPI's own do (bad cursors: see
+    test_building_list.py)."""
     response = await client.get(f"{BASE}/buildings", params=params, headers=manager)
-    assert response.status_code == status, response.text
+    assert response.status_code == 422, response.text
     body = response.json()
-    assert body["success"] is False and body["statusCode"] == status
-    if field is not None:  # validation answers name the parameter, as FastAPI's own do
-        assert body["error"] == "ValidationError" and field in body["errors"], body
-    else:
-        assert body["message"] == "Invalid cursor"
+    assert body["success"] is False and body["statusCode"] == 422
+    assert body["error"] == "ValidationError" and field in body["errors"], body
 
 
 async def test_name_search_treats_wildcards_as_characters(
@@ -256,6 +246,33 @@ async def test_sensor_crud(
     # Deleting the building removes its sensors.
     await client.delete(f"{BASE}/buildings/{building['id']}", headers=manager)
     assert (await client.get(f"{BASE}/sensors/{sensor['id']}", headers=reader)).status_code == 404
+
+
+async def test_a_patch_changing_nothing_keeps_updated_at_and_etag(
+    client: httpx.AsyncClient, manager: dict[str, str]
+) -> None:
+    """An empty PATCH moved `updatedAt`, so every cached copy (its ETag) went stale."""
+    building = await _building(client, manager, buildingType="office")
+    created = await client.post(
+        f"{BASE}/buildings/{building['id']}/sensors",
+        json={"name": "Gas", "kind": "gas", "unit": "m3"},
+        headers=manager,
+    )
+    sensor = created.json()["data"]
+    for url, same in (
+        (f"{BASE}/buildings/{building['id']}", {"name": "Rathaus", "floorAreaM2": 1200}),
+        (f"{BASE}/sensors/{sensor['id']}", {"name": "Gas", "unit": "m3"}),
+    ):
+        before = await client.get(url, headers=manager)
+        for body in ({}, same):
+            patched = await client.patch(url, json=body, headers=manager)
+            assert patched.status_code == 200, patched.text
+            assert patched.json()["data"] == before.json()["data"], body
+        after = await client.get(url, headers=manager)
+        assert after.headers["etag"] == before.headers["etag"]
+        changed = await client.patch(url, json={"name": "Neu"}, headers=manager)
+        assert changed.json()["data"]["name"] == "Neu"
+        assert changed.json()["data"]["createdAt"] == before.json()["data"]["createdAt"]
 
 
 async def test_a_sensor_may_be_created_at_sensors_naming_its_building(

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from pydantic.alias_generators import to_camel
 from sqlalchemy import (
     BigInteger,
     Float,
@@ -33,25 +31,26 @@ from vpsapi.citypulse.schemas import (
     SensorPatch,
 )
 from vpsapi.core.db import answer_if_deleted_meanwhile, utcnow
-from vpsapi.core.errors import BadRequest, Conflict, NotFound, invalid
-from vpsapi.core.schemas import check_window
+from vpsapi.core.errors import Conflict, NotFound, invalid
+from vpsapi.core.pagination import Keyset
+from vpsapi.core.schemas import check_window, patch_changes
 
 STEP_MS = {"5m": 300_000, "1h": 3_600_000, "1d": 86_400_000}
-BUILDING_SORTS = {"name", "createdAt", "city", "floorAreaM2"}
 _SORT_COLUMNS = {
     "name": Building.name,
     "createdAt": Building.created_at,
     "city": Building.city,
     "floorAreaM2": Building.floor_area_m2,
 }
+_TEXT_SORTS = {"name", "city"}
+# A building's fields a PATCH may clear with null (a name it must keep).
+_NULLABLE_BUILDING_FIELDS = frozenset(BuildingPatch.model_fields) - {"name"}
 # Readings per INSERT: bounds the size of one statement (and SQLite's bind parameters).
 INSERT_CHUNK = 5_000
 # Core inserts (not ORM ones, which would take a statement's parameters for rows).
 READINGS_TABLE = cast(Table, Reading.__table__)
 # Rounds of moving receive-stamped readings past taken milliseconds; one is the rule.
 RECEIVED_ATTEMPTS = 20
-# Offsets a cursor may carry: far past any real list, well inside every engine's integers.
-MAX_OFFSET = 2**31 - 1
 
 ONE_MS = timedelta(milliseconds=1)
 # The moments a datetime can hold, in epoch ms: range maths (the period before `from`)
@@ -97,23 +96,6 @@ def check_buckets(start_ms: int, end_ms: int, width: int, field: str = "step") -
         )
 
 
-def _encode_cursor(offset: int) -> str:
-    return base64.urlsafe_b64encode(str(offset).encode()).decode()
-
-
-def _decode_cursor(cursor: str | None) -> int:
-    if not cursor:
-        return 0
-    try:
-        raw = base64.urlsafe_b64decode(cursor.encode()).decode("ascii")
-    except ValueError as exc:  # binascii.Error and UnicodeDecodeError are ValueErrors
-        raise BadRequest("Invalid cursor") from exc
-    # Digits only, and an offset the database can take (a huge one was a 500).
-    if not raw.isdigit() or len(raw) > 10 or int(raw) > MAX_OFFSET:
-        raise BadRequest("Invalid cursor")
-    return int(raw)
-
-
 # ---- buildings ----------------------------------------------------------------------
 
 
@@ -135,6 +117,34 @@ async def get_building(session: AsyncSession, building_id: str) -> Building:
     return building
 
 
+def _folded(session: AsyncSession, column: Any) -> Any:
+    """`column` with A-Z lowered, compared code point by code point: SQLite's lower() and
+    BINARY collation, and PostgreSQL's under the "C" collation whatever the database's
+    locale, so a list sorts the same on both engines."""
+    if session.get_bind().dialect.name == "postgresql":
+        column = column.collate("C")
+    return func.lower(column, type_=String)
+
+
+def _same_text(column: Any, value: str) -> Any:
+    """`column` equals `value` ignoring case, as the `q` filter ignores it."""
+    return func.lower(column) == func.lower(value)
+
+
+def _building_keyset(session: AsyncSession, sort: str) -> Keyset:
+    key = sort.removeprefix("-")
+    if key not in _SORT_COLUMNS:
+        raise invalid("sort", f"must be one of {sorted(_SORT_COLUMNS)} (prefix - for descending)")
+    column = _SORT_COLUMNS[key]
+    return Keyset(
+        sort,
+        _folded(session, column) if key in _TEXT_SORTS else column,
+        Building.id,
+        descending=sort.startswith("-"),
+        nullable=bool(column.nullable),
+    )
+
+
 async def list_buildings(
     session: AsyncSession,
     *,
@@ -144,37 +154,40 @@ async def list_buildings(
     sort: str,
     limit: int,
     cursor: str | None,
-) -> tuple[Sequence[Building], str | None]:
-    descending = sort.startswith("-")
-    key = sort.lstrip("-")
-    if key not in _SORT_COLUMNS:
-        raise invalid("sort", f"must be one of {sorted(BUILDING_SORTS)} (prefix - for descending)")
-    column = _SORT_COLUMNS[key]
-    offset = _decode_cursor(cursor)
-    query = select(Building)
+) -> tuple[list[Building], str | None]:
+    keyset = _building_keyset(session, sort)
+    query = select(Building, keyset.key)
     if city:
-        query = query.where(Building.city == city)
+        query = query.where(_same_text(Building.city, city))
     if building_type:
-        query = query.where(Building.building_type == building_type)
+        query = query.where(_same_text(Building.building_type, building_type))
     if q:  # autoescape: % and _ in `q` are plain characters, not wildcards
         query = query.where(Building.name.icontains(q, autoescape=True))
-    order = column.desc() if descending else column.asc()
-    query = query.order_by(order, Building.id).offset(offset).limit(limit + 1)
-    rows = (await session.scalars(query)).all()
-    next_cursor = _encode_cursor(offset + limit) if len(rows) > limit else None
-    return rows[:limit], next_cursor
+    if cursor:
+        query = query.where(keyset.after(cursor))
+    rows = (await session.execute(query.order_by(*keyset.order_by()).limit(limit + 1))).all()
+    last = rows[limit - 1] if len(rows) > limit else None
+    next_cursor = keyset.cursor(last[1], last[0].id) if last is not None else None
+    return [building for building, _ in rows[:limit]], next_cursor
 
 
 async def update_building(session: AsyncSession, building_id: str, data: BuildingPatch) -> Building:
     building = await get_building(session, building_id)
-    changes = data.model_dump(exclude_unset=True)
-    if changes.get("name", "") is None:
-        raise invalid("name", "cannot be null")
-    for field, value in changes.items():
-        setattr(building, field, value)
-    building.updated_at = utcnow()
-    await session.flush()
+    changes = patch_changes(data, nullable=_NULLABLE_BUILDING_FIELDS)
+    await _apply(session, building, changes)
     return building
+
+
+async def _apply(session: AsyncSession, row: Building | Sensor, changes: dict[str, Any]) -> None:
+    """Set the fields `changes` alters; `updated_at` (and so the ETag) moves only when one
+    does, so a PATCH that changes nothing leaves the resource as it was."""
+    changed = {field: value for field, value in changes.items() if getattr(row, field) != value}
+    if not changed:
+        return
+    for field, value in changed.items():
+        setattr(row, field, value)
+    row.updated_at = utcnow()
+    await session.flush()
 
 
 async def delete_building(session: AsyncSession, building_id: str) -> None:
@@ -218,14 +231,7 @@ async def list_sensors(
 
 async def update_sensor(session: AsyncSession, sensor_id: str, data: SensorPatch) -> Sensor:
     sensor = await get_sensor(session, sensor_id)
-    changes = data.model_dump(exclude_unset=True)
-    for field, value in changes.items():
-        if value is None:
-            raise invalid(to_camel(field), "cannot be null")
-    for field, value in changes.items():
-        setattr(sensor, field, value)
-    sensor.updated_at = utcnow()
-    await session.flush()
+    await _apply(session, sensor, patch_changes(data))
     return sensor
 
 
