@@ -55,7 +55,7 @@ async def test_bind_list_rename_unbind(client: httpx.AsyncClient, create_user: A
 
     renamed = await client.patch(f"/api/devices/{vid}", json={"name": "Garden"}, headers=alice_auth)
     assert renamed.json()["name"] == "Garden"
-    for bad in ({"name": ""}, {"name": "x" * 101}, {}):
+    for bad in ({"name": ""}, {"name": "x" * 256}, {}):
         response = await client.patch(f"/api/devices/{vid}", json=bad, headers=alice_auth)
         assert response.status_code == 400
     other = await client.patch(f"/api/devices/{vid}", json={"name": "Mine"}, headers=bob_auth)
@@ -96,6 +96,31 @@ async def test_bind_validation(client: httpx.AsyncClient, create_user: Any) -> N
         response = await client.post("/api/devices", json=body, headers=auth)
         assert response.status_code == 400, body
     assert (await client.get("/api/devices", headers=auth)).json() == []
+
+
+async def test_names_take_the_seeds_255_characters(
+    client: httpx.AsyncClient, create_user: Any
+) -> None:
+    """Seed 003's `user_devices.device_name VARCHAR(255)`, stored whole on every database."""
+    user, auth = await create_user()
+    vid = await _register(client, user["id"])
+    long_name = "n" * 255
+    bound = await client.post("/api/devices", json={"vid": vid, "name": long_name}, headers=auth)
+    assert bound.status_code == 201, bound.text
+    assert bound.json()["name"] == long_name
+    longer = "ü" * 255  # characters, not bytes
+    renamed = await client.patch(f"/api/devices/{vid}", json={"name": longer}, headers=auth)
+    assert renamed.status_code == 200, renamed.text
+    assert [d["name"] for d in (await client.get("/api/devices", headers=auth)).json()] == [longer]
+    too_long = await client.patch(f"/api/devices/{vid}", json={"name": "n" * 256}, headers=auth)
+    assert too_long.status_code == 400
+    assert "255 characters" in too_long.text
+    other = await _register(client, user["id"])
+    refused = await client.post(
+        "/api/devices", json={"vid": other, "name": "n" * 256}, headers=auth
+    )
+    assert refused.status_code == 400
+    assert "255 characters" in refused.text
 
 
 async def test_search_is_owner_scoped(client: httpx.AsyncClient, create_user: Any) -> None:

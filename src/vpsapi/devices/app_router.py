@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request, Response
 from pydantic import AliasChoices, BaseModel, Field
@@ -17,14 +17,18 @@ from vpsapi.devices.router import param_keys
 router = APIRouter(prefix="/api/devices", tags=["devices"])
 
 
+# Seed 003's `user_devices.device_name VARCHAR(255)`.
+DeviceName = Annotated[str, Field(min_length=1, max_length=255)]
+
+
 class BindIn(BaseModel):
     vid: str = Field(min_length=1, max_length=64)
-    name: str | None = Field(default=None, min_length=1, max_length=100)
+    name: DeviceName | None = None
     password: str | None = Field(default=None, max_length=128)
 
 
 class RenameIn(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
+    name: DeviceName
 
 
 class MyDeviceOut(BaseModel):

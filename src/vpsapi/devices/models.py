@@ -56,7 +56,7 @@ class UserDevice(IdMixin, TimestampMixin, Base):
     device_id: Mapped[str] = mapped_column(
         String(32), ForeignKey("devices.id", ondelete="CASCADE"), nullable=False
     )
-    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)  # seed: device_name
     # Camera password sealed with the device parameter keys; never sent back.
     password_sealed: Mapped[str | None] = mapped_column(Text)
 
