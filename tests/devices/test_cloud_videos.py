@@ -4,6 +4,7 @@ the owner lists signed playback URLs (seed-003 body); others get 403."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from datetime import timedelta
 from typing import Any
@@ -318,3 +319,109 @@ async def test_the_cleanup_sweep_applies_cloud_video_retention_days(make_client:
         await asyncio.sleep(0.02)
     assert left == []
     assert await app.state.storage.head(f"videos/{vid}/{upload['videoId']}/a.mp4") is None
+
+
+async def recorded(client: httpx.AsyncClient, vid: str, count: int) -> None:
+    """`count` confirmed clips of the device, with thumbnails."""
+    for index in range(count):
+        clip = {
+            "deviceId": vid,
+            "filename": f"clip-{index}.mp4",
+            "startTime": f"2024-05-01T1{index}:00:00Z",
+            "thumbnail": True,
+        }
+        upload = (await client.post("/api/cloud/videos", json=clip)).json()
+        assert (await transfer(client, "PUT", upload["uploadUrl"], b"clip")).status_code == 200
+        assert (await transfer(client, "PUT", upload["thumbnailUploadUrl"], b"jpg")).is_success
+        confirmed = await client.post(f"/api/cloud/videos/{upload['videoId']}/confirm")
+        assert confirmed.status_code == 200, confirmed.text
+
+
+async def played(client: httpx.AsyncClient, vid: str, auth: dict[str, str]) -> list[str]:
+    listed = await client.post(
+        "/api/cloud/videos/urls", json={"deviceId": vid, **DAY}, headers=auth
+    )
+    assert listed.status_code == 200, listed.text
+    return [url for item in listed.json()["urls"] for url in (item["url"], item["thumbnail"])]
+
+
+async def test_the_last_owner_removing_a_device_deletes_its_clips(
+    client: httpx.AsyncClient, create_user: Any
+) -> None:
+    """As a factory reset: whoever binds the camera next (anyone who learned its real id
+    can register it) must not read the previous owners' recordings. A household member
+    leaving deletes nothing while another owner remains."""
+    alice, alice_auth = await create_user()
+    carol, carol_auth = await create_user()
+    bob, bob_auth = await create_user()
+    real_id = "REAL" + secrets.token_hex(8).upper()
+
+    async def bind(user: dict[str, Any], auth: dict[str, str]) -> str:
+        body = {"realDeviceId": real_id, "userId": user["id"]}
+        vid = str((await client.post("/api/hello/register", json=body)).json()["virtualId"])
+        shared = {"vid": vid, "password": "cam-secret"}
+        bound = await client.post("/api/devices", json=shared, headers=auth)
+        assert bound.status_code == 201, bound.text
+        return vid
+
+    vid = await bind(alice, alice_auth)
+    assert await bind(carol, carol_auth) == vid
+    await recorded(client, vid, 3)
+    urls = await played(client, vid, alice_auth)
+    assert len(urls) == 6
+
+    assert (await client.delete(f"/api/devices/{vid}", headers=carol_auth)).status_code == 204
+    assert len(await played(client, vid, alice_auth)) == 6
+    for url in urls:
+        assert (await transfer(client, "GET", url)).status_code == 200, url
+
+    assert (await client.delete(f"/api/devices/{vid}", headers=alice_auth)).status_code == 204
+    # The objects are gone too: a URL signed before answers 404.
+    for url in urls:
+        assert (await transfer(client, "GET", url)).status_code == 404, url
+    assert await bind(bob, bob_auth) == vid
+    assert await played(client, vid, bob_auth) == []
+    app = client._transport.app  # type: ignore[attr-defined]
+    async with app.state.db.session() as session:
+        assert await session.scalar(select(func.count()).select_from(CloudVideo)) == 0
+
+
+async def test_a_device_nobody_owned_is_bound_without_its_clips(
+    client: httpx.AsyncClient, create_user: Any
+) -> None:
+    """Clips a camera recorded while nobody owned it (its owners left, or their account was
+    deleted) are not handed to whoever binds it next."""
+    bob, bob_auth = await create_user()
+    body = {"realDeviceId": "REAL" + secrets.token_hex(8).upper(), "userId": bob["id"]}
+    vid = str((await client.post("/api/hello/register", json=body)).json()["virtualId"])
+    await recorded(client, vid, 2)
+    bound = await client.post("/api/devices", json={"vid": vid}, headers=bob_auth)
+    assert bound.status_code == 201, bound.text
+    assert await played(client, vid, bob_auth) == []
+    # What the camera records from now on is Bob's.
+    await recorded(client, vid, 1)
+    assert len(await played(client, vid, bob_auth)) == 2
+
+
+async def test_a_storage_failure_does_not_keep_a_device_from_being_removed(
+    client: httpx.AsyncClient, create_user: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    alice, auth = await create_user()
+    vid = await owned_device(client, alice["id"], auth)
+    await recorded(client, vid, 1)
+    storage = client._transport.app.state.storage  # type: ignore[attr-defined]
+
+    async def unreachable(key: str) -> None:
+        raise OSError("storage unreachable")
+
+    storage.delete = unreachable
+    with caplog.at_level(logging.WARNING):
+        removed = await client.delete(f"/api/devices/{vid}", headers=auth)
+    assert removed.status_code == 204
+    assert (await client.get("/api/devices", headers=auth)).json() == []
+    failed = [
+        r.getMessage() for r in caplog.records if "clip_object_delete_failed" in r.getMessage()
+    ]
+    assert len(failed) == 2 and f"videos/{vid}/" in failed[0]
+    async with client._transport.app.state.db.session() as session:  # type: ignore[attr-defined]
+        assert await session.scalar(select(func.count()).select_from(CloudVideo)) == 0

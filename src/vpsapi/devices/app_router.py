@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Request, Response
 from pydantic import AliasChoices, BaseModel, Field
 
 from vpsapi.auth.dependencies import CurrentUser
 from vpsapi.core.db import SessionDep
 from vpsapi.core.errors import NotFound
-from vpsapi.devices import ownership, push, service
+from vpsapi.devices import cloud, ownership, push, service
 from vpsapi.devices.router import param_keys
 
 router = APIRouter(prefix="/api/devices", tags=["devices"])
@@ -63,13 +63,24 @@ def _out(request: Request, owned: ownership.OwnedDevice) -> MyDeviceOut:
     },
 )
 async def bind_device(
-    body: BindIn, request: Request, user: CurrentUser, session: SessionDep
+    body: BindIn,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    background: BackgroundTasks,
 ) -> MyDeviceOut:
     assert user.user_id is not None
-    owned = await ownership.bind(
+    owned, stale_objects = await ownership.bind(
         session, param_keys(request), user.user_id, body.vid, body.name, body.password
     )
+    _delete_after_commit(request, background, stale_objects)
     return _out(request, owned)
+
+
+def _delete_after_commit(request: Request, background: BackgroundTasks, keys: list[str]) -> None:
+    if keys:
+        # After the response, i.e. after the commit that deleted their rows.
+        background.add_task(cloud.delete_objects, request.app.state.storage, keys)
 
 
 @router.get("", response_model=list[MyDeviceOut])
@@ -89,9 +100,11 @@ async def rename_device(
 
 
 @router.delete("/{vid}", status_code=204, response_class=Response)
-async def unbind_device(vid: str, user: CurrentUser, session: SessionDep) -> Response:
+async def unbind_device(
+    vid: str, request: Request, user: CurrentUser, session: SessionDep, background: BackgroundTasks
+) -> Response:
     assert user.user_id is not None
-    await ownership.unbind(session, user.user_id, vid)
+    _delete_after_commit(request, background, await ownership.unbind(session, user.user_id, vid))
     return Response(status_code=204)
 
 

@@ -167,19 +167,38 @@ async def delete_clips_past_retention(
     )
 
 
+async def forget_device_clips(session: AsyncSession, device_id: str) -> list[str]:
+    """Delete every clip row of a device, as a factory reset would. Returns their object
+    keys, for `delete_objects` once this is committed: a rolled-back unbind keeps its clips
+    whole, and no URL is signed for an object without its row."""
+    rows = await session.execute(
+        delete(CloudVideo)
+        .where(CloudVideo.device_id == device_id)
+        .returning(CloudVideo.storage_path, CloudVideo.thumbnail_path)
+    )
+    return [key for row in rows.tuples() for key in row if key]
+
+
+async def delete_objects(storage: ObjectStorage, keys: list[str]) -> None:
+    """Best effort: a failure is logged (with the key, for an operator) and skipped, as an
+    orphan object is harmless: nothing signs a URL for it any more."""
+    for key in keys:
+        try:
+            await storage.delete(key)
+        except Exception as exc:
+            log.warning("devices.clip_object_delete_failed", key=key, error=str(exc))
+
+
 async def _delete_clips(
     session: AsyncSession, storage: ObjectStorage, condition: ColumnElement[bool]
 ) -> int:
     clips = list(
         (await session.execute(select(CloudVideo).where(condition).limit(CLEANUP_BATCH))).scalars()
     )
-    for video in clips:
-        for key in (video.storage_path, video.thumbnail_path):
-            if key:
-                try:
-                    await storage.delete(key)
-                except Exception as exc:  # an orphan object is harmless; the row goes
-                    log.warning("devices.clip_cleanup_failed", key=key, error=str(exc))
+    await delete_objects(
+        storage,
+        [key for video in clips for key in (video.storage_path, video.thumbnail_path) if key],
+    )
     if clips:
         await session.execute(
             delete(CloudVideo).where(CloudVideo.id.in_([video.id for video in clips]))

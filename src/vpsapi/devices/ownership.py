@@ -14,6 +14,7 @@ from vpsapi.core.db import is_deleted_meanwhile, utcnow
 from vpsapi.core.errors import Conflict, NotFound
 from vpsapi.core.logging import SECURITY_LOGGER
 from vpsapi.core.security import constant_time_equals
+from vpsapi.devices import cloud
 from vpsapi.devices.models import Device, DeviceBinding, UserDevice
 from vpsapi.devices.params import ParamKeys
 
@@ -28,8 +29,11 @@ async def bind(
     vid: str,
     name: str | None,
     password: str | None,
-) -> OwnedDevice:
-    """Link a device to the user whose live `<user_id>_binding` names it."""
+) -> tuple[OwnedDevice, list[str]]:
+    """Link a device to the user whose live `<user_id>_binding` names it. Returns also the
+    object keys of clips to delete once committed: a device nobody owned (its last owner
+    removed it, their account was deleted) comes without the clips it kept or recorded
+    meanwhile."""
     binding = (
         await session.execute(
             select(DeviceBinding).where(
@@ -54,7 +58,8 @@ async def bind(
     # Who else owns it is read only once the device is locked: two accounts binding it
     # at once would otherwise both find no owner, and both become one.
     device = await _lock_device(session, vid)
-    await _check_may_share(session, keys, device, user_id, vid, password)
+    shared = await _check_may_share(session, keys, device, user_id, vid, password)
+    stale_objects = [] if shared else await cloud.forget_device_clips(session, device.id)
     owned = UserDevice(
         user_id=user_id,
         device_id=device.id,
@@ -69,7 +74,7 @@ async def bind(
             raise token_revoked() from exc
         raise Conflict(body={"error": "Device already bound"}) from None
     await session.delete(binding)
-    return owned, device
+    return (owned, device), stale_objects
 
 
 async def _lock_device(session: AsyncSession, vid: str) -> Device:
@@ -94,10 +99,11 @@ async def _check_may_share(
     user_id: str,
     vid: str,
     password: str | None,
-) -> None:
+) -> bool:
     """A device another account owns is shared only with whoever gives the camera password
     an owner stored. A registration is no proof of holding the camera (anyone who learned
-    its real id can send one), and an owner's cloud clips and alarms go to every owner."""
+    its real id can send one), and an owner's cloud clips and alarms go to every owner.
+    True when another account owns it (and the password was right)."""
     owners = (
         await session.scalars(
             select(UserDevice).where(
@@ -115,6 +121,7 @@ async def _check_may_share(
             "camera password",
             body={"error": "Device bound to another account"},
         )
+    return bool(owners)
 
 
 def _password_matches(keys: ParamKeys, owner: UserDevice, password: str | None) -> bool:
@@ -160,6 +167,16 @@ async def rename(session: AsyncSession, user_id: str, vid: str, name: str) -> Ow
     return owned, device
 
 
-async def unbind(session: AsyncSession, user_id: str, vid: str) -> None:
-    owned, _ = await get_owned(session, user_id, vid)
+async def unbind(session: AsyncSession, user_id: str, vid: str) -> list[str]:
+    """Remove the user's ownership. The last owner leaving deletes the device's clips, as a
+    factory reset would: whoever binds it next must not read them (anyone who learned its
+    real id can register it). Returns their object keys, to delete once committed."""
+    owned, device = await get_owned(session, user_id, vid)
+    # Two owners leaving at once: the second sees the first gone, and deletes the clips.
+    await _lock_device(session, vid)
     await session.delete(owned)
+    await session.flush()
+    others = await session.scalar(
+        select(UserDevice.id).where(UserDevice.device_id == device.id).limit(1)
+    )
+    return [] if others is not None else await cloud.forget_device_clips(session, device.id)
