@@ -29,13 +29,17 @@ async def owned_device(client: httpx.AsyncClient, user_id: str, auth: dict[str, 
 
 
 async def transfer(
-    client: httpx.AsyncClient, method: str, url: str, content: bytes | None = None
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    content: bytes | None = None,
+    headers: dict[str, str] | None = None,
 ) -> httpx.Response:
     """Local storage URLs point at the app under test; S3 URLs at the real server."""
     if url.startswith(str(client.base_url)):
-        return await client.request(method, url, content=content)
+        return await client.request(method, url, content=content, headers=headers)
     async with httpx.AsyncClient() as http:
-        return await http.request(method, url, content=content)
+        return await http.request(method, url, content=content, headers=headers)
 
 
 @pytest.fixture(params=["embedded", "s3"])
@@ -425,3 +429,26 @@ async def test_a_storage_failure_does_not_keep_a_device_from_being_removed(
     assert len(failed) == 2 and f"videos/{vid}/" in failed[0]
     async with client._transport.app.state.db.session() as session:  # type: ignore[attr-defined]
         assert await session.scalar(select(func.count()).select_from(CloudVideo)) == 0
+
+
+async def test_playback_is_served_as_the_clips_type_whatever_the_uploader_said(
+    client: httpx.AsyncClient, create_user: Any
+) -> None:
+    """A clip uploaded as text/html must not play back as a page (stored XSS wherever the
+    storage is served under the app's domain): S3 keeps the uploader's Content-Type, so
+    the signed URL overrides it."""
+    alice, auth = await create_user()
+    vid = await owned_device(client, alice["id"], auth)
+    clip = {"deviceId": vid, "filename": "a.mp4", "startTime": "2024-05-01T10:00:00Z"}
+    upload = (await client.post("/api/cloud/videos", json=clip, headers=auth)).json()
+    html = {"Content-Type": "text/html"}
+    put = await transfer(client, "PUT", upload["uploadUrl"], b"<script>alert(1)</script>", html)
+    assert put.status_code == 200, put.text
+    assert (await client.post(f"/api/cloud/videos/{upload['videoId']}/confirm")).is_success
+    listed = await client.post(
+        "/api/cloud/videos/urls", json={"deviceId": vid, **DAY}, headers=auth
+    )
+    [item] = listed.json()["urls"]
+    played = await transfer(client, "GET", item["url"])
+    assert played.status_code == 200
+    assert played.headers["content-type"] == "video/mp4"

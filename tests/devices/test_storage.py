@@ -138,6 +138,20 @@ async def test_s3_signed_urls(make_client: Any, seaweed: Any, s3_bucket: str) ->
         assert fetched.content == b"s3-video"
 
         assert (await http.put(get_url, content=b"evil")).status_code == 403
+        # Served as the name says, not as the uploader said; anything but media downloads.
+        html = {"Content-Type": "text/html"}
+        assert (
+            await http.put(storage.presign_put(key, 60), content=b"<b>", headers=html)
+        ).is_success
+        assert (await http.get(get_url)).headers["content-type"] == "video/mp4"
+        page = "videos/test/page.html"
+        assert (
+            await http.put(storage.presign_put(page, 60), content=b"<b>", headers=html)
+        ).is_success
+        served = await http.get(storage.presign_get(page, 60))
+        assert served.headers["content-type"] == "application/octet-stream"
+        assert served.headers["content-disposition"] == "attachment"
+        await storage.delete(page)
         for url in (
             get_url.replace("clip.mp4", "other.mp4"),
             _with_query(get_url, **{"X-Amz-Expires": "7200"}),

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import mimetypes
 import os
 import re
 import secrets
@@ -50,6 +51,16 @@ def validate_key(key: str) -> str:
 def absolute_url(url: str, base_url: str) -> str:
     """Local storage URLs are paths; S3 URLs are already absolute (urljoin keeps them)."""
     return urljoin(base_url, url)
+
+
+def served_media_type(key: str) -> str:
+    """The type an object is served as, from its name, never from what its uploader said:
+    media as itself, anything else (an uploaded .html or .svg) as an inert download, so a
+    stored object cannot become a page on the origin serving it."""
+    media_type = mimetypes.guess_type(key.rsplit("/", 1)[-1])[0] or ""
+    if not media_type.startswith(("video/", "audio/", "image/")) or "svg" in media_type:
+        return "application/octet-stream"
+    return media_type
 
 
 @dataclass(frozen=True)
@@ -185,13 +196,21 @@ class S3Storage:
         return self._presign("put_object", key, expires_in)
 
     def presign_get(self, key: str, expires_in: int) -> str:
-        return self._presign("get_object", key, expires_in)
+        # S3 answers with the Content-Type the uploader sent (text/html, say) unless the
+        # signed URL overrides it: as the embedded storage, the name decides.
+        media_type = served_media_type(key)
+        overrides = {"ResponseContentType": media_type}
+        if media_type == "application/octet-stream":
+            overrides["ResponseContentDisposition"] = "attachment"
+        return self._presign("get_object", key, expires_in, overrides)
 
-    def _presign(self, operation: str, key: str, expires_in: int) -> str:
+    def _presign(
+        self, operation: str, key: str, expires_in: int, extra: dict[str, str] | None = None
+    ) -> str:
         # Signing is local computation: no request to the server.
         url: str = self.client.generate_presigned_url(
             operation,
-            Params={"Bucket": self.bucket, "Key": validate_key(key)},
+            Params={"Bucket": self.bucket, "Key": validate_key(key), **(extra or {})},
             ExpiresIn=expires_in,
         )
         return url

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import mimetypes
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -10,7 +9,13 @@ from pydantic import BaseModel
 
 from vpsapi.core.downloads import Download
 from vpsapi.core.errors import BadRequest, Forbidden, NotFound
-from vpsapi.core.storage import OBJECTS_PATH, InvalidKey, LocalStorage, SignatureError
+from vpsapi.core.storage import (
+    OBJECTS_PATH,
+    InvalidKey,
+    LocalStorage,
+    SignatureError,
+    served_media_type,
+)
 
 router = APIRouter(prefix=OBJECTS_PATH, tags=["objects"])
 
@@ -56,12 +61,7 @@ async def get_object(
     path = storage.path_for(key)
     if not path.is_file():
         raise NotFound(body={"error": "Object not found"})
-    # Only media types are served as themselves: an uploaded .html or .svg must not
-    # become a page on this origin.
-    media_type = mimetypes.guess_type(path.name)[0] or ""
-    if not media_type.startswith(("video/", "audio/", "image/")) or "svg" in media_type:
-        media_type = "application/octet-stream"
-    return Download(path, media_type=media_type)
+    return Download(path, media_type=served_media_type(key))
 
 
 @router.put(
