@@ -452,3 +452,43 @@ async def test_playback_is_served_as_the_clips_type_whatever_the_uploader_said(
     played = await transfer(client, "GET", item["url"])
     assert played.status_code == 200
     assert played.headers["content-type"] == "video/mp4"
+
+
+async def test_confirm_measures_the_upload_and_makes_it_final(
+    client: httpx.AsyncClient, create_user: Any
+) -> None:
+    """The size is the stored object's; an empty one is refused; once confirmed, the
+    embedded storage refuses uploads to the clip (an S3 presigned PUT cannot be revoked)."""
+    alice, auth = await create_user()
+    vid = await owned_device(client, alice["id"], auth)
+    clip = {"deviceId": vid, "filename": "a.mp4", "startTime": "2024-05-01T10:00:00Z"}
+    upload = (await client.post("/api/cloud/videos", json={**clip, "thumbnail": True})).json()
+    confirm = f"/api/cloud/videos/{upload['videoId']}/confirm"
+
+    assert (await transfer(client, "PUT", upload["uploadUrl"], b"")).status_code == 200
+    empty = await client.post(confirm, json={"fileSize": 0})
+    assert empty.status_code == 400, empty.text
+    assert empty.json()["error"] == "Upload is empty"
+    assert await played(client, vid, auth) == []
+
+    # Uploading again is still possible until confirmed; the body's fileSize is ignored.
+    assert (await transfer(client, "PUT", upload["uploadUrl"], b"12345")).status_code == 200
+    assert (await transfer(client, "PUT", upload["thumbnailUploadUrl"], b"jpg")).is_success
+    confirmed = await client.post(confirm, json={"fileSize": 10_000_000})
+    assert confirmed.json() == {"success": True, "videoId": upload["videoId"], "fileSize": 5}
+
+    storage = client._transport.app.state.storage  # type: ignore[attr-defined]
+    for url in (upload["uploadUrl"], upload["thumbnailUploadUrl"]):
+        again = await transfer(client, "PUT", url, b"x" * 100)
+        if storage.backend == "local":
+            assert again.status_code == 409, again.text
+            assert again.json()["error"] == "Upload already confirmed"
+    if storage.backend == "local":
+        [url, thumbnail] = await played(client, vid, auth)
+        assert (await transfer(client, "GET", url)).content == b"12345"
+        assert (await transfer(client, "GET", thumbnail)).content == b"jpg"
+    # Confirming again measures again: on S3 the size follows what its URL let in.
+    expected = 5 if storage.backend == "local" else 100
+    assert (await client.post(confirm)).json()["fileSize"] == expected
+    assert (await client.delete(f"/api/devices/{vid}", headers=auth)).status_code == 204
+    assert await storage.head(f"videos/{vid}/{upload['videoId']}/a.mp4") is None

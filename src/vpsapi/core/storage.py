@@ -1,4 +1,4 @@
-"""Object storage behind one small interface: presigned PUT/GET URLs, head, delete, check.
+"""Object storage behind one small interface: presigned PUT/GET URLs, head, delete, seal, check.
 
 Two backends with the same behaviour:
 - `LocalStorage` (embedded default): files under `DATA_DIR/objects`, served by the app
@@ -19,6 +19,7 @@ import mimetypes
 import os
 import re
 import secrets
+import stat
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -38,6 +39,10 @@ class InvalidKey(ValueError):
 
 class SignatureError(Exception):
     """A local object URL that is not (or no longer) valid."""
+
+
+class ObjectSealed(Exception):
+    """An upload to an object made final with `seal`."""
 
 
 def validate_key(key: str) -> str:
@@ -79,8 +84,19 @@ class ObjectStorage(Protocol):
 
     async def delete(self, key: str) -> None: ...
 
+    async def seal(self, key: str) -> None:
+        """The object is final: uploads to it are refused where the backend can (not S3,
+        whose presigned PUT URLs stay valid until they expire)."""
+
     async def check(self) -> None:
         """Raise when the storage cannot be used (for the readiness probe)."""
+
+
+def _sealed(path: Path) -> bool:
+    try:
+        return not path.stat().st_mode & stat.S_IWUSR
+    except FileNotFoundError:
+        return False
 
 
 class LocalStorage:
@@ -129,8 +145,11 @@ class LocalStorage:
         return self.root / validate_key(key)
 
     async def write(self, key: str, chunks: AsyncIterator[bytes]) -> int:
-        """Store a streamed body; readers see the old object or the whole new one."""
+        """Store a streamed body; readers see the old object or the whole new one.
+        ObjectSealed for a sealed object."""
         target = self.path_for(key)
+        if _sealed(target):
+            raise ObjectSealed(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = target.with_name(f".{target.name}.{secrets.token_hex(6)}.part")
         size = 0
@@ -139,6 +158,8 @@ class LocalStorage:
                 async for chunk in chunks:
                     size += len(chunk)
                     handle.write(chunk)
+            if _sealed(target):  # sealed while this upload was under way
+                raise ObjectSealed(key)
             os.replace(staging, target)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -154,6 +175,11 @@ class LocalStorage:
     async def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.path_for(key).unlink()
+
+    async def seal(self, key: str) -> None:
+        # Read-only is the mark: it stays with the file (renames, backups) and goes with it.
+        with contextlib.suppress(FileNotFoundError):
+            self.path_for(key).chmod(0o444)
 
     async def check(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -230,6 +256,9 @@ class S3Storage:
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self.client.delete_object, Bucket=self.bucket, Key=key)
+
+    async def seal(self, key: str) -> None:
+        """Nothing to do: a presigned PUT cannot be revoked (docs/devices.md)."""
 
     async def check(self) -> None:
         await asyncio.to_thread(self.client.head_bucket, Bucket=self.bucket)

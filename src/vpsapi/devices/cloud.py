@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, and_, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vpsapi.core.db import new_id, utcnow
-from vpsapi.core.errors import Conflict, Forbidden, NotFound
+from vpsapi.core.errors import BadRequest, Conflict, Forbidden, NotFound
 from vpsapi.core.storage import ObjectStorage
 from vpsapi.devices.models import CloudVideo, UserDevice
 from vpsapi.devices.service import find_device
@@ -89,10 +89,17 @@ async def confirm_upload(
     stored = await storage.head(video.storage_path)
     if stored is None:
         raise Conflict("The upload has not arrived", body={"error": "Upload not found"})
-    video.file_size = stored.size
+    if stored.size == 0:
+        # Not final: the camera may upload again through its URL, then confirm.
+        raise BadRequest("The uploaded clip is empty", body={"error": "Upload is empty"})
+    video.file_size = stored.size  # measured in storage, whatever the camera claims
     video.is_uploaded = True
-    if video.thumbnail_path is not None and await storage.head(video.thumbnail_path) is None:
-        video.thumbnail_path = None  # the camera did not send one after all
+    await storage.seal(video.storage_path)
+    if video.thumbnail_path is not None:
+        if await storage.head(video.thumbnail_path) is None:
+            video.thumbnail_path = None  # the camera did not send one after all
+        else:
+            await storage.seal(video.thumbnail_path)
     return video
 
 

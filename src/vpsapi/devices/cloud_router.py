@@ -134,7 +134,11 @@ async def register_clip(body: ClipIn, request: Request, session: SessionDep) -> 
     "/{video_id}/confirm",
     response_model=ConfirmedOut,
     summary="Camera: the upload finished (checked against storage)",
-    responses={**_CAMERA_ERRORS, 409: {"description": '`{"error": "Upload not found"}`'}},
+    responses={
+        **_CAMERA_ERRORS,
+        400: {"description": '`{"error": "Upload is empty"}`'},
+        409: {"description": '`{"error": "Upload not found"}`'},
+    },
 )
 async def confirm_upload(video_id: str, request: Request, session: SessionDep) -> ConfirmedOut:
     require_device_token(request)

@@ -8,11 +8,12 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from vpsapi.core.downloads import Download
-from vpsapi.core.errors import BadRequest, Forbidden, NotFound
+from vpsapi.core.errors import BadRequest, Conflict, Forbidden, NotFound
 from vpsapi.core.storage import (
     OBJECTS_PATH,
     InvalidKey,
     LocalStorage,
+    ObjectSealed,
     SignatureError,
     served_media_type,
 )
@@ -22,6 +23,10 @@ router = APIRouter(prefix=OBJECTS_PATH, tags=["objects"])
 _ERRORS: dict[int | str, dict[str, str]] = {
     403: {"description": '`{"error": "Invalid signature" | "Signature expired"}`'},
     404: {"description": '`{"error": "Object not found"}`'},
+}
+_PUT_ERRORS: dict[int | str, dict[str, str]] = {
+    **_ERRORS,
+    409: {"description": '`{"error": "Upload already confirmed"}`: the object is final'},
 }
 Expires = Annotated[str, Query(max_length=20)]
 Signature = Annotated[str, Query(alias="sig", max_length=128)]
@@ -68,11 +73,17 @@ async def get_object(
     "/{key:path}",
     response_model=StoredOut,
     summary="Upload an object through a signed URL (raw body, like an S3 presigned PUT)",
-    responses=_ERRORS,
+    responses=_PUT_ERRORS,
 )
 async def put_object(
     key: str, request: Request, expires: Expires = "", signature: Signature = ""
 ) -> StoredOut:
     storage = _authorized(request, key, expires, signature)
-    size = await storage.write(key, request.stream())
+    try:
+        size = await storage.write(key, request.stream())
+    except ObjectSealed:
+        raise Conflict(
+            "The object was confirmed; it cannot be replaced",
+            body={"error": "Upload already confirmed"},
+        ) from None
     return StoredOut(key=key, size=size)
