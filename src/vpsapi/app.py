@@ -20,7 +20,11 @@ from vpsapi.citypulse.module import MODULE as CITYPULSE
 from vpsapi.config import Settings, get_settings
 from vpsapi.console.module import MODULE as CONSOLE
 from vpsapi.core.db import Database
-from vpsapi.core.errors import install_error_handlers, register_fastapi_style
+from vpsapi.core.errors import (
+    install_error_handlers,
+    register_express_validator,
+    register_fastapi_style,
+)
 from vpsapi.core.etag import COMPRESSED_FROM_BYTES, ETagMiddleware
 from vpsapi.core.events import EventBus, RedisEventBus
 from vpsapi.core.logging import configure_logging, init_sentry
@@ -152,6 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_openapi(app)
     register_fastapi_style([p for module in MODULES for p in module.fastapi_error_prefixes])
+    register_express_validator([p for module in MODULES for p in module.express_validator_paths])
     for module in MODULES:
         for router in module.routers:
             app.include_router(router)

@@ -103,8 +103,13 @@ async def test_register_validation_errors(client: httpx.AsyncClient) -> None:
         headers={"Content-Type": "application/json"},
     )
     assert huge.status_code == 400, huge.text
-    assert huge.json()["details"] == [
-        {"field": "body", "message": "a number is out of range (beyond ±1.8e308)"}
+    assert huge.json()["errors"] == [
+        {
+            "type": "field",
+            "msg": "a number is out of range (beyond ±1.8e308)",
+            "path": "",
+            "location": "body",
+        }
     ]
 
 
@@ -176,5 +181,32 @@ async def test_unparseable_bodies_get_each_endpoints_answer(client: httpx.AsyncC
         assert param.status_code == 400, param.text
         assert param.json()["error"] == "Missing deviceId"
     # The refused registrations stored nothing.
+    async with client._transport.app.state.db.session() as session:  # type: ignore[attr-defined]
+        assert await session.scalar(select(func.count()).select_from(Device)) == 0
+
+
+async def test_a_nul_in_a_registration_is_refused_in_express_validators_shape(
+    client: httpx.AsyncClient,
+) -> None:
+    """The middleware refuses a NUL anywhere (PostgreSQL cannot store one); the camera
+    endpoint documented with express-validator's `{errors: [...]}` answers in that shape."""
+    body = {"realDeviceId": real_id() + "\u0000", "userId": user_id()}
+    response = await client.post("/api/hello/register", json=body)
+    assert response.status_code == 400, response.text
+    answer = response.json()
+    assert set(answer) == {"errors", "requestId"}
+    [error] = answer["errors"]
+    assert error["type"] == "field" and error["location"] == "body" and error["path"] == ""
+    assert "NUL" in error["msg"]
+    in_query = await client.post(
+        "/api/hello/register?x=%00", json={"realDeviceId": real_id(), "userId": user_id()}
+    )
+    assert in_query.status_code == 400
+    assert in_query.json()["errors"][0]["location"] == "query"
+    # Other seed-003 endpoints keep their documented validation body.
+    clip = {"deviceId": "VE\u0000", "filename": "a.mp4", "startTime": "2024-05-01T10:00:00Z"}
+    other = await client.post("/api/cloud/videos", json=clip)
+    assert other.status_code == 400
+    assert other.json()["error"] == "Validation failed" and other.json()["details"]
     async with client._transport.app.state.db.session() as session:  # type: ignore[attr-defined]
         assert await session.scalar(select(func.count()).select_from(Device)) == 0

@@ -39,6 +39,15 @@ def is_fastapi_style(path: str) -> bool:
     return any(path == p or path.startswith(p + "/") for p in _fastapi_style_prefixes)
 
 
+# Exact paths documented with express-validator's `{errors: [...]}` 400 (filled from the
+# modules at app creation): the validation failures the middleware finds take it too.
+_express_validator_paths: set[str] = set()
+
+
+def register_express_validator(paths: list[str]) -> None:
+    _express_validator_paths.update(paths)
+
+
 class AppError(Exception):
     """Base of every error the API answers deliberately."""
 
@@ -317,6 +326,20 @@ def validation_response(
             "ValidationError",
             message,
             legacy_body={"detail": detail, "error": message},
+        )
+    if request.url.path in _express_validator_paths:
+        # `url` and `body` name the whole of one, as express-validator's `body()` (path "").
+        errors = [
+            {
+                "type": "field",
+                "msg": item["message"],
+                "path": "" if item["field"] in ("url", "body") else item["field"],
+                "location": "query" if item["field"] == "url" else "body",
+            }
+            for item in details
+        ]
+        return error_response(
+            request, 400, "ValidationError", message, legacy_body={"errors": errors}
         )
     return error_response(
         request,

@@ -43,6 +43,8 @@ class Module:
     readiness_checks: list[ReadinessCheck] = field(default_factory=list)
     # Path prefixes whose errors take FastAPI's `{"detail": ...}` shape (seed 002).
     fastapi_error_prefixes: list[str] = field(default_factory=list)
+    # Exact paths whose validation errors take express-validator's `{errors: [...]}` shape.
+    express_validator_paths: list[str] = field(default_factory=list)
     description: str = ""
 
 

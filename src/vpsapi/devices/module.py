@@ -15,7 +15,7 @@ from vpsapi.devices.app_router import push_router
 from vpsapi.devices.app_router import router as app_router
 from vpsapi.devices.cloud_router import router as cloud_router
 from vpsapi.devices.push_providers import providers_for
-from vpsapi.devices.router import router
+from vpsapi.devices.router import REGISTER_PATH, router
 from vpsapi.devices.search import DeviceSearch
 
 log = structlog.get_logger(__name__)
@@ -70,6 +70,7 @@ MODULE = Module(
     routers=[router, app_router, push_router, cloud_router],
     lifespan=devices_lifespan,
     search_providers=[DeviceSearch()],
+    express_validator_paths=[REGISTER_PATH],
     rate_limit_rules=[
         TierRule("/api/hello", "devices"),
         TierRule("/api/vuid", "devices"),

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from vpsapi.core.db import SessionDep, utcnow
 from vpsapi.core.errors import BadRequest, NotFound, Unauthorized
-from vpsapi.core.openapi import LegacyValidationError, read_by_hand
+from vpsapi.core.openapi import read_by_hand
 from vpsapi.core.schemas import parse_json_body
 from vpsapi.devices import push, service
 from vpsapi.devices.params import ParamKeys
@@ -20,6 +20,7 @@ from vpsapi.devices.schemas import AlarmType, Moment
 router = APIRouter(prefix="/api", tags=["devices"])
 
 
+REGISTER_PATH = "/api/hello/register"
 MAX_BINDING_KEY = 300  # `<userId>_binding`; a user id is far shorter
 
 
@@ -196,12 +197,12 @@ async def query(request: Request, session: SessionDep) -> ValueOut:
 
 
 @router.post(
-    "/hello/register",
+    REGISTER_PATH.removeprefix(router.prefix),
     response_model=RegisterOut,
     responses={
         400: {
-            "model": RegistrationRefused | LegacyValidationError,
-            "description": "express-validator's errors (a body that is no JSON: the usual 400)",
+            "model": RegistrationRefused,
+            "description": "express-validator's errors (a NUL in the body too)",
         },
         401: {"description": "Invalid device token (when DEVICE_API_TOKEN is set)"},
     },
