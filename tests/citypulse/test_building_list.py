@@ -133,6 +133,7 @@ def _cursor(raw: str | bytes) -> str:
         ("floorAreaM2", _cursor('["floorAreaM2", "12", "x"]')),
         ("createdAt", _cursor('["createdAt", "yesterday", "x"]')),
         ("createdAt", _cursor('["createdAt", "0001-01-01T00:00:00+05:00", "x"]')),
+        ("name", _cursor("[" * 3000)),  # nested past the JSON parser (was a 500)
     ],
 )
 async def test_an_altered_cursor_is_a_400(

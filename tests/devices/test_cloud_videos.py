@@ -7,6 +7,7 @@ import asyncio
 import logging
 import secrets
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -492,3 +493,32 @@ async def test_confirm_measures_the_upload_and_makes_it_final(
     assert (await client.post(confirm)).json()["fileSize"] == expected
     assert (await client.delete(f"/api/devices/{vid}", headers=auth)).status_code == 204
     assert await storage.head(f"videos/{vid}/{upload['videoId']}/a.mp4") is None
+
+
+async def test_a_file_system_refusing_the_seal_does_not_fail_the_confirm(
+    client: httpx.AsyncClient,
+    create_user: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Some mounts (another owner's files, network file systems) refuse chmod: the clip is
+    confirmed all the same and stays open to uploads, as on S3."""
+    storage = client._transport.app.state.storage  # type: ignore[attr-defined]
+    if storage.backend != "local":
+        pytest.skip("sealing is the embedded storage's")
+    alice, auth = await create_user()
+    vid = await owned_device(client, alice["id"], auth)
+    clip = {"deviceId": vid, "filename": "a.mp4", "startTime": "2024-05-01T10:00:00Z"}
+    upload = (await client.post("/api/cloud/videos", json=clip)).json()
+    assert (await transfer(client, "PUT", upload["uploadUrl"], b"12345")).status_code == 200
+
+    def refused(self: Path, mode: int) -> None:
+        raise PermissionError(1, "Operation not permitted", str(self))
+
+    monkeypatch.setattr(Path, "chmod", refused)
+    with caplog.at_level(logging.WARNING):
+        confirmed = await client.post(f"/api/cloud/videos/{upload['videoId']}/confirm")
+    assert confirmed.status_code == 200, confirmed.text
+    assert confirmed.json()["fileSize"] == 5
+    assert any("storage_seal_failed" in r.getMessage() for r in caplog.records)
+    assert (await played(client, vid, auth))[0] is not None

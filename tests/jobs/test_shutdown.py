@@ -36,6 +36,7 @@ async def test_a_job_running_at_shutdown_is_handed_back_and_finishes_after_resta
     reader = await make_client(jobs_inprocess_workers=False, **LONG_LEASE)
     waiting = (await reader.get(f"/api/jobs/{job_id}", headers=headers)).json()
     assert (waiting["status"], waiting["progress"], waiting["attempts"]) == ("PENDING", 0, 0)
+    assert "startedAt" not in waiting  # as a job no worker has started
     await reader.stop_app()
 
     gate.release.set()

@@ -101,15 +101,18 @@ async def test_backend_health_checks(
     down = data["backends"]["http://127.0.0.1:9/"]
     assert down["healthy"] is False and down["error"] and down["pool"] == "checked"
 
-    # A pool's member is the pool's by its address alone, or with any path (it is listed
-    # with its pool's health path).
+    # A pool's member asked for by its address alone is checked at its pool's health path;
+    # another path on it is the admins' to ask for.
     probed = {"name": "probed", "servers": ["127.0.0.1:7"], "health_path": "/healthz"}
     assert (
         await ops_client.post("/api/load-balancer/pools", json=probed, headers=ops_admin)
     ).status_code == 201
-    for member in ("127.0.0.1:7", "http://127.0.0.1:7", "HTTP://127.0.0.1:7/other"):
+    for member in ("127.0.0.1:7", "http://127.0.0.1:7/", "HTTP://127.0.0.1:7/healthz"):
         response = await ops_client.get(f"/api/health/backend/{member}", headers=ops_user)
         assert response.status_code == 200, (member, response.text)
+        assert response.json()["backend"] == "http://127.0.0.1:7/healthz"
+    chosen = await ops_client.get("/api/health/backend/127.0.0.1:7/admin?x=1", headers=ops_user)
+    assert chosen.status_code == 403
 
     # Arbitrary URLs (not in the managed config) are for admins only; junk is refused.
     other = "http://127.0.0.1:1/"

@@ -77,7 +77,8 @@ async def list_buildings(
     q: Annotated[str | None, Query(max_length=200)] = None,
     sort: str = "name",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: str | None = None,
+    # A name of 200 characters, each escaped to \uXXXX, in base64: some 1,700 characters.
+    cursor: Annotated[str | None, Query(max_length=4096)] = None,
 ) -> Envelope[Page[BuildingOut]]:
     rows, next_cursor = await service.list_buildings(
         session, city=city, building_type=building_type, q=q, sort=sort, limit=limit, cursor=cursor

@@ -126,9 +126,9 @@ def _folded(session: AsyncSession, column: Any) -> Any:
     return func.lower(column, type_=String)
 
 
-def _same_text(column: Any, value: str) -> Any:
-    """`column` equals `value` ignoring case, as the `q` filter ignores it."""
-    return func.lower(column) == func.lower(value)
+def _same_text(session: AsyncSession, column: Any, value: str) -> Any:
+    """`column` equals `value` ignoring the case of A-Z, alike on both engines (as sorts)."""
+    return _folded(session, column) == _folded(session, literal(value, String))
 
 
 def _building_keyset(session: AsyncSession, sort: str) -> Keyset:
@@ -158,9 +158,9 @@ async def list_buildings(
     keyset = _building_keyset(session, sort)
     query = select(Building, keyset.key)
     if city:
-        query = query.where(_same_text(Building.city, city))
+        query = query.where(_same_text(session, Building.city, city))
     if building_type:
-        query = query.where(_same_text(Building.building_type, building_type))
+        query = query.where(_same_text(session, Building.building_type, building_type))
     if q:  # autoescape: % and _ in `q` are plain characters, not wildcards
         query = query.where(Building.name.icontains(q, autoescape=True))
     if cursor:

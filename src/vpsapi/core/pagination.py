@@ -33,7 +33,8 @@ def _pack(position: list[Any]) -> str:
 def _unpack(cursor: str) -> Any:
     try:
         return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, binascii.Error) as exc:  # UnicodeDecodeError is a ValueError
+    # UnicodeDecodeError is a ValueError; RecursionError: `[[[[…` nested past the parser.
+    except (ValueError, binascii.Error, RecursionError) as exc:
         raise invalid_cursor() from exc
 
 

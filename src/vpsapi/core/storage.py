@@ -27,7 +27,11 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode, urljoin
 
+import structlog
+
 from vpsapi.config import Settings, read_or_create_secret
+
+log = structlog.get_logger(__name__)
 
 OBJECTS_PATH = "/api/objects"
 _KEY = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._\-/]{0,511}$")
@@ -178,8 +182,14 @@ class LocalStorage:
 
     async def seal(self, key: str) -> None:
         # Read-only is the mark: it stays with the file (renames, backups) and goes with it.
-        with contextlib.suppress(FileNotFoundError):
+        # A file system that will not take it (another owner's file, some network mounts)
+        # leaves the object open to uploads, as S3's is, rather than failing the confirm.
+        try:
             self.path_for(key).chmod(0o444)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("storage_seal_failed", key=key, error=str(exc))
 
     async def check(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

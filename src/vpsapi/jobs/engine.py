@@ -435,17 +435,17 @@ class JobEngine:
         again (PENDING, progress 0, as Bull moves a stalled job back to waiting), so
         its status does not show a run that no longer happens, and the attempt is not
         counted."""
+        values: dict[str, Any] = {
+            "status": PENDING,
+            "progress": 0,
+            "lease_until": None,
+            "lease_owner": None,
+            "attempts": job.attempts - 1,
+        }
+        if job.attempts == 1:
+            values["started_at"] = None  # never started, as far as anyone can tell
         with contextlib.suppress(Exception):
-            await self._write_owned(
-                job.id,
-                {
-                    "status": PENDING,
-                    "progress": 0,
-                    "lease_until": None,
-                    "lease_owner": None,
-                    "attempts": job.attempts - 1,
-                },
-            )
+            await self._write_owned(job.id, values)
 
     def backoff_seconds(self, attempt: int, base: float) -> float:
         delay = base * (2 ** max(0, attempt - 1))

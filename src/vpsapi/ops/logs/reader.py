@@ -44,7 +44,7 @@ def decode_cursor(cursor: str) -> dict[str, Any]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         position = json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+    except (binascii.Error, ValueError, RecursionError) as exc:  # RecursionError: `[[[[…`
         raise InvalidCursor("Invalid cursor") from exc
     if not isinstance(position, dict):
         raise InvalidCursor("Invalid cursor")

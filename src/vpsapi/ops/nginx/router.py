@@ -230,9 +230,11 @@ async def check_backend_health(
 ) -> BackendHealth:
     """Check one backend now. Backends outside the managed configuration: admins only."""
     url = _normalise_backend(backend_url)
-    known = await service.known_backends(session)
-    if not principal.is_admin and not service.is_managed_backend(url, known):
-        raise Forbidden("Only admins may check backends that no site or pool uses")
+    if not principal.is_admin:
+        managed = service.managed_backend_url(url, await service.known_backends(session))
+        if managed is None:
+            raise Forbidden("Only admins may check backends that no site or pool uses")
+        url = managed
     return await _registry(request).check(url)
 
 

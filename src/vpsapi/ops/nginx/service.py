@@ -425,7 +425,14 @@ def _origin(url: str) -> str:
     return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
 
 
-def is_managed_backend(url: str, known: dict[str, dict[str, Any]]) -> bool:
-    """Whether `url` is on a server a pool or site proxies to, whatever its path: a pool
-    member is listed with its health path, and asked for by its address alone."""
-    return _origin(url) in {_origin(backend) for backend in known}
+def managed_backend_url(url: str, known: dict[str, dict[str, Any]]) -> str | None:
+    """The managed backend a check of `url` stands for: `url` as a pool or site lists it,
+    or, asked for by its address alone (`127.0.0.1:3000`), the URL listed for that server
+    (a pool lists its members with its health path). None for anything else: a non-admin
+    does not choose what the server requests."""
+    listed = {backend.rstrip("/"): backend for backend in known}
+    if url.rstrip("/") in listed:
+        return listed[url.rstrip("/")]
+    if urlsplit(url).path in ("", "/"):
+        return next((backend for backend in known if _origin(backend) == _origin(url)), None)
+    return None
