@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import logging
 import os
 import signal
 import time
@@ -814,3 +815,26 @@ async def test_a_filesystem_without_symlinks_only_skips_the_alias(
     logs = log_dir(client)
     assert not (logs / "structured.log").exists()
     assert "structured_log_alias_skipped" in (logs / "application.log").read_text()
+
+
+async def test_a_database_connection_cut_off_is_a_warning_without_a_traceback(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    """What SQLAlchemy's pool logs when a cancellation cuts a connection's reset short, or
+    when aiosqlite cannot force-close one (both seen with SSE clients leaving an overloaded
+    server): the pool drops the connection; no error with a library traceback."""
+
+    pool_log = logging.getLogger("sqlalchemy.pool.impl.AsyncAdaptedQueuePool")
+    for message, exc in (
+        ("Exception during reset or similar", asyncio.CancelledError()),
+        ("Exception terminating connection", NotImplementedError("terminate_force_close()")),
+    ):
+        try:
+            raise exc
+        except BaseException:
+            pool_log.error(message, exc_info=True)
+    page = await get_logs(client, admin_headers, "application", q="database_connection_dropped")
+    entries = page["entries"]
+    assert [e["level"] for e in entries] == ["warning", "warning"], entries
+    assert all("exception" not in e and "Traceback" not in json.dumps(e) for e in entries)
+    assert "Exception during reset or similar (CancelledError)" in json.dumps(entries)

@@ -58,16 +58,19 @@ def _failure_message(exc: Exception, event: str, sid: str) -> str:
 
 
 def _always_acked(
-    event: str, handler: Callable[..., Awaitable[Ack]]
+    event: str, handler: Callable[..., Awaitable[Ack]], connected: Callable[[str], bool]
 ) -> Callable[..., Awaitable[Ack]]:
     """`handler`, answering whatever happens: python-socketio sends no ack for a handler
     that raised (the client waits forever) and leaves its exception to asyncio's "Task
-    exception was never retrieved"."""
+    exception was never retrieved". A failure because the client left meanwhile (joining
+    a room of a socket already gone is a KeyError) is routine: no one to tell, no bug."""
 
     async def acked(sid: str, *args: Any) -> Ack:
         try:
             return await handler(sid, *args)
         except Exception as exc:
+            if not connected(sid):
+                return {"ok": False, "error": "Disconnected"}
             return {"ok": False, "error": _failure_message(exc, event, sid)}
 
     return acked
@@ -109,8 +112,11 @@ class RealtimeServer:
         self._job_watchers: dict[str, set[asyncio.Task[None]]] = {}
         self.sio.on("connect", self._connect)
         self.sio.on("disconnect", self._disconnect)
-        self.sio.on("subscribe", _always_acked("subscribe", self._subscribe))
-        self.sio.on("unsubscribe", _always_acked("unsubscribe", self._unsubscribe))
+        self.sio.on("subscribe", _always_acked("subscribe", self._subscribe, self._connected))
+        self.sio.on("unsubscribe", _always_acked("unsubscribe", self._unsubscribe, self._connected))
+
+    def _connected(self, sid: str) -> bool:
+        return bool(self.sio.manager.is_connected(sid, "/"))
 
     def asgi_app(self) -> FrameGuard:
         return FrameGuard(socketio.ASGIApp(self.sio, socketio_path=SOCKETIO_PATH))
@@ -139,10 +145,11 @@ class RealtimeServer:
             raise socketio.exceptions.ConnectionRefusedError(
                 "Use a JWT access token in access_token, not an API key"
             )
-        async with self.app.state.db.session() as session:
-            if token.startswith(API_KEY_PREFIX):
-                return await auth_service.principal_from_api_key(session, token, None)
-            return await auth_service.principal_from_token(session, self.app.state.codec, token)
+        with shielded_read():  # the client may leave meanwhile
+            async with self.app.state.db.session() as session:
+                if token.startswith(API_KEY_PREFIX):
+                    return await auth_service.principal_from_api_key(session, token, None)
+                return await auth_service.principal_from_token(session, self.app.state.codec, token)
 
     async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         """Refuses with the reason (`connect_error`), a failure on our side too (logged
@@ -184,8 +191,9 @@ class RealtimeServer:
         if building_id := _event_id(data, "buildingId"):
             if not self.app.state.settings.citypulse_enabled:
                 return {"ok": False, "error": switched_off("citypulse_enabled", "CityPulse")}
-            async with self.app.state.db.session() as session:
-                await service.get_building(session, building_id)
+            with shielded_read():
+                async with self.app.state.db.session() as session:
+                    await service.get_building(session, building_id)
             room = building_room(building_id)
             await self.sio.enter_room(sid, room)
             return {"ok": True, "room": room}
@@ -203,8 +211,9 @@ class RealtimeServer:
 
     async def _watch_job(self, sid: str, job_id: str) -> Ack:
         principal: Principal = (await self.sio.get_session(sid))["principal"]
-        async with self.app.state.db.session() as session:
-            await jobs_service.get_job(session, principal, job_id)  # NotFound unless owned
+        with shielded_read():
+            async with self.app.state.db.session() as session:
+                await jobs_service.get_job(session, principal, job_id)  # NotFound unless owned
         task = asyncio.create_task(self._forward_job(sid, principal, job_id))
         watchers = self._job_watchers.setdefault(sid, set())
         watchers.add(task)

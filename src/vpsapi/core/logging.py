@@ -13,6 +13,7 @@ and `security.log` (SECURITY_LOGGER: auth failures, rate-limit hits, denials).
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import logging
 import os
@@ -195,6 +196,23 @@ class SharedRotatingFileHandler(logging.Handler):
         super().close()
 
 
+def _connection_cut_off(record: logging.LogRecord) -> bool:
+    """SQLAlchemy's pool logs an error with a traceback when a connection's reset or close
+    is cut off by a cancellation (a client gone, a read past its bound under overload), or
+    when it cannot force-close an aiosqlite connection (no such call in that driver): the
+    pool drops the connection all the same. A warning line without the traceback says so."""
+    exc = record.exc_info[1] if record.exc_info else None
+    cut_off = isinstance(exc, asyncio.CancelledError) or (
+        isinstance(exc, NotImplementedError) and "terminate_force_close" in str(exc)
+    )
+    if cut_off and record.name.startswith("sqlalchemy.pool"):
+        record.msg = f"database_connection_dropped: {record.getMessage()} ({type(exc).__name__})"
+        record.args = ()
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info, record.exc_text = None, None
+    return True
+
+
 def _stream_handlers(
     settings: Settings, formatter: logging.Formatter, level: int
 ) -> list[logging.Handler]:
@@ -289,6 +307,8 @@ def configure_logging(settings: Settings) -> None:
     for previous in root.handlers:
         if isinstance(previous, SharedRotatingFileHandler):
             previous.close()
+    for made in handlers:
+        made.addFilter(_connection_cut_off)
     root.handlers[:] = handlers
     root.setLevel(level)
     # The streams keep their INFO lines even when LOG_LEVEL is higher; the console
