@@ -198,6 +198,9 @@ class Settings(BaseSettings):
     # answer, two tabs refreshing at once) gets the login's current tokens instead of
     # revoking the login as stolen; 0 treats every reuse as theft.
     jwt_refresh_reuse_seconds: int = Field(default=30, ge=0, le=MAX_TOKEN_LIFETIME)
+    # Logins and API keys ended (logged out, revoked, expired) longer than this many days
+    # ago are deleted by an hourly task (0 = keep forever).
+    auth_retention_days: int = Field(default=30, ge=0, le=36500)
 
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     trusted_proxies: Annotated[list[str], NoDecode] = Field(

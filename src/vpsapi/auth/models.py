@@ -46,6 +46,7 @@ class AuthSession(IdMixin, Base):
     previous_refresh_jti: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     refreshed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # When the newest refresh token expires (each rotation moves it on).
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     revoked_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)

@@ -1,11 +1,39 @@
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+
+from vpsapi.auth import service
 from vpsapi.auth.router import legacy_router, v1_router
 from vpsapi.core.modules import Module
 from vpsapi.core.ratelimit import AUTH_TIER, TierRule
+from vpsapi.core.tasks import periodic
+
+log = structlog.get_logger("vpsapi.auth")
+
+RETENTION_INTERVAL = 3600.0
+
+
+async def _purge(app: Any) -> None:
+    purged = await service.purge_ended(app.state.db, app.state.settings)
+    if purged.logins or purged.api_keys:
+        log.info("auth_purged", logins=purged.logins, api_keys=purged.api_keys)
+
+
+@contextlib.asynccontextmanager
+async def auth_lifespan(app: Any) -> AsyncIterator[None]:
+    async with periodic("auth-retention", RETENTION_INTERVAL, lambda: _purge(app)):
+        yield
+
 
 MODULE = Module(
     name="auth",
     description="Users, roles, logins, refresh tokens and API keys",
     routers=[legacy_router, v1_router],
+    lifespan=auth_lifespan,
     # Seed 002 (a FastAPI app) signs in here: its clients read FastAPI's `detail`.
     fastapi_error_prefixes=[
         "/api/auth/login",

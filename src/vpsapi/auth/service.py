@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -21,7 +21,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from vpsapi.auth.models import ApiKey, AuthSession, User
 from vpsapi.auth.passwords import check_new_password
 from vpsapi.config import Settings, SettingsError
-from vpsapi.core.db import answer_if_deleted_meanwhile, new_id, utcnow
+from vpsapi.core.db import Database, answer_if_deleted_meanwhile, new_id, utcnow
 from vpsapi.core.errors import BadRequest, Conflict, NotFound, Unauthorized
 from vpsapi.core.logging import SECURITY_LOGGER
 from vpsapi.core.pagination import encode_cursor, newer_than
@@ -350,7 +350,12 @@ async def refresh(
         update(AuthSession)
         .where(AuthSession.id == auth_session.id, AuthSession.refresh_jti == presented)
         .where(AuthSession.revoked_at.is_(None))
-        .values(refresh_jti=refresh_jti, previous_refresh_jti=presented, refreshed_at=utcnow())
+        .values(
+            refresh_jti=refresh_jti,
+            previous_refresh_jti=presented,
+            refreshed_at=utcnow(),
+            expires_at=utcnow() + timedelta(seconds=codec.refresh_ttl),
+        )
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
@@ -658,3 +663,87 @@ async def revoke_api_key(session: AsyncSession, key_id: str, owner_id: str | Non
         api_key.revoked_at = utcnow()
     await session.flush()
     return api_key
+
+
+# ---- retention -----------------------------------------------------------------------
+
+# Rows deleted per statement: none holds its locks long, and a backlog goes batch by batch.
+PURGE_BATCH = 500
+
+
+@dataclass(frozen=True)
+class Purged:
+    logins: int = 0
+    api_keys: int = 0
+
+
+async def purge_ended(db: Database, settings: Settings) -> Purged:
+    """Delete the logins and API keys ended more than AUTH_RETENTION_DAYS ago, each batch
+    committed. Every serve process runs this: batches skip rows another one holds."""
+    if not settings.auth_retention_days:  # 0: kept forever
+        return Purged()
+    logins = await _purge_batches(db, _ended_logins(settings), AuthSession)
+    api_keys = await _purge_batches(db, _ended_api_keys(settings), ApiKey)
+    return Purged(logins, api_keys)
+
+
+def _ended_logins(settings: Settings) -> ColumnElement[bool]:
+    """Logins logged out or revoked before the window, and logins none of whose tokens
+    could be presented any more since then. A deleted login's tokens are refused as a
+    revoked one's, so deleting an ended login lets nothing in; what must not go early is a
+    live one, whose user would be signed out."""
+    window = timedelta(days=settings.auth_retention_days)
+    now = utcnow()
+    # A live login's last token may outlive `expires_at` (its newest refresh token's
+    # expiry): a refresh token issued again within the reuse window of its rotation, and
+    # an access token lasting longer than refresh tokens do.
+    unusable_since = (
+        now
+        - window
+        - timedelta(
+            seconds=settings.jwt_refresh_reuse_seconds
+            + max(0, settings.jwt_expires_in - settings.jwt_refresh_expires_in)
+        )
+    )
+    return or_(
+        AuthSession.revoked_at < now - window,
+        and_(
+            AuthSession.expires_at < unusable_since,
+            # Rows rotated before rotations moved `expires_at` on: the newest refresh
+            # token was issued at `refreshed_at`.
+            or_(
+                AuthSession.refreshed_at.is_(None),
+                AuthSession.refreshed_at
+                < unusable_since - timedelta(seconds=settings.jwt_refresh_expires_in),
+            ),
+        ),
+    )
+
+
+def _ended_api_keys(settings: Settings) -> ColumnElement[bool]:
+    """Keys revoked or expired before the window. A token exchanged for a deleted key is
+    refused as one of a revoked key (its row is looked up on every request)."""
+    before = utcnow() - timedelta(days=settings.auth_retention_days)
+    return or_(ApiKey.revoked_at < before, ApiKey.expires_at < before)
+
+
+async def _purge_batches(
+    db: Database, ended: ColumnElement[bool], model: type[AuthSession] | type[ApiKey]
+) -> int:
+    total = 0
+    while True:
+        async with db.session() as session:
+            # SKIP LOCKED (PostgreSQL; SQLite has one writer anyway): processes sweeping at
+            # once take different rows instead of waiting on, or deadlocking over, the same.
+            batch = (
+                select(model.id).where(ended).limit(PURGE_BATCH).with_for_update(skip_locked=True)
+            )
+            result = await session.execute(
+                delete(model)
+                .where(model.id.in_(batch))
+                .execution_options(synchronize_session=False)
+            )
+        removed = int(result.rowcount or 0)  # type: ignore[attr-defined]
+        total += removed
+        if removed < PURGE_BATCH:
+            return total

@@ -1,4 +1,4 @@
-"""Stopping background tasks, and work whose caller may go away."""
+"""Stopping background tasks, work whose caller may go away, and work on a schedule."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ log = structlog.get_logger("vpsapi.tasks")
 
 # How long a cancelled task gets before it is cancelled again.
 RECANCEL_SECONDS = 0.1
+# A scheduled task's first run comes soon after start (a restarted service catches up),
+# not at once.
+FIRST_RUN_DELAY = 60.0
 
 
 async def cancel_and_wait(*tasks: asyncio.Task[Any]) -> None:
@@ -53,3 +56,26 @@ async def cancelled_when(event: Callable[[], Awaitable[object]]) -> AsyncIterato
     finally:
         if watcher is not None:  # outside the scope: a cancelled one would cut this short
             await cancel_and_wait(watcher)
+
+
+@asynccontextmanager
+async def periodic(
+    name: str, interval: float, body: Callable[[], Awaitable[Any]]
+) -> AsyncIterator[None]:
+    """Run `body()` every `interval` seconds for the lifetime of the block (a module's
+    lifespan: renewals, retention)."""
+
+    async def loop() -> None:
+        await asyncio.sleep(min(FIRST_RUN_DELAY, interval))
+        while True:
+            try:
+                await body()
+            except Exception as exc:  # one failed run must not end the schedule
+                log.error("schedule.failed", task=name, error=str(exc))
+            await asyncio.sleep(interval)
+
+    task = asyncio.create_task(loop(), name=name)
+    try:
+        yield
+    finally:
+        await cancel_and_wait(task)

@@ -7,8 +7,8 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from vpsapi.core.tasks import periodic
 from vpsapi.ops.backups import service
-from vpsapi.ops.schedule import periodic
 
 
 @contextlib.asynccontextmanager

@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from vpsapi.ops.schedule import periodic
+from vpsapi.core.tasks import periodic
 from vpsapi.ops.ssl import service, store
 
 
