@@ -73,6 +73,13 @@ async def test_local_signed_urls(client: httpx.AsyncClient) -> None:
     served = await client.get(storage.presign_get(page, 60))
     assert served.headers["content-type"] == "application/octet-stream"
 
+    # Camera formats by a table of our own, whatever the host's mime database says.
+    for name, media_type in (("a.ts", "video/mp2t"), ("b.H264", "video/h264"), ("c.svg", None)):
+        stored = f"videos/test/{name}"
+        assert (await client.put(storage.presign_put(stored, 60), content=b"x")).is_success
+        served = await client.get(storage.presign_get(stored, 60))
+        assert served.headers["content-type"] == (media_type or "application/octet-stream")
+
     missing = await client.get(storage.presign_get("videos/test/none.mp4", 60))
     assert missing.status_code == 404
     assert missing.json()["error"] == "Object not found"

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import mimetypes
 import os
 import re
 import secrets
@@ -62,14 +61,43 @@ def absolute_url(url: str, base_url: str) -> str:
     return urljoin(base_url, url)
 
 
+# The media an object is served as itself, by its name's suffix. A table of our own, not the
+# host's mime database: Debian's names `.ts` a Qt translation, and two hosts serving one
+# bucket must sign the same type for the same clip.
+MEDIA_TYPES = {
+    ".mp4": "video/mp4",
+    ".m4v": "video/mp4",
+    ".mov": "video/quicktime",
+    ".mkv": "video/x-matroska",
+    ".webm": "video/webm",
+    ".avi": "video/x-msvideo",
+    ".ts": "video/mp2t",
+    ".h264": "video/h264",
+    ".264": "video/h264",
+    ".h265": "video/h265",
+    ".265": "video/h265",
+    ".hevc": "video/h265",
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".aac": "audio/aac",
+    ".m4a": "audio/mp4",
+    ".mp3": "audio/mpeg",
+    ".wav": "audio/wav",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+}
+INERT_TYPE = "application/octet-stream"
+
+
 def served_media_type(key: str) -> str:
     """The type an object is served as, from its name, never from what its uploader said:
     media as itself, anything else (an uploaded .html or .svg) as an inert download, so a
     stored object cannot become a page on the origin serving it."""
-    media_type = mimetypes.guess_type(key.rsplit("/", 1)[-1])[0] or ""
-    if not media_type.startswith(("video/", "audio/", "image/")) or "svg" in media_type:
-        return "application/octet-stream"
-    return media_type
+    name = key.rsplit("/", 1)[-1].lower()
+    suffix = name[name.rfind(".") :] if "." in name else ""
+    return MEDIA_TYPES.get(suffix, INERT_TYPE)
 
 
 @dataclass(frozen=True)
@@ -236,7 +264,7 @@ class S3Storage:
         # signed URL overrides it: as the embedded storage, the name decides.
         media_type = served_media_type(key)
         overrides = {"ResponseContentType": media_type}
-        if media_type == "application/octet-stream":
+        if media_type == INERT_TYPE:
             overrides["ResponseContentDisposition"] = "attachment"
         return self._presign("get_object", key, expires_in, overrides)
 
