@@ -522,3 +522,24 @@ async def test_a_file_system_refusing_the_seal_does_not_fail_the_confirm(
     assert confirmed.json()["fileSize"] == 5
     assert any("storage_seal_failed" in r.getMessage() for r in caplog.records)
     assert (await played(client, vid, auth))[0] is not None
+
+
+async def test_a_thumbnail_sent_after_the_confirm_goes_with_the_device(
+    client: httpx.AsyncClient, create_user: Any
+) -> None:
+    """The confirm found no thumbnail, so the row names none; the camera's late upload is
+    stored all the same, and the last owner leaving deletes it too."""
+    alice, auth = await create_user()
+    vid = await owned_device(client, alice["id"], auth)
+    clip = {"deviceId": vid, "filename": "a.mp4", "startTime": "2024-05-01T10:00:00Z"}
+    upload = (await client.post("/api/cloud/videos", json={**clip, "thumbnail": True})).json()
+    assert (await transfer(client, "PUT", upload["uploadUrl"], b"12345")).status_code == 200
+    confirm = await client.post(f"/api/cloud/videos/{upload['videoId']}/confirm")
+    assert confirm.status_code == 200
+    assert (await transfer(client, "PUT", upload["thumbnailUploadUrl"], b"jpg")).is_success
+    storage = client._transport.app.state.storage  # type: ignore[attr-defined]
+    thumbnail = f"videos/{vid}/{upload['videoId']}-thumbnail.jpg"
+    assert await storage.head(thumbnail) is not None
+
+    assert (await client.delete(f"/api/devices/{vid}", headers=auth)).status_code == 204
+    assert await storage.head(thumbnail) is None

@@ -20,7 +20,8 @@ RETENTION_INTERVAL = 3600.0
 async def _purge(app: Any) -> None:
     purged = await service.purge_ended(app.state.db, app.state.settings)
     if purged.logins or purged.api_keys:
-        log.info("auth_purged", logins=purged.logins, api_keys=purged.api_keys)
+        # `keys`: a field named `api_keys` would be masked as a secret in the log.
+        log.info("auth_purged", logins=purged.logins, keys=purged.api_keys)
 
 
 @contextlib.asynccontextmanager

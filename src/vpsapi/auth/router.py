@@ -318,8 +318,7 @@ async def list_users(
             [
                 {"field": "offset", "message": "cannot be sent with cursor"},
                 {"field": "cursor", "message": "cannot be sent with offset"},
-            ],
-            "Send offset or cursor, not both",
+            ]
         )
     users, next_cursor = await service.list_users(
         session, limit=limit, offset=offset or 0, cursor=cursor

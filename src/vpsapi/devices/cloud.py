@@ -47,6 +47,16 @@ class Playback:
     thumbnail_url: str | None
 
 
+def _thumbnail_key(folder: str) -> str:
+    return f"{folder}-thumbnail.jpg"
+
+
+def _object_keys(storage_path: str) -> list[str]:
+    """A clip's objects: its file and its thumbnail's key, whether or not its row names a
+    thumbnail (one uploaded after the confirm, which found none, is stored all the same)."""
+    return [storage_path, _thumbnail_key(storage_path.rsplit("/", 1)[0])]
+
+
 async def register_clip(
     session: AsyncSession, storage: ObjectStorage, clip: Clip, url_ttl: int
 ) -> PendingUpload:
@@ -65,7 +75,7 @@ async def register_clip(
         end_time=clip.start_time + timedelta(seconds=clip.duration) if clip.duration else None,
         alarm_type=clip.alarm_type,
         storage_path=f"{folder}/{clip.filename}",
-        thumbnail_path=f"{folder}-thumbnail.jpg" if clip.thumbnail else None,
+        thumbnail_path=_thumbnail_key(folder) if clip.thumbnail else None,
         is_uploaded=False,
         upload_expires_at=utcnow() + timedelta(seconds=url_ttl),
     )
@@ -181,9 +191,9 @@ async def forget_device_clips(session: AsyncSession, device_id: str) -> list[str
     rows = await session.execute(
         delete(CloudVideo)
         .where(CloudVideo.device_id == device_id)
-        .returning(CloudVideo.storage_path, CloudVideo.thumbnail_path)
+        .returning(CloudVideo.storage_path)
     )
-    return [key for row in rows.tuples() for key in row if key]
+    return [key for (storage_path,) in rows.tuples() for key in _object_keys(storage_path)]
 
 
 async def delete_objects(storage: ObjectStorage, keys: list[str]) -> None:
@@ -203,8 +213,7 @@ async def _delete_clips(
         (await session.execute(select(CloudVideo).where(condition).limit(CLEANUP_BATCH))).scalars()
     )
     await delete_objects(
-        storage,
-        [key for video in clips for key in (video.storage_path, video.thumbnail_path) if key],
+        storage, [key for video in clips for key in _object_keys(video.storage_path)]
     )
     if clips:
         await session.execute(
