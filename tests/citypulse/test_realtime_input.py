@@ -100,8 +100,12 @@ async def test_a_client_gone_meanwhile_is_no_failure(
     async def found(*_: Any) -> None:
         return None
 
+    async def gone(sid: str, *_: Any, **__: Any) -> None:
+        raise KeyError(sid)  # what the in-process manager raises (Redis's raises nothing)
+
     monkeypatch.setattr(service, "get_building", found)
     sio = client.app.state.citypulse_realtime.sio  # type: ignore[attr-defined]
+    monkeypatch.setattr(sio, "enter_room", gone)
     with caplog.at_level(logging.WARNING):
         ack = await sio.handlers["/"]["subscribe"]("sid-gone", {"buildingId": "b-1"})
     assert ack == {"ok": False, "error": "Disconnected"}
